@@ -1,0 +1,260 @@
+//! Admission decisions for the cosi.io kinds.
+//!
+//! [`decode`] turns an HTTP body into a request or a [`ReviewError`] (an HTTP 400);
+//! [`review`] is a pure function from the request, the catalog and the configuration to
+//! the response. Mutation rules live in [`mutate`], validation rules in [`validate`].
+
+pub mod mutate;
+mod patch;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use json_patch::PatchOperation;
+use kube::core::DynamicObject;
+pub use kube::core::admission::Operation;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use serde::de::DeserializeOwned;
+
+use crate::api::{GROUP, VERSION};
+use crate::catalog::Catalog;
+use crate::config::Config;
+
+pub type Request = AdmissionRequest<DynamicObject>;
+
+const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+const REVIEW_KIND: &str = "AdmissionReview";
+
+/// Which of the two webhooks is answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Webhook {
+    Mutate,
+    Validate,
+}
+
+impl Webhook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Webhook::Mutate => "mutate",
+            Webhook::Validate => "validate",
+        }
+    }
+}
+
+/// The kinds bucketgate decides about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Bucket,
+    BucketClass,
+    BucketContent,
+}
+
+impl Kind {
+    pub fn of(req: &Request) -> Option<Kind> {
+        if req.kind.group != GROUP || req.kind.version != VERSION {
+            return None;
+        }
+        match req.kind.kind.as_str() {
+            "Bucket" => Some(Kind::Bucket),
+            "BucketClass" => Some(Kind::BucketClass),
+            "BucketContent" => Some(Kind::BucketContent),
+            _ => None,
+        }
+    }
+}
+
+/// Why a body is not an AdmissionReview bucketgate can answer. Each is an HTTP 400.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("request body is not a valid AdmissionReview: {0}")]
+    Json(String),
+    #[error(
+        "expected apiVersion {REVIEW_API_VERSION:?} and kind {REVIEW_KIND:?}, got apiVersion {api_version:?} and kind {kind:?}; register the webhook with admissionReviewVersions: [v1]"
+    )]
+    WrongType { api_version: String, kind: String },
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+    #[error("AdmissionReview request has an empty uid")]
+    EmptyUid,
+}
+
+pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let review: AdmissionReview<DynamicObject> = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| ReviewError::Json(crate::api::describe(e.path(), e.inner())))?;
+    if review.types.api_version != REVIEW_API_VERSION || review.types.kind != REVIEW_KIND {
+        return Err(ReviewError::WrongType { api_version: review.types.api_version, kind: review.types.kind });
+    }
+    let request: Request = review.try_into().map_err(|_| ReviewError::MissingRequest)?;
+    if request.uid.is_empty() {
+        return Err(ReviewError::EmptyUid);
+    }
+    Ok(request)
+}
+
+/// Answers one admission request. Pure: everything it knows comes in as arguments.
+pub fn review(webhook: Webhook, req: &Request, catalog: &Catalog, config: &Config) -> AdmissionResponse {
+    let verdict = match Kind::of(req) {
+        None => Verdict::warning(format!(
+            "bucketgate does not handle {}/{} {}: the webhook's rules should not send it here",
+            req.kind.group, req.kind.version, req.kind.kind
+        )),
+        Some(kind) => match webhook {
+            Webhook::Mutate => mutate::mutate(kind, req, catalog),
+            Webhook::Validate => validate::validate(kind, req, catalog, config),
+        },
+    };
+    verdict.into_response(req)
+}
+
+/// The outcome of the rules for one request, before it becomes an AdmissionResponse.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// What is wrong and how to fix it; any entry denies the request.
+    pub errors: Vec<String>,
+    /// A tenancy refusal (403 Forbidden) rather than an invalid object (422 Invalid).
+    pub forbidden: bool,
+    pub warnings: Vec<String>,
+    pub patch: Vec<PatchOperation>,
+}
+
+impl Verdict {
+    pub fn warning(message: String) -> Verdict {
+        Verdict { warnings: vec![message], ..Verdict::default() }
+    }
+
+    pub fn deny(&mut self, message: impl Into<String>) {
+        self.errors.push(message.into());
+    }
+
+    pub fn forbid(&mut self, message: impl Into<String>) {
+        self.forbidden = true;
+        self.errors.push(message.into());
+    }
+
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    fn into_response(self, req: &Request) -> AdmissionResponse {
+        let mut response = AdmissionResponse::from(req);
+        if !self.warnings.is_empty() {
+            response.warnings = Some(self.warnings);
+        }
+        if !self.errors.is_empty() {
+            let mut response = response.deny(format!("{}: {}", Subject(req), self.errors.join("; ")));
+            let (code, reason) = if self.forbidden { (403, "Forbidden") } else { (422, "Invalid") };
+            response.result.code = code;
+            response.result.reason = reason.to_string();
+            return response;
+        }
+        if self.patch.is_empty() {
+            return response;
+        }
+        let patch = json_patch::Patch(self.patch);
+        match response.clone().with_patch(patch) {
+            Ok(patched) => patched,
+            // A patch of labels, finalizers and strings always serializes; should it not,
+            // refusing is safer than admitting an object without its finalizer.
+            Err(error) => response.deny(format!("bucketgate could not encode its patch: {error}")),
+        }
+    }
+}
+
+/// `Bucket "team-a/photos"`, as the request names its object.
+struct Subject<'a>(&'a Request);
+
+impl fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let req = self.0;
+        let name = if req.name.is_empty() {
+            let generate = req.object.as_ref().and_then(|o| o.metadata.generate_name.clone()).unwrap_or_default();
+            format!("{generate}*")
+        } else {
+            req.name.clone()
+        };
+        match &req.namespace {
+            Some(ns) => write!(f, "{} \"{ns}/{name}\"", req.kind.kind),
+            None => write!(f, "{} \"{name}\"", req.kind.kind),
+        }
+    }
+}
+
+/// Reads a request object as its Rust type; the error names the offending field.
+fn parse<K: DeserializeOwned>(object: &DynamicObject) -> Result<K, String> {
+    crate::api::from_value(serde_json::to_value(object).map_err(|e| e.to_string())?)
+}
+
+/// The typed new and old objects of a request, or the message that explains why not.
+struct Objects<K> {
+    new: Option<K>,
+    old: Option<K>,
+}
+
+fn objects<K: DeserializeOwned>(req: &Request) -> Result<Objects<K>, String> {
+    let read = |object: &Option<DynamicObject>, which: &str| -> Result<Option<K>, String> {
+        object
+            .as_ref()
+            .map(parse::<K>)
+            .transpose()
+            .map_err(|e| format!("the {which} does not match the {} schema: {e}", req.kind.kind))
+    };
+    Ok(Objects { new: read(&req.object, "object")?, old: read(&req.old_object, "old object")? })
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1",
+        "kind":{"group":"cosi.io","version":"v1alpha1","kind":"Bucket"},
+        "resource":{"group":"cosi.io","version":"v1alpha1","resource":"buckets"},
+        "operation":"DELETE","userInfo":{"username":"a"},"object":null,"oldObject":null}}"#;
+
+    #[test]
+    fn decodes_a_minimal_review() {
+        let req = decode(REVIEW.as_bytes()).unwrap();
+        assert_eq!(req.uid, "u1");
+        assert_eq!(Kind::of(&req), Some(Kind::Bucket));
+    }
+
+    #[test]
+    fn bad_bodies_get_clear_errors() {
+        let err = decode(b"{not json").unwrap_err().to_string();
+        assert!(
+            err.starts_with("request body is not a valid AdmissionReview: key must be a string at line 1"),
+            "{err}"
+        );
+        let err = decode(b"").unwrap_err().to_string();
+        assert!(err.contains("EOF"), "{err}");
+        let v1beta1 = REVIEW.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1");
+        assert!(matches!(decode(v1beta1.as_bytes()), Err(ReviewError::WrongType { .. })));
+        let no_request = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
+        assert!(matches!(decode(no_request.as_bytes()), Err(ReviewError::MissingRequest)));
+        let no_uid = REVIEW.replace(r#""uid":"u1","#, "");
+        let err = decode(no_uid.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("request") && err.contains("missing field `uid`"), "{err}");
+        let empty_uid = REVIEW.replace(r#""uid":"u1""#, r#""uid":"""#);
+        assert!(matches!(decode(empty_uid.as_bytes()), Err(ReviewError::EmptyUid)));
+        let bad_op = REVIEW.replace("DELETE", "SMASH");
+        let err = decode(bad_op.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("request.operation"), "{err}");
+    }
+
+    #[test]
+    fn other_kinds_are_allowed_with_a_warning() {
+        let other = REVIEW.replace(r#""kind":"Bucket""#, r#""kind":"Pod""#);
+        let req = decode(other.as_bytes()).unwrap();
+        let catalog = Catalog::from_objects([], [], []);
+        let response = review(Webhook::Validate, &req, &catalog, &Config::default());
+        assert!(response.allowed);
+        assert!(response.warnings.unwrap()[0].contains("does not handle cosi.io/v1alpha1 Pod"));
+    }
+}

@@ -1,0 +1,407 @@
+//! One test per rule, on requests built here. The captured API server requests are
+//! exercised over HTTPS in tests/admission.rs.
+
+use k8s_openapi::api::core::v1::Namespace;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::api::{BucketClass, BucketContent};
+
+const SERVED: &str = "rook-ceph.ceph.rook.io/bucket";
+const TEAM_A_UID: &str = "uid-team-a";
+
+fn class(name: &str, provisioner: &str, default: bool, protocols: &[&str]) -> BucketClass {
+    crate::api::from_value(json!({
+        "apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass", "metadata": {"name": name},
+        "provisioner": provisioner, "isDefaultBucketClass": default, "supportedProtocols": protocols,
+        "parameters": {"store": "a"}
+    }))
+    .unwrap()
+}
+
+fn content(name: &str, spec: Value) -> BucketContent {
+    crate::api::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent",
+        "metadata": {"name": name}, "spec": spec}))
+    .unwrap()
+}
+
+fn legacy() -> BucketContent {
+    content(
+        "legacy",
+        json!({"provisioner": "", "releasePolicy": "Retain",
+        "bindableNamespaces": [{"name": "team-a", "uid": TEAM_A_UID}],
+        "protocol": {"type": "s3", "s3": {"bucketName": "legacy"}}}),
+    )
+}
+
+fn namespace(name: &str, uid: &str) -> Namespace {
+    serde_json::from_value(json!({"metadata": {"name": name, "uid": uid}})).unwrap()
+}
+
+fn catalog(classes: Vec<BucketClass>) -> Catalog {
+    Catalog::from_objects(classes, [legacy()], [namespace("team-a", TEAM_A_UID), namespace("team-b", "uid-team-b")])
+}
+
+fn standard() -> Catalog {
+    catalog(vec![class("ceph", SERVED, true, &["s3"]), class("multi", SERVED, false, &["s3", "gcs"])])
+}
+
+fn config() -> Config {
+    Config::default().with_provisioners([SERVED.to_string()])
+}
+
+fn request(kind: &str, operation: &str, namespace: Option<&str>, object: Value, old: Value) -> Request {
+    let resource = format!("{}s", kind.to_lowercase()).replace("classs", "classes");
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u", "kind": {"group": "cosi.io", "version": "v1alpha1", "kind": kind},
+        "resource": {"group": "cosi.io", "version": "v1alpha1", "resource": resource},
+        "name": object.pointer("/metadata/name").or(old.pointer("/metadata/name")).cloned().unwrap_or(json!("")),
+        "namespace": namespace, "operation": operation, "userInfo": {"username": "dev"},
+        "object": object, "oldObject": old}});
+    decode(review.to_string().as_bytes()).unwrap()
+}
+
+fn bucket(spec: Value) -> Value {
+    json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "b", "namespace": "team-a"}, "spec": spec})
+}
+
+fn create_bucket(namespace: &str, spec: Value) -> Request {
+    let mut object = bucket(spec);
+    object["metadata"]["namespace"] = json!(namespace);
+    request("Bucket", "CREATE", Some(namespace), object, Value::Null)
+}
+
+/// Runs a webhook and returns the response with the patch applied to the request object.
+fn run(webhook: Webhook, req: &Request, catalog: &Catalog) -> (AdmissionResponse, Option<Value>) {
+    let response = review(webhook, req, catalog, &config());
+    let patched = response.patch.as_ref().map(|patch| {
+        let mut object = serde_json::to_value(req.object.as_ref().unwrap()).unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(patch).unwrap();
+        json_patch::patch(&mut object, &patch).unwrap();
+        object
+    });
+    (response, patched)
+}
+
+fn denial(webhook: Webhook, req: &Request, catalog: &Catalog) -> (u16, String) {
+    let (response, _) = run(webhook, req, catalog);
+    assert!(!response.allowed, "expected a denial, got {response:?}");
+    (response.result.code, response.result.message)
+}
+
+fn allowed(webhook: Webhook, req: &Request, catalog: &Catalog) -> AdmissionResponse {
+    let (response, _) = run(webhook, req, catalog);
+    assert!(response.allowed, "expected allowed, got {:?}", response.result.message);
+    response
+}
+
+#[test]
+fn default_class_protocol_label_and_finalizer_are_filled_in() {
+    let req = create_bucket("team-a", json!({"protocol": "s3"}));
+    let (response, patched) = run(Webhook::Mutate, &req, &standard());
+    assert!(response.allowed);
+    let patched = patched.unwrap();
+    assert_eq!(patched["spec"]["bucketClassName"], "ceph");
+    assert_eq!(patched["metadata"]["labels"]["cosi.io/provisioner"], "rook-ceph.ceph.rook.io-bucket");
+    assert_eq!(patched["metadata"]["finalizers"], json!(["cosi.io/finalizer"]));
+
+    // A class with one protocol fills in the protocol.
+    let req = create_bucket("team-a", json!({"bucketClassName": "ceph"}));
+    let (_, patched) = run(Webhook::Mutate, &req, &standard());
+    assert_eq!(patched.unwrap()["spec"]["protocol"], "s3");
+    // A class with several does not guess.
+    let req = create_bucket("team-a", json!({"bucketClassName": "multi"}));
+    let (_, patched) = run(Webhook::Mutate, &req, &standard());
+    assert!(patched.unwrap()["spec"].get("protocol").is_none());
+}
+
+#[test]
+fn default_class_is_refused_when_missing_or_ambiguous() {
+    let req = create_bucket("team-a", json!({"protocol": "gcs"}));
+    let (_, message) = denial(Webhook::Mutate, &req, &standard());
+    assert!(message.contains("no default BucketClass for protocol gcs; classes that support gcs: multi"), "{message}");
+
+    let req = create_bucket("team-a", json!({"protocol": "azureBlob"}));
+    let (_, message) = denial(Webhook::Mutate, &req, &standard());
+    assert!(message.contains("no BucketClass supports protocol azureBlob"), "{message}");
+
+    let two = catalog(vec![class("a", SERVED, true, &["s3"]), class("b", SERVED, true, &["s3", "gcs"])]);
+    let req = create_bucket("team-a", json!({"protocol": "s3"}));
+    let (_, message) = denial(Webhook::Mutate, &req, &two);
+    assert!(message.contains("several BucketClasses are the default for protocol s3 (a, b)"), "{message}");
+
+    let req = create_bucket("team-a", json!({}));
+    let (code, message) = denial(Webhook::Mutate, &req, &standard());
+    assert_eq!(code, 422);
+    assert!(message.starts_with("Bucket \"team-a/b\": spec.protocol is not set"), "{message}");
+}
+
+#[test]
+fn finalizer_is_not_added_again_while_deleting() {
+    let mut object = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+    object["metadata"]["deletionTimestamp"] = json!("2026-11-21T15:21:17Z");
+    let old = object.clone();
+    let req = request("Bucket", "UPDATE", Some("team-a"), object, old);
+    let (response, patched) = run(Webhook::Mutate, &req, &standard());
+    assert!(response.allowed && patched.is_none(), "{response:?}");
+}
+
+#[test]
+fn bucket_with_a_valid_class_is_allowed() {
+    let req = create_bucket(
+        "team-a",
+        json!({"protocol": "s3", "bucketClassName": "ceph",
+        "bucketPrefix": "photos-", "secretName": "photos-creds"}),
+    );
+    let response = allowed(Webhook::Validate, &req, &standard());
+    assert!(response.warnings.is_none());
+}
+
+#[test]
+fn unserved_provisioner_is_refused_naming_both() {
+    let with_other = catalog(vec![class("other", "other.example.com/s3", false, &["s3"])]);
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketClassName": "other"}));
+    let (_, message) = denial(Webhook::Validate, &req, &with_other);
+    assert!(message.contains("uses provisioner \"other.example.com/s3\", which this bucketgate deployment does not serve (it serves rook-ceph.ceph.rook.io/bucket)"), "{message}");
+}
+
+#[test]
+fn class_problems_are_refused() {
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketClassName": "nope"}));
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(message.contains("\"nope\" names no BucketClass; classes that support s3: ceph, multi"), "{message}");
+
+    let req = create_bucket("team-a", json!({"protocol": "gcs", "bucketClassName": "ceph"}));
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(message.contains("does not support protocol gcs (it supports s3)"), "{message}");
+
+    let static_class = catalog(vec![class("static", "", false, &["s3"])]);
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketClassName": "static"}));
+    let (_, message) = denial(Webhook::Validate, &req, &static_class);
+    assert!(message.contains("has no provisioner, so it cannot create buckets"), "{message}");
+
+    let req = create_bucket("team-a", json!({"protocol": "s3"}));
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(message.contains("spec.bucketClassName is required"), "{message}");
+}
+
+#[test]
+fn prefix_and_secret_name_are_checked_together() {
+    let req = create_bucket(
+        "team-a",
+        json!({"protocol": "s3", "bucketClassName": "ceph",
+        "bucketPrefix": "YosemitePhotos-", "secretName": "Photos_Creds"}),
+    );
+    let (code, message) = denial(Webhook::Validate, &req, &standard());
+    assert_eq!(code, 422);
+    assert!(message.contains("spec.bucketPrefix \"YosemitePhotos-\" has upper-case letters (YP); s3 bucket names are lower case: use \"yosemitephotos-\""), "{message}");
+    assert!(message.contains("spec.secretName \"Photos_Creds\" contains 'P'"), "{message}");
+    assert!(message.contains("such as \"photos-creds\""), "{message}");
+
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketClassName": "ceph", "bucketPrefix": "logs.v1-"}));
+    let response = allowed(Webhook::Validate, &req, &standard());
+    assert!(response.warnings.unwrap()[0].contains("dotted bucket names"));
+}
+
+#[test]
+fn binding_needs_the_namespace_by_name_and_uid() {
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "legacy"}));
+    allowed(Webhook::Validate, &req, &standard());
+
+    let req = create_bucket("team-b", json!({"protocol": "s3", "bucketContentName": "legacy"}));
+    let (code, message) = denial(Webhook::Validate, &req, &standard());
+    assert_eq!(code, 403);
+    assert!(
+        message.contains(
+            "namespace \"team-b\" may not bind BucketContent \"legacy\": it is not in spec.bindableNamespaces (team-a)"
+        ),
+        "{message}"
+    );
+
+    // team-a deleted and recreated: same name, new uid.
+    let recreated = Catalog::from_objects([], [legacy()], [namespace("team-a", "uid-new")]);
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "legacy"}));
+    let (code, message) = denial(Webhook::Validate, &req, &recreated);
+    assert_eq!(code, 403);
+    assert!(message.contains("only with uid uid-team-a, but \"team-a\" now has uid uid-new"), "{message}");
+
+    let unknown = Catalog::from_objects([], [legacy()], []);
+    let (code, message) = denial(Webhook::Validate, &req, &unknown);
+    assert_eq!(code, 403);
+    assert!(message.contains("not known to bucketgate yet"), "{message}");
+
+    let req = create_bucket("team-a", json!({"protocol": "gcs", "bucketContentName": "legacy"}));
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(message.contains("spec.protocol is gcs but BucketContent \"legacy\" serves s3"), "{message}");
+
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "missing"}));
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(message.contains("\"missing\" names no BucketContent"), "{message}");
+}
+
+#[test]
+fn binding_fills_the_protocol_from_the_content() {
+    let req = create_bucket("team-a", json!({"bucketContentName": "legacy"}));
+    let (_, patched) = run(Webhook::Mutate, &req, &standard());
+    let patched = patched.unwrap();
+    assert_eq!(patched["spec"]["protocol"], "s3");
+    assert!(patched["spec"].get("bucketClassName").is_none());
+    // A content without a provisioner gives no label.
+    assert!(patched["metadata"].get("labels").is_none());
+}
+
+#[test]
+fn bucket_spec_is_immutable_once_set() {
+    let old = bucket(json!({"protocol": "s3", "bucketClassName": "ceph", "secretName": "a"}));
+    let new = bucket(json!({"protocol": "s3", "bucketClassName": "multi", "secretName": "a"}));
+    let req = request("Bucket", "UPDATE", Some("team-a"), new, old.clone());
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(message.contains("spec.bucketClassName is immutable once set: was \"ceph\", now \"multi\""), "{message}");
+
+    let unset = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+    let req = request("Bucket", "UPDATE", Some("team-a"), unset, old.clone());
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(message.contains("spec.secretName is immutable once set: was \"a\", now unset"), "{message}");
+
+    // Newly set fields are judged as on create.
+    let set = bucket(json!({"protocol": "s3", "bucketClassName": "ceph", "secretName": "a", "bucketPrefix": "Bad"}));
+    let req = request("Bucket", "UPDATE", Some("team-a"), set, old.clone());
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(message.contains("spec.bucketPrefix \"Bad\""), "{message}");
+
+    // Label edits on an unchanged spec pass even when the class is gone (ratcheting).
+    let mut relabeled = old.clone();
+    relabeled["metadata"]["labels"] = json!({"tier": "gold"});
+    let req = request("Bucket", "UPDATE", Some("team-a"), relabeled, old);
+    allowed(Webhook::Validate, &req, &Catalog::from_objects([], [], []));
+}
+
+#[test]
+fn only_one_default_class_per_protocol() {
+    let new = serde_json::to_value(class("second", SERVED, true, &["s3", "gcs"])).unwrap();
+    let req = request("BucketClass", "CREATE", None, new, Value::Null);
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(message.contains("cannot be the default BucketClass for s3: ceph already is"), "{message}");
+    assert!(!message.contains("for gcs"), "{message}");
+
+    // Re-applying the existing default is not a conflict with itself.
+    let same = serde_json::to_value(class("ceph", SERVED, true, &["s3"])).unwrap();
+    let req = request("BucketClass", "CREATE", None, same, Value::Null);
+    allowed(Webhook::Validate, &req, &standard());
+}
+
+#[test]
+fn class_fields_are_checked_and_immutable() {
+    let empty = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass", "metadata": {"name": "x"},
+        "provisioner": SERVED, "supportedProtocols": []});
+    let req = request("BucketClass", "CREATE", None, empty, Value::Null);
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(message.contains("supportedProtocols is empty"), "{message}");
+
+    let bad = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass", "metadata": {"name": "x"},
+        "provisioner": SERVED, "supportedProtocols": ["s3"], "releasePolicy": "Shred"});
+    let req = request("BucketClass", "CREATE", None, bad, Value::Null);
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(message.contains("unknown variant `Shred`, expected `Delete` or `Retain`"), "{message}");
+
+    let old = serde_json::to_value(class("multi", SERVED, false, &["s3", "gcs"])).unwrap();
+    let mut new = old.clone();
+    new["parameters"]["store"] = json!("b");
+    new["provisioner"] = json!("other");
+    new["releasePolicy"] = json!("Retain");
+    let req = request("BucketClass", "UPDATE", None, new, old.clone());
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    for field in
+        ["parameters are immutable", "provisioner is immutable", "releasePolicy is immutable: was Delete, now Retain"]
+    {
+        assert!(message.contains(field), "{field}: {message}");
+    }
+
+    let unserved = serde_json::to_value(class("new", "else.example.com", false, &["s3"])).unwrap();
+    let req = request("BucketClass", "CREATE", None, unserved, Value::Null);
+    let response = allowed(Webhook::Validate, &req, &standard());
+    assert!(response.warnings.unwrap()[0].contains("not served by this bucketgate deployment"));
+
+    let req = request("BucketClass", "DELETE", None, Value::Null, old);
+    assert!(allowed(Webhook::Validate, &req, &standard()).warnings.is_none());
+    let default = serde_json::to_value(class("ceph", SERVED, true, &["s3"])).unwrap();
+    let req = request("BucketClass", "DELETE", None, Value::Null, default);
+    let warning = allowed(Webhook::Validate, &req, &standard()).warnings.unwrap().remove(0);
+    assert!(warning.contains("was the default BucketClass for s3"), "{warning}");
+}
+
+#[test]
+fn static_contents_must_retain_and_name_their_bucket() {
+    let object = serde_json::to_value(content("c", json!({"provisioner": "", "releasePolicy": "Delete",
+        "protocol": {"type": "s3"}, "bindableNamespaces": [{"name": "team-a", "uid": ""}, {"name": "Bad_NS", "uid": "x"}]}))).unwrap();
+    let req = request("BucketContent", "CREATE", None, object, Value::Null);
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    for part in [
+        "spec.releasePolicy is Delete, but this BucketContent has no provisioner",
+        "spec.protocol.s3.bucketName is required",
+        "spec.bindableNamespaces[0] needs both name and uid",
+        "spec.bindableNamespaces[1].name \"Bad_NS\" is not a namespace name",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+
+    let object = serde_json::to_value(legacy()).unwrap();
+    let req = request("BucketContent", "CREATE", None, object.clone(), Value::Null);
+    assert!(allowed(Webhook::Validate, &req, &standard()).warnings.is_none());
+    // The namespace exists with another uid: allowed, with a warning.
+    let req = request("BucketContent", "CREATE", None, object, Value::Null);
+    let other = Catalog::from_objects([], [], [namespace("team-a", "uid-new")]);
+    let warning = allowed(Webhook::Validate, &req, &other).warnings.unwrap().remove(0);
+    assert!(warning.contains("has uid uid-new, not uid-team-a"), "{warning}");
+}
+
+#[test]
+fn content_parameters_and_provisioner_are_immutable() {
+    let old = serde_json::to_value(content(
+        "c",
+        json!({"provisioner": SERVED, "protocol": {"type": "s3"}, "parameters": {"a": "1"}}),
+    ))
+    .unwrap();
+    let mut new = old.clone();
+    new["spec"]["parameters"]["a"] = json!("2");
+    new["spec"]["provisioner"] = json!("other");
+    let req = request("BucketContent", "UPDATE", None, new, old.clone());
+    let (_, message) = denial(Webhook::Validate, &req, &standard());
+    assert!(
+        message.contains("spec.parameters are immutable") && message.contains("spec.provisioner is immutable"),
+        "{message}"
+    );
+
+    // Greenfield contents get the provisioner label and the finalizer.
+    let req = request("BucketContent", "CREATE", None, old, Value::Null);
+    let (_, patched) = run(Webhook::Mutate, &req, &standard());
+    let patched = patched.unwrap();
+    assert_eq!(patched["metadata"]["labels"]["cosi.io/provisioner"], "rook-ceph.ceph.rook.io-bucket");
+    assert_eq!(patched["metadata"]["finalizers"], json!(["cosi.io/finalizer"]));
+}
+
+#[test]
+fn objects_that_do_not_parse_are_refused_but_deletes_pass() {
+    let req = create_bucket("team-a", json!({"protocol": "ftp"}));
+    let (_, message) = denial(Webhook::Mutate, &req, &standard());
+    assert!(
+        message.contains("the object does not match the Bucket schema: spec.protocol: unknown variant `ftp`"),
+        "{message}"
+    );
+
+    let req = request("Bucket", "DELETE", Some("team-a"), Value::Null, bucket(json!({"protocol": "ftp"})));
+    let response = allowed(Webhook::Validate, &req, &standard());
+    assert!(response.warnings.unwrap()[0].contains("old object does not match"));
+}
+
+#[test]
+fn deleting_a_bucket_warns_when_its_data_goes_too() {
+    let owned = content("owned", json!({"provisioner": SERVED, "releasePolicy": "Delete", "protocol": {"type": "s3"}}));
+    let catalog = Catalog::from_objects([], [owned], []);
+    let mut old = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+    old["status"] = json!({"bucketContentName": "owned", "phase": "Bound"});
+    let req = request("Bucket", "DELETE", Some("team-a"), Value::Null, old);
+    let warning = allowed(Webhook::Validate, &req, &catalog).warnings.unwrap().remove(0);
+    assert!(warning.contains("every object in it will be destroyed"), "{warning}");
+}

@@ -1,0 +1,258 @@
+//! What admission needs to know about the cluster, held in memory: BucketClasses,
+//! BucketContents and Namespace uids. The webhook never calls the API server per request.
+//!
+//! Both sources fill the same kube-runtime reflector stores: [`Catalog::watch`] from the
+//! API server, [`Catalog::load_dir`] from a directory of YAML or JSON (for running without
+//! a cluster and for the CLI).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::{BucketClass, BucketContent};
+
+type NamespaceMeta = PartialObjectMeta<Namespace>;
+
+#[derive(Clone)]
+pub struct Catalog {
+    classes: Store<BucketClass>,
+    contents: Store<BucketContent>,
+    namespaces: Store<NamespaceMeta>,
+    synced: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read catalog {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("catalog file {path} does not parse: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("catalog file {path}: {kind} {name:?}: {message}")]
+    Object { path: PathBuf, kind: String, name: String, message: String },
+}
+
+impl Catalog {
+    /// Builds a catalog from objects in hand (tests, benchmarks, the offline loader).
+    pub fn from_objects(
+        classes: impl IntoIterator<Item = BucketClass>,
+        contents: impl IntoIterator<Item = BucketContent>,
+        namespaces: impl IntoIterator<Item = Namespace>,
+    ) -> Catalog {
+        let namespaces = namespaces.into_iter().map(|ns| NamespaceMeta {
+            types: None,
+            metadata: ns.metadata,
+            _phantom: Default::default(),
+        });
+        Catalog {
+            classes: filled(classes),
+            contents: filled(contents),
+            namespaces: filled(namespaces),
+            synced: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Loads every `.yaml`, `.yml` and `.json` file below `dir`. BucketClass, BucketContent
+    /// and Namespace documents go into the catalog; other kinds (Buckets, Kustomizations)
+    /// are skipped so that an examples directory can be used as it is.
+    pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
+        let mut files = Vec::new();
+        collect_files(dir, &mut files)?;
+        files.sort();
+        let (mut classes, mut contents, mut namespaces) = (Vec::new(), Vec::new(), Vec::new());
+        for path in files {
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| CatalogError::Read { path: path.clone(), source })?;
+            let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+                .map_err(|e| CatalogError::Parse { path: path.clone(), message: e.to_string() })?;
+            for doc in docs.into_iter().filter(|d| !d.is_null()) {
+                let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+                match kind.as_str() {
+                    "BucketClass" => classes.push(typed(&path, &kind, doc)?),
+                    "BucketContent" => contents.push(typed(&path, &kind, doc)?),
+                    "Namespace" => namespaces.push(typed(&path, &kind, doc)?),
+                    _ => tracing::debug!(path = %path.display(), kind, "catalog skips a document of another kind"),
+                }
+            }
+        }
+        Ok(Catalog::from_objects(classes, contents, namespaces))
+    }
+
+    /// Watches the three kinds through the API server. The returned future drives the
+    /// watches and must be polled for the catalog to fill; [`Catalog::is_synced`] turns
+    /// true once every initial list has arrived.
+    pub fn watch(client: Client) -> (Catalog, impl Future<Output = ()> + Send + 'static) {
+        let (classes, classes_writer) = reflector::store();
+        let (contents, contents_writer) = reflector::store();
+        let (namespaces, namespaces_writer) = reflector::store();
+        let catalog = Catalog { classes, contents, namespaces, synced: Arc::new(AtomicBool::new(false)) };
+
+        let config = watcher::Config::default();
+        let classes_run =
+            drive(watcher(Api::<BucketClass>::all(client.clone()), config.clone()), classes_writer, "BucketClass");
+        let contents_run =
+            drive(watcher(Api::<BucketContent>::all(client.clone()), config.clone()), contents_writer, "BucketContent");
+        let namespaces_run = drive(watcher(Api::<NamespaceMeta>::all(client), config), namespaces_writer, "Namespace");
+        let ready = {
+            let catalog = catalog.clone();
+            async move {
+                let synced = futures::future::join3(
+                    catalog.classes.wait_until_ready(),
+                    catalog.contents.wait_until_ready(),
+                    catalog.namespaces.wait_until_ready(),
+                )
+                .await;
+                if let (Ok(()), Ok(()), Ok(())) = synced {
+                    tracing::info!("catalog synced");
+                    catalog.synced.store(true, Ordering::Release);
+                }
+            }
+        };
+        let run = async move {
+            futures::future::join4(classes_run, contents_run, namespaces_run, ready).await;
+        };
+        (catalog, run)
+    }
+
+    /// True once every watch has delivered its initial list.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub fn class(&self, name: &str) -> Option<Arc<BucketClass>> {
+        self.classes.get(&ObjectRef::new(name))
+    }
+
+    pub fn classes(&self) -> Vec<Arc<BucketClass>> {
+        let mut classes = self.classes.state();
+        // Stable order, so that messages listing classes do not change between calls.
+        classes.sort_by_key(|a| a.name_any());
+        classes
+    }
+
+    pub fn content(&self, name: &str) -> Option<Arc<BucketContent>> {
+        self.contents.get(&ObjectRef::new(name))
+    }
+
+    pub fn namespace_uid(&self, name: &str) -> Option<String> {
+        self.namespaces.get(&ObjectRef::new(name)).and_then(|ns| ns.metadata.uid.clone())
+    }
+
+    pub fn len(&self) -> (usize, usize, usize) {
+        (self.classes.len(), self.contents.len(), self.namespaces.len())
+    }
+}
+
+fn filled<K>(objects: impl IntoIterator<Item = K>) -> Store<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let mut writer: Writer<K> = Writer::default();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    writer.as_reader()
+}
+
+async fn drive<K, S>(stream: S, writer: Writer<K>, kind: &'static str)
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    stream
+        .default_backoff()
+        // Admission never reads managedFields; dropping them keeps the cache small.
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(kind, %error, "catalog watch failed; retrying with backoff");
+            }
+        })
+        .await;
+}
+
+fn typed<K: DeserializeOwned>(path: &Path, kind: &str, doc: serde_json::Value) -> Result<K, CatalogError> {
+    let name = doc.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+    crate::api::from_value(doc).map_err(|message| CatalogError::Object {
+        path: path.to_path_buf(),
+        kind: kind.to_string(),
+        name,
+        message,
+    })
+}
+
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), CatalogError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| CatalogError::Read { path: dir.to_path_buf(), source })?;
+    for entry in entries {
+        let path = entry.map_err(|source| CatalogError::Read { path: dir.to_path_buf(), source })?.path();
+        if path.is_dir() {
+            collect_files(&path, files)?;
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_yaml_and_json_and_skips_other_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "apiVersion: cosi.io/v1alpha1\nkind: BucketClass\nmetadata: {name: fast}\nprovisioner: p\nsupportedProtocols: [s3]\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a, uid: u-1}\n---\n\
+             apiVersion: cosi.io/v1alpha1\nkind: Bucket\nmetadata: {name: b, namespace: team-a}\nspec: {}\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(
+            dir.path().join("sub/c.json"),
+            r#"{"apiVersion":"cosi.io/v1alpha1","kind":"BucketContent","metadata":{"name":"legacy"},"spec":{"protocol":{"type":"s3"}}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let catalog = Catalog::load_dir(dir.path()).unwrap();
+        assert_eq!(catalog.len(), (1, 1, 1));
+        assert_eq!(catalog.class("fast").unwrap().spec.provisioner(), "p");
+        assert!(catalog.content("legacy").is_some());
+        assert_eq!(catalog.namespace_uid("team-a").as_deref(), Some("u-1"));
+        assert!(catalog.is_synced());
+    }
+
+    #[test]
+    fn broken_files_name_the_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("bad.yaml"),
+            "apiVersion: cosi.io/v1alpha1\nkind: BucketClass\nmetadata: {name: x}\nsupportedProtocols: [ftp]\n",
+        )
+        .unwrap();
+        let err = Catalog::load_dir(dir.path()).err().unwrap().to_string();
+        assert!(
+            err.contains("bad.yaml") && err.contains("BucketClass \"x\"") && err.contains("unknown variant `ftp`"),
+            "{err}"
+        );
+
+        std::fs::write(dir.path().join("bad.yaml"), "kind: [unclosed\n").unwrap();
+        let err = Catalog::load_dir(dir.path()).err().unwrap();
+        assert!(matches!(err, CatalogError::Parse { .. }), "{err}");
+        assert!(matches!(Catalog::load_dir(&dir.path().join("nope")), Err(CatalogError::Read { .. })));
+    }
+}

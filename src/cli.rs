@@ -1,0 +1,275 @@
+//! Command line: `serve`, `certs`, `crds` and `review`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::admission::{self, Webhook};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::server::{self, AppState, ServeOptions};
+use crate::tls::{self, CertStore};
+
+/// Catalog and configuration that `serve --dev` uses when no cluster is reachable.
+const DEV_CATALOG: &str = "manifests/examples";
+const DEV_CONFIG: &str = "manifests/examples/dev/bucketgate-config.yaml";
+
+#[derive(Parser, Debug)]
+#[command(name = "bucketgate", version, about = "Admission and provisioning for Kubernetes object-storage buckets")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BUCKETGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTPS admission server.
+    Serve(ServeArgs),
+    /// Generate a CA and a serving certificate, and print the caBundle.
+    Certs(CertsArgs),
+    /// Print the CustomResourceDefinitions, or write them into a directory.
+    Crds(CrdsArgs),
+    /// Answer one AdmissionReview from a file, offline, and print the response review.
+    Review(ReviewArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Served {
+    /// YAML configuration file (see README: Configuration).
+    #[arg(long, env = "BUCKETGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A provisioner this deployment serves; repeat for several. Adds to --config.
+    #[arg(long = "provisioner", value_name = "NAME")]
+    pub provisioners: Vec<String>,
+}
+
+impl Served {
+    fn load(&self, fallback: Option<&Path>) -> anyhow::Result<Config> {
+        let config = match (&self.config, fallback) {
+            (Some(path), _) => Config::load(path)?,
+            (None, Some(path)) if path.exists() => Config::load(path)?,
+            _ => Config::default(),
+        };
+        Ok(config.with_provisioners(self.provisioners.iter().cloned()))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "BUCKETGATE_LISTEN")]
+    pub listen: SocketAddr,
+    /// Directory holding tls.crt and tls.key (a kubernetes.io/tls Secret mount).
+    #[arg(long, default_value = "certs", env = "BUCKETGATE_CERT_DIR")]
+    pub cert_dir: PathBuf,
+    /// How often to look for a new certificate.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// Read the catalog from this directory of YAML instead of watching the cluster.
+    #[arg(long, env = "BUCKETGATE_CATALOG")]
+    pub catalog: Option<PathBuf>,
+    #[command(flatten)]
+    pub served: Served,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Time in-flight requests get to finish after SIGTERM.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Development mode: create certificates in --cert-dir when there are none, and use the
+    /// example catalog and configuration when no cluster is reachable.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt and tls.key into.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// DNS names for the serving certificate; repeat for several.
+    #[arg(long = "dns", value_name = "NAME", default_values_t = [
+        "bucketgate.bucketgate-system.svc".to_string(),
+        "bucketgate.bucketgate-system.svc.cluster.local".to_string(),
+        "localhost".to_string(),
+    ])]
+    pub dns_names: Vec<String>,
+    /// IP addresses for the serving certificate; repeat for several.
+    #[arg(long = "ip", value_name = "ADDRESS", default_values_t = ["127.0.0.1".parse::<IpAddr>().unwrap()])]
+    pub ips: Vec<IpAddr>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+}
+
+#[derive(Args, Debug)]
+pub struct CrdsArgs {
+    /// Write one file per CRD and a kustomization.yaml here instead of printing.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReviewArgs {
+    /// AdmissionReview JSON file.
+    pub file: PathBuf,
+    /// Directory of YAML with the BucketClasses, BucketContents and Namespaces to decide against.
+    #[arg(long)]
+    pub catalog: PathBuf,
+    #[command(flatten)]
+    pub served: Served,
+    /// Which webhook answers. Taken from the file name (`...-mutate-...`) when omitted.
+    #[arg(long, value_enum)]
+    pub webhook: Option<WebhookArg>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum WebhookArg {
+    Mutate,
+    Validate,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Certs(args) => {
+            let generated = tls::generate(&args.dns_names, &args.ips, args.days)?;
+            generated.write(&args.out)?;
+            eprintln!(
+                "wrote {dir}/ca.crt, {dir}/tls.crt and {dir}/tls.key for {}; caBundle follows",
+                args.dns_names.join(", "),
+                dir = args.out.display()
+            );
+            println!("{}", generated.ca_bundle());
+            Ok(())
+        }
+        Command::Crds(args) => {
+            match args.out {
+                Some(dir) => {
+                    for path in crate::crds::write_dir(&dir).with_context(|| format!("writing {}", dir.display()))? {
+                        eprintln!("wrote {}", path.display());
+                    }
+                }
+                None => print!("{}", crate::crds::stream()),
+            }
+            Ok(())
+        }
+        Command::Review(args) => review(args),
+    }
+}
+
+fn review(args: ReviewArgs) -> anyhow::Result<()> {
+    let webhook = match args.webhook {
+        Some(WebhookArg::Mutate) => Webhook::Mutate,
+        Some(WebhookArg::Validate) => Webhook::Validate,
+        None => {
+            let name = args.file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            match (name.contains("mutate"), name.contains("validate")) {
+                (true, false) => Webhook::Mutate,
+                (false, true) => Webhook::Validate,
+                _ => bail!(
+                    "cannot tell from {name:?} which webhook answers: pass --webhook mutate or --webhook validate"
+                ),
+            }
+        }
+    };
+    let body = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let request = admission::decode(&body).with_context(|| format!("{}", args.file.display()))?;
+    let catalog = Catalog::load_dir(&args.catalog)?;
+    let config = args.served.load(None)?;
+    let response = admission::review(webhook, &request, &catalog, &config);
+    println!("{}", serde_json::to_string_pretty(&response.into_review())?);
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.dev && !args.cert_dir.join(tls::CERT_FILE).exists() {
+        let generated = tls::generate(&["localhost".into()], &["127.0.0.1".parse()?], 30)?;
+        generated.write(&args.cert_dir)?;
+        tracing::info!(dir = %args.cert_dir.display(), "development certificates created; clients trust ca.crt");
+    }
+    let certs = CertStore::open(&args.cert_dir)
+        .with_context(|| format!("loading the serving certificate from {}", args.cert_dir.display()))?;
+
+    let (catalog, dev_fallback) = match &args.catalog {
+        Some(dir) => (Catalog::load_dir(dir)?, false),
+        None => match cluster_client(args.dev).await {
+            Ok(client) => {
+                let (catalog, watches) = Catalog::watch(client);
+                tokio::spawn(watches);
+                (catalog, false)
+            }
+            Err(error) if args.dev => {
+                tracing::warn!(%error, catalog = DEV_CATALOG, "no cluster reachable; serving the example catalog");
+                (Catalog::load_dir(Path::new(DEV_CATALOG))?, true)
+            }
+            Err(error) => return Err(error.context("connecting to the cluster (use --catalog DIR to run without one)")),
+        },
+    };
+    let config = args.served.load(dev_fallback.then_some(Path::new(DEV_CONFIG)))?;
+    tracing::info!(provisioners = ?config.served_names(), "serving provisioners");
+
+    let metrics = Arc::new(Metrics::default());
+    tokio::spawn(certs.clone().watch(args.cert_reload_interval, metrics.clone()));
+    let state = Arc::new(AppState { catalog, config, metrics, certs, shutting_down: AtomicBool::new(false) });
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "serving admission over HTTPS");
+    let options = ServeOptions { max_body_bytes: args.max_body_bytes, shutdown_grace: args.shutdown_grace };
+    server::serve(listener, state, options, shutdown_signal()).await
+}
+
+/// A client for the cluster in the kubeconfig or the pod's service account. In development
+/// mode the API server must also answer quickly, so that a stale kubeconfig falls back to
+/// the example catalog instead of hanging.
+async fn cluster_client(probe: bool) -> anyhow::Result<kube::Client> {
+    let client = kube::Client::try_default().await.context("no Kubernetes configuration")?;
+    if probe {
+        tokio::time::timeout(Duration::from_secs(3), client.apiserver_version())
+            .await
+            .context("the API server did not answer within 3s")?
+            .context("the API server refused")?;
+    }
+    Ok(client)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,15 @@
+//! bucketgate: admission and provisioning for Kubernetes object-storage buckets.
+//!
+//! Decisions are pure functions in [`admission`]; the I/O around them lives in [`server`]
+//! (HTTPS), [`catalog`] (watch caches or a directory of YAML) and [`tls`] (certificates).
+
+pub mod admission;
+pub mod api;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod crds;
+pub mod metrics;
+pub mod naming;
+pub mod server;
+pub mod tls;

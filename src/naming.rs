@@ -1,0 +1,245 @@
+//! Name rules shared by admission and provisioning: Kubernetes names and label values, and
+//! the backend bucket names built from a Bucket's `bucketPrefix`.
+
+use sha2::{Digest, Sha256};
+
+use crate::api::Protocol;
+
+/// Characters the provisioning loop appends to `bucketPrefix` to make a backend bucket name
+/// unique. Every backend here caps bucket names at 63 characters.
+pub const BUCKET_NAME_SUFFIX_LEN: usize = 16;
+pub const BUCKET_NAME_MAX_LEN: usize = 63;
+pub const BUCKET_PREFIX_MAX_LEN: usize = BUCKET_NAME_MAX_LEN - BUCKET_NAME_SUFFIX_LEN;
+
+const LABEL_VALUE_MAX_LEN: usize = 63;
+const LABEL_HASH_LEN: usize = 8;
+
+/// Short, stable hex digest used to keep shortened names distinct.
+pub fn short_hash(input: &str, len: usize) -> String {
+    let digest = Sha256::digest(input.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    hex[..len.min(hex.len())].to_string()
+}
+
+/// Turns a provisioner name into a valid label value, as the KEP asks: characters a label
+/// value may not hold become `-`. A value that had to be shortened (too long, or with
+/// non-alphanumeric ends) ends in a hash of the original, so two provisioners never share
+/// a shortened value.
+pub fn provisioner_label_value(provisioner: &str) -> String {
+    let replaced: String = provisioner
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .collect();
+    if replaced.is_empty() || (replaced.len() <= LABEL_VALUE_MAX_LEN && alnum_ends(&replaced)) {
+        return replaced;
+    }
+    let hash = short_hash(provisioner, LABEL_HASH_LEN);
+    let room = LABEL_VALUE_MAX_LEN - LABEL_HASH_LEN - 1;
+    let trimmed = replaced.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    let head = trimmed[..trimmed.len().min(room)].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    if head.is_empty() { hash } else { format!("{head}-{hash}") }
+}
+
+fn alnum_ends(s: &str) -> bool {
+    let first = s.chars().next();
+    let last = s.chars().last();
+    first.is_some_and(|c| c.is_ascii_alphanumeric()) && last.is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+/// Checks a DNS-1123 subdomain (Secret and most object names). Returns what is wrong.
+pub fn check_dns1123_subdomain(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.len() > 253 {
+        return Err(format!("is {} characters long; the limit is 253", value.len()));
+    }
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))) {
+        return Err(format!("contains {c:?}; only lower-case letters, digits, '-' and '.' are allowed"));
+    }
+    if !alnum_ends(value) {
+        return Err("must start and end with a lower-case letter or digit".into());
+    }
+    Ok(())
+}
+
+/// Checks a DNS-1123 label (namespace names).
+pub fn check_dns1123_label(value: &str) -> Result<(), String> {
+    if value.len() > 63 {
+        return Err(format!("is {} characters long; the limit is 63", value.len()));
+    }
+    check_dns1123_subdomain(value)?;
+    if value.contains('.') {
+        return Err("must not contain '.'".into());
+    }
+    Ok(())
+}
+
+/// Problems and advice about a `bucketPrefix` for a protocol.
+#[derive(Debug, Default, PartialEq)]
+pub struct PrefixCheck {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Checks that `prefix` plus the provisioner's unique suffix of
+/// [`BUCKET_NAME_SUFFIX_LEN`] lower-case letters and digits is a valid bucket name for the
+/// protocol's backends, and says exactly what is wrong and what would work.
+pub fn check_bucket_prefix(prefix: &str, protocol: Protocol) -> PrefixCheck {
+    let mut check = PrefixCheck::default();
+    let allowed = |c: char| match protocol {
+        Protocol::S3 => c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'),
+        Protocol::Gcs => c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'),
+        Protocol::AzureBlob => c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+    };
+    let allowed_text = match protocol {
+        Protocol::S3 => "lower-case letters, digits, '-' and '.'",
+        Protocol::Gcs => "lower-case letters, digits, '-', '_' and '.'",
+        Protocol::AzureBlob => "lower-case letters, digits and '-'",
+    };
+
+    let upper: String = prefix.chars().filter(|c| c.is_ascii_uppercase()).collect();
+    if !upper.is_empty() {
+        check.errors.push(format!("has upper-case letters ({upper}); {protocol} bucket names are lower case"));
+    }
+    let mut bad: Vec<char> = prefix.chars().filter(|c| !c.is_ascii_uppercase() && !allowed(*c)).collect();
+    bad.dedup();
+    if !bad.is_empty() {
+        let shown: Vec<String> = bad.iter().map(|c| format!("{c:?}")).collect();
+        check
+            .errors
+            .push(format!("contains {}; {protocol} bucket names may hold only {allowed_text}", shown.join(", ")));
+    }
+    if prefix.len() > BUCKET_PREFIX_MAX_LEN {
+        check.errors.push(format!(
+            "is {} characters long; at most {BUCKET_PREFIX_MAX_LEN} leave room for the \
+             {BUCKET_NAME_SUFFIX_LEN}-character unique suffix within the {BUCKET_NAME_MAX_LEN}-character limit",
+            prefix.len()
+        ));
+    }
+    if let Some(first) = prefix.chars().next()
+        && !(first.is_ascii_lowercase() || first.is_ascii_digit())
+        && !first.is_ascii_uppercase()
+    {
+        check.errors.push("must start with a lower-case letter or digit".into());
+    }
+    match protocol {
+        Protocol::S3 => {
+            if prefix.contains("..") {
+                check.errors.push("contains \"..\"; S3 bucket names may not hold two periods in a row".into());
+            }
+            for reserved in ["xn--", "sthree-", "amzn-s3-demo-"] {
+                if prefix.starts_with(reserved) {
+                    check.errors.push(format!("starts with {reserved:?}, which S3 reserves"));
+                }
+            }
+            if prefix.contains('.') {
+                check.warnings.push(
+                    "bucketPrefix contains '.': virtual-hosted-style HTTPS does not work with dotted bucket names"
+                        .into(),
+                );
+            }
+        }
+        Protocol::Gcs => {
+            if prefix.starts_with("goog") {
+                check.errors.push("starts with \"goog\", which Google Cloud Storage reserves".into());
+            }
+        }
+        Protocol::AzureBlob => {
+            if prefix.contains("--") {
+                check.errors.push("contains \"--\"; Azure container names may not hold two hyphens in a row".into());
+            }
+        }
+    }
+    if !check.errors.is_empty() {
+        let suggestion = suggest_prefix(prefix, protocol);
+        if !suggestion.is_empty()
+            && suggestion != prefix
+            && check_bucket_prefix(&suggestion, protocol).errors.is_empty()
+            && let Some(last) = check.errors.last_mut()
+        {
+            last.push_str(&format!(": use {suggestion:?}"));
+        }
+    }
+    check
+}
+
+fn suggest_prefix(prefix: &str, protocol: Protocol) -> String {
+    let mut out = String::new();
+    for c in prefix.chars().map(|c| c.to_ascii_lowercase()) {
+        let keep = c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        let next = if keep { c } else { '-' };
+        let doubled = next == '-' && out.ends_with('-') && protocol == Protocol::AzureBlob;
+        if !doubled {
+            out.push(next);
+        }
+    }
+    let out = out.trim_start_matches('-');
+    out[..out.len().min(BUCKET_PREFIX_MAX_LEN)].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_value_replaces_invalid_characters() {
+        assert_eq!(provisioner_label_value("rook-ceph.ceph.rook.io/bucket"), "rook-ceph.ceph.rook.io-bucket");
+        assert_eq!(provisioner_label_value("s3.example.com"), "s3.example.com");
+        assert_eq!(provisioner_label_value(""), "");
+    }
+
+    #[test]
+    fn shortened_label_values_stay_distinct_and_valid() {
+        let a = format!("{}.example.com/a", "x".repeat(70));
+        let b = format!("{}.example.com/b", "x".repeat(70));
+        let (va, vb) = (provisioner_label_value(&a), provisioner_label_value(&b));
+        assert_ne!(va, vb);
+        for v in [&va, &vb] {
+            assert!(v.len() <= 63, "{v}");
+            assert!(alnum_ends(v), "{v}");
+        }
+        // Non-alphanumeric ends are a shortening too, and get the hash.
+        let v = provisioner_label_value("/odd/");
+        assert!(v.starts_with("odd-") && v.len() == 3 + 1 + 8, "{v}");
+        assert_eq!(provisioner_label_value("///"), short_hash("///", 8));
+    }
+
+    #[test]
+    fn dns1123() {
+        assert!(check_dns1123_subdomain("photos-creds").is_ok());
+        assert!(check_dns1123_subdomain("a.b-c").is_ok());
+        assert!(check_dns1123_subdomain("Photos").unwrap_err().contains("'P'"));
+        assert!(check_dns1123_subdomain("-a").is_err());
+        assert!(check_dns1123_subdomain(&"a".repeat(254)).is_err());
+        assert!(check_dns1123_label("a.b").is_err());
+        assert!(check_dns1123_label("team-a").is_ok());
+    }
+
+    #[test]
+    fn kep_example_prefix_is_refused_with_a_fix() {
+        let check = check_bucket_prefix("YosemitePhotos-", Protocol::S3);
+        assert_eq!(check.errors.len(), 1, "{check:?}");
+        assert!(check.errors[0].contains("upper-case letters (YP)"), "{check:?}");
+        assert!(check.errors[0].ends_with("use \"yosemitephotos-\""), "{check:?}");
+        assert!(check_bucket_prefix("yosemitephotos-", Protocol::S3).errors.is_empty());
+    }
+
+    #[test]
+    fn prefix_rules_per_protocol() {
+        assert!(check_bucket_prefix("", Protocol::S3).errors.is_empty());
+        let long = "a".repeat(BUCKET_PREFIX_MAX_LEN + 1);
+        assert!(check_bucket_prefix(&long, Protocol::S3).errors[0].contains("48 characters"));
+        assert!(check_bucket_prefix(&"a".repeat(BUCKET_PREFIX_MAX_LEN), Protocol::S3).errors.is_empty());
+        assert!(!check_bucket_prefix("a..b", Protocol::S3).errors.is_empty());
+        assert!(!check_bucket_prefix("xn--a", Protocol::S3).errors.is_empty());
+        assert!(!check_bucket_prefix("-a", Protocol::S3).errors.is_empty());
+        assert_eq!(check_bucket_prefix("logs.2024-", Protocol::S3).warnings.len(), 1);
+        assert!(check_bucket_prefix("my_logs-", Protocol::Gcs).errors.is_empty());
+        assert!(!check_bucket_prefix("my_logs-", Protocol::S3).errors.is_empty());
+        assert!(!check_bucket_prefix("a--b", Protocol::AzureBlob).errors.is_empty());
+        assert!(!check_bucket_prefix("a.b", Protocol::AzureBlob).errors.is_empty());
+        let bad = check_bucket_prefix("team a/", Protocol::S3);
+        assert!(bad.errors[0].contains("' ', '/'"), "{bad:?}");
+    }
+}

@@ -1,0 +1,174 @@
+//! The HTTPS admission server: `POST /mutate`, `POST /validate`, `GET /healthz`,
+//! `GET /readyz` and `GET /metrics`, over rustls.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::admission::{self, Kind, Operation, Webhook};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::metrics::{AdmissionLabels, Metrics};
+use crate::tls::{self, CertStore};
+
+/// Large enough for an object and its old version at the API server's own 3 MiB limit.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+
+pub struct AppState {
+    pub catalog: Catalog,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub certs: Arc<CertStore>,
+    /// Set when shutdown begins, so that /readyz sends new traffic elsewhere.
+    pub shutting_down: AtomicBool,
+}
+
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn mutate(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    admit(Webhook::Mutate, &state, body)
+}
+
+async fn validate(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    admit(Webhook::Validate, &state, body)
+}
+
+fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    let error_labels =
+        || AdmissionLabels { webhook: webhook.as_str(), kind: "unknown".into(), operation: "unknown", result: "error" };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            state.metrics.observe(error_labels(), started.elapsed());
+            tracing::warn!(webhook = webhook.as_str(), error = %rejection.body_text(), "request body refused");
+            return (rejection.status(), format!("request body refused: {}\n", rejection.body_text())).into_response();
+        }
+    };
+    let request = match admission::decode(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            state.metrics.observe(error_labels(), started.elapsed());
+            tracing::warn!(webhook = webhook.as_str(), %error, "refused a request that is not an AdmissionReview");
+            return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
+        }
+    };
+    let response = admission::review(webhook, &request, &state.catalog, &state.config);
+    let result = if response.allowed { "allowed" } else { "denied" };
+    // Objects are not logged: they can be large, and a later kind may carry secrets.
+    tracing::info!(
+        webhook = webhook.as_str(),
+        uid = %request.uid,
+        kind = %request.kind.kind,
+        operation = operation_name(&request.operation),
+        subresource = request.sub_resource.as_deref().unwrap_or(""),
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        name = %request.name,
+        dry_run = request.dry_run,
+        result,
+        message = %response.result.message,
+        "admission review answered"
+    );
+    let kind = match Kind::of(&request) {
+        Some(_) => request.kind.kind.clone(),
+        None => "other".into(),
+    };
+    let labels =
+        AdmissionLabels { webhook: webhook.as_str(), kind, operation: operation_name(&request.operation), result };
+    let reply = Json(response.into_review()).into_response();
+    state.metrics.observe(labels, started.elapsed());
+    reply
+}
+
+fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let mut waiting = Vec::new();
+    if !state.catalog.is_synced() {
+        waiting.push("catalog not synced");
+    }
+    if !state.certs.is_loaded() {
+        waiting.push("no serving certificate");
+    }
+    if state.shutting_down.load(Ordering::Acquire) {
+        waiting.push("shutting down");
+    }
+    if waiting.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", waiting.join(", "))).into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+        .into_response()
+}
+
+pub struct ServeOptions {
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish once shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions { max_body_bytes: DEFAULT_MAX_BODY_BYTES, shutdown_grace: Duration::from_secs(20) }
+    }
+}
+
+/// Serves HTTPS on `listener` until `shutdown` completes, then stops accepting and lets
+/// in-flight requests finish within the grace period.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let tls = RustlsConfig::from_config(Arc::new(tls::server_config(state.certs.clone())?));
+    let handle = axum_server::Handle::new();
+    {
+        let (handle, state) = (handle.clone(), state.clone());
+        let grace = options.shutdown_grace;
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!(
+                grace_seconds = grace.as_secs_f64(),
+                "shutting down: no new connections, finishing in-flight requests"
+            );
+            state.shutting_down.store(true, Ordering::Release);
+            handle.graceful_shutdown(Some(grace));
+        });
+    }
+    let app = router(state, options.max_body_bytes);
+    axum_server::from_tcp_rustls(listener, tls)?.handle(handle).serve(app.into_make_service()).await?;
+    tracing::info!("server stopped");
+    Ok(())
+}
