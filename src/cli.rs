@@ -193,7 +193,7 @@ fn review(args: ReviewArgs) -> anyhow::Result<()> {
     let catalog = Catalog::load_dir(&args.catalog)?;
     let config = args.served.load(None)?;
     let response = admission::review(webhook, &request, &catalog, &config);
-    println!("{}", serde_json::to_string_pretty(&response.into_review())?);
+    println!("{}", serde_json::to_string_pretty(&admission::encode(response)?)?);
     Ok(())
 }
 

@@ -94,7 +94,13 @@ fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>
     };
     let labels =
         AdmissionLabels { webhook: webhook.as_str(), kind, operation: operation_name(&request.operation), result };
-    let reply = Json(response.into_review()).into_response();
+    let reply = match admission::encode(response) {
+        Ok(review) => Json(review).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode the response review");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the response review: {error}\n")).into_response()
+        }
+    };
     state.metrics.observe(labels, started.elapsed());
     reply
 }

@@ -95,6 +95,19 @@ pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
     Ok(request)
 }
 
+/// The response review as the API server reads it. kube's `AdmissionResponse.patch` is a
+/// `Vec<u8>`, which serde writes as an array of numbers (kube-rs#1781); the API's JSON form
+/// of `[]byte` is a base64 string, so that is what goes on the wire.
+pub fn encode(response: AdmissionResponse) -> serde_json::Result<serde_json::Value> {
+    use base64::Engine;
+    let patch = response.patch.clone();
+    let mut review = serde_json::to_value(response.into_review())?;
+    if let (Some(patch), Some(slot)) = (patch, review.pointer_mut("/response/patch")) {
+        *slot = base64::engine::general_purpose::STANDARD.encode(patch).into();
+    }
+    Ok(review)
+}
+
 /// Answers one admission request. Pure: everything it knows comes in as arguments.
 pub fn review(webhook: Webhook, req: &Request, catalog: &Catalog, config: &Config) -> AdmissionResponse {
     let verdict = match Kind::of(req) {

@@ -1,0 +1,223 @@
+//! The `bucketgate` binary as users run it: `serve` (with SIGTERM while a request is in
+//! flight, and `--dev` as the README runs it), `review` and `certs`.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bucketgate::tls;
+use common::*;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bucketgate");
+
+/// Starts `bucketgate serve` on a free loopback port and returns it with that port, read
+/// from its JSON log.
+async fn spawn_serve(args: &[&str]) -> (Child, u16) {
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(log) = serde_json::from_str::<Value>(&line) else { continue };
+            if let Some(address) = log["fields"]["address"].as_str() {
+                return address.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+            }
+        }
+        panic!("bucketgate exited before listening");
+    })
+    .await
+    .expect("bucketgate listens within 20s");
+    // Keep draining the log so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
+async fn tls_stream(ca_pem: &str, port: u16) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+}
+
+/// SIGTERM stops new connections at once but lets a request that is half-sent finish.
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = tls::generate(&["localhost".into()], &[], 1).unwrap();
+    certs.write(certs_dir.path()).unwrap();
+    let catalog = fixtures_dir().join("catalog");
+    let (mut child, port) = spawn_serve(&[
+        "--cert-dir",
+        certs_dir.path().to_str().unwrap(),
+        "--catalog",
+        catalog.to_str().unwrap(),
+        "--provisioner",
+        SERVED,
+        "--shutdown-grace",
+        "10s",
+    ])
+    .await;
+
+    let body = fixture("014").to_string();
+    let (head, tail) = body.as_bytes().split_at(body.len() / 2);
+    let mut stream = tls_stream(&certs.ca_pem, port).await;
+    let headers = format!(
+        "POST /validate?timeout=5s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(headers.as_bytes()).await.unwrap();
+    stream.write_all(head).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    // Once shutdown has begun, the listener is gone.
+    let mut refused = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "new connections are refused after SIGTERM");
+
+    stream.write_all(tail).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&reply).contains("\"uid\"") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed before the response: {}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"allowed\":true"), "{reply}");
+    drop(stream);
+
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// The README's run command: development certificates are created, and with no cluster the
+/// example catalog and provisioners are served.
+#[tokio::test]
+async fn serve_dev_runs_without_a_cluster() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let dir = certs_dir.path().join("certs");
+    let (child, port) = spawn_serve(&["--dev", "--cert-dir", dir.to_str().unwrap()]).await;
+    let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    let client = client(&[&ca], &[&rustls::version::TLS13]);
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+    assert_eq!(client.get(url("/readyz")).send().await.unwrap().status(), 200);
+
+    let body = fixture("009");
+    let response: Value =
+        client.post(url("/mutate?timeout=5s")).json(&body).send().await.unwrap().json().await.unwrap();
+    let patched = apply_patch(&body, &response["response"]);
+    assert_eq!(patched["spec"]["bucketClassName"], "ceph-rgw", "the example catalog's default class");
+    drop(child);
+}
+
+#[tokio::test]
+async fn review_answers_a_file_offline() {
+    let file = fixtures_dir().join("admission-reviews/016-validate-BucketClass-UPDATE.json");
+    let output = Command::new(BIN)
+        .args(["review", file.to_str().unwrap(), "--catalog"])
+        .arg(fixtures_dir().join("catalog"))
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let review: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(review["response"]["allowed"], false);
+    assert!(review["response"]["status"]["message"].as_str().unwrap().contains("parameters are immutable"));
+
+    let mutate = fixtures_dir().join("admission-reviews/009-mutate-Bucket-CREATE.json");
+    let output = Command::new(BIN)
+        .args(["review", mutate.to_str().unwrap(), "--catalog"])
+        .arg(fixtures_dir().join("catalog"))
+        .output()
+        .await
+        .unwrap();
+    let review: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(review["response"]["patch"].is_string(), "the patch is base64, as the API server reads it");
+
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = scratch.path().join("request.json");
+    std::fs::copy(&file, &copy).unwrap();
+    let output = Command::new(BIN)
+        .args(["review", copy.to_str().unwrap(), "--catalog"])
+        .arg(fixtures_dir().join("catalog"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("pass --webhook mutate or --webhook validate"));
+
+    std::fs::write(&copy, "not json").unwrap();
+    let output = Command::new(BIN)
+        .args(["review", copy.to_str().unwrap(), "--webhook", "validate", "--catalog"])
+        .arg(fixtures_dir().join("catalog"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a valid AdmissionReview"));
+}
+
+#[tokio::test]
+async fn certs_writes_a_pair_and_prints_the_ca_bundle() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["certs", "--out"])
+        .arg(dir.path())
+        .args(["--dns", "bucketgate.bucketgate-system.svc", "--ip", "127.0.0.1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let bundle = String::from_utf8(output.stdout).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(bundle.trim()).unwrap();
+    assert_eq!(decoded, std::fs::read(dir.path().join("ca.crt")).unwrap());
+    assert!(tls::CertStore::open(dir.path()).unwrap().is_loaded());
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--catalog", "manifests/examples", "--cert-dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("loading the serving certificate") && stderr.contains("tls.crt"), "{stderr}");
+}
