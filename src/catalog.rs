@@ -1,10 +1,11 @@
 //! What admission needs to know about the cluster, held in memory: BucketClasses,
-//! BucketContents and Namespace uids. The webhook never calls the API server per request.
+//! BucketContents, Namespaces (uids and labels) and Bucket metadata (for quotas). The webhook never calls the API server per request.
 //!
 //! Both sources fill the same kube-runtime reflector stores: [`Catalog::watch`] from the
 //! API server, [`Catalog::load_dir`] from a directory of YAML or JSON (for running without
 //! a cluster and for the CLI).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,15 +19,17 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::{BucketClass, BucketContent};
+use crate::api::{Bucket, BucketClass, BucketContent};
 
 type NamespaceMeta = PartialObjectMeta<Namespace>;
+type BucketMeta = PartialObjectMeta<Bucket>;
 
 #[derive(Clone)]
 pub struct Catalog {
     classes: Store<BucketClass>,
     contents: Store<BucketContent>,
     namespaces: Store<NamespaceMeta>,
+    buckets: Store<BucketMeta>,
     synced: Arc<AtomicBool>,
 }
 
@@ -47,77 +50,104 @@ impl Catalog {
         contents: impl IntoIterator<Item = BucketContent>,
         namespaces: impl IntoIterator<Item = Namespace>,
     ) -> Catalog {
+        Catalog::with_buckets(classes, contents, namespaces, [])
+    }
+
+    /// [`Catalog::from_objects`] with Buckets, which quota policies count.
+    pub fn with_buckets(
+        classes: impl IntoIterator<Item = BucketClass>,
+        contents: impl IntoIterator<Item = BucketContent>,
+        namespaces: impl IntoIterator<Item = Namespace>,
+        buckets: impl IntoIterator<Item = Bucket>,
+    ) -> Catalog {
         let namespaces = namespaces.into_iter().map(|ns| NamespaceMeta {
             types: None,
             metadata: ns.metadata,
             _phantom: Default::default(),
         });
+        let buckets =
+            buckets.into_iter().map(|b| BucketMeta { types: None, metadata: b.metadata, _phantom: Default::default() });
         Catalog {
             classes: filled(classes),
             contents: filled(contents),
             namespaces: filled(namespaces),
+            buckets: filled(buckets),
             synced: Arc::new(AtomicBool::new(true)),
         }
     }
 
-    /// Loads every `.yaml`, `.yml` and `.json` file below `dir`. BucketClass, BucketContent
-    /// and Namespace documents go into the catalog; other kinds (Buckets, Kustomizations)
-    /// are skipped so that an examples directory can be used as it is.
+    /// Loads every `.yaml`, `.yml` and `.json` file below `dir`. BucketClass, BucketContent,
+    /// Namespace and Bucket documents go into the catalog; other kinds (Kustomizations) are
+    /// skipped so that an examples directory can be used as it is.
     pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
         let mut files = Vec::new();
         collect_files(dir, &mut files)?;
         files.sort();
-        let (mut classes, mut contents, mut namespaces) = (Vec::new(), Vec::new(), Vec::new());
+        let mut documents = Vec::new();
         for path in files {
             let text =
                 std::fs::read_to_string(&path).map_err(|source| CatalogError::Read { path: path.clone(), source })?;
             let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
                 .map_err(|e| CatalogError::Parse { path: path.clone(), message: e.to_string() })?;
-            for doc in docs.into_iter().filter(|d| !d.is_null()) {
-                let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-                match kind.as_str() {
-                    "BucketClass" => classes.push(typed(&path, &kind, doc)?),
-                    "BucketContent" => contents.push(typed(&path, &kind, doc)?),
-                    "Namespace" => namespaces.push(typed(&path, &kind, doc)?),
-                    _ => tracing::debug!(path = %path.display(), kind, "catalog skips a document of another kind"),
-                }
-            }
+            documents.extend(docs.into_iter().map(|doc| (path.clone(), doc)));
         }
-        Ok(Catalog::from_objects(classes, contents, namespaces))
+        Catalog::from_documents(documents)
     }
 
-    /// Watches the three kinds through the API server. The returned future drives the
+    /// Sorts documents by kind into a catalog; `path` says where each came from, for errors.
+    pub fn from_documents(
+        documents: impl IntoIterator<Item = (PathBuf, serde_json::Value)>,
+    ) -> Result<Catalog, CatalogError> {
+        let (mut classes, mut contents, mut namespaces, mut buckets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (path, doc) in documents.into_iter().filter(|(_, d)| !d.is_null()) {
+            let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+            match kind.as_str() {
+                "BucketClass" => classes.push(typed(&path, &kind, doc)?),
+                "BucketContent" => contents.push(typed(&path, &kind, doc)?),
+                "Namespace" => namespaces.push(typed(&path, &kind, doc)?),
+                "Bucket" => buckets.push(typed(&path, &kind, doc)?),
+                _ => tracing::debug!(path = %path.display(), kind, "catalog skips a document of another kind"),
+            }
+        }
+        Ok(Catalog::with_buckets(classes, contents, namespaces, buckets))
+    }
+
+    /// Watches the four kinds through the API server (Namespaces and Buckets as metadata only). The returned future drives the
     /// watches and must be polled for the catalog to fill; [`Catalog::is_synced`] turns
     /// true once every initial list has arrived.
     pub fn watch(client: Client) -> (Catalog, impl Future<Output = ()> + Send + 'static) {
         let (classes, classes_writer) = reflector::store();
         let (contents, contents_writer) = reflector::store();
         let (namespaces, namespaces_writer) = reflector::store();
-        let catalog = Catalog { classes, contents, namespaces, synced: Arc::new(AtomicBool::new(false)) };
+        let (buckets, buckets_writer) = reflector::store();
+        let catalog = Catalog { classes, contents, namespaces, buckets, synced: Arc::new(AtomicBool::new(false)) };
 
         let config = watcher::Config::default();
         let classes_run =
             drive(watcher(Api::<BucketClass>::all(client.clone()), config.clone()), classes_writer, "BucketClass");
         let contents_run =
             drive(watcher(Api::<BucketContent>::all(client.clone()), config.clone()), contents_writer, "BucketContent");
-        let namespaces_run = drive(watcher(Api::<NamespaceMeta>::all(client), config), namespaces_writer, "Namespace");
+        let namespaces_run =
+            drive(watcher(Api::<NamespaceMeta>::all(client.clone()), config.clone()), namespaces_writer, "Namespace");
+        let buckets_run = drive(watcher(Api::<BucketMeta>::all(client), config), buckets_writer, "Bucket");
         let ready = {
             let catalog = catalog.clone();
             async move {
-                let synced = futures::future::join3(
+                let synced = futures::future::join4(
                     catalog.classes.wait_until_ready(),
                     catalog.contents.wait_until_ready(),
                     catalog.namespaces.wait_until_ready(),
+                    catalog.buckets.wait_until_ready(),
                 )
                 .await;
-                if let (Ok(()), Ok(()), Ok(())) = synced {
+                if let (Ok(()), Ok(()), Ok(()), Ok(())) = synced {
                     tracing::info!("catalog synced");
                     catalog.synced.store(true, Ordering::Release);
                 }
             }
         };
         let run = async move {
-            futures::future::join4(classes_run, contents_run, namespaces_run, ready).await;
+            futures::future::join5(classes_run, contents_run, namespaces_run, buckets_run, ready).await;
         };
         (catalog, run)
     }
@@ -144,6 +174,15 @@ impl Catalog {
 
     pub fn namespace_uid(&self, name: &str) -> Option<String> {
         self.namespaces.get(&ObjectRef::new(name)).and_then(|ns| ns.metadata.uid.clone())
+    }
+
+    pub fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.namespaces.get(&ObjectRef::new(name)).map(|ns| ns.metadata.labels.clone().unwrap_or_default())
+    }
+
+    /// Buckets in `namespace`, from the watch cache.
+    pub fn bucket_count(&self, namespace: &str) -> usize {
+        self.buckets.state().iter().filter(|b| b.metadata.namespace.as_deref() == Some(namespace)).count()
     }
 
     pub fn len(&self) -> (usize, usize, usize) {
@@ -230,6 +269,8 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let catalog = Catalog::load_dir(dir.path()).unwrap();
         assert_eq!(catalog.len(), (1, 1, 1));
+        assert_eq!(catalog.bucket_count("team-a"), 1);
+        assert_eq!(catalog.bucket_count("team-b"), 0);
         assert_eq!(catalog.class("fast").unwrap().spec.provisioner(), "p");
         assert!(catalog.content("legacy").is_some());
         assert_eq!(catalog.namespace_uid("team-a").as_deref(), Some("u-1"));

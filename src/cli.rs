@@ -13,12 +13,14 @@ use crate::admission::{self, Webhook};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::policy::{self, PolicySet, store::PolicyStore};
 use crate::server::{self, AppState, ServeOptions};
 use crate::tls::{self, CertStore};
 
 /// Catalog and configuration that `serve --dev` uses when no cluster is reachable.
 const DEV_CATALOG: &str = "manifests/examples";
 const DEV_CONFIG: &str = "manifests/examples/dev/bucketgate-config.yaml";
+const DEV_POLICIES: &str = "policies";
 
 #[derive(Parser, Debug)]
 #[command(name = "bucketgate", version, about = "Admission and provisioning for Kubernetes object-storage buckets")]
@@ -46,6 +48,26 @@ pub enum Command {
     Crds(CrdsArgs),
     /// Answer one AdmissionReview from a file, offline, and print the response review.
     Review(ReviewArgs),
+    /// Check and test policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Check syntax, JSONPath expressions, regular expressions and unknown fields.
+    Lint {
+        /// Policy directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Run the `*.test.yaml` suites beside the policies.
+    Test {
+        dir: PathBuf,
+        /// Also write the results as JUnit XML here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -85,14 +107,21 @@ pub struct ServeArgs {
     pub catalog: Option<PathBuf>,
     #[command(flatten)]
     pub served: Served,
+    /// A directory of policy files (a mounted ConfigMap); repeat for several.
+    #[arg(long = "policies", value_name = "DIR", env = "BUCKETGATE_POLICIES", value_delimiter = ',')]
+    pub policy_dirs: Vec<PathBuf>,
+    /// How often to look for changed policy files.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub policy_reload_interval: Duration,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Time in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
-    /// Development mode: create certificates in --cert-dir when there are none, and use the
-    /// example catalog and configuration when no cluster is reachable.
+    /// Development mode: create certificates in --cert-dir when there are none, load the
+    /// example policies in policies/ when no --policies is given, and use the example catalog
+    /// and configuration when no cluster is reachable.
     #[arg(long)]
     pub dev: bool,
 }
@@ -133,6 +162,9 @@ pub struct ReviewArgs {
     pub catalog: PathBuf,
     #[command(flatten)]
     pub served: Served,
+    /// Policy directories to apply on top of the built-in rules.
+    #[arg(long = "policies", value_name = "DIR")]
+    pub policy_dirs: Vec<PathBuf>,
     /// Which webhook answers. Taken from the file name (`...-mutate-...`) when omitted.
     #[arg(long, value_enum)]
     pub webhook: Option<WebhookArg>,
@@ -170,7 +202,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Review(args) => review(args),
+        Command::Policy(PolicyCommand::Lint { dirs }) => lint(&dirs),
+        Command::Policy(PolicyCommand::Test { dir, junit }) => policy_test(&dir, junit.as_deref()),
     }
+}
+
+fn lint(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let mut errors = Vec::new();
+    let count = match policy::load::load(dirs) {
+        Ok(set) => set.policies.len(),
+        Err(found) => {
+            errors.extend(found);
+            0
+        }
+    };
+    match policy::load::read_files(dirs, true) {
+        Ok(files) => {
+            errors.extend(files.iter().filter_map(|(path, text)| policy::testing::parse_suites(path, text).err()))
+        }
+        Err(found) => errors.extend(found),
+    }
+    for error in &errors {
+        println!("{error}");
+    }
+    if !errors.is_empty() {
+        bail!("{} problem(s) in the policy files", errors.len());
+    }
+    println!("{count} policies OK");
+    Ok(())
+}
+
+fn policy_test(dir: &Path, junit: Option<&Path>) -> anyhow::Result<()> {
+    let results = match policy::testing::run_dir(dir) {
+        Ok(results) => results,
+        Err(errors) => {
+            for error in &errors {
+                println!("{error}");
+            }
+            bail!("the policies or their tests do not load");
+        }
+    };
+    print!("{}", policy::testing::table(&results));
+    if let Some(path) = junit {
+        let xml = policy::testing::junit(&results).map_err(anyhow::Error::msg)?;
+        std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    if results.is_empty() {
+        bail!("no test cases found in {}", dir.display());
+    }
+    if failed > 0 {
+        bail!("{failed} policy test(s) failed");
+    }
+    Ok(())
 }
 
 fn review(args: ReviewArgs) -> anyhow::Result<()> {
@@ -192,7 +276,14 @@ fn review(args: ReviewArgs) -> anyhow::Result<()> {
     let request = admission::decode(&body).with_context(|| format!("{}", args.file.display()))?;
     let catalog = Catalog::load_dir(&args.catalog)?;
     let config = args.served.load(None)?;
-    let response = admission::review(webhook, &request, &catalog, &config);
+    let policies = if args.policy_dirs.is_empty() {
+        PolicySet::default()
+    } else {
+        policy::load::load(&args.policy_dirs)
+            .map_err(|errors| anyhow::anyhow!(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?
+    };
+    let ctx = admission::Context { catalog: &catalog, config: &config, policies: &policies };
+    let response = admission::review(webhook, &request, &ctx).response;
     println!("{}", serde_json::to_string_pretty(&admission::encode(response)?)?);
     Ok(())
 }
@@ -224,9 +315,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.served.load(dev_fallback.then_some(Path::new(DEV_CONFIG)))?;
     tracing::info!(provisioners = ?config.served_names(), "serving provisioners");
 
+    let mut policy_dirs = args.policy_dirs.clone();
+    if args.dev && policy_dirs.is_empty() && Path::new(DEV_POLICIES).is_dir() {
+        policy_dirs.push(DEV_POLICIES.into());
+    }
+    let policies = PolicyStore::new(policy_dirs);
+    let load = policies.state();
+    for error in &load.errors {
+        tracing::error!(file = %error.file.display(), line = error.line, message = %error.message, "policy not loaded");
+    }
+    tracing::info!(policies = ?policies.current().names(), loaded = load.loaded, "policies");
+
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(certs.clone().watch(args.cert_reload_interval, metrics.clone()));
-    let state = Arc::new(AppState { catalog, config, metrics, certs, shutting_down: AtomicBool::new(false) });
+    tokio::spawn(policies.clone().watch(args.policy_reload_interval, metrics.clone()));
+    let state = Arc::new(AppState { catalog, config, policies, metrics, certs, shutting_down: AtomicBool::new(false) });
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving admission over HTTPS");
     let options = ServeOptions { max_body_bytes: args.max_body_bytes, shutdown_grace: args.shutdown_grace };

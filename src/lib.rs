@@ -11,5 +11,6 @@ pub mod config;
 pub mod crds;
 pub mod metrics;
 pub mod naming;
+pub mod policy;
 pub mod server;
 pub mod tls;

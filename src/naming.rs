@@ -21,19 +21,27 @@ pub fn short_hash(input: &str, len: usize) -> String {
     hex[..len.min(hex.len())].to_string()
 }
 
-/// Turns a provisioner name into a valid label value, as the KEP asks: characters a label
-/// value may not hold become `-`. A value that had to be shortened (too long, or with
+/// Name of the BucketContent provisioned for a Bucket. The KEP's `bucket-<bucket>-<namespace>`
+/// is ambiguous (`a-b`/`c` and `a`/`b-c` meet) and can exceed the 253-character limit; a
+/// name from namespace and name alone would also collide with the Released content a
+/// deleted Bucket leaves behind (`Retain`) when a Bucket of the same name is created again.
+/// The Bucket's uid is unique for all time and fixed for the object's life, so the name is
+/// deterministic for every retry and never shared.
+pub fn content_name_for(bucket_uid: &str) -> String {
+    format!("bucket-{}", bucket_uid.to_ascii_lowercase())
+}
+
+/// Turns a name (a provisioner's, a policy's) into a valid label value, as the KEP asks for
+/// the provisioner label: characters a label value may not hold become `-`. A value that had to be shortened (too long, or with
 /// non-alphanumeric ends) ends in a hash of the original, so two provisioners never share
 /// a shortened value.
-pub fn provisioner_label_value(provisioner: &str) -> String {
-    let replaced: String = provisioner
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
-        .collect();
+pub fn label_value(name: &str) -> String {
+    let replaced: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
     if replaced.is_empty() || (replaced.len() <= LABEL_VALUE_MAX_LEN && alnum_ends(&replaced)) {
         return replaced;
     }
-    let hash = short_hash(provisioner, LABEL_HASH_LEN);
+    let hash = short_hash(name, LABEL_HASH_LEN);
     let room = LABEL_VALUE_MAX_LEN - LABEL_HASH_LEN - 1;
     let trimmed = replaced.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
     let head = trimmed[..trimmed.len().min(room)].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
@@ -184,25 +192,33 @@ mod tests {
 
     #[test]
     fn label_value_replaces_invalid_characters() {
-        assert_eq!(provisioner_label_value("rook-ceph.ceph.rook.io/bucket"), "rook-ceph.ceph.rook.io-bucket");
-        assert_eq!(provisioner_label_value("s3.example.com"), "s3.example.com");
-        assert_eq!(provisioner_label_value(""), "");
+        assert_eq!(label_value("rook-ceph.ceph.rook.io/bucket"), "rook-ceph.ceph.rook.io-bucket");
+        assert_eq!(label_value("s3.example.com"), "s3.example.com");
+        assert_eq!(label_value(""), "");
     }
 
     #[test]
     fn shortened_label_values_stay_distinct_and_valid() {
         let a = format!("{}.example.com/a", "x".repeat(70));
         let b = format!("{}.example.com/b", "x".repeat(70));
-        let (va, vb) = (provisioner_label_value(&a), provisioner_label_value(&b));
+        let (va, vb) = (label_value(&a), label_value(&b));
         assert_ne!(va, vb);
         for v in [&va, &vb] {
             assert!(v.len() <= 63, "{v}");
             assert!(alnum_ends(v), "{v}");
         }
         // Non-alphanumeric ends are a shortening too, and get the hash.
-        let v = provisioner_label_value("/odd/");
+        let v = label_value("/odd/");
         assert!(v.starts_with("odd-") && v.len() == 3 + 1 + 8, "{v}");
-        assert_eq!(provisioner_label_value("///"), short_hash("///", 8));
+        assert_eq!(label_value("///"), short_hash("///", 8));
+    }
+
+    #[test]
+    fn content_names_are_valid_and_distinct() {
+        let a = content_name_for("2F845F60-d4c4-4d1e-ab39-3b8cc4e25086");
+        assert_eq!(a, "bucket-2f845f60-d4c4-4d1e-ab39-3b8cc4e25086");
+        assert!(check_dns1123_subdomain(&a).is_ok());
+        assert_ne!(a, content_name_for("a2b9d61c-96a8-4d1a-9532-630184d2c774"));
     }
 
     #[test]

@@ -15,10 +15,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use axum_server::tls_rustls::RustlsConfig;
 
-use crate::admission::{self, Kind, Operation, Webhook};
+use crate::admission::{self, Context, Kind, Webhook, operation_name};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::metrics::{AdmissionLabels, Metrics};
+use crate::policy::store::PolicyStore;
 use crate::tls::{self, CertStore};
 
 /// Large enough for an object and its old version at the API server's own 3 MiB limit.
@@ -27,6 +28,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 pub struct AppState {
     pub catalog: Catalog,
     pub config: Config,
+    pub policies: Arc<PolicyStore>,
     pub metrics: Arc<Metrics>,
     pub certs: Arc<CertStore>,
     /// Set when shutdown begins, so that /readyz sends new traffic elsewhere.
@@ -40,6 +42,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/policies", get(policies))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -72,7 +75,10 @@ fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>
             return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
         }
     };
-    let response = admission::review(webhook, &request, &state.catalog, &state.config);
+    let policies = state.policies.current();
+    let ctx = Context { catalog: &state.catalog, config: &state.config, policies: &policies };
+    let admission::Reviewed { response, records } = admission::review(webhook, &request, &ctx);
+    state.metrics.record_policies(&records);
     let result = if response.allowed { "allowed" } else { "denied" };
     // Objects are not logged: they can be large, and a later kind may carry secrets.
     tracing::info!(
@@ -105,15 +111,6 @@ fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>
     reply
 }
 
-fn operation_name(operation: &Operation) -> &'static str {
-    match operation {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
-    }
-}
-
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mut waiting = Vec::new();
     if !state.catalog.is_synced() {
@@ -121,6 +118,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
     if !state.certs.is_loaded() {
         waiting.push("no serving certificate");
+    }
+    if !state.policies.state().loaded {
+        waiting.push("policies not loaded (see GET /policies)");
     }
     if state.shutting_down.load(Ordering::Acquire) {
         waiting.push("shutting down");
@@ -135,6 +135,44 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
         .into_response()
+}
+
+/// The policies in force with their mode, source and evaluation counts, and the errors of
+/// the last load.
+async fn policies(State(state): State<Arc<AppState>>) -> Response {
+    let set = state.policies.current();
+    let load = state.policies.state();
+    let time = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let metrics = &state.metrics;
+    let policies: Vec<_> = set
+        .policies
+        .iter()
+        .map(|p| {
+            let mode = p.mode.as_str();
+            serde_json::json!({
+                "name": p.name,
+                "mode": mode,
+                "onError": p.on_error,
+                "description": p.description,
+                "source": p.source,
+                "line": p.line,
+                "evaluations": {
+                    "pass": metrics.policy_count(&p.name, mode, "pass"),
+                    "violation": metrics.policy_count(&p.name, mode, "violation"),
+                    "error": metrics.policy_count(&p.name, mode, "error"),
+                },
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "directories": state.policies.dirs(),
+        "loaded": load.loaded,
+        "loadedAt": time(set.loaded_at),
+        "lastAttempt": load.last_attempt.map(time),
+        "errors": load.errors.iter().map(|e| serde_json::json!({"file": e.file, "line": e.line, "message": e.message})).collect::<Vec<_>>(),
+        "policies": policies,
+    }))
+    .into_response()
 }
 
 pub struct ServeOptions {

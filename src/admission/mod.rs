@@ -11,6 +11,7 @@ pub mod validate;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use json_patch::PatchOperation;
@@ -22,6 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::api::{GROUP, VERSION};
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::policy::{PolicySet, Record};
 
 pub type Request = AdmissionRequest<DynamicObject>;
 
@@ -108,19 +110,45 @@ pub fn encode(response: AdmissionResponse) -> serde_json::Result<serde_json::Val
     Ok(review)
 }
 
-/// Answers one admission request. Pure: everything it knows comes in as arguments.
-pub fn review(webhook: Webhook, req: &Request, catalog: &Catalog, config: &Config) -> AdmissionResponse {
-    let verdict = match Kind::of(req) {
-        None => Verdict::warning(format!(
+/// Everything a decision reads besides the request.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub catalog: &'a Catalog,
+    pub config: &'a Config,
+    pub policies: &'a PolicySet,
+}
+
+/// A decision and how each policy that took part judged it.
+pub struct Reviewed {
+    pub response: AdmissionResponse,
+    pub records: Vec<Record>,
+}
+
+/// Answers one admission request: the built-in rules, then the admins' policies. Pure:
+/// everything it knows comes in as arguments.
+pub fn review(webhook: Webhook, req: &Request, ctx: &Context) -> Reviewed {
+    let Some(kind) = Kind::of(req) else {
+        let verdict = Verdict::warning(format!(
             "bucketgate does not handle {}/{} {}: the webhook's rules should not send it here",
             req.kind.group, req.kind.version, req.kind.kind
-        )),
-        Some(kind) => match webhook {
-            Webhook::Mutate => mutate::mutate(kind, req, catalog),
-            Webhook::Validate => validate::validate(kind, req, catalog, config),
-        },
+        ));
+        return Reviewed { response: verdict.into_response(req), records: Vec::new() };
     };
-    verdict.into_response(req)
+    let mut verdict = match webhook {
+        Webhook::Mutate => mutate::mutate(kind, req, ctx.catalog),
+        Webhook::Validate => validate::validate(kind, req, ctx.catalog, ctx.config),
+    };
+    let records = crate::policy::apply(webhook, req, kind, ctx.catalog, ctx.policies, &mut verdict);
+    Reviewed { response: verdict.into_response(req), records }
+}
+
+pub fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
 }
 
 /// The outcome of the rules for one request, before it becomes an AdmissionResponse.
@@ -132,6 +160,8 @@ pub struct Verdict {
     pub forbidden: bool,
     pub warnings: Vec<String>,
     pub patch: Vec<PatchOperation>,
+    /// Recorded in the API server's audit log under the webhook's name.
+    pub audit_annotations: BTreeMap<String, String>,
 }
 
 impl Verdict {
@@ -152,12 +182,17 @@ impl Verdict {
         self.warnings.push(message.into());
     }
 
+    pub fn audit(&mut self, key: String, message: String) {
+        self.audit_annotations.insert(key, message);
+    }
+
     pub fn allowed(&self) -> bool {
         self.errors.is_empty()
     }
 
     fn into_response(self, req: &Request) -> AdmissionResponse {
         let mut response = AdmissionResponse::from(req);
+        response.audit_annotations = self.audit_annotations.into_iter().collect();
         if !self.warnings.is_empty() {
             response.warnings = Some(self.warnings);
         }
@@ -266,7 +301,8 @@ mod decode_tests {
         let other = REVIEW.replace(r#""kind":"Bucket""#, r#""kind":"Pod""#);
         let req = decode(other.as_bytes()).unwrap();
         let catalog = Catalog::from_objects([], [], []);
-        let response = review(Webhook::Validate, &req, &catalog, &Config::default());
+        let ctx = Context { catalog: &catalog, config: &Config::default(), policies: &PolicySet::default() };
+        let response = review(Webhook::Validate, &req, &ctx).response;
         assert!(response.allowed);
         assert!(response.warnings.unwrap()[0].contains("does not handle cosi.io/v1alpha1 Pod"));
     }

@@ -6,7 +6,7 @@ use super::patch::{add, ensure_finalizer, ensure_label};
 use super::{Kind, Operation, Request, Verdict, objects};
 use crate::api::{Bucket, BucketContent, FINALIZER, PROVISIONER_LABEL, Protocol};
 use crate::catalog::Catalog;
-use crate::naming::provisioner_label_value;
+use crate::naming::label_value;
 
 pub fn mutate(kind: Kind, req: &Request, catalog: &Catalog) -> Verdict {
     // The API server ignores metadata and spec changes sent through /status, and DELETE
@@ -84,7 +84,7 @@ fn mutate_bucket(create: bool, bucket: &Bucket, catalog: &Catalog, verdict: &mut
         }
     }
     if let Some(provisioner) = provisioner.filter(|p| !p.is_empty()) {
-        verdict.patch.extend(ensure_label(meta, PROVISIONER_LABEL, &provisioner_label_value(&provisioner)));
+        verdict.patch.extend(ensure_label(meta, PROVISIONER_LABEL, &label_value(&provisioner)));
     }
     verdict.patch.extend(ensure_finalizer(meta, FINALIZER));
 }
@@ -96,7 +96,7 @@ fn mutate_content(content: &BucketContent, verdict: &mut Verdict) {
     }
     let provisioner = content.spec.provisioner();
     if !provisioner.is_empty() {
-        verdict.patch.extend(ensure_label(meta, PROVISIONER_LABEL, &provisioner_label_value(provisioner)));
+        verdict.patch.extend(ensure_label(meta, PROVISIONER_LABEL, &label_value(provisioner)));
     }
     verdict.patch.extend(ensure_finalizer(meta, FINALIZER));
 }

@@ -74,7 +74,8 @@ fn create_bucket(namespace: &str, spec: Value) -> Request {
 
 /// Runs a webhook and returns the response with the patch applied to the request object.
 fn run(webhook: Webhook, req: &Request, catalog: &Catalog) -> (AdmissionResponse, Option<Value>) {
-    let response = review(webhook, req, catalog, &config());
+    let ctx = Context { catalog, config: &config(), policies: &crate::policy::PolicySet::default() };
+    let response = review(webhook, req, &ctx).response;
     let patched = response.patch.as_ref().map(|patch| {
         let mut object = serde_json::to_value(req.object.as_ref().unwrap()).unwrap();
         let patch: json_patch::Patch = serde_json::from_slice(patch).unwrap();

@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicBool;
 use bucketgate::catalog::Catalog;
 use bucketgate::config::Config;
 use bucketgate::metrics::Metrics;
+use bucketgate::policy::store::PolicyStore;
 use bucketgate::server::{self, AppState, ServeOptions};
 use bucketgate::tls::{self, CertStore, GeneratedCerts};
 use rustls::pki_types::CertificateDer;
@@ -84,6 +85,15 @@ impl TestServer {
         Self::start_in(cert_dir, certs, catalog, config, options).await
     }
 
+    /// The fixture catalog, with the policies in `dir` (reloaded on [`PolicyStore::reload`]).
+    pub async fn with_policies(dir: &Path) -> TestServer {
+        let cert_dir = tempfile::tempdir().unwrap();
+        let certs = tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
+        certs.write(cert_dir.path()).unwrap();
+        let policies = PolicyStore::new(vec![dir.to_path_buf()]);
+        Self::launch(cert_dir, certs, fixture_catalog(), served(), policies, ServeOptions::default()).await
+    }
+
     /// Serves the certificate already in `cert_dir` (see [`TestServer::start_with`]).
     pub async fn start_in(
         cert_dir: tempfile::TempDir,
@@ -92,10 +102,22 @@ impl TestServer {
         config: Config,
         options: ServeOptions,
     ) -> TestServer {
+        Self::launch(cert_dir, certs, catalog, config, PolicyStore::new(Vec::new()), options).await
+    }
+
+    async fn launch(
+        cert_dir: tempfile::TempDir,
+        certs: GeneratedCerts,
+        catalog: Catalog,
+        config: Config,
+        policies: Arc<PolicyStore>,
+        options: ServeOptions,
+    ) -> TestServer {
         let store = CertStore::open(cert_dir.path()).unwrap();
         let state = Arc::new(AppState {
             catalog,
             config,
+            policies,
             metrics: Arc::new(Metrics::default()),
             certs: store,
             shutting_down: AtomicBool::new(false),

@@ -1,0 +1,553 @@
+//! Admin policies on top of the built-in rules: `BucketPolicy` files of JSONPath conditions,
+//! mutations and catalog limits, each in a mode (enforce, warn, audit).
+//!
+//! [`load`] reads and compiles a directory, [`store`] keeps the set in force and reloads it,
+//! [`testing`] runs the test suites written next to the policies. Evaluation here is pure:
+//! it reads the request, the catalog and the compiled set, and writes into a [`Verdict`].
+
+pub mod load;
+mod rule;
+pub mod spec;
+pub mod store;
+pub mod testing;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use globset::{Glob, GlobMatcher};
+use kube::core::{Selector, SelectorExt};
+use serde_json::{Value, json};
+
+use crate::admission::{Kind, Operation, Request, Verdict, Webhook};
+use crate::catalog::Catalog;
+use rule::{Condition, Eval, Mutation};
+use spec::{LimitsSpec, MatchSpec, Mode, OnError, PolicyDocument};
+
+/// A compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub name: String,
+    pub mode: Mode,
+    pub on_error: OnError,
+    pub source: PathBuf,
+    pub line: usize,
+    pub description: Option<String>,
+    matcher: Matcher,
+    validate: Vec<Condition>,
+    mutate: Vec<Mutation>,
+    limits: Option<LimitsSpec>,
+}
+
+/// The policies in force, ordered by name so that their effects are applied in a stable order.
+#[derive(Debug)]
+pub struct PolicySet {
+    pub policies: Vec<Policy>,
+    pub loaded_at: SystemTime,
+}
+
+impl Default for PolicySet {
+    fn default() -> Self {
+        PolicySet { policies: Vec::new(), loaded_at: SystemTime::now() }
+    }
+}
+
+/// How one policy judged one request, for metrics and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub policy: String,
+    pub mode: Mode,
+    pub result: PolicyResult,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyResult {
+    Pass,
+    Violation(String),
+    /// The policy could not be evaluated; its `onError` decided what followed.
+    Error(String),
+}
+
+impl PolicyResult {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PolicyResult::Pass => "pass",
+            PolicyResult::Violation(_) => "violation",
+            PolicyResult::Error(_) => "error",
+        }
+    }
+}
+
+impl Policy {
+    pub fn compile(document: PolicyDocument, source: PathBuf, line: usize) -> Result<Policy, String> {
+        if document.api_version != spec::API_VERSION || document.kind != "BucketPolicy" {
+            return Err(format!(
+                "expected apiVersion {} and kind BucketPolicy, got {} {}",
+                spec::API_VERSION,
+                document.api_version,
+                document.kind
+            ));
+        }
+        let name = document.metadata.name;
+        crate::naming::check_dns1123_subdomain(&name).map_err(|problem| format!("metadata.name {name:?} {problem}"))?;
+        let spec = document.spec;
+        if spec.validate.is_empty() && spec.mutate.is_empty() && spec.limits.is_none() {
+            return Err(format!("policy {name:?} has nothing to do: give it validate, mutate or limits"));
+        }
+        let validate = spec
+            .validate
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Condition::compile(c, &format!("spec.validate[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut mutate = Vec::new();
+        for (i, m) in spec.mutate.iter().enumerate() {
+            mutate.extend(Mutation::compile(m, &format!("spec.mutate[{i}]"))?);
+        }
+        Ok(Policy {
+            name,
+            mode: spec.mode,
+            on_error: spec.on_error,
+            source,
+            line,
+            description: spec.description,
+            matcher: Matcher::compile(&spec.r#match)?,
+            validate,
+            mutate,
+            limits: spec.limits,
+        })
+    }
+
+    fn has_work(&self, webhook: Webhook) -> bool {
+        match webhook {
+            Webhook::Mutate => !self.mutate.is_empty(),
+            Webhook::Validate => !self.validate.is_empty() || self.limits.is_some(),
+        }
+    }
+
+    fn judge(&self, facts: &Facts) -> PolicyResult {
+        for condition in &self.validate {
+            match condition.eval(facts.document) {
+                Ok(Eval::Pass) => {}
+                Ok(Eval::Fail(message)) => return PolicyResult::Violation(message),
+                Err(error) => return PolicyResult::Error(error),
+            }
+        }
+        match self.limits.as_ref().and_then(|limits| limits_violation(limits, facts)) {
+            Some(message) => PolicyResult::Violation(message),
+            None => PolicyResult::Pass,
+        }
+    }
+
+    /// Applies this policy's mutations to a copy of `object`; on error the object is untouched.
+    fn mutate(&self, object: &mut Value) -> PolicyResult {
+        let mut candidate = object.clone();
+        match self.mutate.iter().try_for_each(|m| m.apply(&mut candidate)) {
+            Ok(()) => {
+                *object = candidate;
+                PolicyResult::Pass
+            }
+            Err(error) => PolicyResult::Error(error),
+        }
+    }
+}
+
+/// What a policy may look at besides the request document.
+struct Facts<'a> {
+    req: &'a Request,
+    kind: Kind,
+    catalog: &'a Catalog,
+    namespace_labels: &'a BTreeMap<String, String>,
+    document: &'a Value,
+}
+
+/// Quotas and allowed classes, for Bucket CREATE. The count comes from the watch cache, so
+/// Buckets created in the same instant by several clients can pass a limit by a few.
+fn limits_violation(limits: &LimitsSpec, facts: &Facts) -> Option<String> {
+    if facts.kind != Kind::Bucket || facts.req.operation != Operation::Create {
+        return None;
+    }
+    let namespace = facts.req.namespace.as_deref()?;
+    let labels = facts.namespace_labels;
+    let by_label = limits.max_buckets_by_namespace_label.as_ref().and_then(|b| b.for_labels(labels).copied());
+    if let Some(max) = [limits.max_buckets, by_label].into_iter().flatten().min() {
+        let count = facts.catalog.bucket_count(namespace);
+        if count >= max {
+            return Some(format!(
+                "namespace {namespace:?} already has {count} Buckets, the most it may have is {max}: delete one first, \
+                 or ask a cluster admin to raise the limit"
+            ));
+        }
+    }
+    let classes = limits.allowed_classes_by_namespace_label.as_ref()?;
+    let allowed = classes.for_labels(labels)?;
+    let class = facts.document.pointer("/object/spec/bucketClassName").and_then(Value::as_str)?;
+    if allowed.iter().any(|a| a == class) {
+        return None;
+    }
+    let label = match labels.get(&classes.label) {
+        Some(value) => format!("{}={value}", classes.label),
+        None => format!("without label {}", classes.label),
+    };
+    Some(format!(
+        "namespace {namespace:?} ({label}) may use BucketClasses {}, not {class:?}",
+        if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+    ))
+}
+
+/// Runs the policies that match the request and writes their effects into `verdict`.
+/// Policies run only on requests the built-in rules admit, and never on `/status`.
+pub fn apply(
+    webhook: Webhook,
+    req: &Request,
+    kind: Kind,
+    catalog: &Catalog,
+    set: &PolicySet,
+    verdict: &mut Verdict,
+) -> Vec<Record> {
+    if req.sub_resource.is_some() || !verdict.allowed() || set.policies.is_empty() {
+        return Vec::new();
+    }
+    let labels = req.namespace.as_deref().and_then(|ns| catalog.namespace_labels(ns)).unwrap_or_default();
+    let matching: Vec<&Policy> =
+        set.policies.iter().filter(|p| p.has_work(webhook) && p.matcher.matches(req, kind, &labels)).collect();
+    if matching.is_empty() {
+        return Vec::new();
+    }
+    let mut object = req.object.as_ref().and_then(|o| serde_json::to_value(o).ok());
+    if webhook == Webhook::Mutate {
+        // Policies see the object with the built-in changes made, as the validating webhook will.
+        if let Some(object) = object.as_mut()
+            && let Err(error) = json_patch::patch(object, &verdict.patch)
+        {
+            verdict.deny(format!("bucketgate could not apply its own patch before the policies: {error}"));
+            return Vec::new();
+        }
+    }
+    let mut records = Vec::with_capacity(matching.len());
+    match webhook {
+        Webhook::Validate => {
+            let document = document(req, object, catalog, &labels);
+            let facts = Facts { req, kind, catalog, namespace_labels: &labels, document: &document };
+            for policy in matching {
+                let result = policy.judge(&facts);
+                records.push(record(policy, result, verdict));
+            }
+        }
+        Webhook::Mutate => {
+            let Some(mut current) = object else { return records };
+            let base = current.clone();
+            for policy in matching {
+                let result = policy.mutate(&mut current);
+                records.push(record(policy, result, verdict));
+            }
+            verdict.patch.extend(json_patch::diff(&base, &current).0);
+        }
+    }
+    records
+}
+
+/// Turns a result into the policy's effect on the verdict, by its mode and `onError`.
+fn record(policy: &Policy, result: PolicyResult, verdict: &mut Verdict) -> Record {
+    let message = match &result {
+        PolicyResult::Pass => None,
+        PolicyResult::Violation(message) => Some(message.clone()),
+        PolicyResult::Error(error) => match policy.on_error {
+            OnError::Fail => Some(format!("could not be evaluated: {error}")),
+            OnError::Ignore => {
+                tracing::warn!(policy = %policy.name, %error, "policy could not be evaluated; ignored (onError: ignore)");
+                None
+            }
+        },
+    };
+    if let Some(message) = message {
+        match policy.mode {
+            Mode::Enforce => verdict.deny(format!("policy {}: {message}", policy.name)),
+            Mode::Warn => verdict.warn(format!("policy {}: {message}", policy.name)),
+            Mode::Audit => verdict.audit(crate::naming::label_value(&policy.name), message),
+        }
+    }
+    Record { policy: policy.name.clone(), mode: policy.mode, result }
+}
+
+/// The document JSONPath expressions select from.
+fn document(req: &Request, object: Option<Value>, catalog: &Catalog, labels: &BTreeMap<String, String>) -> Value {
+    let old = req.old_object.as_ref().and_then(|o| serde_json::to_value(o).ok());
+    let newest = object.as_ref().or(old.as_ref());
+    let field = |pointer: &str| newest.and_then(|o| o.pointer(pointer)).and_then(Value::as_str);
+    let class = field("/spec/bucketClassName")
+        .and_then(|name| catalog.class(name))
+        .and_then(|c| serde_json::to_value(&*c).ok());
+    let content = field("/spec/bucketContentName")
+        .or_else(|| field("/status/bucketContentName"))
+        .and_then(|name| catalog.content(name))
+        .and_then(|c| serde_json::to_value(&*c).ok());
+    let namespace =
+        req.namespace.as_deref().map(|ns| json!({"name": ns, "uid": catalog.namespace_uid(ns), "labels": labels}));
+    json!({
+        "object": object,
+        "oldObject": old,
+        "request": {
+            "operation": crate::admission::operation_name(&req.operation),
+            "kind": req.kind.kind,
+            "name": req.name,
+            "namespace": req.namespace,
+            "dryRun": req.dry_run,
+            "userInfo": {"username": req.user_info.username, "groups": req.user_info.groups},
+        },
+        "namespace": namespace,
+        "class": class,
+        "content": content,
+    })
+}
+
+impl PolicySet {
+    /// The names of the policies in force.
+    pub fn names(&self) -> Vec<&str> {
+        self.policies.iter().map(|p| p.name.as_str()).collect()
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {}:{})", self.name, self.mode.as_str(), self.source.display(), self.line)
+    }
+}
+
+#[derive(Debug)]
+struct Matcher {
+    kinds: Vec<Kind>,
+    operations: Vec<Operation>,
+    namespaces: Vec<GlobMatcher>,
+    exclude_namespaces: Vec<GlobMatcher>,
+    namespace_selector: Option<Selector>,
+    users: Vec<GlobMatcher>,
+    groups: Vec<GlobMatcher>,
+}
+
+impl Matcher {
+    fn compile(spec: &MatchSpec) -> Result<Matcher, String> {
+        let globs = |patterns: &[String], field: &str| -> Result<Vec<GlobMatcher>, String> {
+            patterns
+                .iter()
+                .map(|p| {
+                    Glob::new(p)
+                        .map(|g| g.compile_matcher())
+                        .map_err(|e| format!("spec.match.{field}: {p:?} is not a glob: {e}"))
+                })
+                .collect()
+        };
+        let kinds = spec
+            .kinds
+            .iter()
+            .map(|k| match k.as_str() {
+                "Bucket" => Ok(Kind::Bucket),
+                "BucketClass" => Ok(Kind::BucketClass),
+                "BucketContent" => Ok(Kind::BucketContent),
+                other => Err(format!("spec.match.kinds: {other:?} is not one of Bucket, BucketClass, BucketContent")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let operations = spec
+            .operations
+            .iter()
+            .map(|o| match o.as_str() {
+                "CREATE" => Ok(Operation::Create),
+                "UPDATE" => Ok(Operation::Update),
+                "DELETE" => Ok(Operation::Delete),
+                other => Err(format!("spec.match.operations: {other:?} is not one of CREATE, UPDATE, DELETE")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let namespace_selector = spec
+            .namespace_selector
+            .as_ref()
+            .map(|s| {
+                let selector = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                    match_labels: Some(s.match_labels.clone()),
+                    match_expressions: Some(
+                        s.match_expressions
+                            .iter()
+                            .map(|e| k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                                key: e.key.clone(),
+                                operator: e.operator.clone(),
+                                values: Some(e.values.clone()),
+                            })
+                            .collect(),
+                    ),
+                };
+                Selector::try_from(selector).map_err(|e| format!("spec.match.namespaceSelector: {e}"))
+            })
+            .transpose()?;
+        Ok(Matcher {
+            kinds,
+            operations: if operations.is_empty() { vec![Operation::Create, Operation::Update] } else { operations },
+            namespaces: globs(&spec.namespaces, "namespaces")?,
+            exclude_namespaces: globs(&spec.exclude_namespaces, "excludeNamespaces")?,
+            namespace_selector,
+            users: globs(&spec.users, "users")?,
+            groups: globs(&spec.groups, "groups")?,
+        })
+    }
+
+    fn matches(&self, req: &Request, kind: Kind, namespace_labels: &BTreeMap<String, String>) -> bool {
+        if !self.kinds.is_empty() && !self.kinds.contains(&kind) {
+            return false;
+        }
+        if !self.operations.contains(&req.operation) {
+            return false;
+        }
+        let namespaced = !self.namespaces.is_empty() || self.namespace_selector.is_some();
+        match req.namespace.as_deref() {
+            None if namespaced => return false,
+            None => {}
+            Some(ns) => {
+                if !self.namespaces.is_empty() && !self.namespaces.iter().any(|g| g.is_match(ns)) {
+                    return false;
+                }
+                if self.exclude_namespaces.iter().any(|g| g.is_match(ns)) {
+                    return false;
+                }
+                if let Some(selector) = &self.namespace_selector
+                    && !selector.matches(namespace_labels)
+                {
+                    return false;
+                }
+            }
+        }
+        let user = &req.user_info;
+        if !self.users.is_empty() && !user.username.as_deref().is_some_and(|u| self.users.iter().any(|g| g.is_match(u)))
+        {
+            return false;
+        }
+        if !self.groups.is_empty() {
+            let groups = user.groups.as_deref().unwrap_or_default();
+            if !groups.iter().any(|group| self.groups.iter().any(|g| g.is_match(group))) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::decode;
+    use crate::api::Bucket;
+    use k8s_openapi::api::core::v1::Namespace;
+
+    fn policy(spec: Value) -> Policy {
+        let document =
+            json!({"apiVersion": spec::API_VERSION, "kind": "BucketPolicy", "metadata": {"name": "p"}, "spec": spec});
+        Policy::compile(serde_json::from_value(document).unwrap(), "p.yaml".into(), 1).unwrap()
+    }
+
+    fn request(namespace: Option<&str>, operation: &str, user: &str, groups: &[&str]) -> Request {
+        let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u", "kind": {"group": "cosi.io", "version": "v1alpha1", "kind": "Bucket"},
+            "resource": {"group": "cosi.io", "version": "v1alpha1", "resource": "buckets"},
+            "namespace": namespace, "operation": operation, "userInfo": {"username": user, "groups": groups},
+            "object": {"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket", "metadata": {"name": "b", "namespace": namespace},
+                       "spec": {"protocol": "s3", "bucketClassName": "fast"}},
+            "oldObject": null}});
+        decode(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn matches(spec: Value, req: &Request, labels: &[(&str, &str)]) -> bool {
+        let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        policy(json!({"match": spec, "validate": [{"path": "$.object", "required": true}]})).matcher.matches(
+            req,
+            Kind::Bucket,
+            &labels,
+        )
+    }
+
+    #[test]
+    fn matching_by_kind_operation_namespace_selector_and_user() {
+        let team = request(Some("team-a"), "CREATE", "alice", &["devs"]);
+        assert!(matches(json!({}), &team, &[]));
+        assert!(!matches(json!({"kinds": ["BucketClass"]}), &team, &[]));
+        assert!(!matches(json!({"operations": ["DELETE"]}), &team, &[]));
+        assert!(
+            !matches(json!({}), &request(Some("team-a"), "DELETE", "alice", &[]), &[]),
+            "CREATE and UPDATE by default"
+        );
+        assert!(matches(json!({"namespaces": ["team-*"]}), &team, &[]));
+        assert!(!matches(json!({"namespaces": ["team-*"], "excludeNamespaces": ["team-a"]}), &team, &[]));
+        assert!(!matches(json!({"namespaces": ["prod-*"]}), &team, &[]));
+        let selector = json!({"namespaceSelector": {"matchLabels": {"env": "production"}}});
+        assert!(matches(selector.clone(), &team, &[("env", "production")]));
+        assert!(!matches(selector.clone(), &team, &[("env", "dev")]));
+        let expression =
+            json!({"namespaceSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold"]}]}});
+        assert!(matches(expression, &team, &[("tier", "gold")]));
+        // Namespace conditions never match cluster-scoped requests.
+        assert!(!matches(selector, &request(None, "CREATE", "alice", &[]), &[]));
+        assert!(matches(json!({"users": ["ali*"]}), &team, &[]));
+        assert!(!matches(json!({"users": ["bob"]}), &team, &[]));
+        assert!(matches(json!({"groups": ["devs"]}), &team, &[]));
+        assert!(!matches(json!({"groups": ["admins"]}), &team, &[]));
+    }
+
+    #[test]
+    fn bad_match_and_empty_policies_do_not_compile() {
+        let compile = |spec: Value| {
+            let document = json!({"apiVersion": spec::API_VERSION, "kind": "BucketPolicy", "metadata": {"name": "p"}, "spec": spec});
+            Policy::compile(serde_json::from_value(document).unwrap(), "p.yaml".into(), 1).unwrap_err()
+        };
+        let validate = json!([{"path": "$.object", "required": true}]);
+        assert!(compile(json!({"match": {"kinds": ["Pod"]}, "validate": validate})).contains("\"Pod\" is not one of"));
+        assert!(compile(json!({"match": {"operations": ["PATCH"]}, "validate": validate})).contains("\"PATCH\""));
+        assert!(compile(json!({"match": {"namespaces": ["[a"]}, "validate": validate})).contains("not a glob"));
+        let bad_selector = json!({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}});
+        assert!(compile(json!({"match": bad_selector, "validate": validate})).contains("namespaceSelector"));
+        assert!(compile(json!({})).contains("has nothing to do"));
+    }
+
+    #[test]
+    fn limits_count_buckets_and_check_classes() {
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "lab", "uid": "u", "labels": {"tier": "bronze"}}}))
+                .unwrap();
+        let bucket = |name: &str| -> Bucket {
+            serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+                "metadata": {"name": name, "namespace": "lab"}, "spec": {}}))
+            .unwrap()
+        };
+        let catalog = Catalog::with_buckets([], [], [namespace], [bucket("a"), bucket("b")]);
+        let set = PolicySet {
+            policies: vec![policy(json!({"limits": {
+                "maxBucketsByNamespaceLabel": {"label": "tier", "values": {"bronze": 2}, "default": 10},
+                "allowedClassesByNamespaceLabel": {"label": "tier", "values": {"bronze": ["slow"]}}}}))],
+            loaded_at: SystemTime::now(),
+        };
+        let req = request(Some("lab"), "CREATE", "alice", &[]);
+        let mut verdict = Verdict::default();
+        let records = apply(Webhook::Validate, &req, Kind::Bucket, &catalog, &set, &mut verdict);
+        assert_eq!(
+            verdict.errors,
+            [
+                "policy p: namespace \"lab\" already has 2 Buckets, the most it may have is 2: delete one first, or ask a cluster admin to raise the limit"
+            ]
+        );
+        assert_eq!(records[0].result.as_str(), "violation");
+
+        let roomy = Catalog::with_buckets(
+            [],
+            [],
+            [serde_json::from_value::<Namespace>(json!({"metadata": {"name": "lab", "labels": {"tier": "bronze"}}}))
+                .unwrap()],
+            [],
+        );
+        let mut verdict = Verdict::default();
+        apply(Webhook::Validate, &req, Kind::Bucket, &roomy, &set, &mut verdict);
+        assert_eq!(
+            verdict.errors,
+            ["policy p: namespace \"lab\" (tier=bronze) may use BucketClasses slow, not \"fast\""]
+        );
+
+        // Status requests and requests the built-in rules already refused are not judged.
+        let mut denied = Verdict::default();
+        denied.deny("built-in");
+        assert!(apply(Webhook::Validate, &req, Kind::Bucket, &catalog, &set, &mut denied).is_empty());
+    }
+}
