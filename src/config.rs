@@ -1,4 +1,6 @@
-//! Deployment configuration: which provisioners this bucketgate serves.
+//! Deployment configuration: which provisioners this bucketgate serves, and with which
+//! driver. The admission webhook's "served provisioners" check and the provisioning loop
+//! read the same list.
 
 use std::path::Path;
 
@@ -17,6 +19,56 @@ pub struct Config {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProvisionerConfig {
     pub name: String,
+    /// The S3 driver's settings. A provisioner without a driver is served by admission only:
+    /// another controller provisions its buckets.
+    #[serde(default)]
+    pub s3: Option<S3Settings>,
+}
+
+/// How to reach an S3-compatible store (AWS, Ceph RGW, MinIO, SeaweedFS).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct S3Settings {
+    /// `https://s3.eu-west-1.amazonaws.com`, `http://rook-ceph-rgw-my-store.rook-ceph.svc`, ...
+    pub endpoint: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Path-style requests (`endpoint/bucket/key`), which most in-cluster stores need.
+    #[serde(default)]
+    pub path_style: bool,
+    /// Give each Bucket its own user and key through the store's IAM API. Without it every
+    /// Bucket's Secret holds the provisioner's own credentials.
+    #[serde(default)]
+    pub iam: Option<IamSettings>,
+    /// Environment variables that hold the provisioner's credentials, when the BucketClass
+    /// names no Secret (`cosi.io/provisioner-secret-name`).
+    #[serde(default)]
+    pub credentials_from_env: EnvCredentials,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IamSettings {
+    /// The IAM endpoint; the S3 endpoint when omitted (Ceph RGW, SeaweedFS).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl Default for EnvCredentials {
+    fn default() -> Self {
+        EnvCredentials { access_key_id: "AWS_ACCESS_KEY_ID".into(), secret_access_key: "AWS_SECRET_ACCESS_KEY".into() }
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +96,7 @@ impl Config {
     pub fn with_provisioners(mut self, names: impl IntoIterator<Item = String>) -> Config {
         for name in names {
             if !self.serves(&name) {
-                self.provisioners.push(ProvisionerConfig { name });
+                self.provisioners.push(ProvisionerConfig { name, s3: None });
             }
         }
         self
@@ -56,6 +108,10 @@ impl Config {
 
     pub fn served_names(&self) -> Vec<&str> {
         self.provisioners.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    pub fn provisioner(&self, name: &str) -> Option<&ProvisionerConfig> {
+        self.provisioners.iter().find(|p| p.name == name)
     }
 }
 
@@ -75,6 +131,18 @@ mod tests {
         std::fs::write(&bad, "provisioner:\n- name: x\n").unwrap();
         let err = Config::load(&bad).unwrap_err().to_string();
         assert!(err.contains("bad.yaml") && err.contains("provisioner"), "{err}");
+
+        let s3 = dir.path().join("s3.yaml");
+        std::fs::write(
+            &s3,
+            "provisioners:\n- name: seaweed\n  s3:\n    endpoint: http://127.0.0.1:8333\n    pathStyle: true\n    iam: {}\n",
+        )
+        .unwrap();
+        let config = Config::load(&s3).unwrap();
+        let settings = config.provisioner("seaweed").unwrap().s3.as_ref().unwrap();
+        assert_eq!(settings.region, "us-east-1");
+        assert!(settings.path_style && settings.iam.is_some());
+        assert_eq!(settings.credentials_from_env.access_key_id, "AWS_ACCESS_KEY_ID");
 
         let empty = dir.path().join("empty.yaml");
         std::fs::write(&empty, "provisioners:\n- name: ''\n").unwrap();

