@@ -14,6 +14,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicySet, store::PolicyStore};
+use crate::provision;
 use crate::server::{self, AppState, ServeOptions};
 use crate::tls::{self, CertStore};
 
@@ -113,6 +114,12 @@ pub struct ServeArgs {
     /// How often to look for changed policy files.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub policy_reload_interval: Duration,
+    /// Namespace of the Lease that elects the replica running the provisioning loop.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "bucketgate-system")]
+    pub lease_namespace: String,
+    /// This replica's name in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -297,23 +304,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let certs = CertStore::open(&args.cert_dir)
         .with_context(|| format!("loading the serving certificate from {}", args.cert_dir.display()))?;
 
-    let (catalog, dev_fallback) = match &args.catalog {
-        Some(dir) => (Catalog::load_dir(dir)?, false),
+    let (catalog, dev_fallback, client) = match &args.catalog {
+        Some(dir) => (Catalog::load_dir(dir)?, false, None),
         None => match cluster_client(args.dev).await {
             Ok(client) => {
-                let (catalog, watches) = Catalog::watch(client);
+                let (catalog, watches) = Catalog::watch(client.clone());
                 tokio::spawn(watches);
-                (catalog, false)
+                (catalog, false, Some(client))
             }
             Err(error) if args.dev => {
                 tracing::warn!(%error, catalog = DEV_CATALOG, "no cluster reachable; serving the example catalog");
-                (Catalog::load_dir(Path::new(DEV_CATALOG))?, true)
+                (Catalog::load_dir(Path::new(DEV_CATALOG))?, true, None)
             }
             Err(error) => return Err(error.context("connecting to the cluster (use --catalog DIR to run without one)")),
         },
     };
     let config = args.served.load(dev_fallback.then_some(Path::new(DEV_CONFIG)))?;
     tracing::info!(provisioners = ?config.served_names(), "serving provisioners");
+    for provisioner in config.provisioners.iter().filter(|p| p.s3.is_none()) {
+        tracing::warn!(provisioner = %provisioner.name, "no driver configured: admission only, another controller must provision its buckets");
+    }
+
+    // The provisioning loop needs the cluster and at least one driver.
+    let wake = match client {
+        Some(client) if config.provisioners.iter().any(|p| p.s3.is_some()) => {
+            let (waker, wakes) = provision::Waker::channel();
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "bucketgate".into())
+            });
+            let (config, namespace) = (config.clone(), args.lease_namespace.clone());
+            tokio::spawn(async move {
+                if let Err(error) = provision::run(client, config, wakes, namespace, identity).await {
+                    tracing::error!(error = %format!("{error:#}"), "the provisioning loop stopped");
+                }
+            });
+            Some(waker)
+        }
+        _ => None,
+    };
 
     let mut policy_dirs = args.policy_dirs.clone();
     if args.dev && policy_dirs.is_empty() && Path::new(DEV_POLICIES).is_dir() {
@@ -329,7 +359,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(certs.clone().watch(args.cert_reload_interval, metrics.clone()));
     tokio::spawn(policies.clone().watch(args.policy_reload_interval, metrics.clone()));
-    let state = Arc::new(AppState { catalog, config, policies, metrics, certs, shutting_down: AtomicBool::new(false) });
+    let state =
+        Arc::new(AppState { catalog, config, policies, metrics, certs, shutting_down: AtomicBool::new(false), wake });
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving admission over HTTPS");
     let options = ServeOptions { max_body_bytes: args.max_body_bytes, shutdown_grace: args.shutdown_grace };

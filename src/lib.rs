@@ -13,5 +13,6 @@ pub mod driver;
 pub mod metrics;
 pub mod naming;
 pub mod policy;
+pub mod provision;
 pub mod server;
 pub mod tls;

@@ -40,7 +40,7 @@ pub struct Connection {
     pub signature_version: String,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum DriverError {
     /// Worth retrying: the backend is unreachable, slow or failing.
     #[error("{0}")]

@@ -1,0 +1,248 @@
+//! The provisioning loop: binds Buckets to BucketContents, creates, shares and deletes
+//! buckets through the drivers, and writes each Bucket's credentials Secret.
+//!
+//! It runs in `bucketgate serve` on the replica that holds the `bucketgate-provisioner`
+//! Lease; every replica answers admission. Watches keep it correct across restarts;
+//! admission of a Bucket also wakes it (see [`Waker`]).
+
+pub mod credentials;
+pub mod plan;
+mod reconcile;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::api::{Bucket, BucketContent, BucketPhase};
+use crate::config::{Config, S3Settings};
+use crate::driver::{Credentials, Driver, DriverError};
+
+/// Makes a driver for a provisioner's settings and credentials.
+pub type DriverFactory = Box<dyn Fn(&S3Settings, Credentials) -> Arc<dyn Driver> + Send + Sync>;
+
+pub fn s3_drivers() -> DriverFactory {
+    Box::new(|settings, credentials| Arc::new(crate::driver::s3::S3Driver::new(settings, credentials)))
+}
+
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    /// Events for `kubectl describe`; none in tests.
+    pub recorder: Option<Recorder>,
+    pub drivers: DriverFactory,
+    /// Failed attempts per object, for exponential backoff; cleared on success.
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, recorder: Option<Recorder>, drivers: DriverFactory) -> Context {
+        Context { client, config, recorder, drivers, attempts: Mutex::new(HashMap::new()) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("backend: {0}")]
+    Driver(DriverError),
+    /// Retrying cannot help until something changes (a missing class, no driver).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl Error {
+    fn is_permanent(&self) -> bool {
+        matches!(self, Error::Permanent(_) | Error::Driver(DriverError::Permanent(_)))
+    }
+}
+
+/// Longest wait between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// 1 s, 2 s, 4 s ... up to five minutes for errors that may pass; five minutes for the
+/// others, which mostly wait for a change that triggers a new reconcile anyway.
+pub fn backoff(attempt: u32, permanent: bool) -> Duration {
+    if permanent {
+        return MAX_BACKOFF;
+    }
+    Duration::from_secs(1u64 << attempt.min(9)).min(MAX_BACKOFF)
+}
+
+fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.meta().namespace.as_deref().unwrap_or(""),
+        object.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let attempt = {
+        let mut attempts = ctx.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = attempts.entry(key(&*object)).or_insert(0);
+        *count += 1;
+        *count
+    };
+    let delay = backoff(attempt - 1, error.is_permanent());
+    tracing::warn!(object = %key(&*object), attempt, retry_in = ?delay, %error, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = reconcile::bucket(bucket.clone(), ctx.clone()).await;
+    match &result {
+        Ok(_) => {
+            ctx.attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(&*bucket));
+        }
+        Err(error) if bucket.meta().deletion_timestamp.is_none() => record_failure(&bucket, error, &ctx).await,
+        Err(_) => {}
+    }
+    result
+}
+
+async fn reconcile_content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = reconcile::content(content.clone(), ctx.clone()).await;
+    if result.is_ok() {
+        ctx.attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(&*content));
+    }
+    result
+}
+
+/// Puts a failure on the Bucket, where its user looks: phase Failed when retrying cannot
+/// help, Pending while it is retried, with the reason in the Ready condition.
+async fn record_failure(bucket: &Bucket, error: &Error, ctx: &Context) {
+    let (phase, reason) =
+        if error.is_permanent() { (BucketPhase::Failed, "Failed") } else { (BucketPhase::Pending, "Retrying") };
+    let conditions = bucket.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let ready = plan::condition(&conditions, "Ready", false, reason, error.to_string(), bucket.metadata.generation);
+    let status = json!({"status": {"phase": phase, "conditions": [ready]}});
+    let api: Api<Bucket> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
+    if let Err(patch_error) =
+        api.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await
+    {
+        tracing::warn!(bucket = %key(bucket), %patch_error, "cannot record the failure on the Bucket");
+    }
+    ctx.event(bucket, kube::runtime::events::EventType::Warning, reason, "Provision", error.to_string()).await;
+}
+
+/// Lets admission wake the loop for a Bucket it just admitted. Admission runs before the
+/// object is stored, so the wake-up comes a moment later; the watch normally delivers the
+/// Bucket sooner, and this covers a watch that is reconnecting. Never blocks admission:
+/// when the loop is busy (or this replica is not the leader) the wake-up is dropped.
+#[derive(Clone)]
+pub struct Waker {
+    sender: mpsc::Sender<ObjectRef<Bucket>>,
+}
+
+pub const WAKE_DELAY: Duration = Duration::from_millis(250);
+
+impl Waker {
+    pub fn channel() -> (Waker, mpsc::Receiver<ObjectRef<Bucket>>) {
+        let (sender, receiver) = mpsc::channel(1024);
+        (Waker { sender }, receiver)
+    }
+
+    pub fn wake(&self, namespace: &str, name: &str) {
+        let sender = self.sender.clone();
+        let object = ObjectRef::new(name).within(namespace);
+        tokio::spawn(async move {
+            tokio::time::sleep(WAKE_DELAY).await;
+            let _ = sender.try_send(object);
+        });
+    }
+}
+
+/// Runs both controllers until `stop` completes.
+pub async fn run_controllers(ctx: Arc<Context>, wake: Arc<tokio::sync::Mutex<mpsc::Receiver<ObjectRef<Bucket>>>>) {
+    let client = ctx.client.clone();
+    let trigger = futures::stream::unfold(wake, |wake| async move {
+        let next = wake.lock().await.recv().await?;
+        Some((next, wake))
+    });
+    let buckets = Controller::new(Api::<Bucket>::all(client.clone()), watcher::Config::default())
+        // Only the Secrets bucketgate wrote carry this label; no need to watch the others.
+        .owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(plan::BUCKET_NAME_LABEL))
+        .reconcile_on(trigger)
+        .run(reconcile_bucket, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let contents = Controller::new(Api::<BucketContent>::all(client), watcher::Config::default())
+        .run(reconcile_content, error_policy, ctx)
+        .for_each(|_| async {});
+    futures::future::join(buckets, contents).await;
+}
+
+/// Leader election around the controllers: they run while this replica holds the Lease.
+pub async fn run(
+    client: Client,
+    config: Config,
+    wake: mpsc::Receiver<ObjectRef<Bucket>>,
+    lease_namespace: String,
+    identity: String,
+) -> anyhow::Result<()> {
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: "bucketgate".into(), instance: Some(identity.clone()) });
+    let ctx = Arc::new(Context::new(client.clone(), config, Some(recorder), s3_drivers()));
+    let wake = Arc::new(tokio::sync::Mutex::new(wake));
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, "bucketgate-provisioner")
+        .with_namespace(lease_namespace)
+        .with_identity(identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await?;
+    let (mut leading, lease) = manager.watch().await;
+    let mut running: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let leader = *leading.borrow_and_update();
+        match (leader, running.is_some()) {
+            (true, false) => {
+                tracing::info!("leading: the provisioning loop runs on this replica");
+                running = Some(tokio::spawn(run_controllers(ctx.clone(), wake.clone())));
+            }
+            (false, true) => {
+                tracing::info!("no longer leading: the provisioning loop stops on this replica");
+                if let Some(task) = running.take() {
+                    task.abort();
+                }
+            }
+            _ => {}
+        }
+        if leading.changed().await.is_err() {
+            break;
+        }
+    }
+    if let Some(task) = running.take() {
+        task.abort();
+    }
+    lease.await??;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_ceiling() {
+        assert_eq!(backoff(0, false), Duration::from_secs(1));
+        assert_eq!(backoff(3, false), Duration::from_secs(8));
+        assert_eq!(backoff(30, false), MAX_BACKOFF);
+        assert_eq!(backoff(0, true), MAX_BACKOFF);
+    }
+}

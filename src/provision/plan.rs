@@ -1,0 +1,239 @@
+//! Pure decisions of the provisioning loop: what a Bucket's BucketContent, Secret and
+//! status look like. No I/O here.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use kube::{Resource, ResourceExt};
+
+use crate::api::{
+    BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentSpec, FINALIZER, PROVISIONER_LABEL, Protocol,
+    ProtocolSpec, S3Protocol,
+};
+use crate::driver::{Connection, Credentials};
+use crate::naming::{BUCKET_NAME_SUFFIX_LEN, content_name_for, label_value, short_hash};
+
+/// Labels that tie a greenfield BucketContent to the Bucket it was made for.
+pub const BUCKET_NAMESPACE_LABEL: &str = "cosi.io/bucket-namespace";
+pub const BUCKET_NAME_LABEL: &str = "cosi.io/bucket-name";
+pub const BUCKET_UID_LABEL: &str = "cosi.io/bucket-uid";
+/// Set to "true" on a Bucket to release it without asking the backend (bucket gone or
+/// unreachable); its data, if any is left, is not deleted.
+pub const FORCE_RELEASE_ANNOTATION: &str = "cosi.io/force-release";
+/// Class parameters naming the Secret with the provisioner's credentials (the KEP's).
+pub const SECRET_NAME_PARAMETER: &str = "cosi.io/provisioner-secret-name";
+pub const SECRET_NAMESPACE_PARAMETER: &str = "cosi.io/provisioner-secret-namespace";
+
+/// The backend bucket name: the Bucket's prefix and a suffix from its uid, so that the same
+/// Bucket always gets the same name and two Buckets never share one.
+pub fn backend_bucket_name(bucket: &Bucket) -> String {
+    let prefix = bucket.spec.bucket_prefix.as_deref().unwrap_or_default();
+    format!("{prefix}{}", short_hash(&bucket.uid().unwrap_or_default(), BUCKET_NAME_SUFFIX_LEN))
+}
+
+/// The Secret a Bucket's credentials go to: `spec.secretName`, else the Bucket's own name
+/// (as ObjectBucketClaims do).
+pub fn secret_name(bucket: &Bucket) -> String {
+    bucket.spec.secret_name.clone().unwrap_or_else(|| bucket.name_any())
+}
+
+/// The BucketContent for a greenfield Bucket. The backend name is in it before the backend
+/// is asked for anything, so a crash at any point finds the name again.
+pub fn greenfield_content(bucket: &Bucket, class: &BucketClass, namespace_uid: &str) -> Result<BucketContent, String> {
+    let protocol = bucket.spec.protocol.ok_or("spec.protocol is not set")?;
+    if protocol != Protocol::S3 {
+        return Err(format!("protocol {protocol} has no driver here; bucketgate provisions s3 buckets"));
+    }
+    let namespace = bucket.namespace().unwrap_or_default();
+    let mut labels = BTreeMap::from([
+        (BUCKET_NAMESPACE_LABEL.to_string(), namespace.clone()),
+        (BUCKET_NAME_LABEL.to_string(), label_value(&bucket.name_any())),
+        (BUCKET_UID_LABEL.to_string(), bucket.uid().unwrap_or_default()),
+    ]);
+    let provisioner = class.spec.provisioner().to_string();
+    labels.insert(PROVISIONER_LABEL.to_string(), label_value(&provisioner));
+    let mut content = BucketContent::new(
+        &content_name_for(&bucket.uid().unwrap_or_default()),
+        BucketContentSpec {
+            provisioner: Some(provisioner),
+            release_policy: Some(class.spec.release_policy.unwrap_or_default()),
+            access_mode: class.spec.access_mode,
+            bucket_class_name: Some(class.name_any()),
+            bindable_namespaces: vec![BindableNamespace { name: namespace, uid: namespace_uid.to_string() }],
+            protocol: ProtocolSpec {
+                protocol_type: Some(protocol),
+                s3: Some(S3Protocol { bucket_name: Some(backend_bucket_name(bucket)), ..Default::default() }),
+                ..Default::default()
+            },
+            parameters: class.spec.parameters.clone(),
+        },
+    );
+    content.metadata.labels = Some(labels);
+    content.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+    Ok(content)
+}
+
+/// Whether `content` was made for `bucket`.
+pub fn made_for(content: &BucketContent, bucket: &Bucket) -> bool {
+    content.labels().get(BUCKET_UID_LABEL) == bucket.uid().as_ref()
+}
+
+/// The workload's Secret: the keys ObjectBucketClaim users already read, plus the variables
+/// AWS SDKs pick up on their own. Owned by the Bucket, so it goes when the Bucket goes.
+pub fn credentials_secret(bucket: &Bucket, connection: &Connection, credentials: Option<&Credentials>) -> Secret {
+    let (host, port) = host_and_port(&connection.endpoint);
+    let mut data = BTreeMap::from([
+        ("BUCKET_NAME".to_string(), connection.bucket_name.clone()),
+        ("BUCKET_HOST".to_string(), host),
+        ("BUCKET_PORT".to_string(), port.to_string()),
+        ("BUCKET_REGION".to_string(), connection.region.clone()),
+        ("AWS_REGION".to_string(), connection.region.clone()),
+        ("AWS_ENDPOINT_URL".to_string(), connection.endpoint.clone()),
+    ]);
+    if let Some(credentials) = credentials {
+        data.insert("AWS_ACCESS_KEY_ID".into(), credentials.access_key_id.clone());
+        data.insert("AWS_SECRET_ACCESS_KEY".into(), credentials.secret_access_key.clone());
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name(bucket)),
+            namespace: bucket.namespace(),
+            labels: Some(BTreeMap::from([(BUCKET_NAME_LABEL.to_string(), label_value(&bucket.name_any()))])),
+            owner_references: bucket.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// Whether `secret` belongs to `bucket` (it is the Secret's controller).
+pub fn owned_by(secret: &Secret, bucket: &Bucket) -> bool {
+    let uid = bucket.uid();
+    secret.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref() && o.controller == Some(true))
+}
+
+fn host_and_port(endpoint: &str) -> (String, u16) {
+    match endpoint.parse::<http::Uri>() {
+        Ok(uri) => {
+            let default = if uri.scheme_str() == Some("http") { 80 } else { 443 };
+            (uri.host().unwrap_or_default().to_string(), uri.port_u16().unwrap_or(default))
+        }
+        Err(_) => (endpoint.to_string(), 443),
+    }
+}
+
+/// Replaces `${bucket.name}` and `${bucket.namespace}`, as the KEP's Secret templating does.
+pub fn template(value: &str, (namespace, name): &(String, String)) -> String {
+    value.replace("${bucket.name}", name).replace("${bucket.namespace}", namespace)
+}
+
+/// A condition, keeping the transition time when its status did not change.
+pub fn condition(
+    existing: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let since = existing
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(jiff::Timestamp::now()));
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: since,
+        observed_generation: generation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bucket(spec: serde_json::Value) -> Bucket {
+        serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+            "metadata": {"name": "photos", "namespace": "team-a", "uid": "2f845f60-d4c4-4d1e-ab39-3b8cc4e25086"},
+            "spec": spec}))
+        .unwrap()
+    }
+
+    fn class() -> BucketClass {
+        serde_json::from_value(
+            json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass", "metadata": {"name": "ceph"},
+            "provisioner": "rook-ceph.ceph.rook.io/bucket", "supportedProtocols": ["s3"], "accessMode": "rw",
+            "parameters": {"store": "a"}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn backend_names_are_stable_valid_and_distinct() {
+        let b = bucket(json!({"protocol": "s3", "bucketPrefix": "photos-"}));
+        let name = backend_bucket_name(&b);
+        assert_eq!(name, backend_bucket_name(&b));
+        assert!(name.starts_with("photos-") && name.len() == 7 + 16, "{name}");
+        assert!(crate::naming::check_bucket_prefix(&name, Protocol::S3).errors.is_empty());
+        let mut other = b.clone();
+        other.metadata.uid = Some("a2b9d61c-96a8-4d1a-9532-630184d2c774".into());
+        assert_ne!(name, backend_bucket_name(&other));
+    }
+
+    #[test]
+    fn greenfield_content_copies_the_class_and_pins_the_namespace() {
+        let b = bucket(json!({"protocol": "s3", "bucketClassName": "ceph", "bucketPrefix": "photos-"}));
+        let content = greenfield_content(&b, &class(), "ns-uid").unwrap();
+        assert_eq!(content.name_any(), "bucket-2f845f60-d4c4-4d1e-ab39-3b8cc4e25086");
+        assert_eq!(content.spec.provisioner(), "rook-ceph.ceph.rook.io/bucket");
+        assert_eq!(content.spec.release_policy, Some(crate::api::ReleasePolicy::Delete));
+        assert_eq!(content.spec.parameters.get("store").map(String::as_str), Some("a"));
+        assert_eq!(
+            content.spec.bindable_namespaces,
+            [BindableNamespace { name: "team-a".into(), uid: "ns-uid".into() }]
+        );
+        assert_eq!(content.spec.protocol.s3.as_ref().unwrap().bucket_name, Some(backend_bucket_name(&b)));
+        assert_eq!(content.finalizers(), [FINALIZER]);
+        assert!(made_for(&content, &b));
+        let gcs = bucket(json!({"protocol": "gcs", "bucketClassName": "ceph"}));
+        assert!(greenfield_content(&gcs, &class(), "u").unwrap_err().contains("gcs"));
+    }
+
+    #[test]
+    fn secrets_hold_obc_keys_and_belong_to_the_bucket() {
+        let b = bucket(json!({"protocol": "s3", "secretName": "photos-creds"}));
+        let connection = Connection {
+            endpoint: "http://rgw.rook-ceph.svc:8080".into(),
+            region: "us-east-1".into(),
+            bucket_name: "photos-0123".into(),
+            signature_version: "s3v4".into(),
+        };
+        let keys = Credentials { access_key_id: "AK".into(), secret_access_key: "SK".into() };
+        let secret = credentials_secret(&b, &connection, Some(&keys));
+        let data = secret.data.as_ref().unwrap();
+        let get = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        assert_eq!(secret.metadata.name.as_deref(), Some("photos-creds"));
+        assert_eq!(get("AWS_ACCESS_KEY_ID"), "AK");
+        assert_eq!(get("AWS_SECRET_ACCESS_KEY"), "SK");
+        assert_eq!((get("BUCKET_HOST"), get("BUCKET_PORT")), ("rgw.rook-ceph.svc".into(), "8080".into()));
+        assert_eq!(get("BUCKET_NAME"), "photos-0123");
+        assert_eq!(get("AWS_ENDPOINT_URL"), "http://rgw.rook-ceph.svc:8080");
+        assert!(owned_by(&secret, &b));
+        assert_eq!(host_and_port("https://s3.amazonaws.com"), ("s3.amazonaws.com".into(), 443));
+        let unnamed = bucket(json!({"protocol": "s3"}));
+        assert_eq!(secret_name(&unnamed), "photos");
+        assert_eq!(
+            template("${bucket.namespace}-${bucket.name}", &("team-a".into(), "photos".into())),
+            "team-a-photos"
+        );
+    }
+}

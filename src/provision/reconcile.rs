@@ -1,0 +1,364 @@
+//! Reconciling Buckets and BucketContents: one pass brings the cluster and the backend one
+//! step closer to what the Bucket asks for, and is safe to repeat at any point.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::plan::{self, FORCE_RELEASE_ANNOTATION};
+use super::{Context, Error};
+use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
+use crate::driver::{Connection, Driver, DriverError, Grant};
+
+pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if bucket.meta().deletion_timestamp.is_some() {
+        return release(&bucket, &ctx).await;
+    }
+    let namespace = bucket.namespace().unwrap_or_default();
+    let buckets: Api<Bucket> = Api::namespaced(ctx.client.clone(), &namespace);
+    if !bucket.finalizers().iter().any(|f| f == FINALIZER) {
+        // Admission adds it; this covers Buckets created while the webhook was away.
+        let patch = json!({"metadata": {"finalizers": [FINALIZER], "resourceVersion": bucket.resource_version()}});
+        buckets.patch(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        return Ok(Action::await_change());
+    }
+    let bound = match &bucket.spec.bucket_content_name {
+        Some(name) => bind(&bucket, name, &ctx).await?,
+        None => provision(&bucket, &ctx).await?,
+    };
+    let Some((content, connection)) = bound else { return Ok(Action::requeue(Duration::from_secs(30))) };
+    let grant = credentials(&bucket, &content, &connection, &ctx).await?;
+    let Some(scoped) = grant else { return Ok(Action::requeue(Duration::from_secs(60))) };
+    let conditions = bucket.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let generation = bucket.metadata.generation;
+    let ready =
+        plan::condition(&conditions, "Ready", true, "Bound", format!("bound to {}", content.name_any()), generation);
+    let scoped_condition = match scoped {
+        true => plan::condition(
+            &conditions,
+            "CredentialsScoped",
+            true,
+            "BucketUser",
+            "the Secret's key reaches this bucket only",
+            generation,
+        ),
+        false => plan::condition(
+            &conditions,
+            "CredentialsScoped",
+            false,
+            "ProvisionerCredentials",
+            "the store has no IAM API configured: the Secret holds the provisioner's own key",
+            generation,
+        ),
+    };
+    let status = json!({"status": {"bucketContentName": content.name_any(), "phase": BucketPhase::Bound, "conditions": [ready, scoped_condition]}});
+    let was_bound = bucket.status.as_ref().and_then(|s| s.phase) == Some(BucketPhase::Bound);
+    buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
+    if !was_bound {
+        ctx.event(
+            &*bucket,
+            EventType::Normal,
+            "Bound",
+            "Provision",
+            format!("bound to BucketContent {}", content.name_any()),
+        )
+        .await;
+    }
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+/// Greenfield: the BucketContent first (with the backend name in it), then the bucket.
+async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<(BucketContent, Connection)>, Error> {
+    let class_name = bucket.spec.bucket_class_name.clone().unwrap_or_default();
+    let class = Api::<BucketClass>::all(ctx.client.clone())
+        .get_opt(&class_name)
+        .await?
+        .ok_or_else(|| Error::Permanent(format!("BucketClass {class_name:?} does not exist")))?;
+    let contents: Api<BucketContent> = Api::all(ctx.client.clone());
+    let name = crate::naming::content_name_for(&bucket.uid().unwrap_or_default());
+    let content = match contents.get_opt(&name).await? {
+        Some(content) if plan::made_for(&content, bucket) => content,
+        Some(_) => return Err(Error::Permanent(format!("BucketContent {name} exists and belongs to another Bucket"))),
+        None => {
+            let namespace = bucket.namespace().unwrap_or_default();
+            let uid = Api::<Namespace>::all(ctx.client.clone()).get(&namespace).await?.uid().unwrap_or_default();
+            let content = plan::greenfield_content(bucket, &class, &uid).map_err(Error::Permanent)?;
+            let created = contents.create(&PostParams::default(), &content).await?;
+            ctx.event(
+                bucket,
+                EventType::Normal,
+                "ContentCreated",
+                "Provision",
+                format!("created BucketContent {name}"),
+            )
+            .await;
+            created
+        }
+    };
+    let driver = ctx.driver_for(&content, &owner_of(bucket)).await?;
+    let backend = content.spec.protocol.s3.as_ref().and_then(|s| s.bucket_name.clone()).unwrap_or_default();
+    let connection = match driver.create_bucket(&backend).await {
+        Ok(connection) => connection,
+        Err(error) => return Err(content_failed(&content, error, ctx).await),
+    };
+    if content.status.as_ref().and_then(|s| s.phase) != Some(BucketContentPhase::Bound) {
+        let spec = json!({"spec": {"protocol": {"s3": {
+            "endpoint": connection.endpoint, "bucketName": connection.bucket_name,
+            "region": connection.region, "signatureVersion": connection.signature_version}}}});
+        contents.patch(&name, &PatchParams::default(), &Patch::Merge(&spec)).await?;
+        let status =
+            json!({"status": {"phase": BucketContentPhase::Bound, "message": format!("bucket {backend} created")}});
+        let content = contents.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+        ctx.event(bucket, EventType::Normal, "BucketCreated", "Provision", format!("created bucket {backend}")).await;
+        return Ok(Some((content, connection)));
+    }
+    Ok(Some((content, connection)))
+}
+
+/// Sharing and brownfield: an existing BucketContent, if the namespace may bind it.
+async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<(BucketContent, Connection)>, Error> {
+    let Some(content) = Api::<BucketContent>::all(ctx.client.clone()).get_opt(name).await? else {
+        pending(bucket, "ContentNotFound", format!("BucketContent {name} does not exist"), ctx).await?;
+        return Ok(None);
+    };
+    let namespace = bucket.namespace().unwrap_or_default();
+    let uid = Api::<Namespace>::all(ctx.client.clone()).get(&namespace).await?.uid().unwrap_or_default();
+    // Checked again here, not only at admission: the grant may have changed since.
+    if !content.spec.bindable_namespaces.iter().any(|b| b.name == namespace && b.uid == uid) {
+        return Err(Error::Permanent(format!(
+            "namespace {namespace} (uid {uid}) is not in spec.bindableNamespaces of BucketContent {name}"
+        )));
+    }
+    let s3 = content.spec.protocol.s3.clone().unwrap_or_default();
+    let connection = Connection {
+        endpoint: s3.endpoint.unwrap_or_default(),
+        region: s3.region.unwrap_or_else(|| "us-east-1".into()),
+        bucket_name: s3.bucket_name.unwrap_or_default(),
+        signature_version: s3.signature_version.unwrap_or_else(|| "s3v4".into()),
+    };
+    Ok(Some((content, connection)))
+}
+
+/// Writes the workload's Secret unless a Secret the Bucket owns is there already. Returns
+/// whether the key is scoped to the bucket, or `None` when the name is taken by a Secret
+/// the Bucket does not own (reported, never overwritten).
+async fn credentials(
+    bucket: &Bucket,
+    content: &BucketContent,
+    connection: &Connection,
+    ctx: &Context,
+) -> Result<Option<bool>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
+    let name = plan::secret_name(bucket);
+    let scoped_before = bucket
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "CredentialsScoped"))
+        .map(|c| c.status == "True");
+    if let Some(existing) = secrets.get_opt(&name).await? {
+        if plan::owned_by(&existing, bucket) {
+            return Ok(Some(scoped_before.unwrap_or(false)));
+        }
+        let message = format!("Secret {name} exists and is not owned by this Bucket: choose another spec.secretName");
+        pending(bucket, "SecretConflict", message.clone(), ctx).await?;
+        ctx.event(bucket, EventType::Warning, "SecretConflict", "Credentials", message).await;
+        return Ok(None);
+    }
+    let holder = bucket.uid().unwrap_or_default();
+    let mode = content.spec.access_mode.unwrap_or(crate::api::AccessMode::ReadWrite);
+    let grant: Option<Grant> = if content.spec.provisioner().is_empty() {
+        // A brownfield bucket that no driver manages: connection data only.
+        None
+    } else {
+        let driver = ctx.driver_for(content, &owner_of(bucket)).await?;
+        Some(driver.grant(&connection.bucket_name, &holder, mode).await.map_err(Error::Driver)?)
+    };
+    secrets
+        .create(
+            &PostParams::default(),
+            &plan::credentials_secret(bucket, connection, grant.as_ref().map(|g| &g.credentials)),
+        )
+        .await?;
+    ctx.event(bucket, EventType::Normal, "CredentialsIssued", "Credentials", format!("wrote Secret {name}")).await;
+    Ok(Some(grant.is_some_and(|g| g.scoped)))
+}
+
+/// A Bucket going away: its key is revoked; a greenfield Bucket's BucketContent is deleted
+/// (releasePolicy Delete, the bucket goes with it) or marked Released (Retain).
+async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
+    if !bucket.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let forced = bucket.annotations().get(FORCE_RELEASE_ANNOTATION).map(String::as_str) == Some("true");
+    let contents: Api<BucketContent> = Api::all(ctx.client.clone());
+    let content_name = bucket
+        .status
+        .as_ref()
+        .and_then(|s| s.bucket_content_name.clone())
+        .or_else(|| bucket.spec.bucket_content_name.clone())
+        .unwrap_or_else(|| crate::naming::content_name_for(&bucket.uid().unwrap_or_default()));
+    if let Some(content) = contents.get_opt(&content_name).await? {
+        if !forced && !content.spec.provisioner().is_empty() {
+            let driver = ctx.driver_for(&content, &owner_of(bucket)).await?;
+            driver.revoke(&bucket.uid().unwrap_or_default()).await.map_err(Error::Driver)?;
+        }
+        if plan::made_for(&content, bucket) {
+            match content.spec.release_policy.unwrap_or_default() {
+                ReleasePolicy::Delete => {
+                    if forced {
+                        // The content's own release must not call the backend either.
+                        let patch = json!({"metadata": {"annotations": {FORCE_RELEASE_ANNOTATION: "true"}}});
+                        contents.patch(&content_name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                    }
+                    contents.delete(&content_name, &DeleteParams::default()).await?;
+                }
+                ReleasePolicy::Retain => {
+                    let status = json!({"status": {"phase": BucketContentPhase::Released,
+                        "message": format!("Bucket {}/{} was deleted; the bucket and its data are kept", bucket.namespace().unwrap_or_default(), bucket.name_any())}});
+                    contents.patch_status(&content_name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+                }
+            }
+        }
+    }
+    let verb = if forced { "force-released" } else { "released" };
+    ctx.event(bucket, EventType::Normal, "Released", "Release", format!("{verb}; removing the finalizer")).await;
+    remove_finalizer(&Api::<Bucket>::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default()), bucket)
+        .await?;
+    Ok(Action::await_change())
+}
+
+/// A BucketContent: when deleted, it waits for every bound Bucket to go, then its bucket is
+/// destroyed (releasePolicy Delete) or kept (Retain), and the finalizer comes off.
+pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if content.meta().deletion_timestamp.is_none() || !content.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let name = content.name_any();
+    let buckets: Api<Bucket> = Api::all(ctx.client.clone());
+    let bound: Vec<String> = buckets
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|b| {
+            b.status.as_ref().and_then(|s| s.bucket_content_name.as_deref()) == Some(name.as_str())
+                || b.spec.bucket_content_name.as_deref() == Some(name.as_str())
+        })
+        .map(|b| format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any()))
+        .collect();
+    if !bound.is_empty() {
+        let status =
+            json!({"status": {"message": format!("deletion waits for the Buckets bound to it: {}", bound.join(", "))}});
+        Api::<BucketContent>::all(ctx.client.clone())
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+        return Ok(Action::requeue(Duration::from_secs(15)));
+    }
+    let forced = content.annotations().get(FORCE_RELEASE_ANNOTATION).map(String::as_str) == Some("true");
+    let delete = content.spec.release_policy.unwrap_or_default() == ReleasePolicy::Delete;
+    if delete && !forced && !content.spec.provisioner().is_empty() {
+        let backend = content.spec.protocol.s3.as_ref().and_then(|s| s.bucket_name.clone()).unwrap_or_default();
+        let owner = (
+            content.labels().get(plan::BUCKET_NAMESPACE_LABEL).cloned().unwrap_or_default(),
+            content.labels().get(plan::BUCKET_NAME_LABEL).cloned().unwrap_or_default(),
+        );
+        let driver = ctx.driver_for(&content, &owner).await?;
+        if let Err(error) = driver.delete_bucket(&backend).await {
+            return Err(content_failed(&content, error, &ctx).await);
+        }
+        ctx.event(
+            &*content,
+            EventType::Normal,
+            "BucketDeleted",
+            "Release",
+            format!("deleted bucket {backend} and its objects"),
+        )
+        .await;
+    }
+    remove_finalizer(&Api::<BucketContent>::all(ctx.client.clone()), &*content).await?;
+    Ok(Action::await_change())
+}
+
+fn owner_of(bucket: &Bucket) -> (String, String) {
+    (bucket.namespace().unwrap_or_default(), bucket.name_any())
+}
+
+async fn remove_finalizer<K>(api: &Api<K>, object: &K) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let keep: Vec<&String> = object.meta().finalizers.iter().flatten().filter(|f| *f != FINALIZER).collect();
+    // The resourceVersion makes this fail, rather than drop another finalizer, on a race.
+    let patch = json!({"metadata": {"finalizers": keep, "resourceVersion": object.meta().resource_version}});
+    api.patch(&object.meta().name.clone().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Records a backend failure on the BucketContent: Retrying or Failed, with the reason.
+async fn content_failed(content: &BucketContent, error: DriverError, ctx: &Context) -> Error {
+    let phase = match &error {
+        DriverError::Transient(_) => BucketContentPhase::Retrying,
+        DriverError::Permanent(_) => BucketContentPhase::Failed,
+    };
+    let status = json!({"status": {"phase": phase, "message": error.to_string()}});
+    let api: Api<BucketContent> = Api::all(ctx.client.clone());
+    if let Err(patch_error) =
+        api.patch_status(&content.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await
+    {
+        tracing::warn!(content = %content.name_any(), %patch_error, "cannot record the backend failure");
+    }
+    ctx.event(content, EventType::Warning, "BackendFailed", "Provision", error.to_string()).await;
+    Error::Driver(error)
+}
+
+/// Marks a Bucket Pending with a reason it cannot proceed.
+async fn pending(bucket: &Bucket, reason: &str, message: String, ctx: &Context) -> Result<(), Error> {
+    let conditions = bucket.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let ready = plan::condition(&conditions, "Ready", false, reason, message, bucket.metadata.generation);
+    let status = json!({"status": {"phase": BucketPhase::Pending, "conditions": [ready]}});
+    Api::<Bucket>::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default())
+        .patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+impl Context {
+    /// Publishes an Event; failing to is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let Some(recorder) = &self.recorder else { return };
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::debug!(%error, "cannot publish an event");
+        }
+    }
+
+    /// The driver for a BucketContent's provisioner, with the provisioner's credentials
+    /// (templated for the Bucket `owner`, namespace and name).
+    pub async fn driver_for(
+        &self,
+        content: &BucketContent,
+        owner: &(String, String),
+    ) -> Result<Arc<dyn Driver>, Error> {
+        let provisioner = content.spec.provisioner();
+        let settings = self
+            .config
+            .provisioner(provisioner)
+            .and_then(|p| p.s3.clone())
+            .ok_or_else(|| Error::Permanent(format!("no driver is configured for provisioner {provisioner:?}")))?;
+        let credentials = super::credentials::resolve(&self.client, &settings, &content.spec.parameters, owner).await?;
+        Ok((self.drivers)(&settings, credentials))
+    }
+}

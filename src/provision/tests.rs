@@ -1,0 +1,348 @@
+//! The reconcilers against kube-rs's mock client (tower-test): each scenario lists the API
+//! calls in the order the loop must make them. Behind the driver trait a recording fake
+//! stands in; the S3 driver itself is tested against SeaweedFS in tests/s3_driver.rs.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::reconcile;
+use super::*;
+use crate::api::AccessMode;
+use crate::driver::{Connection, Grant};
+
+const UID: &str = "2f845f60-d4c4-4d1e-ab39-3b8cc4e25086";
+const CONTENT: &str = "bucket-2f845f60-d4c4-4d1e-ab39-3b8cc4e25086";
+
+#[derive(Default)]
+struct FakeDriver {
+    calls: Mutex<Vec<String>>,
+    create_error: Option<DriverError>,
+}
+
+#[async_trait]
+impl Driver for FakeDriver {
+    async fn create_bucket(&self, name: &str) -> Result<Connection, DriverError> {
+        self.calls.lock().unwrap().push(format!("create {name}"));
+        if let Some(error) = &self.create_error {
+            return Err(error.clone());
+        }
+        Ok(Connection {
+            endpoint: "http://s3.example:8333".into(),
+            region: "us-east-1".into(),
+            bucket_name: name.into(),
+            signature_version: "s3v4".into(),
+        })
+    }
+    async fn delete_bucket(&self, name: &str) -> Result<(), DriverError> {
+        self.calls.lock().unwrap().push(format!("delete {name}"));
+        Ok(())
+    }
+    async fn grant(&self, bucket: &str, holder: &str, mode: AccessMode) -> Result<Grant, DriverError> {
+        self.calls.lock().unwrap().push(format!("grant {bucket} {holder} {mode:?}"));
+        Ok(Grant {
+            credentials: Credentials { access_key_id: "AK".into(), secret_access_key: "SK".into() },
+            scoped: true,
+        })
+    }
+    async fn revoke(&self, holder: &str) -> Result<(), DriverError> {
+        self.calls.lock().unwrap().push(format!("revoke {holder}"));
+        Ok(())
+    }
+}
+
+/// The mock API server's side: one expected call at a time.
+struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>);
+
+enum Reply {
+    Json(Value),
+    /// Answers with the request's own body, as a create would.
+    Echo,
+    /// Answers with the request's merge patch applied to this object, as a patch would.
+    MergeInto(Value),
+    NotFound,
+}
+
+impl ApiServer {
+    async fn expect(&mut self, method: &str, path: &str, reply: Reply) -> Value {
+        let (request, send) = self.0.next_request().await.unwrap_or_else(|| panic!("expected {method} {path}"));
+        assert_eq!((request.method().as_str(), request.uri().path()), (method, path));
+        let body = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
+        let response = match reply {
+            Reply::Json(value) => Response::builder().body(Body::from(serde_json::to_vec(&value).unwrap())),
+            Reply::Echo => Response::builder().body(Body::from(serde_json::to_vec(&body).unwrap())),
+            Reply::MergeInto(mut object) => {
+                json_patch::merge(&mut object, &body);
+                Response::builder().body(Body::from(serde_json::to_vec(&object).unwrap()))
+            }
+            Reply::NotFound => Response::builder().status(StatusCode::NOT_FOUND).body(Body::from(
+                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})).unwrap(),
+            )),
+        };
+        send.send_response(response.unwrap());
+        body
+    }
+}
+
+fn context(driver: Arc<FakeDriver>) -> (Arc<Context>, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let config = test_config();
+    let drivers: DriverFactory = Box::new(move |_, _| driver.clone() as Arc<dyn Driver>);
+    (Arc::new(Context::new(client, config, None, drivers)), ApiServer(handle))
+}
+
+fn test_config() -> Config {
+    let mut config = Config::default().with_provisioners(["seaweed".to_string()]);
+    config.provisioners[0].s3 = Some(S3Settings {
+        endpoint: "http://s3.example:8333".into(),
+        region: "us-east-1".into(),
+        path_style: true,
+        iam: None,
+        credentials_from_env: Default::default(),
+    });
+    config
+}
+
+fn bucket(spec: Value, status: Value) -> Bucket {
+    serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "photos", "namespace": "team-a", "uid": UID, "resourceVersion": "5", "generation": 1,
+                     "finalizers": ["cosi.io/finalizer"]},
+        "spec": spec, "status": status}))
+    .unwrap()
+}
+
+fn class() -> Value {
+    json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass", "metadata": {"name": "ceph"},
+        "provisioner": "seaweed", "supportedProtocols": ["s3"], "accessMode": "rw", "releasePolicy": "Delete",
+        "parameters": {"cosi.io/provisioner-secret-name": "${bucket.namespace}-admin", "cosi.io/provisioner-secret-namespace": "bucketgate-system"}})
+}
+
+fn provisioner_secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "team-a-admin", "namespace": "bucketgate-system"},
+        "data": {"AWS_ACCESS_KEY_ID": "YWRtaW4=", "AWS_SECRET_ACCESS_KEY": "c2VjcmV0"}})
+}
+
+fn namespace(uid: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "uid": uid}})
+}
+
+#[tokio::test]
+async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context(driver.clone());
+    let target = bucket(
+        json!({"protocol": "s3", "bucketClassName": "ceph", "bucketPrefix": "photos-", "secretName": "photos-creds"}),
+        json!({}),
+    );
+    let backend = plan::backend_bucket_name(&target);
+    let shown = Arc::new(target);
+    let reconciling = tokio::spawn(reconcile::bucket(shown.clone(), ctx));
+
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketclasses/ceph", Reply::Json(class())).await;
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::NotFound).await;
+    api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("ns-uid"))).await;
+    let created = api.expect("POST", "/apis/cosi.io/v1alpha1/bucketcontents", Reply::Echo).await;
+    assert_eq!(created["spec"]["protocol"]["s3"]["bucketName"], backend.as_str());
+    assert_eq!(created["spec"]["bindableNamespaces"], json!([{"name": "team-a", "uid": "ns-uid"}]));
+    assert!(driver.calls.lock().unwrap().is_empty(), "nothing reaches the backend before the name is recorded");
+    // The provisioner's credentials come from the templated Secret in the class parameters.
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+    let spec = api
+        .expect("PATCH", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(created.clone()))
+        .await;
+    assert_eq!(spec["spec"]["protocol"]["s3"]["endpoint"], "http://s3.example:8333");
+    let mut bound = created.clone();
+    bound["status"] = json!({"phase": "Bound"});
+    let status = api
+        .expect("PATCH", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status"), Reply::Json(bound))
+        .await;
+    assert_eq!(status["status"]["phase"], "Bound");
+    api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos-creds", Reply::NotFound).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+    let secret = api.expect("POST", "/api/v1/namespaces/team-a/secrets", Reply::Echo).await;
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(secret["data"]["AWS_ACCESS_KEY_ID"], "QUs=", "the granted key, base64");
+    use base64::Engine;
+    assert_eq!(secret["data"]["BUCKET_NAME"], base64::engine::general_purpose::STANDARD.encode(&backend));
+    let status = api
+        .expect(
+            "PATCH",
+            "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status",
+            Reply::MergeInto(serde_json::to_value(&*shown).unwrap()),
+        )
+        .await;
+    assert_eq!(status["status"]["phase"], "Bound");
+    assert_eq!(status["status"]["bucketContentName"], CONTENT);
+    assert_eq!(status["status"]["conditions"][0]["type"], "Ready");
+    assert_eq!(status["status"]["conditions"][1]["status"], "True", "a scoped key");
+
+    reconciling.await.unwrap().unwrap();
+    assert_eq!(
+        *driver.calls.lock().unwrap(),
+        [format!("create {backend}"), format!("grant {backend} {UID} ReadWrite")]
+    );
+}
+
+#[tokio::test]
+async fn a_secret_the_bucket_does_not_own_is_never_overwritten() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context(driver.clone());
+    let mut content = serde_json::to_value(
+        plan::greenfield_content(
+            &bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({})),
+            &serde_json::from_value(class()).unwrap(),
+            "u",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    content["status"] = json!({"phase": "Bound"});
+    let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph", "secretName": "taken"}), json!({}));
+    let shown = serde_json::to_value(&target).unwrap();
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketclasses/ceph", Reply::Json(class())).await;
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+    let foreign =
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "taken", "namespace": "team-a"}, "data": {}});
+    api.expect("GET", "/api/v1/namespaces/team-a/secrets/taken", Reply::Json(foreign)).await;
+    let status = api
+        .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
+        .await;
+    assert_eq!(status["status"]["phase"], "Pending");
+    assert_eq!(status["status"]["conditions"][0]["reason"], "SecretConflict");
+    reconciling.await.unwrap().unwrap();
+    let calls = driver.calls.lock().unwrap().clone();
+    assert!(calls.iter().all(|c| !c.starts_with("grant")), "{calls:?}");
+}
+
+#[tokio::test]
+async fn backend_failures_mark_the_content_retrying() {
+    let driver = Arc::new(FakeDriver {
+        create_error: Some(DriverError::Transient("connection refused".into())),
+        ..Default::default()
+    });
+    let (ctx, mut api) = context(driver.clone());
+    let content = serde_json::to_value(
+        plan::greenfield_content(
+            &bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({})),
+            &serde_json::from_value(class()).unwrap(),
+            "u",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketclasses/ceph", Reply::Json(class())).await;
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+    let status = api
+        .expect("PATCH", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status"), Reply::Json(content))
+        .await;
+    assert_eq!(status["status"], json!({"phase": "Retrying", "message": "connection refused"}));
+    let error = reconciling.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::Driver(DriverError::Transient(_))) && !error.is_permanent());
+}
+
+#[tokio::test]
+async fn binding_from_a_recreated_namespace_is_refused_again_here() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context(driver.clone());
+    let shared = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent", "metadata": {"name": "legacy"},
+        "spec": {"provisioner": "", "releasePolicy": "Retain", "bindableNamespaces": [{"name": "team-a", "uid": "old-uid"}],
+                 "protocol": {"type": "s3", "s3": {"bucketName": "legacy", "endpoint": "https://s3.example"}}}});
+    let target = bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}));
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared)).await;
+    api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("new-uid"))).await;
+    let error = reconciling.await.unwrap().unwrap_err();
+    assert!(
+        error.is_permanent() && error.to_string().contains("(uid new-uid) is not in spec.bindableNamespaces"),
+        "{error}"
+    );
+    assert!(driver.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context(driver.clone());
+    let owner = bucket(
+        json!({"protocol": "s3", "bucketClassName": "ceph"}),
+        json!({"bucketContentName": CONTENT, "phase": "Bound"}),
+    );
+    let content =
+        serde_json::to_value(plan::greenfield_content(&owner, &serde_json::from_value(class()).unwrap(), "u").unwrap())
+            .unwrap();
+    let mut deleting = owner.clone();
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(deleting), ctx));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+    api.expect("DELETE", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    let patch = api
+        .expect(
+            "PATCH",
+            "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos",
+            Reply::Json(serde_json::to_value(&owner).unwrap()),
+        )
+        .await;
+    assert_eq!(patch["metadata"]["finalizers"], json!([]));
+    assert_eq!(patch["metadata"]["resourceVersion"], "5", "a stale object cannot drop a finalizer");
+    reconciling.await.unwrap().unwrap();
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("revoke {UID}")]);
+}
+
+#[tokio::test]
+async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context(driver.clone());
+    let owner = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
+    let mut content = plan::greenfield_content(&owner, &serde_json::from_value(class()).unwrap(), "u").unwrap();
+    content.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    let backend = plan::backend_bucket_name(&owner);
+    let sharer = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket", "metadata": {"name": "reader", "namespace": "team-b"},
+        "spec": {"protocol": "s3", "bucketContentName": CONTENT}});
+    let list = |items: Vec<Value>| json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketList", "metadata": {}, "items": items});
+
+    let reconciling = tokio::spawn(reconcile::content(Arc::new(content.clone()), ctx.clone()));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/buckets", Reply::Json(list(vec![sharer]))).await;
+    let status = api
+        .expect(
+            "PATCH",
+            &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status"),
+            Reply::MergeInto(serde_json::to_value(&content).unwrap()),
+        )
+        .await;
+    assert!(status["status"]["message"].as_str().unwrap().contains("team-b/reader"));
+    reconciling.await.unwrap().unwrap();
+    assert!(driver.calls.lock().unwrap().is_empty(), "the bucket stays while a Bucket is bound");
+
+    let reconciling = tokio::spawn(reconcile::content(Arc::new(content.clone()), ctx));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/buckets", Reply::Json(list(vec![]))).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+    let patch = api
+        .expect(
+            "PATCH",
+            &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"),
+            Reply::MergeInto(serde_json::to_value(&content).unwrap()),
+        )
+        .await;
+    assert_eq!(patch["metadata"]["finalizers"], json!([]));
+    reconciling.await.unwrap().unwrap();
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("delete {backend}")]);
+}
