@@ -32,14 +32,17 @@ JSON
   SEAWEEDFS_PID=$!
   trap 'kill $SEAWEEDFS_PID 2>/dev/null; wait $SEAWEEDFS_PID 2>/dev/null; rm -rf "$SEAWEEDFS_DIR"' EXIT
 
-  local code=000
+  # Ready when S3 answers and the master can hand out a writable volume: the S3 port opens
+  # before the volume server has registered, and writes fail until it has.
+  local code=000 assigned=""
   for _ in $(seq 1 120); do
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$s3_port/" || true)
-    [ "$code" != "000" ] && break
+    assigned=$(curl -s "http://127.0.0.1:$base/dir/assign" | grep -o '"fid"' || true)
+    [ "$code" != "000" ] && [ -n "$assigned" ] && break
     if ! kill -0 "$SEAWEEDFS_PID" 2>/dev/null; then break; fi
     sleep 0.5
   done
-  if [ "$code" = "000" ]; then
+  if [ "$code" = "000" ] || [ -z "$assigned" ]; then
     echo "scripts/seaweedfs.sh: SeaweedFS did not start; its log:" >&2
     tail -n 30 "$SEAWEEDFS_DIR/log" >&2
     return 1

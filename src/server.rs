@@ -38,12 +38,18 @@ pub struct AppState {
     pub wake: Option<Waker>,
 }
 
+/// Paths the webhook configurations and probes in manifests/ point at.
+pub const MUTATE_PATH: &str = "/mutate";
+pub const VALIDATE_PATH: &str = "/validate";
+pub const HEALTH_PATH: &str = "/healthz";
+pub const READY_PATH: &str = "/readyz";
+
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/mutate", post(mutate))
-        .route("/validate", post(validate))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route(MUTATE_PATH, post(mutate))
+        .route(VALIDATE_PATH, post(validate))
+        .route(HEALTH_PATH, get(|| async { "ok" }))
+        .route(READY_PATH, get(readyz))
         .route("/metrics", get(metrics))
         .route("/policies", get(policies))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -34,6 +34,39 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
 }
 
+/// The store's error code, or the whole error where it sent none.
+fn code<E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    error: aws_sdk_s3::error::SdkError<E, R>,
+) -> String {
+    match aws_sdk_s3::error::ProvideErrorMetadata::code(&error) {
+        Some(code) => format!("{code:?}"),
+        None => format!("{}", aws_sdk_s3::error::DisplayErrorContext(&error)),
+    }
+}
+
+/// New and deleted IAM keys reach the store's S3 side within seconds, not at once (as on
+/// AWS): waits up to 10 s for `check` to give `want`.
+async fn eventually<F, Fut>(want: Result<(), String>, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        let got = check().await;
+        let matches = match (&want, &got) {
+            (Ok(()), Ok(())) => true,
+            (Err(w), Err(g)) => w.is_empty() || w == g,
+            _ => false,
+        };
+        if matches {
+            return;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "wanted {want:?}, still {got:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 async fn put(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(), String> {
     client
         .put_object()
@@ -43,18 +76,11 @@ async fn put(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(),
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| format!("{:?}", aws_sdk_s3::error::ProvideErrorMetadata::code(&e).unwrap_or("no code")))
+        .map_err(code)
 }
 
 async fn get(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(), String> {
-    client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{:?}", aws_sdk_s3::error::ProvideErrorMetadata::code(&e).unwrap_or("no code")))
+    client.get_object().bucket(bucket).key(key).send().await.map(|_| ()).map_err(code)
 }
 
 #[tokio::test]
@@ -92,7 +118,7 @@ async fn scoped_credentials_work_for_their_bucket_and_not_another() {
     assert!(grant.scoped);
     assert_ne!(grant.credentials, admin());
     let workload = S3Driver::new(&settings(false), grant.credentials.clone());
-    put(workload.client(), &mine, "photo").await.expect("writes its own bucket");
+    eventually(Ok(()), || put(workload.client(), &mine, "photo")).await;
     get(workload.client(), &mine, "photo").await.expect("reads its own bucket");
     assert_eq!(put(workload.client(), &other, "x").await, Err("\"AccessDenied\"".into()));
     assert_eq!(get(workload.client(), &other, "seed").await, Err("\"AccessDenied\"".into()));
@@ -100,13 +126,13 @@ async fn scoped_credentials_work_for_their_bucket_and_not_another() {
     // A second grant replaces the key: the first stops working.
     let again = driver.grant(&mine, &holder, AccessMode::ReadOnly).await.unwrap();
     assert_ne!(again.credentials, grant.credentials);
-    assert!(put(workload.client(), &mine, "late").await.is_err());
+    eventually(Err(String::new()), || put(workload.client(), &mine, "late")).await;
     let reader = S3Driver::new(&settings(false), again.credentials.clone());
-    get(reader.client(), &mine, "photo").await.expect("read-only reads");
+    eventually(Ok(()), || get(reader.client(), &mine, "photo")).await;
     assert_eq!(put(reader.client(), &mine, "nope").await, Err("\"AccessDenied\"".into()));
 
     driver.revoke(&holder).await.unwrap();
-    assert!(get(reader.client(), &mine, "photo").await.is_err(), "revoked keys stop working");
+    eventually(Err(String::new()), || get(reader.client(), &mine, "photo")).await;
     driver.revoke(&holder).await.expect("revoking twice is success");
     driver.delete_bucket(&mine).await.unwrap();
     driver.delete_bucket(&other).await.unwrap();

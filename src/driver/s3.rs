@@ -1,7 +1,6 @@
 //! The S3 driver, for any S3-compatible endpoint (AWS, Ceph RGW, MinIO, SeaweedFS), with
 //! per-bucket users through the IAM API where the store has one.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,14 +17,10 @@ use crate::config::S3Settings;
 
 const POLICY_NAME: &str = "bucketgate-bucket";
 
-/// One HTTPS client for every driver, so that connections are pooled across buckets.
-fn http_client() -> SharedHttpClient {
-    static CLIENT: OnceLock<SharedHttpClient> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
-        })
-        .clone()
+/// An HTTPS client over rustls with ring. Its connection pool belongs to the Tokio runtime
+/// that first uses it, so share one only within a runtime (the provisioning loop does).
+pub fn http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
 fn timeouts() -> TimeoutConfig {
@@ -45,6 +40,10 @@ pub struct S3Driver {
 
 impl S3Driver {
     pub fn new(settings: &S3Settings, credentials: Credentials) -> S3Driver {
+        S3Driver::with_http_client(settings, credentials, http_client())
+    }
+
+    pub fn with_http_client(settings: &S3Settings, credentials: Credentials, http: SharedHttpClient) -> S3Driver {
         let provider = aws_sdk_s3::config::Credentials::new(
             &credentials.access_key_id,
             &credentials.secret_access_key,
@@ -58,7 +57,7 @@ impl S3Driver {
             .endpoint_url(&settings.endpoint)
             .force_path_style(settings.path_style)
             .credentials_provider(provider.clone())
-            .http_client(http_client())
+            .http_client(http.clone())
             .timeout_config(timeouts())
             // Checksums only where S3 requires them: older Ceph and MinIO releases refuse the
             // newer default trailers.
@@ -70,7 +69,7 @@ impl S3Driver {
                 .region(aws_sdk_iam::config::Region::new(settings.region.clone()))
                 .endpoint_url(iam.endpoint.as_deref().unwrap_or(&settings.endpoint))
                 .credentials_provider(provider)
-                .http_client(http_client())
+                .http_client(http.clone())
                 .timeout_config(timeouts())
                 .build();
             aws_sdk_iam::Client::from_conf(config)

@@ -31,8 +31,12 @@ use crate::driver::{Credentials, Driver, DriverError};
 /// Makes a driver for a provisioner's settings and credentials.
 pub type DriverFactory = Box<dyn Fn(&S3Settings, Credentials) -> Arc<dyn Driver> + Send + Sync>;
 
+/// S3 drivers sharing one connection pool.
 pub fn s3_drivers() -> DriverFactory {
-    Box::new(|settings, credentials| Arc::new(crate::driver::s3::S3Driver::new(settings, credentials)))
+    let http = crate::driver::s3::http_client();
+    Box::new(move |settings, credentials| {
+        Arc::new(crate::driver::s3::S3Driver::with_http_client(settings, credentials, http.clone()))
+    })
 }
 
 pub struct Context {

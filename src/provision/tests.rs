@@ -66,10 +66,49 @@ enum Reply {
     NotFound,
 }
 
+/// The (group, resource, verb) RBAC sees for a request path and method.
+fn rbac_request(method: &str, path: &str) -> (String, String, String) {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, mut rest) = match segments[0] {
+        "api" => (String::new(), &segments[2..]),
+        _ => (segments[1].to_string(), &segments[3..]),
+    };
+    if rest[0] == "namespaces" && rest.len() >= 3 {
+        rest = &rest[2..];
+    }
+    let resource = match rest.get(2) {
+        Some(sub) => format!("{}/{sub}", rest[0]),
+        None => rest[0].to_string(),
+    };
+    let verb = match (method, rest.len() > 1) {
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", _) => "delete",
+        _ => "unknown",
+    };
+    (group, resource, verb.to_string())
+}
+
+/// Whether the ClusterRole in manifests/base/rbac.yaml allows the request.
+fn allowed_by_rbac(method: &str, path: &str) -> bool {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/rbac.yaml")).unwrap();
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let role = documents.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    let (group, resource, verb) = rbac_request(method, path);
+    role["rules"].as_array().unwrap().iter().any(|rule| {
+        let has = |field: &str, want: &str| rule[field].as_array().unwrap().iter().any(|v| v == want);
+        has("apiGroups", &group) && has("resources", &resource) && has("verbs", &verb)
+    })
+}
+
 impl ApiServer {
     async fn expect(&mut self, method: &str, path: &str, reply: Reply) -> Value {
         let (request, send) = self.0.next_request().await.unwrap_or_else(|| panic!("expected {method} {path}"));
         assert_eq!((request.method().as_str(), request.uri().path()), (method, path));
+        assert!(allowed_by_rbac(method, path), "RBAC in manifests/base/rbac.yaml does not allow {method} {path}");
         let body = request.into_body().collect_bytes().await.unwrap();
         let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
         let response = match reply {
@@ -129,6 +168,22 @@ fn provisioner_secret() -> Value {
 
 fn namespace(uid: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "uid": uid}})
+}
+
+#[test]
+fn rbac_paths_are_read_as_the_api_server_reads_them() {
+    let read = |m: &str, p: &str| rbac_request(m, p);
+    assert_eq!(read("GET", "/api/v1/namespaces/team-a"), ("".into(), "namespaces".into(), "get".into()));
+    assert_eq!(read("POST", "/api/v1/namespaces/team-a/secrets"), ("".into(), "secrets".into(), "create".into()));
+    assert_eq!(
+        read("PATCH", "/apis/cosi.io/v1alpha1/namespaces/a/buckets/b/status"),
+        ("cosi.io".into(), "buckets/status".into(), "patch".into())
+    );
+    assert_eq!(read("GET", "/apis/cosi.io/v1alpha1/buckets"), ("cosi.io".into(), "buckets".into(), "list".into()));
+    assert!(
+        !allowed_by_rbac("DELETE", "/api/v1/namespaces/team-a/secrets/x"),
+        "bucketgate never deletes Secrets itself"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,400 @@
+//! The deployment in manifests/: rendered with `kubectl kustomize` (on the machine image; the
+//! base files are read directly where it is missing), every object checked against its API
+//! type, the webhooks against the server's routes and rules, RBAC against the calls the
+//! code makes, and the Deployment against the hardening the README promises.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bucketgate::server::{HEALTH_PATH, MUTATE_PATH, READY_PATH, VALIDATE_PATH};
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests")
+}
+
+fn kubectl() -> bool {
+    Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success())
+}
+
+fn parse_stream(text: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(text).unwrap().into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// The objects `kubectl apply -k manifests/` would send, with a generated certificate.
+fn rendered() -> Vec<Value> {
+    if !kubectl() {
+        eprintln!("kubectl not found: checking manifests/base file by file instead of the kustomize rendering");
+        let mut objects = Vec::new();
+        for entry in std::fs::read_dir(root().join("base")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap() != "kustomization.yaml" {
+                objects.extend(parse_stream(&std::fs::read_to_string(path).unwrap()));
+            }
+        }
+        return objects;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    copy_dir(&root(), &scratch.path().join("manifests"));
+    bucketgate::tls::generate(&["bucketgate.bucketgate-system.svc".into()], &[], 1)
+        .unwrap()
+        .write(&scratch.path().join("manifests/certs"))
+        .unwrap();
+    render(&scratch.path().join("manifests"))
+}
+
+fn render(dir: &Path) -> Vec<Value> {
+    let output = Command::new("kubectl").arg("kustomize").arg(dir).output().unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut objects = parse_stream(&String::from_utf8(output.stdout).unwrap());
+    // kustomize wraps generated base64 over lines; the API server's decoder skips the
+    // newlines, k8s-openapi's does not.
+    for object in &mut objects {
+        let secret = object["kind"] == "Secret";
+        if let Some(data) = object.get_mut("data").and_then(Value::as_object_mut).filter(|_| secret) {
+            for value in data.values_mut() {
+                *value = Value::from(value.as_str().unwrap_or_default().replace('\n', ""));
+            }
+        }
+        for hook in object.get_mut("webhooks").and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(bundle) = hook.pointer_mut("/clientConfig/caBundle") {
+                *bundle = Value::from(bundle.as_str().unwrap_or_default().replace('\n', ""));
+            }
+        }
+    }
+    objects
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// Reads `object` as `K` and writes it back: a field the API type does not have (a typo,
+/// a wrong level) is lost on the way and fails the comparison.
+fn typed<K: serde::de::DeserializeOwned + serde::Serialize>(object: &Value) -> K {
+    let typed: K = serde_json::from_value(object.clone()).unwrap_or_else(|e| panic!("{}: {e}", object["kind"]));
+    assert_eq!(
+        &strip_nulls(serde_json::to_value(&typed).unwrap()),
+        &strip_nulls(object.clone()),
+        "{} has fields its type does not",
+        object["kind"]
+    );
+    typed
+}
+
+fn strip_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(strip_nulls).collect()),
+        other => other,
+    }
+}
+
+#[test]
+fn every_object_matches_its_api_type() {
+    let objects = rendered();
+    for object in &objects {
+        match object["kind"].as_str().unwrap() {
+            "Namespace" => drop(typed::<k8s_openapi::api::core::v1::Namespace>(object)),
+            "ServiceAccount" => drop(typed::<k8s_openapi::api::core::v1::ServiceAccount>(object)),
+            "ConfigMap" => drop(typed::<k8s_openapi::api::core::v1::ConfigMap>(object)),
+            "Secret" => drop(typed::<k8s_openapi::api::core::v1::Secret>(object)),
+            "Service" => drop(typed::<k8s_openapi::api::core::v1::Service>(object)),
+            "Deployment" => drop(typed::<Deployment>(object)),
+            "PodDisruptionBudget" => drop(typed::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(object)),
+            "ClusterRole" => drop(typed::<ClusterRole>(object)),
+            "ClusterRoleBinding" => drop(typed::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(object)),
+            "Role" => drop(typed::<Role>(object)),
+            "RoleBinding" => drop(typed::<k8s_openapi::api::rbac::v1::RoleBinding>(object)),
+            "MutatingWebhookConfiguration" => drop(typed::<MutatingWebhookConfiguration>(object)),
+            "ValidatingWebhookConfiguration" => drop(typed::<ValidatingWebhookConfiguration>(object)),
+            "CustomResourceDefinition" => {
+                // The committed CRDs are the ones the Rust types render (src/crds.rs checks
+                // the files); here, that the kustomization includes all three.
+                let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+                    typed(object);
+                let expected: Vec<String> =
+                    bucketgate::crds::all().iter().map(|c| c.metadata.name.clone().unwrap()).collect();
+                assert!(expected.contains(crd.metadata.name.as_ref().unwrap()));
+            }
+            other => panic!("unexpected kind {other} in manifests/"),
+        }
+    }
+    assert_eq!(objects.iter().filter(|o| o["kind"] == "CustomResourceDefinition").count(), 3);
+    for object in objects.iter().filter(|o| {
+        ![
+            "Namespace",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
+        ]
+        .contains(&o["kind"].as_str().unwrap())
+    }) {
+        assert_eq!(
+            object["metadata"]["namespace"], "bucketgate-system",
+            "{} {}",
+            object["kind"], object["metadata"]["name"]
+        );
+    }
+}
+
+#[test]
+fn webhooks_point_at_the_server_and_cannot_lock_bucketgate_out() {
+    let objects = rendered();
+    let mutating: MutatingWebhookConfiguration =
+        serde_json::from_value(find(&objects, "MutatingWebhookConfiguration", "bucketgate").clone()).unwrap();
+    let validating: ValidatingWebhookConfiguration =
+        serde_json::from_value(find(&objects, "ValidatingWebhookConfiguration", "bucketgate").clone()).unwrap();
+    let service = find(&objects, "Service", "bucketgate");
+    let mut hooks = Vec::new();
+    for hook in &mutating.webhooks.unwrap_or_default() {
+        hooks.push((
+            MUTATE_PATH,
+            hook.client_config.clone(),
+            hook.admission_review_versions.clone(),
+            hook.side_effects.clone(),
+            hook.timeout_seconds,
+            hook.failure_policy.clone(),
+            hook.namespace_selector.clone(),
+            hook.rules.clone().unwrap_or_default(),
+        ));
+    }
+    for hook in &validating.webhooks.unwrap_or_default() {
+        hooks.push((
+            VALIDATE_PATH,
+            hook.client_config.clone(),
+            hook.admission_review_versions.clone(),
+            hook.side_effects.clone(),
+            hook.timeout_seconds,
+            hook.failure_policy.clone(),
+            hook.namespace_selector.clone(),
+            hook.rules.clone().unwrap_or_default(),
+        ));
+    }
+    assert_eq!(hooks.len(), 2);
+    for (path, client, versions, side_effects, timeout, failure, selector, rules) in hooks {
+        let target = client.service.as_ref().unwrap();
+        assert_eq!(target.path.as_deref(), Some(path));
+        assert_eq!((target.name.as_str(), target.namespace.as_str()), ("bucketgate", "bucketgate-system"));
+        assert_eq!(target.port, service["spec"]["ports"][0]["port"].as_i64().map(|p| p as i32));
+        if kubectl() {
+            assert!(client.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty()), "{path}: caBundle filled in");
+        }
+        assert_eq!(versions, ["v1"]);
+        assert_eq!(side_effects, "NoneOnDryRun");
+        assert!(timeout.is_some_and(|t| t <= 10), "{path}: an explicit, short timeout");
+        assert!(failure.is_some(), "{path}: an explicit failurePolicy");
+        let excluded = selector.unwrap().match_expressions.unwrap();
+        let names: BTreeSet<String> = excluded
+            .iter()
+            .filter(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn")
+            .flat_map(|e| e.values.clone().unwrap_or_default())
+            .collect();
+        assert!(names.contains("bucketgate-system") && names.contains("kube-system"), "{path}: {names:?}");
+        for rule in &rules {
+            assert_eq!(rule.api_groups.as_deref(), Some(&["cosi.io".to_string()][..]));
+            assert_eq!(rule.api_versions.as_deref(), Some(&["v1alpha1".to_string()][..]));
+            for resource in rule.resources.iter().flatten() {
+                assert!(
+                    ["buckets", "bucketclasses", "bucketcontents"].contains(&resource.as_str()),
+                    "{path}: {resource}"
+                );
+            }
+        }
+        let covers = |resource: &str, operation: &str| {
+            rules.iter().any(|r| {
+                r.resources.iter().flatten().any(|x| x == resource)
+                    && r.operations.iter().flatten().any(|o| o == operation)
+            })
+        };
+        // What each webhook acts on must reach it.
+        let needed: &[(&str, &str)] = if path == MUTATE_PATH {
+            &[("buckets", "CREATE"), ("buckets", "UPDATE"), ("bucketcontents", "CREATE"), ("bucketcontents", "UPDATE")]
+        } else {
+            &[
+                ("buckets", "CREATE"),
+                ("buckets", "UPDATE"),
+                ("buckets", "DELETE"),
+                ("bucketclasses", "CREATE"),
+                ("bucketclasses", "UPDATE"),
+                ("bucketclasses", "DELETE"),
+                ("bucketcontents", "CREATE"),
+                ("bucketcontents", "UPDATE"),
+            ]
+        };
+        for (resource, operation) in needed {
+            assert!(covers(resource, operation), "{path} must receive {operation} {resource}");
+        }
+    }
+}
+
+/// Every API call bucketgate makes, by the code that makes it. The provisioning loop's
+/// requests are also checked one by one in its mock-client tests (src/provision/tests.rs).
+const CALLS: &[(&str, &str, &str)] = &[
+    // src/catalog.rs: the admission catalog's watches.
+    ("cosi.io", "bucketclasses", "list"),
+    ("cosi.io", "bucketclasses", "watch"),
+    ("cosi.io", "bucketcontents", "list"),
+    ("cosi.io", "bucketcontents", "watch"),
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
+    ("cosi.io", "buckets", "list"),
+    ("cosi.io", "buckets", "watch"),
+    // src/provision/mod.rs: the controllers' watches (Secrets by label).
+    ("", "secrets", "list"),
+    ("", "secrets", "watch"),
+    // src/provision/reconcile.rs.
+    ("cosi.io", "bucketclasses", "get"),
+    ("cosi.io", "bucketcontents", "get"),
+    ("cosi.io", "bucketcontents", "create"),
+    ("cosi.io", "bucketcontents", "patch"),
+    ("cosi.io", "bucketcontents", "delete"),
+    ("cosi.io", "bucketcontents/status", "patch"),
+    ("cosi.io", "buckets", "patch"),
+    ("cosi.io", "buckets/status", "patch"),
+    ("", "namespaces", "get"),
+    ("", "secrets", "get"),
+    ("", "secrets", "create"),
+    // kube-runtime's event Recorder.
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
+];
+
+#[test]
+fn rbac_grants_exactly_the_calls_the_code_makes() {
+    let objects = rendered();
+    let role: ClusterRole = serde_json::from_value(find(&objects, "ClusterRole", "bucketgate").clone()).unwrap();
+    let mut granted = BTreeSet::new();
+    for rule in role.rules.unwrap_or_default() {
+        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
+        for group in rule.api_groups.unwrap_or_default() {
+            for resource in rule.resources.clone().unwrap_or_default() {
+                for verb in &rule.verbs {
+                    assert_ne!(verb, "*", "no wildcard verbs");
+                    granted.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    let needed: BTreeSet<(String, String, String)> =
+        CALLS.iter().map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string())).collect();
+    assert_eq!(
+        granted.difference(&needed).collect::<Vec<_>>(),
+        Vec::<&(String, String, String)>::new(),
+        "granted but never used"
+    );
+    assert_eq!(
+        needed.difference(&granted).collect::<Vec<_>>(),
+        Vec::<&(String, String, String)>::new(),
+        "used but not granted"
+    );
+
+    // Leader election is confined to bucketgate's own namespace (kube-lease-manager).
+    let lease: Role = serde_json::from_value(find(&objects, "Role", "bucketgate-leader-election").clone()).unwrap();
+    let rule = &lease.rules.unwrap()[0];
+    assert_eq!(rule.resources.as_deref(), Some(&["leases".to_string()][..]));
+    assert_eq!(rule.verbs, ["get", "create", "patch"]);
+}
+
+#[test]
+fn deployment_is_hardened_and_probed() {
+    let objects = rendered();
+    let deployment: Deployment = serde_json::from_value(find(&objects, "Deployment", "bucketgate").clone()).unwrap();
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("bucketgate"));
+    assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_non_root), Some(true));
+    assert!(pod.topology_spread_constraints.is_some() || pod.affinity.is_some(), "replicas spread across nodes");
+    let container = &pod.containers[0];
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]));
+    let resources = container.resources.as_ref().unwrap();
+    assert!(resources.requests.is_some() && resources.limits.is_some());
+    let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref().and_then(|p| p.http_get.as_ref()).map(|h| (h.path.clone().unwrap_or_default(), h.scheme.clone()))
+    };
+    assert_eq!(probe(&container.readiness_probe), Some((READY_PATH.to_string(), Some("HTTPS".to_string()))));
+    assert_eq!(probe(&container.liveness_probe), Some((HEALTH_PATH.to_string(), Some("HTTPS".to_string()))));
+    assert!(container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()).is_some(), "a preStop pause");
+
+    // The arguments parse, and point at what is mounted.
+    let args = container.args.clone().unwrap();
+    let cli = <bucketgate::cli::Cli as clap::Parser>::try_parse_from(
+        std::iter::once("bucketgate".to_string()).chain(args.clone()),
+    );
+    assert!(cli.is_ok(), "{args:?}: {}", cli.err().unwrap());
+    let mounts: Vec<(String, String)> =
+        container.volume_mounts.clone().unwrap().into_iter().map(|m| (m.name, m.mount_path)).collect();
+    let mounted = |path: &str| mounts.iter().any(|(_, m)| path.starts_with(m.as_str()));
+    for arg in &args {
+        if let Some(path) =
+            arg.strip_prefix("--cert-dir=").or(arg.strip_prefix("--config=")).or(arg.strip_prefix("--policies="))
+        {
+            assert!(mounted(path), "{arg} is not mounted: {mounts:?}");
+        }
+    }
+    let volumes = pod.volumes.unwrap();
+    let tls = volumes.iter().find(|v| v.name == "tls").and_then(|v| v.secret.as_ref()).unwrap();
+    assert_eq!(tls.secret_name.as_deref(), Some("bucketgate-tls"));
+    assert!(pod.termination_grace_period_seconds.unwrap() >= 25, "longer than preStop plus --shutdown-grace");
+    let pdb = find(&objects, "PodDisruptionBudget", "bucketgate");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+}
+
+#[test]
+fn both_certificate_routes_produce_the_same_secret() {
+    if !kubectl() {
+        eprintln!("skipped: kubectl not found, so the kustomize overlays cannot be rendered");
+        return;
+    }
+    let with_certs = rendered();
+    let secret = find(&with_certs, "Secret", "bucketgate-tls");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let keys: BTreeSet<&str> = secret["data"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, BTreeSet::from(["ca.crt", "tls.crt", "tls.key"]));
+
+    let cert_manager = render(&root().join("overlays/cert-manager"));
+    let certificate = find(&cert_manager, "Certificate", "bucketgate");
+    assert_eq!(certificate["spec"]["secretName"], "bucketgate-tls");
+    assert!(
+        certificate["spec"]["dnsNames"].as_array().unwrap().contains(&Value::from("bucketgate.bucketgate-system.svc"))
+    );
+    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+        assert_eq!(
+            find(&cert_manager, kind, "bucketgate")["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+            "bucketgate-system/bucketgate"
+        );
+    }
+}
