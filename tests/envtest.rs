@@ -1,0 +1,300 @@
+//! End to end, following the envtest convention: `KUBEBUILDER_ASSETS` names a directory
+//! with `etcd` and `kube-apiserver`. The suite starts both on 127.0.0.1, installs the CRDs,
+//! runs `bucketgate serve`, registers the webhooks from the manifests in manifests/base (the
+//! rendered objects, pointed at the local server), and takes Buckets through admission and,
+//! when bash scripts/test has started SeaweedFS, from creation to Bound to deletion.
+//! Without the binaries every test says it was skipped and passes.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, Command};
+
+use bucketgate::api::{Bucket, BucketClass, BucketPhase};
+
+fn assets() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS")?);
+    (dir.join("etcd").is_file() && dir.join("kube-apiserver").is_file()).then_some(dir)
+}
+
+macro_rules! require_assets {
+    () => {
+        match assets() {
+            Some(dir) => dir,
+            None => {
+                eprintln!("SKIPPED: set KUBEBUILDER_ASSETS to a directory with etcd and kube-apiserver to run the end-to-end suite");
+                return;
+            }
+        }
+    };
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct ControlPlane {
+    _etcd: Child,
+    _apiserver: Child,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    client: Client,
+}
+
+async fn control_plane(assets: &Path) -> ControlPlane {
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+    let etcd = Command::new(assets.join("etcd"))
+        .args(["--data-dir", dir.path().join("etcd").to_str().unwrap()])
+        .args(["--listen-client-urls", &format!("http://127.0.0.1:{etcd_port}")])
+        .args(["--advertise-client-urls", &format!("http://127.0.0.1:{etcd_port}")])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("sa.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("sa.pub"), key.public_key_pem()).unwrap();
+    std::fs::write(dir.path().join("tokens.csv"), "envtest-token,admin,admin,system:masters\n").unwrap();
+    let apiserver = Command::new(assets.join("kube-apiserver"))
+        .args(["--etcd-servers", &format!("http://127.0.0.1:{etcd_port}")])
+        .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+        .args(["--secure-port", &api_port.to_string()])
+        .args(["--cert-dir", dir.path().join("pki").to_str().unwrap()])
+        .args(["--token-auth-file", dir.path().join("tokens.csv").to_str().unwrap()])
+        .args(["--authorization-mode", "RBAC"])
+        .args(["--service-account-key-file", dir.path().join("sa.pub").to_str().unwrap()])
+        .args(["--service-account-signing-key-file", dir.path().join("sa.key").to_str().unwrap()])
+        .args(["--service-account-issuer", &format!("https://127.0.0.1:{api_port}")])
+        .args(["--service-cluster-ip-range", "10.0.0.0/24", "--disable-admission-plugins", "ServiceAccount"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: envtest-token\ncontexts:\n- name: envtest\n  context: {{cluster: envtest, user: admin}}\ncurrent-context: envtest\n"
+        ),
+    )
+    .unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let started = Instant::now();
+    while client.apiserver_version().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "kube-apiserver did not start");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    ControlPlane { _etcd: etcd, _apiserver: apiserver, _dir: dir, kubeconfig, client }
+}
+
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in bucketgate::crds::all() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Starts `bucketgate serve` against the control plane; returns it, its port and its CA.
+async fn bucketgate(plane: &ControlPlane, config: &str, certs_dir: &Path) -> (Child, u16, String) {
+    let certs = bucketgate::tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
+    certs.write(certs_dir).unwrap();
+    std::fs::write(certs_dir.join("config.yaml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bucketgate"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--cert-dir"])
+        .arg(certs_dir)
+        .arg("--config")
+        .arg(certs_dir.join("config.yaml"))
+        .args(["--lease-namespace", "default", "--identity", "envtest"])
+        .env("KUBECONFIG", &plane.kubeconfig)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut port = 0;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        let log: Value = serde_json::from_str(&line).unwrap_or_default();
+        if let Some(address) = log["fields"]["address"].as_str() {
+            port = address.rsplit(':').next().unwrap().parse().unwrap();
+            break;
+        }
+    }
+    assert_ne!(port, 0, "bucketgate did not start");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port, certs.ca_pem)
+}
+
+/// The webhook configurations from manifests/base, pointed at the local server.
+async fn register_webhooks(client: &Client, port: u16, ca_pem: &str) {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/webhooks.yaml")).unwrap();
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    for mut document in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
+        for hook in document["webhooks"].as_array_mut().unwrap() {
+            let path = hook["clientConfig"]["service"]["path"].as_str().unwrap().to_string();
+            hook["clientConfig"] = json!({"url": format!("https://127.0.0.1:{port}{path}"), "caBundle": bundle});
+        }
+        match document["kind"].as_str().unwrap() {
+            "MutatingWebhookConfiguration" => {
+                let hook: MutatingWebhookConfiguration = serde_json::from_value(document).unwrap();
+                Api::<MutatingWebhookConfiguration>::all(client.clone())
+                    .create(&PostParams::default(), &hook)
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                let hook: ValidatingWebhookConfiguration = serde_json::from_value(document).unwrap();
+                Api::<ValidatingWebhookConfiguration>::all(client.clone())
+                    .create(&PostParams::default(), &hook)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+async fn setup(config: &str) -> Option<(ControlPlane, Child, tempfile::TempDir)> {
+    let assets = assets()?;
+    let plane = control_plane(&assets).await;
+    install_crds(&plane.client).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (server, port, ca) = bucketgate(&plane, config, certs.path()).await;
+    register_webhooks(&plane.client, port, &ca).await;
+    let namespaces: Api<Namespace> = Api::all(plane.client.clone());
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap())
+        .await
+        .unwrap();
+    Some((plane, server, certs))
+}
+
+fn class(provisioner: &str) -> BucketClass {
+    serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass", "metadata": {"name": "standard"},
+        "provisioner": provisioner, "isDefaultBucketClass": true, "supportedProtocols": ["s3"], "releasePolicy": "Delete", "accessMode": "rw"}))
+    .unwrap()
+}
+
+fn new_bucket(name: &str, prefix: &str) -> Bucket {
+    serde_json::from_value(
+        json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket", "metadata": {"name": name, "namespace": "team-a"},
+        "spec": {"protocol": "s3", "bucketPrefix": prefix}}),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn admission_through_a_real_api_server() {
+    let _ = require_assets!();
+    let (plane, _server, _certs) = setup("provisioners:\n  - name: admission.example/only\n").await.unwrap();
+    Api::<BucketClass>::all(plane.client.clone())
+        .create(&PostParams::default(), &class("admission.example/only"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await; // the catalog watch sees the class
+    let buckets: Api<Bucket> = Api::namespaced(plane.client.clone(), "team-a");
+    let created = buckets.create(&PostParams::default(), &new_bucket("photos", "photos-")).await.unwrap();
+    assert_eq!(created.spec.bucket_class_name.as_deref(), Some("standard"));
+    assert!(created.finalizers().iter().any(|f| f == "cosi.io/finalizer"));
+    assert_eq!(created.labels().get("cosi.io/provisioner").map(String::as_str), Some("admission.example-only"));
+
+    let refused = buckets.create(&PostParams::default(), &new_bucket("kep", "YosemitePhotos-")).await.unwrap_err();
+    assert!(refused.to_string().contains("use \"yosemitephotos-\""), "{refused}");
+}
+
+#[tokio::test]
+async fn buckets_go_from_creation_to_bound_to_deletion() {
+    let _ = require_assets!();
+    let Ok(endpoint) = std::env::var("BUCKETGATE_S3_ENDPOINT") else {
+        eprintln!("SKIPPED: no S3 server; bash scripts/test starts SeaweedFS");
+        return;
+    };
+    let config = format!(
+        "provisioners:\n  - name: seaweedfs\n    s3:\n      endpoint: {endpoint}\n      pathStyle: true\n      iam: {{}}\n      credentialsFromEnv: {{accessKeyId: BUCKETGATE_S3_ACCESS_KEY, secretAccessKey: BUCKETGATE_S3_SECRET_KEY}}\n"
+    );
+    let (plane, _server, _certs) = setup(&config).await.unwrap();
+    Api::<BucketClass>::all(plane.client.clone()).create(&PostParams::default(), &class("seaweedfs")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let buckets: Api<Bucket> = Api::namespaced(plane.client.clone(), "team-a");
+    let started = Instant::now();
+    buckets.create(&PostParams::default(), &new_bucket("photos", "photos-")).await.unwrap();
+    let bound = wait_bound(&buckets, "photos", Duration::from_secs(30)).await;
+    eprintln!("creation to Bound: {:?}", started.elapsed());
+    let secret = Api::<Secret>::namespaced(plane.client.clone(), "team-a").get("photos").await.unwrap();
+    let data = secret.data.unwrap();
+    assert!(data.contains_key("AWS_ACCESS_KEY_ID") && data.contains_key("BUCKET_NAME"));
+    let content = bound.status.unwrap().bucket_content_name.unwrap();
+
+    buckets.delete("photos", &DeleteParams::default()).await.unwrap();
+    let started = Instant::now();
+    while buckets.get_opt("photos").await.unwrap().is_some()
+        || Api::<bucketgate::api::BucketContent>::all(plane.client.clone()).get_opt(&content).await.unwrap().is_some()
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "the Bucket and its content were not released");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_bound(buckets: &Api<Bucket>, name: &str, limit: Duration) -> Bucket {
+    let started = Instant::now();
+    loop {
+        let bucket = buckets.get(name).await.unwrap();
+        if bucket.status.as_ref().and_then(|s| s.phase) == Some(BucketPhase::Bound) {
+            return bucket;
+        }
+        assert!(started.elapsed() < limit, "{name} not Bound: {:?}", bucket.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The benchmark: time from creation to Bound, for one Bucket and for 1,000 at once.
+/// `cargo test --test envtest -- --ignored --nocapture` with KUBEBUILDER_ASSETS and SeaweedFS.
+#[tokio::test]
+#[ignore = "a benchmark: run with --ignored --nocapture"]
+async fn benchmark_creation_to_bound() {
+    let _ = require_assets!();
+    let Ok(endpoint) = std::env::var("BUCKETGATE_S3_ENDPOINT") else {
+        eprintln!("SKIPPED: no S3 server; bash scripts/test starts SeaweedFS");
+        return;
+    };
+    let config = format!(
+        "provisioners:\n  - name: seaweedfs\n    s3:\n      endpoint: {endpoint}\n      pathStyle: true\n      credentialsFromEnv: {{accessKeyId: BUCKETGATE_S3_ACCESS_KEY, secretAccessKey: BUCKETGATE_S3_SECRET_KEY}}\n"
+    );
+    let (plane, _server, _certs) = setup(&config).await.unwrap();
+    Api::<BucketClass>::all(plane.client.clone()).create(&PostParams::default(), &class("seaweedfs")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let buckets: Api<Bucket> = Api::namespaced(plane.client.clone(), "team-a");
+    let started = Instant::now();
+    buckets.create(&PostParams::default(), &new_bucket("one", "one-")).await.unwrap();
+    wait_bound(&buckets, "one", Duration::from_secs(30)).await;
+    println!("creation to Bound, one Bucket: {:?}", started.elapsed());
+
+    let started = Instant::now();
+    let creates = (0..1000).map(|i| {
+        let buckets = buckets.clone();
+        async move { buckets.create(&PostParams::default(), &new_bucket(&format!("b{i}"), "")).await.unwrap() }
+    });
+    futures::future::join_all(creates).await;
+    for i in 0..1000 {
+        wait_bound(&buckets, &format!("b{i}"), Duration::from_secs(600)).await;
+    }
+    println!("creation to Bound, 1,000 Buckets at once: {:?} for all", started.elapsed());
+}
