@@ -13,6 +13,7 @@ pub mod driver;
 pub mod metrics;
 pub mod naming;
 pub mod policy;
+pub mod poll;
 pub mod provision;
 pub mod server;
 pub mod tls;

@@ -118,25 +118,24 @@ impl CertStore {
 
     /// Polls the files every `interval` until the process ends.
     pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<Metrics>) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let store = self.clone();
-            let outcome = tokio::task::spawn_blocking(move || store.reload()).await;
-            match outcome {
-                Ok(Ok(true)) => {
+        let store = self.clone();
+        crate::poll::every(
+            interval,
+            "certificate",
+            move || store.reload(),
+            |outcome| match outcome {
+                Ok(true) => {
                     tracing::info!(cert = %self.cert_path.display(), "serving certificate reloaded");
                     metrics.certificate_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
                 }
-                Ok(Ok(false)) => {}
-                Ok(Err(error)) => {
+                Ok(false) => {}
+                Err(error) => {
                     tracing::warn!(%error, "serving certificate not reloaded; the previous one stays in use");
                     metrics.certificate_reloads.get_or_create(&ResultLabel { result: "error" }).inc();
                 }
-                Err(error) => tracing::error!(%error, "certificate reload task failed"),
-            }
-        }
+            },
+        )
+        .await
     }
 }
 

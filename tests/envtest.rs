@@ -187,6 +187,18 @@ async fn setup(config: &str) -> Option<(ControlPlane, Child, tempfile::TempDir)>
     Some((plane, server, certs))
 }
 
+/// bucketgate's configuration for the SeaweedFS that bash scripts/test started, if any.
+fn seaweedfs_config(iam: bool) -> Option<String> {
+    let Ok(endpoint) = std::env::var("BUCKETGATE_S3_ENDPOINT") else {
+        eprintln!("SKIPPED: no S3 server; bash scripts/test starts SeaweedFS");
+        return None;
+    };
+    let iam = if iam { "      iam: {}\n" } else { "" };
+    Some(format!(
+        "provisioners:\n  - name: seaweedfs\n    s3:\n      endpoint: {endpoint}\n      pathStyle: true\n{iam}      credentialsFromEnv: {{accessKeyId: BUCKETGATE_S3_ACCESS_KEY, secretAccessKey: BUCKETGATE_S3_SECRET_KEY}}\n"
+    ))
+}
+
 fn class(provisioner: &str) -> BucketClass {
     serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass", "metadata": {"name": "standard"},
         "provisioner": provisioner, "isDefaultBucketClass": true, "supportedProtocols": ["s3"], "releasePolicy": "Delete", "accessMode": "rw"}))
@@ -223,13 +235,7 @@ async fn admission_through_a_real_api_server() {
 #[tokio::test]
 async fn buckets_go_from_creation_to_bound_to_deletion() {
     let _ = require_assets!();
-    let Ok(endpoint) = std::env::var("BUCKETGATE_S3_ENDPOINT") else {
-        eprintln!("SKIPPED: no S3 server; bash scripts/test starts SeaweedFS");
-        return;
-    };
-    let config = format!(
-        "provisioners:\n  - name: seaweedfs\n    s3:\n      endpoint: {endpoint}\n      pathStyle: true\n      iam: {{}}\n      credentialsFromEnv: {{accessKeyId: BUCKETGATE_S3_ACCESS_KEY, secretAccessKey: BUCKETGATE_S3_SECRET_KEY}}\n"
-    );
+    let Some(config) = seaweedfs_config(true) else { return };
     let (plane, _server, _certs) = setup(&config).await.unwrap();
     Api::<BucketClass>::all(plane.client.clone()).create(&PostParams::default(), &class("seaweedfs")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -271,13 +277,7 @@ async fn wait_bound(buckets: &Api<Bucket>, name: &str, limit: Duration) -> Bucke
 #[ignore = "a benchmark: run with --ignored --nocapture"]
 async fn benchmark_creation_to_bound() {
     let _ = require_assets!();
-    let Ok(endpoint) = std::env::var("BUCKETGATE_S3_ENDPOINT") else {
-        eprintln!("SKIPPED: no S3 server; bash scripts/test starts SeaweedFS");
-        return;
-    };
-    let config = format!(
-        "provisioners:\n  - name: seaweedfs\n    s3:\n      endpoint: {endpoint}\n      pathStyle: true\n      credentialsFromEnv: {{accessKeyId: BUCKETGATE_S3_ACCESS_KEY, secretAccessKey: BUCKETGATE_S3_SECRET_KEY}}\n"
-    );
+    let Some(config) = seaweedfs_config(false) else { return };
     let (plane, _server, _certs) = setup(&config).await.unwrap();
     Api::<BucketClass>::all(plane.client.clone()).create(&PostParams::default(), &class("seaweedfs")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;

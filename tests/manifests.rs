@@ -175,33 +175,27 @@ fn webhooks_point_at_the_server_and_cannot_lock_bucketgate_out() {
     let validating: ValidatingWebhookConfiguration =
         serde_json::from_value(find(&objects, "ValidatingWebhookConfiguration", "bucketgate").clone()).unwrap();
     let service = find(&objects, "Service", "bucketgate");
-    let mut hooks = Vec::new();
-    for hook in &mutating.webhooks.unwrap_or_default() {
-        hooks.push((
-            MUTATE_PATH,
-            hook.client_config.clone(),
-            hook.admission_review_versions.clone(),
-            hook.side_effects.clone(),
-            hook.timeout_seconds,
-            hook.failure_policy.clone(),
-            hook.namespace_selector.clone(),
-            hook.rules.clone().unwrap_or_default(),
-        ));
-    }
-    for hook in &validating.webhooks.unwrap_or_default() {
-        hooks.push((
-            VALIDATE_PATH,
-            hook.client_config.clone(),
-            hook.admission_review_versions.clone(),
-            hook.side_effects.clone(),
-            hook.timeout_seconds,
-            hook.failure_policy.clone(),
-            hook.namespace_selector.clone(),
-            hook.rules.clone().unwrap_or_default(),
-        ));
-    }
+    // A validating webhook has every field of a mutating one but reinvocationPolicy, so
+    // both are read as MutatingWebhook and checked alike.
+    let as_common = |hook: &k8s_openapi::api::admissionregistration::v1::ValidatingWebhook| {
+        serde_json::from_value::<k8s_openapi::api::admissionregistration::v1::MutatingWebhook>(
+            serde_json::to_value(hook).unwrap(),
+        )
+        .unwrap()
+    };
+    let mut hooks: Vec<_> = mutating.webhooks.unwrap_or_default().into_iter().map(|h| (MUTATE_PATH, h)).collect();
+    hooks.extend(validating.webhooks.unwrap_or_default().iter().map(|h| (VALIDATE_PATH, as_common(h))));
     assert_eq!(hooks.len(), 2);
-    for (path, client, versions, side_effects, timeout, failure, selector, rules) in hooks {
+    for (path, hook) in hooks {
+        let (client, versions, side_effects, timeout, failure, selector, rules) = (
+            hook.client_config,
+            hook.admission_review_versions,
+            hook.side_effects,
+            hook.timeout_seconds,
+            hook.failure_policy,
+            hook.namespace_selector,
+            hook.rules.unwrap_or_default(),
+        );
         let target = client.service.as_ref().unwrap();
         assert_eq!(target.path.as_deref(), Some(path));
         assert_eq!((target.name.as_str(), target.namespace.as_str()), ("bucketgate", "bucketgate-system"));

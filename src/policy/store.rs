@@ -98,26 +98,21 @@ impl PolicyStore {
 
     /// Polls the directories every `interval` until the process ends.
     pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<Metrics>) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let store = self.clone();
-            match tokio::task::spawn_blocking(move || store.reload()).await {
-                Ok(Reload::Unchanged) => {}
-                Ok(Reload::Loaded(count)) => {
-                    tracing::info!(policies = count, "policies reloaded");
-                    metrics.policy_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
-                }
-                Ok(Reload::Failed(errors)) => {
-                    for error in &errors {
-                        tracing::error!(file = %error.file.display(), line = error.line, message = %error.message, "policy not loaded; the previous policies stay in force");
-                    }
-                    metrics.policy_reloads.get_or_create(&ResultLabel { result: "error" }).inc();
-                }
-                Err(error) => tracing::error!(%error, "policy reload task failed"),
+        let store = self.clone();
+        crate::poll::every(interval, "policies", move || store.reload(), |outcome| match outcome {
+            Reload::Unchanged => {}
+            Reload::Loaded(count) => {
+                tracing::info!(policies = count, "policies reloaded");
+                metrics.policy_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
             }
-        }
+            Reload::Failed(errors) => {
+                for error in &errors {
+                    tracing::error!(file = %error.file.display(), line = error.line, message = %error.message, "policy not loaded; the previous policies stay in force");
+                }
+                metrics.policy_reloads.get_or_create(&ResultLabel { result: "error" }).inc();
+            }
+        })
+        .await
     }
 }
 
