@@ -28,11 +28,17 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         buckets.patch(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         return Ok(Action::await_change());
     }
-    let bound = match &bucket.spec.bucket_content_name {
-        Some(name) => bind(&bucket, name, &ctx).await?,
-        None => provision(&bucket, &ctx).await?,
+    let (content, connection) = match &bucket.spec.bucket_content_name {
+        Some(name) => match bind(&bucket, name, &ctx).await? {
+            Some(bound) => bound,
+            None => return Ok(Action::requeue(Duration::from_secs(30))),
+        },
+        None => match provision(&bucket, &ctx).await? {
+            Some(bound) => bound,
+            // Another controller's Bucket: admission only, here.
+            None => return Ok(Action::await_change()),
+        },
     };
-    let Some((content, connection)) = bound else { return Ok(Action::requeue(Duration::from_secs(30))) };
     let grant = credentials(&bucket, &content, &connection, &ctx).await?;
     let Some(scoped) = grant else { return Ok(Action::requeue(Duration::from_secs(60))) };
     let conditions = bucket.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
@@ -74,12 +80,16 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
 }
 
 /// Greenfield: the BucketContent first (with the backend name in it), then the bucket.
+/// `None` when the class's provisioner is driven by another controller.
 async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<(BucketContent, Connection)>, Error> {
     let class_name = bucket.spec.bucket_class_name.clone().unwrap_or_default();
     let class = Api::<BucketClass>::all(ctx.client.clone())
         .get_opt(&class_name)
         .await?
         .ok_or_else(|| Error::Permanent(format!("BucketClass {class_name:?} does not exist")))?;
+    if !ctx.drives(class.spec.provisioner()) {
+        return Ok(None);
+    }
     let contents: Api<BucketContent> = Api::all(ctx.client.clone());
     let name = crate::naming::content_name_for(&bucket.uid().unwrap_or_default());
     let content = match contents.get_opt(&name).await? {
@@ -127,6 +137,12 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<(Buck
         pending(bucket, "ContentNotFound", format!("BucketContent {name} does not exist"), ctx).await?;
         return Ok(None);
     };
+    if !ctx.drives(content.spec.provisioner()) {
+        return Err(Error::Permanent(format!(
+            "BucketContent {name} belongs to provisioner {:?}, which has no driver here",
+            content.spec.provisioner()
+        )));
+    }
     let namespace = bucket.namespace().unwrap_or_default();
     let uid = Api::<Namespace>::all(ctx.client.clone()).get(&namespace).await?.uid().unwrap_or_default();
     // Checked again here, not only at admission: the grant may have changed since.
@@ -204,6 +220,10 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         .or_else(|| bucket.spec.bucket_content_name.clone())
         .unwrap_or_else(|| crate::naming::content_name_for(&bucket.uid().unwrap_or_default()));
     if let Some(content) = contents.get_opt(&content_name).await? {
+        if !ctx.drives(content.spec.provisioner()) {
+            // Its own controller releases it and removes the finalizer.
+            return Ok(Action::await_change());
+        }
         if !forced && !content.spec.provisioner().is_empty() {
             let driver = ctx.driver_for(&content, &owner_of(bucket)).await?;
             driver.revoke(&bucket.uid().unwrap_or_default()).await.map_err(Error::Driver)?;
@@ -236,7 +256,10 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
 /// A BucketContent: when deleted, it waits for every bound Bucket to go, then its bucket is
 /// destroyed (releasePolicy Delete) or kept (Retain), and the finalizer comes off.
 pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if content.meta().deletion_timestamp.is_none() || !content.finalizers().iter().any(|f| f == FINALIZER) {
+    if content.meta().deletion_timestamp.is_none()
+        || !content.finalizers().iter().any(|f| f == FINALIZER)
+        || !ctx.drives(content.spec.provisioner())
+    {
         return Ok(Action::await_change());
     }
     let name = content.name_any();
@@ -329,6 +352,12 @@ async fn pending(bucket: &Bucket, reason: &str, message: String, ctx: &Context) 
 }
 
 impl Context {
+    /// Whether this loop manages objects of `provisioner`: those with a driver here, and
+    /// brownfield ones that no provisioner manages.
+    pub fn drives(&self, provisioner: &str) -> bool {
+        provisioner.is_empty() || self.config.provisioner(provisioner).is_some_and(|p| p.s3.is_some())
+    }
+
     /// Publishes an Event; failing to is logged, never fatal.
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,

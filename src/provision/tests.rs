@@ -127,6 +127,15 @@ impl ApiServer {
     }
 }
 
+/// The reconcile's result. A request the scenario did not expect would leave the reconcile
+/// waiting on the mock for ever; the timeout turns that into a failure.
+async fn finish<T>(task: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("the reconcile made a request the scenario does not expect")
+        .unwrap()
+}
+
 fn context(driver: Arc<FakeDriver>) -> (Arc<Context>, ApiServer) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
@@ -238,11 +247,37 @@ async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
     assert_eq!(status["status"]["conditions"][0]["type"], "Ready");
     assert_eq!(status["status"]["conditions"][1]["status"], "True", "a scoped key");
 
-    reconciling.await.unwrap().unwrap();
+    finish(reconciling).await.unwrap();
     assert_eq!(
         *driver.calls.lock().unwrap(),
         [format!("create {backend}"), format!("grant {backend} {UID} ReadWrite")]
     );
+}
+
+#[tokio::test]
+async fn buckets_of_provisioners_without_a_driver_are_left_to_their_controller() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context(driver.clone());
+    let mut other = class();
+    other["provisioner"] = json!("other.example.com/s3");
+    let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target.clone()), ctx.clone()));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketclasses/ceph", Reply::Json(other)).await;
+    finish(reconciling).await.unwrap();
+
+    // Nor released by this loop: its controller removes the finalizer.
+    let mut deleting = target;
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    let mut theirs = serde_json::to_value(
+        plan::greenfield_content(&deleting, &serde_json::from_value(class()).unwrap(), "u").unwrap(),
+    )
+    .unwrap();
+    theirs["spec"]["provisioner"] = json!("other.example.com/s3");
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(deleting), ctx));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(theirs)).await;
+    finish(reconciling).await.unwrap();
+    assert!(driver.calls.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -274,7 +309,7 @@ async fn a_secret_the_bucket_does_not_own_is_never_overwritten() {
         .await;
     assert_eq!(status["status"]["phase"], "Pending");
     assert_eq!(status["status"]["conditions"][0]["reason"], "SecretConflict");
-    reconciling.await.unwrap().unwrap();
+    finish(reconciling).await.unwrap();
     let calls = driver.calls.lock().unwrap().clone();
     assert!(calls.iter().all(|c| !c.starts_with("grant")), "{calls:?}");
 }
@@ -305,7 +340,7 @@ async fn backend_failures_mark_the_content_retrying() {
         .expect("PATCH", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status"), Reply::Json(content))
         .await;
     assert_eq!(status["status"], json!({"phase": "Retrying", "message": "connection refused"}));
-    let error = reconciling.await.unwrap().unwrap_err();
+    let error = finish(reconciling).await.unwrap_err();
     assert!(matches!(error, Error::Driver(DriverError::Transient(_))) && !error.is_permanent());
 }
 
@@ -320,7 +355,7 @@ async fn binding_from_a_recreated_namespace_is_refused_again_here() {
     let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
     api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared)).await;
     api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("new-uid"))).await;
-    let error = reconciling.await.unwrap().unwrap_err();
+    let error = finish(reconciling).await.unwrap_err();
     assert!(
         error.is_permanent() && error.to_string().contains("(uid new-uid) is not in spec.bindableNamespaces"),
         "{error}"
@@ -356,7 +391,7 @@ async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
         .await;
     assert_eq!(patch["metadata"]["finalizers"], json!([]));
     assert_eq!(patch["metadata"]["resourceVersion"], "5", "a stale object cannot drop a finalizer");
-    reconciling.await.unwrap().unwrap();
+    finish(reconciling).await.unwrap();
     assert_eq!(*driver.calls.lock().unwrap(), [format!("revoke {UID}")]);
 }
 
@@ -383,7 +418,7 @@ async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
         )
         .await;
     assert!(status["status"]["message"].as_str().unwrap().contains("team-b/reader"));
-    reconciling.await.unwrap().unwrap();
+    finish(reconciling).await.unwrap();
     assert!(driver.calls.lock().unwrap().is_empty(), "the bucket stays while a Bucket is bound");
 
     let reconciling = tokio::spawn(reconcile::content(Arc::new(content.clone()), ctx));
@@ -398,6 +433,6 @@ async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
         )
         .await;
     assert_eq!(patch["metadata"]["finalizers"], json!([]));
-    reconciling.await.unwrap().unwrap();
+    finish(reconciling).await.unwrap();
     assert_eq!(*driver.calls.lock().unwrap(), [format!("delete {backend}")]);
 }
