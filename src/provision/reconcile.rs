@@ -24,7 +24,10 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
     let buckets: Api<Bucket> = Api::namespaced(ctx.client.clone(), &namespace);
     if !bucket.finalizers().iter().any(|f| f == FINALIZER) {
         // Admission adds it; this covers Buckets created while the webhook was away.
-        let patch = json!({"metadata": {"finalizers": [FINALIZER], "resourceVersion": bucket.resource_version()}});
+        // A merge patch replaces the whole list: keep the finalizers others put there.
+        let mut finalizers = bucket.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": bucket.resource_version()}});
         buckets.patch(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         return Ok(Action::await_change());
     }

@@ -281,6 +281,23 @@ async fn buckets_of_provisioners_without_a_driver_are_left_to_their_controller()
 }
 
 #[tokio::test]
+async fn a_missing_finalizer_is_added_beside_the_others() {
+    let (ctx, mut api) = context(Arc::new(FakeDriver::default()));
+    let mut target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
+    target.metadata.finalizers = Some(vec!["example.com/backup".into()]);
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target.clone()), ctx));
+    let patch = api
+        .expect(
+            "PATCH",
+            "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos",
+            Reply::MergeInto(serde_json::to_value(&target).unwrap()),
+        )
+        .await;
+    assert_eq!(patch["metadata"]["finalizers"], json!(["example.com/backup", "cosi.io/finalizer"]));
+    finish(reconciling).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_secret_the_bucket_does_not_own_is_never_overwritten() {
     let driver = Arc::new(FakeDriver::default());
     let (ctx, mut api) = context(driver.clone());
