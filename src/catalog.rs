@@ -16,7 +16,7 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::api::{Bucket, BucketClass, BucketContent};
@@ -79,6 +79,8 @@ impl Catalog {
     /// Loads every `.yaml`, `.yml` and `.json` file below `dir`. BucketClass, BucketContent,
     /// Namespace and Bucket documents go into the catalog; other kinds (Kustomizations) are
     /// skipped so that an examples directory can be used as it is.
+    /// Each file is parsed within serde-saphyr's default budget (1,024 documents and 250,000
+    /// nodes a file), which keeps a hostile file from exhausting memory: split larger catalogs.
     pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
         let mut files = Vec::new();
         collect_files(dir, &mut files)?;
@@ -161,11 +163,17 @@ impl Catalog {
         self.classes.get(&ObjectRef::new(name))
     }
 
-    pub fn classes(&self) -> Vec<Arc<BucketClass>> {
-        let mut classes = self.classes.state();
+    /// The classes `keep` accepts, by name. Filtered under the store's lock, so that a
+    /// lookup on the admission path copies only the few classes it is after.
+    pub fn classes_where(&self, keep: impl Fn(&BucketClass) -> bool) -> Vec<Arc<BucketClass>> {
+        let mut classes = self.classes.state_filter(keep);
         // Stable order, so that messages listing classes do not change between calls.
-        classes.sort_by_key(|a| a.name_any());
+        classes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         classes
+    }
+
+    pub fn classes(&self) -> Vec<Arc<BucketClass>> {
+        self.classes_where(|_| true)
     }
 
     pub fn content(&self, name: &str) -> Option<Arc<BucketContent>> {

@@ -108,20 +108,25 @@ pub fn default_class(protocol: Option<Protocol>, catalog: &Catalog) -> Result<St
                     to one of s3, gcs, azureBlob, or name a class in spec.bucketClassName"
             .into());
     };
-    let classes = catalog.classes();
-    let supporting: Vec<_> = classes.iter().filter(|c| c.spec.supported_protocols.contains(&protocol)).collect();
+    let supports = |c: &crate::api::BucketClass| c.spec.supported_protocols.contains(&protocol);
+    // The defaults first: normally one, while all classes may support the protocol.
     let defaults: Vec<String> =
-        supporting.iter().filter(|c| c.spec.is_default_bucket_class).map(|c| names(c)).collect();
+        catalog.classes_where(|c| c.spec.is_default_bucket_class && supports(c)).iter().map(|c| names(c)).collect();
     match defaults.as_slice() {
         [one] => Ok(one.clone()),
-        [] if supporting.is_empty() => Err(format!(
-            "no BucketClass supports protocol {protocol}, so none can be the default: ask a cluster admin to create one"
-        )),
-        [] => Err(format!(
-            "there is no default BucketClass for protocol {protocol}; classes that support {protocol}: {}. \
-             Set spec.bucketClassName to one of them, or ask a cluster admin to mark one isDefaultBucketClass: true",
-            supporting.iter().map(|c| names(c)).collect::<Vec<_>>().join(", ")
-        )),
+        [] => {
+            let supporting = catalog.classes_where(supports);
+            if supporting.is_empty() {
+                return Err(format!(
+                    "no BucketClass supports protocol {protocol}, so none can be the default: ask a cluster admin to create one"
+                ));
+            }
+            Err(format!(
+                "there is no default BucketClass for protocol {protocol}; classes that support {protocol}: {}. \
+                 Set spec.bucketClassName to one of them, or ask a cluster admin to mark one isDefaultBucketClass: true",
+                supporting.iter().map(|c| names(c)).collect::<Vec<_>>().join(", ")
+            ))
+        }
         several => Err(format!(
             "several BucketClasses are the default for protocol {protocol} ({}): set spec.bucketClassName to choose \
              one, and ask a cluster admin to leave only one default",

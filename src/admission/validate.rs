@@ -262,7 +262,7 @@ impl Context<'_> {
             let name = class.name_any();
             for protocol in Protocol::ALL.iter().filter(|p| seen.contains(p)) {
                 let others = self.class_names(|c| {
-                    c.name_any() != name
+                    c.metadata.name.as_deref() != Some(name.as_str())
                         && c.spec.is_default_bucket_class
                         && c.spec.supported_protocols.contains(protocol)
                 });
@@ -385,7 +385,7 @@ impl Context<'_> {
     }
 
     fn class_names(&self, keep: impl Fn(&BucketClass) -> bool) -> Vec<String> {
-        self.catalog.classes().iter().filter(|c| keep(c)).map(|c| c.name_any()).collect()
+        self.catalog.classes_where(keep).iter().map(|c| c.name_any()).collect()
     }
 }
 

@@ -1,0 +1,264 @@
+//! Admission under load, over TLS with keep-alive, against the floor.
+//!
+//! Starts `bucketgate serve` (the release binary beside this example) with the fixture
+//! catalog plus 10,000 BucketContents and 1,000 BucketClasses, and a floor server: axum and
+//! rustls like bucketgate, answering every review with a fixed "allowed" without decoding
+//! it. Sends each the same mix of captured reviews (a Bucket CREATE that gets a default
+//! class, label and finalizer; a BucketClass UPDATE that is denied; a Bucket CREATE bound to
+//! a shared BucketContent) over a fixed number of connections, and prints requests per
+//! second, latency percentiles, errors, the ratios to the floor, and bucketgate's peak RSS.
+//!
+//! `cargo build --release --bins --examples && target/release/examples/loadgen [CONNECTIONS] [REQUESTS]`
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+const FLOOR_ANSWER: &str =
+    r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--floor") {
+        return floor(&args[2]).await;
+    }
+    let connections: usize = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(32);
+    let requests: usize = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(50_000);
+    let fixtures = std::env::var_os("BUCKETGATE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+    let scratch = tempfile::tempdir()?;
+    let certs = bucketgate::tls::generate(&["localhost".into()], &["127.0.0.1".parse()?], 1)?;
+    certs.write(scratch.path())?;
+    let catalog = scratch.path().join("catalog");
+    write_catalog(&fixtures.join("catalog"), &catalog, 10_000, 1_000)?;
+
+    let release = std::env::current_exe()?.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let (mut bucketgate, gate_addr) = spawn(
+        std::process::Command::new(release.join("bucketgate"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--provisioner",
+                "rook-ceph.ceph.rook.io/bucket",
+            ])
+            .arg("--cert-dir")
+            .arg(scratch.path())
+            .arg("--catalog")
+            .arg(&catalog)
+            .env("RUST_LOG", "warn,bucketgate::cli=info"),
+    )?;
+    let (mut floor, floor_addr) =
+        spawn(std::process::Command::new(std::env::current_exe()?).arg("--floor").arg(scratch.path()))?;
+
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        ["009-mutate-Bucket-CREATE.json", "016-validate-BucketClass-UPDATE.json", "014-validate-Bucket-CREATE.json"]
+            .iter()
+            .map(|f| std::fs::read(fixtures.join("admission-reviews").join(f)))
+            .collect::<Result<_, _>>()?,
+    );
+    let paths = ["/mutate?timeout=5s", "/validate?timeout=5s", "/validate?timeout=5s"];
+    println!("machine: {} cores; {connections} connections, {requests} requests after 2,000 to warm up", num_cpus());
+    let floor_run = run(floor_addr, &certs.ca_pem, connections, requests, &bodies, &paths).await;
+    let gate_run = run(gate_addr, &certs.ca_pem, connections, requests, &bodies, &paths).await;
+    println!("{:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}", "server", "req/s", "p50", "p90", "p99", "max", "errors");
+    for (name, r) in [("floor", &floor_run), ("bucketgate", &gate_run)] {
+        println!(
+            "{name:<10} {:>10.0} {:>9.3?} {:>9.3?} {:>9.3?} {:>9.3?} {:>7}",
+            r.rate, r.p50, r.p90, r.p99, r.max, r.errors
+        );
+    }
+    println!(
+        "bucketgate / floor: throughput {:.2}, p99 {:.2}",
+        gate_run.rate / floor_run.rate,
+        gate_run.p99.as_secs_f64() / floor_run.p99.as_secs_f64()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", bucketgate.id())).unwrap_or_default();
+    let peak = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: unknown")
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .to_string();
+    println!("bucketgate peak RSS with 10,000 BucketContents and 1,000 BucketClasses: {peak}");
+    let _ = bucketgate.kill();
+    let _ = floor.kill();
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+struct Figures {
+    rate: f64,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+    errors: usize,
+}
+
+async fn run(
+    addr: SocketAddr,
+    ca: &str,
+    connections: usize,
+    requests: usize,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    paths: &[&'static str; 3],
+) -> Figures {
+    let _ = load(addr, ca, connections, 2_000, bodies, paths).await;
+    let started = Instant::now();
+    let (mut latencies, errors) = load(addr, ca, connections, requests, bodies, paths).await;
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Figures {
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        max: latencies.last().copied().unwrap_or_default(),
+        errors,
+    }
+}
+
+/// `requests` requests over `connections` keep-alive connections, one client each.
+async fn load(
+    addr: SocketAddr,
+    ca: &str,
+    connections: usize,
+    requests: usize,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    paths: &[&'static str; 3],
+) -> (Vec<Duration>, usize) {
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let client = client(ca);
+        let bodies = bodies.clone();
+        let paths = *paths;
+        let share = requests / connections + usize::from(c < requests % connections);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(share);
+            let mut errors = 0;
+            for i in 0..share {
+                let which = (c + i) % bodies.len();
+                let started = Instant::now();
+                let response = client
+                    .post(format!("https://localhost:{}{}", addr.port(), paths[which]))
+                    .header("content-type", "application/json")
+                    .body(bodies[which].clone())
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        latencies.push(started.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::with_capacity(requests);
+    let mut errors = 0;
+    for task in tasks {
+        let (latencies, e) = task.await.unwrap_or_default();
+        all.extend(latencies);
+        errors += e;
+    }
+    (all, errors)
+}
+
+fn client(ca: &str) -> reqwest::Client {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).expect("CA")).expect("CA");
+    let config = rustls::ClientConfig::builder_with_provider(bucketgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .pool_max_idle_per_host(1)
+        .http1_only()
+        .build()
+        .expect("client")
+}
+
+/// Starts a server process and reads its address from its first JSON log line naming one.
+fn spawn(command: &mut std::process::Command) -> anyhow::Result<(std::process::Child, SocketAddr)> {
+    use std::io::BufRead;
+    let mut child = command.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn()?;
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut said = Vec::new();
+    for line in lines.by_ref() {
+        let line = line?;
+        said.push(line.clone());
+        let log: Value = serde_json::from_str(&line).unwrap_or_default();
+        if let Some(address) = log["fields"]["address"].as_str().or(log["address"].as_str()) {
+            let addr = address.parse()?;
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok((child, addr));
+        }
+    }
+    anyhow::bail!("the server exited before listening:\n{}", said.join("\n"))
+}
+
+/// The floor: the same stack, no decoding, a fixed answer.
+async fn floor(cert_dir: &str) -> anyhow::Result<()> {
+    let store = bucketgate::tls::CertStore::open(Path::new(cert_dir))?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(bucketgate::tls::server_config(store)?));
+    let app = Router::new()
+        .route("/mutate", post(|| async { FLOOR_ANSWER }))
+        .route("/validate", post(|| async { FLOOR_ANSWER }));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    eprintln!("{}", json!({"address": listener.local_addr()?.to_string()}));
+    axum_server::from_tcp_rustls(listener, tls)?.serve(app.into_make_service()).await?;
+    Ok(())
+}
+
+/// The fixture catalog plus `contents` BucketContents and `classes` BucketClasses.
+fn write_catalog(fixtures: &Path, to: &Path, contents: usize, classes: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(fixtures)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+    }
+    // Files of 500 documents: a catalog file is parsed within a budget of 1,024.
+    let mut documents = Vec::new();
+    for i in 0..classes {
+        documents.push(format!(
+            "---\napiVersion: cosi.io/v1alpha1\nkind: BucketClass\nmetadata: {{name: class-{i}}}\nprovisioner: rook-ceph.ceph.rook.io/bucket\nsupportedProtocols: [s3]\nparameters: {{objectStoreName: store-{i}}}\n"
+        ));
+    }
+    for i in 0..contents {
+        documents.push(format!(
+            "---\napiVersion: cosi.io/v1alpha1\nkind: BucketContent\nmetadata: {{name: content-{i}, labels: {{cosi.io/provisioner: rook-ceph.ceph.rook.io-bucket}}}}\nspec:\n  provisioner: rook-ceph.ceph.rook.io/bucket\n  releasePolicy: Delete\n  bucketClassName: class-{}\n  bindableNamespaces: [{{name: team-{i}, uid: 00000000-0000-4000-8000-{i:012}}}]\n  protocol: {{type: s3, s3: {{bucketName: bucket-{i}, endpoint: 'https://s3.example', region: us-east-1}}}}\n  parameters: {{objectStoreName: store-{}}}\n",
+            i % classes.max(1),
+            i % classes.max(1)
+        ));
+    }
+    for (n, chunk) in documents.chunks(500).enumerate() {
+        std::fs::write(to.join(format!("generated-{n}.yaml")), chunk.concat())?;
+    }
+    Ok(())
+}
