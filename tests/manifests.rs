@@ -29,14 +29,7 @@ fn parse_stream(text: &str) -> Vec<Value> {
 fn rendered() -> Vec<Value> {
     if !kubectl() {
         eprintln!("kubectl not found: checking manifests/base file by file instead of the kustomize rendering");
-        let mut objects = Vec::new();
-        for entry in std::fs::read_dir(root().join("base")).unwrap() {
-            let path = entry.unwrap().path();
-            if path.file_name().unwrap() != "kustomization.yaml" {
-                objects.extend(parse_stream(&std::fs::read_to_string(path).unwrap()));
-            }
-        }
-        return objects;
+        return base_files();
     }
     let scratch = tempfile::tempdir().unwrap();
     copy_dir(&root(), &scratch.path().join("manifests"));
@@ -45,6 +38,34 @@ fn rendered() -> Vec<Value> {
         .write(&scratch.path().join("manifests/certs"))
         .unwrap();
     render(&scratch.path().join("manifests"))
+}
+
+/// What manifests/base/kustomization.yaml holds, without kustomize: its files, the CRDs it
+/// pulls in from ../crds, and its `namespace:` set on the namespaced objects.
+fn base_files() -> Vec<Value> {
+    const CLUSTER_SCOPED: [&str; 5] = [
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ];
+    let mut objects = Vec::new();
+    for dir in ["base", "crds"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap() != "kustomization.yaml" {
+                objects.extend(parse_stream(&std::fs::read_to_string(path).unwrap()));
+            }
+        }
+    }
+    for object in &mut objects {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        if !CLUSTER_SCOPED.contains(&kind) && kind != "CustomResourceDefinition" {
+            object["metadata"]["namespace"] = Value::from("bucketgate-system");
+        }
+    }
+    objects
 }
 
 fn render(dir: &Path) -> Vec<Value> {
