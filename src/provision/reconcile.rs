@@ -31,7 +31,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         buckets.patch(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         return Ok(Action::await_change());
     }
-    let (content, connection) = match &bucket.spec.bucket_content_name {
+    let bound = match &bucket.spec.bucket_content_name {
         Some(name) => match bind(&bucket, name, &ctx).await? {
             Some(bound) => bound,
             None => return Ok(Action::requeue(Duration::from_secs(30))),
@@ -42,8 +42,9 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
             None => return Ok(Action::await_change()),
         },
     };
-    let grant = credentials(&bucket, &content, &connection, &ctx).await?;
+    let grant = credentials(&bucket, &bound, &ctx).await?;
     let Some(scoped) = grant else { return Ok(Action::requeue(Duration::from_secs(60))) };
+    let content = bound.content;
     let conditions = bucket.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let generation = bucket.metadata.generation;
     let ready =
@@ -84,7 +85,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
 
 /// Greenfield: the BucketContent first (with the backend name in it), then the bucket.
 /// `None` when the class's provisioner is driven by another controller.
-async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<(BucketContent, Connection)>, Error> {
+async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<Bound>, Error> {
     let class_name = bucket.spec.bucket_class_name.clone().unwrap_or_default();
     let class = Api::<BucketClass>::all(ctx.client.clone())
         .get_opt(&class_name)
@@ -120,7 +121,9 @@ async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<(BucketConte
         Ok(connection) => connection,
         Err(error) => return Err(content_failed(&content, error, ctx).await),
     };
-    if content.status.as_ref().and_then(|s| s.phase) != Some(BucketContentPhase::Bound) {
+    let content = if content.status.as_ref().and_then(|s| s.phase) == Some(BucketContentPhase::Bound) {
+        content
+    } else {
         let spec = json!({"spec": {"protocol": {"s3": {
             "endpoint": connection.endpoint, "bucketName": connection.bucket_name,
             "region": connection.region, "signatureVersion": connection.signature_version}}}});
@@ -129,13 +132,13 @@ async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<(BucketConte
             json!({"status": {"phase": BucketContentPhase::Bound, "message": format!("bucket {backend} created")}});
         let content = contents.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
         ctx.event(bucket, EventType::Normal, "BucketCreated", "Provision", format!("created bucket {backend}")).await;
-        return Ok(Some((content, connection)));
-    }
-    Ok(Some((content, connection)))
+        content
+    };
+    Ok(Some(Bound { content, connection, driver: Some(driver) }))
 }
 
 /// Sharing and brownfield: an existing BucketContent, if the namespace may bind it.
-async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<(BucketContent, Connection)>, Error> {
+async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound>, Error> {
     let Some(content) = Api::<BucketContent>::all(ctx.client.clone()).get_opt(name).await? else {
         pending(bucket, "ContentNotFound", format!("BucketContent {name} does not exist"), ctx).await?;
         return Ok(None);
@@ -161,18 +164,22 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<(Buck
         bucket_name: s3.bucket_name.unwrap_or_default(),
         signature_version: s3.signature_version.unwrap_or_else(|| "s3v4".into()),
     };
-    Ok(Some((content, connection)))
+    Ok(Some(Bound { content, connection, driver: None }))
+}
+
+/// A Bucket's BucketContent, where its bucket is, and the driver already made for it.
+struct Bound {
+    content: BucketContent,
+    connection: Connection,
+    /// Made once per reconcile: making one reads the provisioner's credentials.
+    driver: Option<Arc<dyn Driver>>,
 }
 
 /// Writes the workload's Secret unless a Secret the Bucket owns is there already. Returns
 /// whether the key is scoped to the bucket, or `None` when the name is taken by a Secret
 /// the Bucket does not own (reported, never overwritten).
-async fn credentials(
-    bucket: &Bucket,
-    content: &BucketContent,
-    connection: &Connection,
-    ctx: &Context,
-) -> Result<Option<bool>, Error> {
+async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Option<bool>, Error> {
+    let (content, connection) = (&bound.content, &bound.connection);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
     let name = plan::secret_name(bucket);
     let scoped_before = bucket
@@ -195,7 +202,10 @@ async fn credentials(
         // A brownfield bucket that no driver manages: connection data only.
         None
     } else {
-        let driver = ctx.driver_for(content, &owner_of(bucket)).await?;
+        let driver = match &bound.driver {
+            Some(driver) => driver.clone(),
+            None => ctx.driver_for(content, &owner_of(bucket)).await?,
+        };
         Some(driver.grant(&connection.bucket_name, &holder, mode).await.map_err(Error::Driver)?)
     };
     secrets
