@@ -175,6 +175,16 @@ fn provisioner_secret() -> Value {
         "data": {"AWS_ACCESS_KEY_ID": "YWRtaW4=", "AWS_SECRET_ACCESS_KEY": "c2VjcmV0"}})
 }
 
+/// The BucketContent the loop makes for `bucket` from the test class.
+fn content_for(bucket: &Bucket) -> BucketContent {
+    plan::greenfield_content(bucket, &serde_json::from_value(class()).unwrap(), "u").unwrap()
+}
+
+/// A deletionTimestamp of now.
+fn now() -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()))
+}
+
 fn namespace(uid: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "uid": uid}})
 }
@@ -266,12 +276,8 @@ async fn buckets_of_provisioners_without_a_driver_are_left_to_their_controller()
 
     // Nor released by this loop: its controller removes the finalizer.
     let mut deleting = target;
-    deleting.metadata.deletion_timestamp =
-        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
-    let mut theirs = serde_json::to_value(
-        plan::greenfield_content(&deleting, &serde_json::from_value(class()).unwrap(), "u").unwrap(),
-    )
-    .unwrap();
+    deleting.metadata.deletion_timestamp = now();
+    let mut theirs = serde_json::to_value(content_for(&deleting)).unwrap();
     theirs["spec"]["provisioner"] = json!("other.example.com/s3");
     let reconciling = tokio::spawn(reconcile::bucket(Arc::new(deleting), ctx));
     api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(theirs)).await;
@@ -300,15 +306,9 @@ async fn a_missing_finalizer_is_added_beside_the_others() {
 async fn a_secret_the_bucket_does_not_own_is_never_overwritten() {
     let driver = Arc::new(FakeDriver::default());
     let (ctx, mut api) = context(driver.clone());
-    let mut content = serde_json::to_value(
-        plan::greenfield_content(
-            &bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({})),
-            &serde_json::from_value(class()).unwrap(),
-            "u",
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let mut content =
+        serde_json::to_value(content_for(&bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}))))
+            .unwrap();
     content["status"] = json!({"phase": "Bound"});
     let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph", "secretName": "taken"}), json!({}));
     let shown = serde_json::to_value(&target).unwrap();
@@ -337,15 +337,9 @@ async fn backend_failures_mark_the_content_retrying() {
         ..Default::default()
     });
     let (ctx, mut api) = context(driver.clone());
-    let content = serde_json::to_value(
-        plan::greenfield_content(
-            &bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({})),
-            &serde_json::from_value(class()).unwrap(),
-            "u",
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let content =
+        serde_json::to_value(content_for(&bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}))))
+            .unwrap();
     let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
     let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
     api.expect("GET", "/apis/cosi.io/v1alpha1/bucketclasses/ceph", Reply::Json(class())).await;
@@ -387,12 +381,9 @@ async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
         json!({"protocol": "s3", "bucketClassName": "ceph"}),
         json!({"bucketContentName": CONTENT, "phase": "Bound"}),
     );
-    let content =
-        serde_json::to_value(plan::greenfield_content(&owner, &serde_json::from_value(class()).unwrap(), "u").unwrap())
-            .unwrap();
+    let content = serde_json::to_value(content_for(&owner)).unwrap();
     let mut deleting = owner.clone();
-    deleting.metadata.deletion_timestamp =
-        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    deleting.metadata.deletion_timestamp = now();
     let reconciling = tokio::spawn(reconcile::bucket(Arc::new(deleting), ctx));
     api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
     api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
@@ -416,9 +407,8 @@ async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
     let driver = Arc::new(FakeDriver::default());
     let (ctx, mut api) = context(driver.clone());
     let owner = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
-    let mut content = plan::greenfield_content(&owner, &serde_json::from_value(class()).unwrap(), "u").unwrap();
-    content.metadata.deletion_timestamp =
-        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    let mut content = content_for(&owner);
+    content.metadata.deletion_timestamp = now();
     let backend = plan::backend_bucket_name(&owner);
     let sharer = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket", "metadata": {"name": "reader", "namespace": "team-b"},
         "spec": {"protocol": "s3", "bucketContentName": CONTENT}});
