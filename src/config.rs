@@ -79,6 +79,10 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("configuration {path}: provisioner names must not be empty")]
     EmptyName { path: String },
+    #[error(
+        "configuration {path}: provisioner {name:?}: s3.endpoint {endpoint:?} is not an http:// or https:// URL with a host"
+    )]
+    Endpoint { path: String, name: String, endpoint: String },
 }
 
 impl Config {
@@ -89,6 +93,24 @@ impl Config {
             .map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
         if config.provisioners.iter().any(|p| p.name.trim().is_empty()) {
             return Err(ConfigError::EmptyName { path: shown });
+        }
+        // The S3 client would only fail on its first request, far from the typo.
+        for provisioner in &config.provisioners {
+            let endpoints = provisioner.s3.iter().flat_map(|s3| {
+                std::iter::once(&s3.endpoint).chain(s3.iam.as_ref().and_then(|iam| iam.endpoint.as_ref()))
+            });
+            for endpoint in endpoints {
+                let valid = endpoint
+                    .parse::<http::Uri>()
+                    .is_ok_and(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some());
+                if !valid {
+                    return Err(ConfigError::Endpoint {
+                        path: shown,
+                        name: provisioner.name.clone(),
+                        endpoint: endpoint.clone(),
+                    });
+                }
+            }
         }
         Ok(config)
     }
@@ -143,6 +165,19 @@ mod tests {
         assert_eq!(settings.region, "us-east-1");
         assert!(settings.path_style && settings.iam.is_some());
         assert_eq!(settings.credentials_from_env.access_key_id, "AWS_ACCESS_KEY_ID");
+
+        std::fs::write(&s3, "provisioners:\n- name: seaweed\n  s3:\n    endpoint: 127.0.0.1:8333\n").unwrap();
+        let err = Config::load(&s3).unwrap_err().to_string();
+        assert!(
+            err.contains("provisioner \"seaweed\": s3.endpoint \"127.0.0.1:8333\" is not an http:// or https:// URL"),
+            "{err}"
+        );
+        std::fs::write(
+            &s3,
+            "provisioners:\n- name: aws\n  s3:\n    endpoint: https://s3.amazonaws.com\n    iam: {endpoint: iam}\n",
+        )
+        .unwrap();
+        assert!(matches!(Config::load(&s3), Err(ConfigError::Endpoint { .. })));
 
         let empty = dir.path().join("empty.yaml");
         std::fs::write(&empty, "provisioners:\n- name: ''\n").unwrap();
