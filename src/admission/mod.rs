@@ -55,17 +55,55 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Bucket, Kind::BucketClass, Kind::BucketContent];
+
     pub fn of(req: &Request) -> Option<Kind> {
         if req.kind.group != GROUP || req.kind.version != VERSION {
             return None;
         }
-        match req.kind.kind.as_str() {
-            "Bucket" => Some(Kind::Bucket),
-            "BucketClass" => Some(Kind::BucketClass),
-            "BucketContent" => Some(Kind::BucketContent),
-            _ => None,
+        Kind::named(&req.kind.kind)
+    }
+
+    /// The kind called `name` (`Bucket`), as in requests and policy files.
+    pub fn named(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Bucket => "Bucket",
+            Kind::BucketClass => "BucketClass",
+            Kind::BucketContent => "BucketContent",
         }
     }
+
+    /// The resource in the API's paths and in webhook rules.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Kind::Bucket => "buckets",
+            Kind::BucketClass => "bucketclasses",
+            Kind::BucketContent => "bucketcontents",
+        }
+    }
+}
+
+/// An AdmissionReview as the API server sends one for `object` (null for DELETE) and `old`
+/// (null for CREATE): for `bucketgate policy test` and tests, which have objects, not
+/// captured requests.
+pub fn synthetic_review(
+    kind: Kind,
+    operation: &str,
+    namespace: Option<&str>,
+    user: serde_json::Value,
+    object: serde_json::Value,
+    old: serde_json::Value,
+) -> serde_json::Value {
+    let name = object.pointer("/metadata/name").or(old.pointer("/metadata/name")).cloned();
+    serde_json::json!({"apiVersion": REVIEW_API_VERSION, "kind": REVIEW_KIND, "request": {
+        "uid": "synthetic", "kind": {"group": GROUP, "version": VERSION, "kind": kind.name()},
+        "resource": {"group": GROUP, "version": VERSION, "resource": kind.resource()},
+        "name": name.unwrap_or_else(|| "".into()), "namespace": namespace, "operation": operation,
+        "userInfo": user, "object": object, "oldObject": old}})
 }
 
 /// Why a body is not an AdmissionReview bucketgate can answer. Each is an HTTP 400.

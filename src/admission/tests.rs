@@ -51,13 +51,8 @@ fn config() -> Config {
 }
 
 fn request(kind: &str, operation: &str, namespace: Option<&str>, object: Value, old: Value) -> Request {
-    let resource = format!("{}s", kind.to_lowercase()).replace("classs", "classes");
-    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u", "kind": {"group": "cosi.io", "version": "v1alpha1", "kind": kind},
-        "resource": {"group": "cosi.io", "version": "v1alpha1", "resource": resource},
-        "name": object.pointer("/metadata/name").or(old.pointer("/metadata/name")).cloned().unwrap_or(json!("")),
-        "namespace": namespace, "operation": operation, "userInfo": {"username": "dev"},
-        "object": object, "oldObject": old}});
+    let kind = Kind::named(kind).unwrap();
+    let review = synthetic_review(kind, operation, namespace, json!({"username": "dev"}), object, old);
     decode(review.to_string().as_bytes()).unwrap()
 }
 

@@ -340,11 +340,9 @@ impl Matcher {
         let kinds = spec
             .kinds
             .iter()
-            .map(|k| match k.as_str() {
-                "Bucket" => Ok(Kind::Bucket),
-                "BucketClass" => Ok(Kind::BucketClass),
-                "BucketContent" => Ok(Kind::BucketContent),
-                other => Err(format!("spec.match.kinds: {other:?} is not one of Bucket, BucketClass, BucketContent")),
+            .map(|k| {
+                Kind::named(k)
+                    .ok_or_else(|| format!("spec.match.kinds: {k:?} is not one of Bucket, BucketClass, BucketContent"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let operations = spec
@@ -442,13 +440,10 @@ mod tests {
     }
 
     fn request(namespace: Option<&str>, operation: &str, user: &str, groups: &[&str]) -> Request {
-        let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": "u", "kind": {"group": "cosi.io", "version": "v1alpha1", "kind": "Bucket"},
-            "resource": {"group": "cosi.io", "version": "v1alpha1", "resource": "buckets"},
-            "namespace": namespace, "operation": operation, "userInfo": {"username": user, "groups": groups},
-            "object": {"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket", "metadata": {"name": "b", "namespace": namespace},
-                       "spec": {"protocol": "s3", "bucketClassName": "fast"}},
-            "oldObject": null}});
+        let object = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket", "metadata": {"name": "b", "namespace": namespace},
+            "spec": {"protocol": "s3", "bucketClassName": "fast"}});
+        let user = json!({"username": user, "groups": groups});
+        let body = crate::admission::synthetic_review(Kind::Bucket, operation, namespace, user, object, Value::Null);
         decode(body.to_string().as_bytes()).unwrap()
     }
 

@@ -193,13 +193,9 @@ fn run_case(case: &CaseSpec, ctx: &Context) -> Result<(), String> {
 
 fn review_body(case: &CaseSpec, operation: &str, object: Option<&Value>) -> Result<Value, String> {
     let subject = object.or(case.old_object.as_ref()).ok_or("a case needs object or oldObject")?;
-    let kind = subject["kind"].as_str().ok_or("the object has no kind")?;
-    let resource = match kind {
-        "Bucket" => "buckets",
-        "BucketClass" => "bucketclasses",
-        "BucketContent" => "bucketcontents",
-        other => return Err(format!("kind {other:?} is not one of Bucket, BucketClass, BucketContent")),
-    };
+    let name = subject["kind"].as_str().ok_or("the object has no kind")?;
+    let kind = crate::admission::Kind::named(name)
+        .ok_or_else(|| format!("kind {name:?} is not one of Bucket, BucketClass, BucketContent"))?;
     let namespace = case
         .namespace
         .clone()
@@ -209,14 +205,9 @@ fn review_body(case: &CaseSpec, operation: &str, object: Option<&Value>) -> Resu
         .as_ref()
         .map(|u| json!({"username": u.username, "groups": u.groups}))
         .unwrap_or(json!({"username": "policy-test"}));
-    Ok(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "policy-test", "kind": {"group": "cosi.io", "version": "v1alpha1", "kind": kind},
-        "resource": {"group": "cosi.io", "version": "v1alpha1", "resource": resource},
-        "name": subject.pointer("/metadata/name").cloned().unwrap_or(json!("")),
-        "namespace": namespace, "operation": operation, "userInfo": user,
-        "object": if operation == "DELETE" { Value::Null } else { object.cloned().unwrap_or(Value::Null) },
-        "oldObject": case.old_object.clone().unwrap_or(Value::Null),
-    }}))
+    let new = if operation == "DELETE" { Value::Null } else { object.cloned().unwrap_or(Value::Null) };
+    let old = case.old_object.clone().unwrap_or(Value::Null);
+    Ok(crate::admission::synthetic_review(kind, operation, namespace.as_deref(), user, new, old))
 }
 
 fn check(expect: &ExpectSpec, outcome: &Outcome) -> Result<(), String> {
