@@ -172,11 +172,19 @@ pub fn review(webhook: Webhook, req: &Request, ctx: &Context) -> Reviewed {
         ));
         return Reviewed { response: verdict.into_response(req), records: Vec::new() };
     };
-    let mut verdict = match webhook {
-        Webhook::Mutate => mutate::mutate(kind, req, ctx.catalog),
-        Webhook::Validate => validate::validate(kind, req, ctx.catalog, ctx.config),
+    let raw = match Raw::of(req) {
+        Ok(raw) => raw,
+        Err(message) => {
+            let mut verdict = Verdict::default();
+            verdict.deny(message);
+            return Reviewed { response: verdict.into_response(req), records: Vec::new() };
+        }
     };
-    let records = crate::policy::apply(webhook, req, kind, ctx.catalog, ctx.policies, &mut verdict);
+    let mut verdict = match webhook {
+        Webhook::Mutate => mutate::mutate(kind, req, &raw, ctx.catalog),
+        Webhook::Validate => validate::validate(kind, req, &raw, ctx.catalog, ctx.config),
+    };
+    let records = crate::policy::apply(webhook, req, &raw, kind, ctx.catalog, ctx.policies, &mut verdict);
     Reviewed { response: verdict.into_response(req), records }
 }
 
@@ -273,9 +281,26 @@ impl fmt::Display for Subject<'_> {
     }
 }
 
+/// A request's objects as JSON, made once: the typed rules and the policies both read them.
+pub struct Raw {
+    pub object: Option<serde_json::Value>,
+    pub old_object: Option<serde_json::Value>,
+}
+
+impl Raw {
+    pub(crate) fn of(req: &Request) -> Result<Raw, String> {
+        let json = |object: &Option<DynamicObject>| object.as_ref().map(serde_json::to_value).transpose();
+        let unreadable = |e: serde_json::Error| format!("the request's objects cannot be read: {e}");
+        Ok(Raw {
+            object: json(&req.object).map_err(unreadable)?,
+            old_object: json(&req.old_object).map_err(unreadable)?,
+        })
+    }
+}
+
 /// Reads a request object as its Rust type; the error names the offending field.
-fn parse<K: DeserializeOwned>(object: &DynamicObject) -> Result<K, String> {
-    crate::api::from_value(serde_json::to_value(object).map_err(|e| e.to_string())?)
+fn parse<K: DeserializeOwned>(value: &serde_json::Value) -> Result<K, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| crate::api::describe(e.path(), e.inner()))
 }
 
 /// The typed new and old objects of a request, or the message that explains why not.
@@ -284,15 +309,15 @@ struct Objects<K> {
     old: Option<K>,
 }
 
-fn objects<K: DeserializeOwned>(req: &Request) -> Result<Objects<K>, String> {
-    let read = |object: &Option<DynamicObject>, which: &str| -> Result<Option<K>, String> {
+fn objects<K: DeserializeOwned>(req: &Request, raw: &Raw) -> Result<Objects<K>, String> {
+    let read = |object: &Option<serde_json::Value>, which: &str| -> Result<Option<K>, String> {
         object
             .as_ref()
             .map(parse::<K>)
             .transpose()
             .map_err(|e| format!("the {which} does not match the {} schema: {e}", req.kind.kind))
     };
-    Ok(Objects { new: read(&req.object, "object")?, old: read(&req.old_object, "old object")? })
+    Ok(Objects { new: read(&raw.object, "object")?, old: read(&raw.old_object, "old object")? })
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use globset::{Glob, GlobMatcher};
 use kube::core::{Selector, SelectorExt};
 use serde_json::{Value, json};
 
-use crate::admission::{Kind, Operation, Request, Verdict, Webhook};
+use crate::admission::{Kind, Operation, Raw, Request, Verdict, Webhook};
 use crate::catalog::Catalog;
 use rule::{Condition, Eval, Mutation};
 use spec::{LimitsSpec, MatchSpec, Mode, OnError, PolicyDocument};
@@ -200,6 +200,7 @@ fn limits_violation(limits: &LimitsSpec, facts: &Facts) -> Option<String> {
 pub fn apply(
     webhook: Webhook,
     req: &Request,
+    raw: &Raw,
     kind: Kind,
     catalog: &Catalog,
     set: &PolicySet,
@@ -214,7 +215,7 @@ pub fn apply(
     if matching.is_empty() {
         return Vec::new();
     }
-    let mut object = req.object.as_ref().and_then(|o| serde_json::to_value(o).ok());
+    let mut object = raw.object.clone();
     if webhook == Webhook::Mutate {
         // Policies see the object with the built-in changes made, as the validating webhook will.
         if let Some(object) = object.as_mut()
@@ -227,7 +228,7 @@ pub fn apply(
     let mut records = Vec::with_capacity(matching.len());
     match webhook {
         Webhook::Validate => {
-            let document = document(req, object, catalog, &labels);
+            let document = document(req, object, raw.old_object.clone(), catalog, &labels);
             let facts = Facts { req, kind, catalog, namespace_labels: &labels, document: &document };
             for policy in matching {
                 let result = policy.judge(&facts);
@@ -271,8 +272,13 @@ fn record(policy: &Policy, result: PolicyResult, verdict: &mut Verdict) -> Recor
 }
 
 /// The document JSONPath expressions select from.
-fn document(req: &Request, object: Option<Value>, catalog: &Catalog, labels: &BTreeMap<String, String>) -> Value {
-    let old = req.old_object.as_ref().and_then(|o| serde_json::to_value(o).ok());
+fn document(
+    req: &Request,
+    object: Option<Value>,
+    old: Option<Value>,
+    catalog: &Catalog,
+    labels: &BTreeMap<String, String>,
+) -> Value {
     let newest = object.as_ref().or(old.as_ref());
     let field = |pointer: &str| newest.and_then(|o| o.pointer(pointer)).and_then(Value::as_str);
     let class = field("/spec/bucketClassName")
@@ -517,7 +523,8 @@ mod tests {
         };
         let req = request(Some("lab"), "CREATE", "alice", &[]);
         let mut verdict = Verdict::default();
-        let records = apply(Webhook::Validate, &req, Kind::Bucket, &catalog, &set, &mut verdict);
+        let records =
+            apply(Webhook::Validate, &req, &Raw::of(&req).unwrap(), Kind::Bucket, &catalog, &set, &mut verdict);
         assert_eq!(
             verdict.errors,
             [
@@ -534,7 +541,7 @@ mod tests {
             [],
         );
         let mut verdict = Verdict::default();
-        apply(Webhook::Validate, &req, Kind::Bucket, &roomy, &set, &mut verdict);
+        apply(Webhook::Validate, &req, &Raw::of(&req).unwrap(), Kind::Bucket, &roomy, &set, &mut verdict);
         assert_eq!(
             verdict.errors,
             ["policy p: namespace \"lab\" (tier=bronze) may use BucketClasses slow, not \"fast\""]
@@ -543,6 +550,9 @@ mod tests {
         // Status requests and requests the built-in rules already refused are not judged.
         let mut denied = Verdict::default();
         denied.deny("built-in");
-        assert!(apply(Webhook::Validate, &req, Kind::Bucket, &catalog, &set, &mut denied).is_empty());
+        assert!(
+            apply(Webhook::Validate, &req, &Raw::of(&req).unwrap(), Kind::Bucket, &catalog, &set, &mut denied)
+                .is_empty()
+        );
     }
 }
