@@ -116,6 +116,30 @@ async fn mutations_merge_with_the_built_in_patch() {
     server.stop().await;
 }
 
+/// A policy whose second mutation cannot be made leaves no trace of its first: with
+/// `onError: ignore` the request passes with the other policies' changes only.
+#[tokio::test]
+async fn a_failed_mutation_takes_back_the_policy_s_earlier_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = "  mutate:\n    - set:\n        path: $.object.metadata.labels['half-done']\n        value: 'yes'\n    - set:\n        path: $.object.metadata.name.suffix\n        value: x\n";
+    let broken =
+        policy("broken", "enforce", broken).replace("  mode: enforce\n", "  mode: enforce\n  onError: ignore\n");
+    std::fs::write(dir.path().join("a.yaml"), broken).unwrap();
+    let fine =
+        "  mutate:\n    - setDefault:\n        path: $.object.metadata.labels['cost-center']\n        value: shared\n";
+    std::fs::write(dir.path().join("b.yaml"), policy("fine", "enforce", fine)).unwrap();
+    let server = TestServer::with_policies(dir.path()).await;
+    let body = fixture("009");
+    let response = server.review("mutate", &body).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let patched = apply_patch(&body, &response);
+    let labels = patched["metadata"]["labels"].as_object().unwrap();
+    assert_eq!(labels.get("cost-center"), Some(&json!("shared")));
+    assert!(!labels.contains_key("half-done"), "{labels:?}");
+    assert_eq!(patched["metadata"]["name"], body["request"]["object"]["metadata"]["name"]);
+    server.stop().await;
+}
+
 /// Reloads while a client keeps sending requests: a good change takes effect, a broken
 /// file keeps the last good set (and says so), a fix takes effect again, and no request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

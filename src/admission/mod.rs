@@ -15,17 +15,56 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use json_patch::PatchOperation;
-use kube::core::DynamicObject;
+use k8s_openapi::api::authentication::v1::UserInfo;
+use kube::core::admission::AdmissionResponse;
 pub use kube::core::admission::Operation;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::{GroupVersionKind, TypeMeta};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::api::{GROUP, VERSION};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::policy::{PolicySet, Record};
 
-pub type Request = AdmissionRequest<DynamicObject>;
+/// One admission request, as much of it as the rules read. The objects stay raw JSON:
+/// the rules parse them straight into their Rust types, and only policies, when one
+/// matches, need them as `serde_json::Value`. (kube's `AdmissionRequest<DynamicObject>`
+/// parses each object into `ObjectMeta` plus a flattened map, which the rules would then
+/// have to serialize again; that was half the cost of a decision.)
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    pub user_info: UserInfo,
+    #[serde(default)]
+    pub object: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub old_object: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The AdmissionReview envelope; type fields default to empty so that a missing one gets
+/// the same message as a wrong one.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Review {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<Request>,
+}
 
 const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
 const REVIEW_KIND: &str = "AdmissionReview";
@@ -122,13 +161,11 @@ pub enum ReviewError {
 }
 
 pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let review: AdmissionReview<DynamicObject> = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| ReviewError::Json(crate::api::describe(e.path(), e.inner())))?;
-    if review.types.api_version != REVIEW_API_VERSION || review.types.kind != REVIEW_KIND {
-        return Err(ReviewError::WrongType { api_version: review.types.api_version, kind: review.types.kind });
+    let review: Review = from_slice(body).map_err(ReviewError::Json)?;
+    if review.api_version != REVIEW_API_VERSION || review.kind != REVIEW_KIND {
+        return Err(ReviewError::WrongType { api_version: review.api_version, kind: review.kind });
     }
-    let request: Request = review.try_into().map_err(|_| ReviewError::MissingRequest)?;
+    let request = review.request.ok_or(ReviewError::MissingRequest)?;
     if request.uid.is_empty() {
         return Err(ReviewError::EmptyUid);
     }
@@ -138,14 +175,38 @@ pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
 /// The response review as the API server reads it. kube's `AdmissionResponse.patch` is a
 /// `Vec<u8>`, which serde writes as an array of numbers (kube-rs#1781); the API's JSON form
 /// of `[]byte` is a base64 string, so that is what goes on the wire.
-pub fn encode(response: AdmissionResponse) -> serde_json::Result<serde_json::Value> {
+pub fn encode(mut response: AdmissionResponse) -> serde_json::Result<serde_json::Value> {
     use base64::Engine;
-    let patch = response.patch.clone();
+    // Taken out first, so that the bytes never become an array of JSON numbers.
+    let patch = response.patch.take();
     let mut review = serde_json::to_value(response.into_review())?;
-    if let (Some(patch), Some(slot)) = (patch, review.pointer_mut("/response/patch")) {
-        *slot = base64::engine::general_purpose::STANDARD.encode(patch).into();
+    if let (Some(patch), Some(slot)) = (patch, review.get_mut("response")) {
+        slot["patch"] = base64::engine::general_purpose::STANDARD.encode(patch).into();
     }
     Ok(review)
+}
+
+/// The answer to `req` before any rule has spoken: allowed, nothing changed.
+fn allow(req: &Request) -> AdmissionResponse {
+    // kube builds this only from its own request type; these are the fields it copies.
+    let mut response = AdmissionResponse::invalid("");
+    response.types = TypeMeta { api_version: REVIEW_API_VERSION.into(), kind: REVIEW_KIND.into() };
+    response.uid = req.uid.clone();
+    response.allowed = true;
+    response.result = Default::default();
+    response
+}
+
+/// Parses JSON the fast way; only when that fails is it parsed again, tracking the path,
+/// so that the error can name the field.
+fn from_slice<T: DeserializeOwned>(json: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(json).map_err(|error| {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Err(e) => crate::api::describe(e.path(), e.inner()),
+            Ok(_) => error.to_string(),
+        }
+    })
 }
 
 /// Everything a decision reads besides the request.
@@ -172,19 +233,11 @@ pub fn review(webhook: Webhook, req: &Request, ctx: &Context) -> Reviewed {
         ));
         return Reviewed { response: verdict.into_response(req), records: Vec::new() };
     };
-    let raw = match Raw::of(req) {
-        Ok(raw) => raw,
-        Err(message) => {
-            let mut verdict = Verdict::default();
-            verdict.deny(message);
-            return Reviewed { response: verdict.into_response(req), records: Vec::new() };
-        }
-    };
     let mut verdict = match webhook {
-        Webhook::Mutate => mutate::mutate(kind, req, &raw, ctx.catalog),
-        Webhook::Validate => validate::validate(kind, req, &raw, ctx.catalog, ctx.config),
+        Webhook::Mutate => mutate::mutate(kind, req, ctx.catalog),
+        Webhook::Validate => validate::validate(kind, req, ctx.catalog, ctx.config),
     };
-    let records = crate::policy::apply(webhook, req, &raw, kind, ctx.catalog, ctx.policies, &mut verdict);
+    let records = crate::policy::apply(webhook, req, kind, ctx.catalog, ctx.policies, &mut verdict);
     Reviewed { response: verdict.into_response(req), records }
 }
 
@@ -237,7 +290,7 @@ impl Verdict {
     }
 
     fn into_response(self, req: &Request) -> AdmissionResponse {
-        let mut response = AdmissionResponse::from(req);
+        let mut response = allow(req);
         response.audit_annotations = self.audit_annotations.into_iter().collect();
         if !self.warnings.is_empty() {
             response.warnings = Some(self.warnings);
@@ -269,8 +322,7 @@ impl fmt::Display for Subject<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let req = self.0;
         let name = if req.name.is_empty() {
-            let generate = req.object.as_ref().and_then(|o| o.metadata.generate_name.clone()).unwrap_or_default();
-            format!("{generate}*")
+            format!("{}*", req.generate_name().unwrap_or_default())
         } else {
             req.name.clone()
         };
@@ -281,26 +333,27 @@ impl fmt::Display for Subject<'_> {
     }
 }
 
-/// A request's objects as JSON, made once: the typed rules and the policies both read them.
-pub struct Raw {
-    pub object: Option<serde_json::Value>,
-    pub old_object: Option<serde_json::Value>,
-}
-
-impl Raw {
-    pub(crate) fn of(req: &Request) -> Result<Raw, String> {
-        let json = |object: &Option<DynamicObject>| object.as_ref().map(serde_json::to_value).transpose();
-        let unreadable = |e: serde_json::Error| format!("the request's objects cannot be read: {e}");
-        Ok(Raw {
-            object: json(&req.object).map_err(unreadable)?,
-            old_object: json(&req.old_object).map_err(unreadable)?,
-        })
+impl Request {
+    /// `metadata.generateName` of the object, for naming an object that has no name yet.
+    fn generate_name(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Object {
+            metadata: Meta,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta {
+            generate_name: Option<String>,
+        }
+        let object: Object = serde_json::from_str(self.object.as_ref()?.get()).ok()?;
+        object.metadata.generate_name
     }
-}
 
-/// Reads a request object as its Rust type; the error names the offending field.
-fn parse<K: DeserializeOwned>(value: &serde_json::Value) -> Result<K, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| crate::api::describe(e.path(), e.inner()))
+    /// The new and old objects as JSON values, for the policies.
+    pub fn json_objects(&self) -> serde_json::Result<(Option<serde_json::Value>, Option<serde_json::Value>)> {
+        let json = |raw: &Option<Box<RawValue>>| raw.as_ref().map(|r| serde_json::from_str(r.get())).transpose();
+        Ok((json(&self.object)?, json(&self.old_object)?))
+    }
 }
 
 /// The typed new and old objects of a request, or the message that explains why not.
@@ -309,15 +362,15 @@ struct Objects<K> {
     old: Option<K>,
 }
 
-fn objects<K: DeserializeOwned>(req: &Request, raw: &Raw) -> Result<Objects<K>, String> {
-    let read = |object: &Option<serde_json::Value>, which: &str| -> Result<Option<K>, String> {
+fn objects<K: DeserializeOwned>(req: &Request) -> Result<Objects<K>, String> {
+    let read = |object: &Option<Box<RawValue>>, which: &str| -> Result<Option<K>, String> {
         object
             .as_ref()
-            .map(parse::<K>)
+            .map(|raw| from_slice::<K>(raw.get().as_bytes()))
             .transpose()
             .map_err(|e| format!("the {which} does not match the {} schema: {e}", req.kind.kind))
     };
-    Ok(Objects { new: read(&raw.object, "object")?, old: read(&raw.old_object, "old object")? })
+    Ok(Objects { new: read(&req.object, "object")?, old: read(&req.old_object, "old object")? })
 }
 
 #[cfg(test)]

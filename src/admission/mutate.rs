@@ -3,12 +3,12 @@
 use kube::Resource;
 
 use super::patch::{add, ensure_finalizer, ensure_label};
-use super::{Kind, Operation, Raw, Request, Verdict, objects};
+use super::{Kind, Operation, Request, Verdict, objects};
 use crate::api::{Bucket, BucketContent, FINALIZER, PROVISIONER_LABEL, Protocol};
 use crate::catalog::Catalog;
 use crate::naming::label_value;
 
-pub fn mutate(kind: Kind, req: &Request, raw: &Raw, catalog: &Catalog) -> Verdict {
+pub fn mutate(kind: Kind, req: &Request, catalog: &Catalog) -> Verdict {
     // The API server ignores metadata and spec changes sent through /status, and DELETE
     // has no object to patch: both pass untouched.
     if req.sub_resource.is_some() || !matches!(req.operation, Operation::Create | Operation::Update) {
@@ -17,7 +17,7 @@ pub fn mutate(kind: Kind, req: &Request, raw: &Raw, catalog: &Catalog) -> Verdic
     let create = req.operation == Operation::Create;
     let mut verdict = Verdict::default();
     match kind {
-        Kind::Bucket => match objects::<Bucket>(req, raw) {
+        Kind::Bucket => match objects::<Bucket>(req) {
             Ok(objects) => {
                 if let Some(bucket) = objects.new {
                     mutate_bucket(create, &bucket, catalog, &mut verdict);
@@ -25,7 +25,7 @@ pub fn mutate(kind: Kind, req: &Request, raw: &Raw, catalog: &Catalog) -> Verdic
             }
             Err(message) => verdict.deny(message),
         },
-        Kind::BucketContent => match objects::<BucketContent>(req, raw) {
+        Kind::BucketContent => match objects::<BucketContent>(req) {
             Ok(objects) => {
                 if let Some(content) = objects.new {
                     mutate_content(&content, &mut verdict);

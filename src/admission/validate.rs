@@ -7,13 +7,13 @@
 
 use kube::{Resource, ResourceExt};
 
-use super::{Kind, Objects, Operation, Raw, Request, Verdict, objects};
+use super::{Kind, Objects, Operation, Request, Verdict, objects};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketSpec, Protocol, ReleasePolicy};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::naming::{check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain};
 
-pub fn validate(kind: Kind, req: &Request, raw: &Raw, catalog: &Catalog, config: &Config) -> Verdict {
+pub fn validate(kind: Kind, req: &Request, catalog: &Catalog, config: &Config) -> Verdict {
     let mut verdict = Verdict::default();
     // Status is written by the provisioning loop; the API server applies nothing else
     // from a /status request, so there is nothing here to judge.
@@ -22,9 +22,9 @@ pub fn validate(kind: Kind, req: &Request, raw: &Raw, catalog: &Catalog, config:
     }
     let ctx = Context { req, catalog, config };
     let result = match kind {
-        Kind::Bucket => objects::<Bucket>(req, raw).map(|o| ctx.bucket(o, &mut verdict)),
-        Kind::BucketClass => objects::<BucketClass>(req, raw).map(|o| ctx.class(o, &mut verdict)),
-        Kind::BucketContent => objects::<BucketContent>(req, raw).map(|o| ctx.content(o, &mut verdict)),
+        Kind::Bucket => objects::<Bucket>(req).map(|o| ctx.bucket(o, &mut verdict)),
+        Kind::BucketClass => objects::<BucketClass>(req).map(|o| ctx.class(o, &mut verdict)),
+        Kind::BucketContent => objects::<BucketContent>(req).map(|o| ctx.content(o, &mut verdict)),
     };
     if let Err(message) = result {
         // A DELETE must never be blocked by an old object that no longer parses.

@@ -19,7 +19,7 @@ use globset::{Glob, GlobMatcher};
 use kube::core::{Selector, SelectorExt};
 use serde_json::{Value, json};
 
-use crate::admission::{Kind, Operation, Raw, Request, Verdict, Webhook};
+use crate::admission::{Kind, Operation, Request, Verdict, Webhook};
 use crate::catalog::Catalog;
 use rule::{Condition, Eval, Mutation};
 use spec::{LimitsSpec, MatchSpec, Mode, OnError, PolicyDocument};
@@ -139,16 +139,20 @@ impl Policy {
         }
     }
 
-    /// Applies this policy's mutations to a copy of `object`; on error the object is untouched.
+    /// Applies this policy's mutations to `object`, all or none: on error the ones made
+    /// are taken back, last first.
     fn mutate(&self, object: &mut Value) -> PolicyResult {
-        let mut candidate = object.clone();
-        match self.mutate.iter().try_for_each(|m| m.apply(&mut candidate)) {
-            Ok(()) => {
-                *object = candidate;
-                PolicyResult::Pass
+        let mut made = Vec::with_capacity(self.mutate.len());
+        for mutation in &self.mutate {
+            match mutation.apply(object) {
+                Ok(undo) => made.push(undo),
+                Err(error) => {
+                    made.into_iter().rev().for_each(|undo| undo.restore(object));
+                    return PolicyResult::Error(error);
+                }
             }
-            Err(error) => PolicyResult::Error(error),
         }
+        PolicyResult::Pass
     }
 }
 
@@ -200,7 +204,6 @@ fn limits_violation(limits: &LimitsSpec, facts: &Facts) -> Option<String> {
 pub fn apply(
     webhook: Webhook,
     req: &Request,
-    raw: &Raw,
     kind: Kind,
     catalog: &Catalog,
     set: &PolicySet,
@@ -215,7 +218,13 @@ pub fn apply(
     if matching.is_empty() {
         return Vec::new();
     }
-    let mut object = raw.object.clone();
+    let (mut object, old) = match req.json_objects() {
+        Ok(objects) => objects,
+        Err(error) => {
+            verdict.deny(format!("the request's objects cannot be read for the policies: {error}"));
+            return Vec::new();
+        }
+    };
     if webhook == Webhook::Mutate {
         // Policies see the object with the built-in changes made, as the validating webhook will.
         if let Some(object) = object.as_mut()
@@ -228,7 +237,7 @@ pub fn apply(
     let mut records = Vec::with_capacity(matching.len());
     match webhook {
         Webhook::Validate => {
-            let document = document(req, object, raw.old_object.clone(), catalog, &labels);
+            let document = document(req, object, old, catalog, &labels);
             let facts = Facts { req, kind, catalog, namespace_labels: &labels, document: &document };
             for policy in matching {
                 let result = policy.judge(&facts);
@@ -523,8 +532,7 @@ mod tests {
         };
         let req = request(Some("lab"), "CREATE", "alice", &[]);
         let mut verdict = Verdict::default();
-        let records =
-            apply(Webhook::Validate, &req, &Raw::of(&req).unwrap(), Kind::Bucket, &catalog, &set, &mut verdict);
+        let records = apply(Webhook::Validate, &req, Kind::Bucket, &catalog, &set, &mut verdict);
         assert_eq!(
             verdict.errors,
             [
@@ -541,7 +549,7 @@ mod tests {
             [],
         );
         let mut verdict = Verdict::default();
-        apply(Webhook::Validate, &req, &Raw::of(&req).unwrap(), Kind::Bucket, &roomy, &set, &mut verdict);
+        apply(Webhook::Validate, &req, Kind::Bucket, &roomy, &set, &mut verdict);
         assert_eq!(
             verdict.errors,
             ["policy p: namespace \"lab\" (tier=bronze) may use BucketClasses slow, not \"fast\""]
@@ -550,9 +558,6 @@ mod tests {
         // Status requests and requests the built-in rules already refused are not judged.
         let mut denied = Verdict::default();
         denied.deny("built-in");
-        assert!(
-            apply(Webhook::Validate, &req, &Raw::of(&req).unwrap(), Kind::Bucket, &catalog, &set, &mut denied)
-                .is_empty()
-        );
+        assert!(apply(Webhook::Validate, &req, Kind::Bucket, &catalog, &set, &mut denied).is_empty());
     }
 }

@@ -297,33 +297,84 @@ impl Mutation {
         })
     }
 
-    /// Applies the change to `object`; `Err` when the path runs through something that is
-    /// not a map.
-    pub fn apply(&self, object: &mut Value) -> Result<(), String> {
+    /// Applies the change to `object` and returns how to take it back; `Err`, with the
+    /// object untouched, when the path runs through something that is not a map.
+    pub fn apply(&self, object: &mut Value) -> Result<Undo, String> {
+        let path = match self {
+            Mutation::Set(path, _) | Mutation::SetDefault(path, _) | Mutation::Remove(path) => path,
+        };
+        let undo = Undo::before(object, path, matches!(self, Mutation::Remove(_)))?;
         match self {
-            Mutation::Set(path, value) => *slot(object, path)? = value.clone(),
+            Mutation::Set(path, value) => *slot(object, path) = value.clone(),
             Mutation::SetDefault(path, value) => {
-                let target = slot(object, path)?;
+                let target = slot(object, path);
                 if target.is_null() {
                     *target = value.clone();
                 }
             }
             Mutation::Remove(path) => {
-                let (last, parents) = path.split_last().ok_or("empty path")?;
-                let mut current = &mut *object;
-                for name in parents {
-                    match current.get_mut(name) {
-                        Some(next) => current = next,
-                        None => return Ok(()),
-                    }
-                }
-                if let Some(map) = current.as_object_mut() {
+                if let Some((last, parents)) = path.split_last()
+                    && let Some(map) = get_mut(object, parents).and_then(Value::as_object_mut)
+                {
                     map.remove(last);
                 }
             }
         }
-        Ok(())
+        Ok(undo)
     }
+}
+
+/// The first place a mutation changes and what was there, so that the mutations of a
+/// policy can be taken back when a later one fails, without copying the whole object.
+#[derive(Debug)]
+pub struct Undo {
+    path: Vec<String>,
+    /// `None` when the key was absent.
+    previous: Option<Value>,
+}
+
+impl Undo {
+    /// Checks that a mutation at `path` can be made and records what it will change: the
+    /// first null it turns into a map, the first key it adds, or else the value it replaces.
+    fn before(object: &Value, path: &[String], remove: bool) -> Result<Undo, String> {
+        let mut current = object;
+        for (i, name) in path.iter().enumerate() {
+            match current {
+                Value::Object(map) => match map.get(name) {
+                    Some(next) => current = next,
+                    None => return Ok(Undo { path: path[..=i].to_vec(), previous: None }),
+                },
+                // A removal below something that is not a map has nothing to remove.
+                _ if remove => return Ok(Undo { path: path.to_vec(), previous: None }),
+                Value::Null => return Ok(Undo { path: path[..i].to_vec(), previous: Some(Value::Null) }),
+                other => {
+                    return Err(format!("cannot set {name:?}: the value above it is {}, not a map", type_name(other)));
+                }
+            }
+        }
+        Ok(Undo { path: path.to_vec(), previous: Some(current.clone()) })
+    }
+
+    /// Puts back what the mutation changed; the object is as the mutation found it.
+    pub fn restore(self, object: &mut Value) {
+        let Some((last, parents)) = self.path.split_last() else {
+            *object = self.previous.unwrap_or_default();
+            return;
+        };
+        let Some(map) = get_mut(object, parents).and_then(Value::as_object_mut) else { return };
+        match self.previous {
+            Some(previous) => {
+                map.insert(last.clone(), previous);
+            }
+            None => {
+                map.remove(last);
+            }
+        }
+    }
+}
+
+fn get_mut<'a>(object: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+    path.iter().try_fold(object, |current, name| current.get_mut(name))
 }
 
 fn map_entries(map: &str, entries: &std::collections::BTreeMap<String, String>) -> Vec<Mutation> {
@@ -355,19 +406,18 @@ fn member_path(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// The value at `path`, creating maps on the way; an existing non-map on the way is an error.
-fn slot<'a>(object: &'a mut Value, path: &[String]) -> Result<&'a mut Value, String> {
-    let mut current = object;
-    for name in path {
-        if current.is_null() {
+/// The value at `path`, made by turning nulls and absent keys on the way into maps; the
+/// caller has checked that nothing on the way is anything else.
+fn slot<'a>(object: &'a mut Value, path: &[String]) -> &'a mut Value {
+    path.iter().fold(object, |current, name| {
+        if !current.is_object() {
             *current = Value::Object(Map::new());
         }
-        let kind = type_name(current);
-        let Some(map) = current.as_object_mut() else {
-            return Err(format!("cannot set {name:?}: the value above it is {kind}, not a map"));
-        };
-        current = map.entry(name.clone()).or_insert(Value::Null);
-    }
-    Ok(current)
+        match current {
+            Value::Object(map) => map.entry(name.clone()).or_insert(Value::Null),
+            other => other,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -472,6 +522,33 @@ mod tests {
             compile_error(json!({"not": {"path": "$.b", "required": true}, "required": true}))
                 .contains("beside a path")
         );
+    }
+
+    #[test]
+    fn undo_puts_back_exactly_what_a_mutation_changed() {
+        let compile = |spec: Value| Mutation::compile(&serde_json::from_value(spec).unwrap(), "mutate[0]").unwrap();
+        let original =
+            json!({"metadata": {"name": "b", "labels": null, "annotations": {"a": "1"}}, "spec": {"keep": 1}});
+        for spec in [
+            json!({"set": {"path": "$.object.metadata.labels['x']", "value": "null became a map"}}),
+            json!({"set": {"path": "$.object.metadata.annotations['b']", "value": "a new key"}}),
+            json!({"set": {"path": "$.object.spec.keep", "value": 2}}),
+            json!({"setDefault": {"path": "$.object.spec.keep", "value": 3}}),
+            json!({"set": {"path": "$.object.spec.new.deep.x", "value": "a chain of new maps"}}),
+            json!({"remove": {"path": "$.object.spec.keep"}}),
+            json!({"remove": {"path": "$.object.spec.none.x"}}),
+            json!({"remove": {"path": "$.object.metadata.name.x"}}),
+        ] {
+            let mut object = original.clone();
+            let undo: Vec<Undo> = compile(spec.clone()).iter().map(|m| m.apply(&mut object).unwrap()).collect();
+            undo.into_iter().rev().for_each(|u| u.restore(&mut object));
+            assert_eq!(object, original, "{spec}");
+        }
+        let mut object = original.clone();
+        let through_a_string = compile(json!({"set": {"path": "$.object.metadata.name.x", "value": 1}}));
+        let err = through_a_string[0].apply(&mut object).unwrap_err();
+        assert_eq!(err, "cannot set \"x\": the value above it is a string, not a map");
+        assert_eq!(object, original, "a refused mutation changes nothing");
     }
 
     #[test]
