@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use globset::{Glob, GlobMatcher};
 use kube::core::{Selector, SelectorExt};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::admission::{Kind, Operation, Request, Verdict, Webhook};
 use crate::catalog::Catalog;
@@ -147,7 +147,7 @@ impl Policy {
             match mutation.apply(object) {
                 Ok(undo) => made.push(undo),
                 Err(error) => {
-                    made.into_iter().rev().for_each(|undo| undo.restore(object));
+                    self.mutate.iter().zip(made).rev().for_each(|(mutation, undo)| mutation.undo(undo, object));
                     return PolicyResult::Error(error);
                 }
             }
@@ -237,7 +237,9 @@ pub fn apply(
     let mut records = Vec::with_capacity(matching.len());
     match webhook {
         Webhook::Validate => {
-            let document = document(req, object, old, catalog, &labels);
+            let reads = |name: &str| matching.iter().any(|p| p.validate.iter().any(|c| c.may_read(name)));
+            let include = Include { class: reads("class"), content: reads("content") };
+            let document = document(req, object, old, catalog, &labels, include);
             let facts = Facts { req, kind, catalog, namespace_labels: &labels, document: &document };
             for policy in matching {
                 let result = policy.judge(&facts);
@@ -245,16 +247,97 @@ pub fn apply(
             }
         }
         Webhook::Mutate => {
-            let Some(mut current) = object else { return records };
-            let base = current.clone();
+            let Some(Value::Object(mut current)) = object else { return records };
+            // The patch is the difference in the parts the policies may change, so only
+            // those are copied and compared: a label mutation compares the labels, not
+            // all of `metadata` with its managedFields.
+            let mut touched = Touched::default();
+            let mut before = Map::new();
             for policy in matching {
-                let result = policy.mutate(&mut current);
+                for path in policy.mutate.iter().map(Mutation::path) {
+                    touched.copy_new(path, &current, &mut before);
+                }
+                let mut object = Value::Object(std::mem::take(&mut current));
+                let result = policy.mutate(&mut object);
+                if let Value::Object(map) = object {
+                    current = map;
+                }
                 records.push(record(policy, result, verdict));
             }
-            verdict.patch.extend(json_patch::diff(&base, &current).0);
+            let after = touched.take(&mut current);
+            verdict.patch.extend(json_patch::diff(&Value::Object(before), &Value::Object(after)).0);
         }
     }
     records
+}
+
+/// The parts of an object that mutations may change: a top-level member (`spec`) or one
+/// member below it (`metadata.labels`), so that only those need copying and comparing.
+#[derive(Default)]
+struct Touched(BTreeMap<String, Option<std::collections::BTreeSet<String>>>);
+
+impl Touched {
+    /// Records the part `path` changes and, when it is new, copies its value from
+    /// `object` into `before` at the same place, if `object` has it. Called before the
+    /// mutation runs, so what is copied is still as the request had it.
+    fn copy_new(&mut self, path: &[String], object: &Map<String, Value>, before: &mut Map<String, Value>) {
+        let Some((top, rest)) = path.split_first() else { return };
+        let original = object.get(top);
+        match (self.0.get_mut(top), rest.first(), original) {
+            (Some(None), _, _) => {}
+            (Some(Some(below)), Some(second), _) => {
+                if below.insert(second.clone())
+                    && let (Some(found), Some(Value::Object(copy))) =
+                        (original.and_then(|v| v.get(second)), before.get_mut(top))
+                {
+                    copy.insert(second.clone(), found.clone());
+                }
+            }
+            // From some members to the whole: the member as it is now, with the members
+            // changed so far put back as they were.
+            (Some(Some(below)), None, _) => {
+                let mut whole = original.and_then(Value::as_object).cloned().unwrap_or_default();
+                let copied = before.get(top).and_then(Value::as_object);
+                for name in below.iter() {
+                    match copied.and_then(|c| c.get(name)) {
+                        Some(value) => whole.insert(name.clone(), value.clone()),
+                        None => whole.remove(name),
+                    };
+                }
+                before.insert(top.clone(), Value::Object(whole));
+                self.0.insert(top.clone(), None);
+            }
+            (None, Some(second), Some(Value::Object(map))) => {
+                let copy = map.get(second).map(|found| (second.clone(), found.clone())).into_iter().collect();
+                before.insert(top.clone(), Value::Object(copy));
+                self.0.insert(top.clone(), Some([second.clone()].into()));
+            }
+            (None, _, original) => {
+                if let Some(value) = original {
+                    before.insert(top.clone(), value.clone());
+                }
+                self.0.insert(top.clone(), None);
+            }
+        }
+    }
+
+    /// Moves the touched parts out of `object`, shaped as `before` is.
+    fn take(&self, object: &mut Map<String, Value>) -> Map<String, Value> {
+        let mut after = Map::new();
+        for (top, below) in &self.0 {
+            let Some(value) = object.remove(top) else { continue };
+            match (below, value) {
+                (Some(below), Value::Object(mut map)) => {
+                    let part = below.iter().filter_map(|name| map.remove_entry(name)).collect();
+                    after.insert(top.clone(), Value::Object(part));
+                }
+                (_, value) => {
+                    after.insert(top.clone(), value);
+                }
+            }
+        }
+        after
+    }
 }
 
 /// Turns a result into the policy's effect on the verdict, by its mode and `onError`.
@@ -280,6 +363,13 @@ fn record(policy: &Policy, result: PolicyResult, verdict: &mut Verdict) -> Recor
     Record { policy: policy.name.clone(), mode: policy.mode, result }
 }
 
+/// Whether the document carries the object's class and content: copying them costs more
+/// than the rest of the document, so only when a matching policy reads them.
+struct Include {
+    class: bool,
+    content: bool,
+}
+
 /// The document JSONPath expressions select from.
 fn document(
     req: &Request,
@@ -287,33 +377,39 @@ fn document(
     old: Option<Value>,
     catalog: &Catalog,
     labels: &BTreeMap<String, String>,
+    include: Include,
 ) -> Value {
     let newest = object.as_ref().or(old.as_ref());
     let field = |pointer: &str| newest.and_then(|o| o.pointer(pointer)).and_then(Value::as_str);
     let class = field("/spec/bucketClassName")
+        .filter(|_| include.class)
         .and_then(|name| catalog.class(name))
         .and_then(|c| serde_json::to_value(&*c).ok());
     let content = field("/spec/bucketContentName")
         .or_else(|| field("/status/bucketContentName"))
+        .filter(|_| include.content)
         .and_then(|name| catalog.content(name))
         .and_then(|c| serde_json::to_value(&*c).ok());
     let namespace =
         req.namespace.as_deref().map(|ns| json!({"name": ns, "uid": catalog.namespace_uid(ns), "labels": labels}));
-    json!({
-        "object": object,
-        "oldObject": old,
-        "request": {
-            "operation": crate::admission::operation_name(&req.operation),
-            "kind": req.kind.kind,
-            "name": req.name,
-            "namespace": req.namespace,
-            "dryRun": req.dry_run,
-            "userInfo": {"username": req.user_info.username, "groups": req.user_info.groups},
-        },
-        "namespace": namespace,
-        "class": class,
-        "content": content,
-    })
+    let request = json!({
+        "operation": crate::admission::operation_name(&req.operation),
+        "kind": req.kind.kind,
+        "name": req.name,
+        "namespace": req.namespace,
+        "dryRun": req.dry_run,
+        "userInfo": {"username": req.user_info.username, "groups": req.user_info.groups},
+    });
+    // Built by moving the values in: `json!` would copy each one by serializing it.
+    let members = [
+        ("object", object),
+        ("oldObject", old),
+        ("request", Some(request)),
+        ("namespace", namespace),
+        ("class", class),
+        ("content", content),
+    ];
+    Value::Object(members.into_iter().map(|(name, value)| (name.to_string(), value.unwrap_or(Value::Null))).collect())
 }
 
 impl PolicySet {
@@ -559,5 +655,45 @@ mod tests {
         let mut denied = Verdict::default();
         denied.deny("built-in");
         assert!(apply(Webhook::Validate, &req, Kind::Bucket, &catalog, &set, &mut denied).is_empty());
+    }
+
+    /// The patch holds what the policies changed, whether they add a member the object
+    /// lacks, set, remove, or fail halfway, and applies to the object the API server has.
+    #[test]
+    fn mutation_patches_apply_to_the_request_object() {
+        let set = PolicySet {
+            policies: vec![
+                policy(json!({"mutate": [
+                    {"set": {"path": "$.object.status.note", "value": "new top-level member"}},
+                    {"remove": {"path": "$.object.spec.bucketClassName"}},
+                    {"addLabels": {"team": "a"}}]})),
+                policy(json!({"onError": "ignore", "mutate": [
+                    {"set": {"path": "$.object.spec.tier", "value": "gold"}},
+                    {"set": {"path": "$.object.metadata.name.x", "value": "through a string"}}]})),
+                policy(json!({"mutate": [{"set": {"path": "$.object.metadata.annotations['a']", "value": "1"}}]})),
+                // A member changed in part by one policy, then whole by another.
+                policy(json!({"mutate": [{"set": {"path": "$.object.spec.tier", "value": "gold"}}]})),
+                policy(
+                    json!({"mutate": [{"set": {"path": "$.object.spec", "value": {"protocol": "s3", "tier": "silver"}}}]}),
+                ),
+            ],
+            loaded_at: SystemTime::now(),
+        };
+        let req = request(Some("team-a"), "CREATE", "alice", &[]);
+        let catalog = Catalog::from_objects([], [], []);
+        let mut verdict = Verdict::default();
+        let records = apply(Webhook::Mutate, &req, Kind::Bucket, &catalog, &set, &mut verdict);
+        assert_eq!(
+            records.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(),
+            ["pass", "error", "pass", "pass", "pass"]
+        );
+        let mut object: Value = serde_json::from_str(req.object.as_ref().unwrap().get()).unwrap();
+        json_patch::patch(&mut object, &verdict.patch).unwrap();
+        assert_eq!(
+            object,
+            json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+                "metadata": {"name": "b", "namespace": "team-a", "labels": {"team": "a"}, "annotations": {"a": "1"}},
+                "spec": {"protocol": "s3", "tier": "silver"}, "status": {"note": "new top-level member"}})
+        );
     }
 }

@@ -14,15 +14,32 @@ use super::spec::{ConditionSpec, MutationSpec, SetSpec};
 pub struct Path {
     text: String,
     query: JpQuery,
+    /// Set when the query names members only, as most policy paths do: such a query
+    /// selects at most one value, found by walking the document. (The query engine also
+    /// builds the normalized path of every node it visits, which costs more than the walk.)
+    members: Option<Vec<String>>,
 }
 
 impl Path {
     pub fn compile(text: &str) -> Result<Path, String> {
         let query = parse_json_path(text).map_err(|e| format!("JSONPath {text:?} does not parse: {e}"))?;
-        Ok(Path { text: text.to_string(), query })
+        Ok(Path { text: text.to_string(), members: plain_members(&query), query })
+    }
+
+    /// Whether the query may select from the document's member `name` (`class`): a
+    /// query that does not start with a member name may reach any.
+    pub fn may_read(&self, name: &str) -> bool {
+        match self.query.segments.first() {
+            Some(Segment::Selector(Selector::Name(first))) => first == name,
+            Some(_) => true,
+            None => false,
+        }
     }
 
     pub fn select<'a>(&self, document: &'a Value) -> Result<Vec<&'a Value>, String> {
+        if let Some(members) = &self.members {
+            return Ok(members.iter().try_fold(document, |value, name| value.get(name)).into_iter().collect());
+        }
         js_path_process(&self.query, document)
             .map(|refs| refs.into_iter().map(|r| r.val()).collect())
             .map_err(|e| format!("{}: {e}", self.text))
@@ -124,6 +141,15 @@ impl Condition {
             ));
         }
         Ok(Condition { test, message: spec.message.clone() })
+    }
+
+    /// Whether evaluating the condition may read the document's member `name`.
+    pub fn may_read(&self, name: &str) -> bool {
+        match &self.test {
+            Test::All(items) | Test::Any(items) => items.iter().any(|c| c.may_read(name)),
+            Test::Not(inner) => inner.may_read(name),
+            Test::Check(check) => check.path.may_read(name),
+        }
     }
 
     /// `Err` means the condition could not be evaluated (a value of the wrong type).
@@ -297,13 +323,17 @@ impl Mutation {
         })
     }
 
+    /// The member names below `$.object` that this mutation changes.
+    pub fn path(&self) -> &[String] {
+        match self {
+            Mutation::Set(path, _) | Mutation::SetDefault(path, _) | Mutation::Remove(path) => path,
+        }
+    }
+
     /// Applies the change to `object` and returns how to take it back; `Err`, with the
     /// object untouched, when the path runs through something that is not a map.
     pub fn apply(&self, object: &mut Value) -> Result<Undo, String> {
-        let path = match self {
-            Mutation::Set(path, _) | Mutation::SetDefault(path, _) | Mutation::Remove(path) => path,
-        };
-        let undo = Undo::before(object, path, matches!(self, Mutation::Remove(_)))?;
+        let undo = Undo::before(object, self.path(), matches!(self, Mutation::Remove(_)))?;
         match self {
             Mutation::Set(path, value) => *slot(object, path) = value.clone(),
             Mutation::SetDefault(path, value) => {
@@ -322,13 +352,31 @@ impl Mutation {
         }
         Ok(undo)
     }
+
+    /// Takes back what [`Mutation::apply`] did: the object is as the mutation found it.
+    pub fn undo(&self, undo: Undo, object: &mut Value) {
+        let Some((last, parents)) = self.path()[..undo.depth].split_last() else {
+            *object = undo.previous.unwrap_or_default();
+            return;
+        };
+        let Some(map) = get_mut(object, parents).and_then(Value::as_object_mut) else { return };
+        match undo.previous {
+            Some(previous) => {
+                map.insert(last.clone(), previous);
+            }
+            None => {
+                map.remove(last);
+            }
+        }
+    }
 }
 
-/// The first place a mutation changes and what was there, so that the mutations of a
-/// policy can be taken back when a later one fails, without copying the whole object.
+/// The first place a mutation changes, as a number of members along its path, and what
+/// was there, so that the mutations of a policy can be taken back when a later one fails
+/// without copying the whole object.
 #[derive(Debug)]
 pub struct Undo {
-    path: Vec<String>,
+    depth: usize,
     /// `None` when the key was absent.
     previous: Option<Value>,
 }
@@ -342,39 +390,34 @@ impl Undo {
             match current {
                 Value::Object(map) => match map.get(name) {
                     Some(next) => current = next,
-                    None => return Ok(Undo { path: path[..=i].to_vec(), previous: None }),
+                    None => return Ok(Undo { depth: i + 1, previous: None }),
                 },
                 // A removal below something that is not a map has nothing to remove.
-                _ if remove => return Ok(Undo { path: path.to_vec(), previous: None }),
-                Value::Null => return Ok(Undo { path: path[..i].to_vec(), previous: Some(Value::Null) }),
+                _ if remove => return Ok(Undo { depth: path.len(), previous: None }),
+                Value::Null => return Ok(Undo { depth: i, previous: Some(Value::Null) }),
                 other => {
                     return Err(format!("cannot set {name:?}: the value above it is {}, not a map", type_name(other)));
                 }
             }
         }
-        Ok(Undo { path: path.to_vec(), previous: Some(current.clone()) })
-    }
-
-    /// Puts back what the mutation changed; the object is as the mutation found it.
-    pub fn restore(self, object: &mut Value) {
-        let Some((last, parents)) = self.path.split_last() else {
-            *object = self.previous.unwrap_or_default();
-            return;
-        };
-        let Some(map) = get_mut(object, parents).and_then(Value::as_object_mut) else { return };
-        match self.previous {
-            Some(previous) => {
-                map.insert(last.clone(), previous);
-            }
-            None => {
-                map.remove(last);
-            }
-        }
+        Ok(Undo { depth: path.len(), previous: Some(current.clone()) })
     }
 }
 
 fn get_mut<'a>(object: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
     path.iter().try_fold(object, |current, name| current.get_mut(name))
+}
+
+/// The member names of a query made of name selectors only, like `$.a.b['c/d']`.
+fn plain_members(query: &JpQuery) -> Option<Vec<String>> {
+    query
+        .segments
+        .iter()
+        .map(|segment| match segment {
+            Segment::Selector(Selector::Name(name)) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn map_entries(map: &str, entries: &std::collections::BTreeMap<String, String>) -> Vec<Mutation> {
@@ -388,17 +431,9 @@ fn map_entries(map: &str, entries: &std::collections::BTreeMap<String, String>) 
 /// mutation must name one place.
 fn member_path(text: &str) -> Result<Vec<String>, String> {
     let query = parse_json_path(text).map_err(|e| format!("JSONPath {text:?} does not parse: {e}"))?;
-    let mut names = Vec::new();
-    for segment in &query.segments {
-        match segment {
-            Segment::Selector(Selector::Name(name)) => names.push(name.clone()),
-            _ => {
-                return Err(format!(
-                    "{text:?}: a mutation path names members only, like $.object.metadata.labels['team']"
-                ));
-            }
-        }
-    }
+    let names = plain_members(&query).ok_or_else(|| {
+        format!("{text:?}: a mutation path names members only, like $.object.metadata.labels['team']")
+    })?;
     match names.split_first() {
         Some((first, rest)) if first == "object" && !rest.is_empty() => Ok(rest.to_vec()),
         _ => Err(format!("{text:?}: a mutation path starts with $.object and names a field below it")),
@@ -525,6 +560,36 @@ mod tests {
     }
 
     #[test]
+    fn member_paths_select_what_the_query_engine_selects() {
+        let document = json!({"object": {"metadata": {"labels": {"app": "x", "a.b/c": "y", "n": null}},
+            "spec": {"list": [1, 2], "s": "text"}}, "top": 1});
+        let paths = [
+            "$.object.metadata.labels['app']",
+            "$.object.metadata.labels['a.b/c']",
+            "$.object.metadata.labels.n",
+            "$.object.metadata.labels.missing",
+            "$.object.spec.list",
+            "$.object.spec.list.x",
+            "$.object.spec.s.x",
+            "$['top']",
+            "$",
+        ];
+        for text in paths {
+            let path = Path::compile(text).unwrap();
+            assert!(path.members.is_some(), "{text} names members only");
+            let engine: Vec<&Value> =
+                js_path_process(&path.query, &document).unwrap().into_iter().map(|r| r.val()).collect();
+            assert_eq!(path.select(&document).unwrap(), engine, "{text}");
+        }
+        assert!(Path::compile("$.object.spec.list[0]").unwrap().members.is_none());
+        let reads = |text: &str, name: &str| Path::compile(text).unwrap().may_read(name);
+        assert!(reads("$.class.releasePolicy", "class") && !reads("$.class.releasePolicy", "content"));
+        assert!(reads("$['content'].spec", "content"));
+        assert!(reads("$..releasePolicy", "class") && reads("$.*.spec", "content"), "may reach any member");
+        assert!(Path::compile("$..app").unwrap().members.is_none());
+    }
+
+    #[test]
     fn undo_puts_back_exactly_what_a_mutation_changed() {
         let compile = |spec: Value| Mutation::compile(&serde_json::from_value(spec).unwrap(), "mutate[0]").unwrap();
         let original =
@@ -540,8 +605,9 @@ mod tests {
             json!({"remove": {"path": "$.object.metadata.name.x"}}),
         ] {
             let mut object = original.clone();
-            let undo: Vec<Undo> = compile(spec.clone()).iter().map(|m| m.apply(&mut object).unwrap()).collect();
-            undo.into_iter().rev().for_each(|u| u.restore(&mut object));
+            let mutations = compile(spec.clone());
+            let undo: Vec<Undo> = mutations.iter().map(|m| m.apply(&mut object).unwrap()).collect();
+            mutations.iter().zip(undo).rev().for_each(|(m, u)| m.undo(u, &mut object));
             assert_eq!(object, original, "{spec}");
         }
         let mut object = original.clone();
