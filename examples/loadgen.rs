@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let paths = ["/mutate?timeout=5s", "/validate?timeout=5s", "/validate?timeout=5s"];
     println!("machine: {} cores; {connections} connections, {requests} requests after 2,000 to warm up", num_cpus());
+    let started_memory = memory(bucketgate.id());
     let floor_run = run(floor_addr, &certs.ca_pem, connections, requests, &bodies, &paths).await;
     let gate_run = run(gate_addr, &certs.ca_pem, connections, requests, &bodies, &paths).await;
     println!("{:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}", "server", "req/s", "p50", "p90", "p99", "max", "errors");
@@ -82,18 +83,23 @@ async fn main() -> anyhow::Result<()> {
         gate_run.rate / floor_run.rate,
         gate_run.p99.as_secs_f64() / floor_run.p99.as_secs_f64()
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", bucketgate.id())).unwrap_or_default();
-    let peak = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap_or("VmHWM: unknown")
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .to_string();
-    println!("bucketgate peak RSS with 10,000 BucketContents and 1,000 BucketClasses: {peak}");
+    let (peak, now) = memory(bucketgate.id());
+    println!(
+        "bucketgate RSS with 10,000 BucketContents and 1,000 BucketClasses: peak {peak}, after the load {now} (after start: peak {}, {})",
+        started_memory.0, started_memory.1
+    );
     let _ = bucketgate.kill();
     let _ = floor.kill();
     Ok(())
+}
+
+/// Peak (VmHWM) and current (VmRSS) resident memory of a process, as /proc says them.
+fn memory(pid: u32) -> (String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or("unknown".into())
+    };
+    (field("VmHWM:"), field("VmRSS:"))
 }
 
 fn num_cpus() -> usize {

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -31,6 +31,24 @@ pub struct Catalog {
     namespaces: Store<NamespaceMeta>,
     buckets: Store<BucketMeta>,
     synced: Arc<AtomicBool>,
+    defaults: Arc<Defaults>,
+}
+
+/// The default classes, found again only after the classes changed: every Bucket CREATE
+/// without a class asks for them, and looking through a thousand classes each time was
+/// a tenth of the webhook's time under load.
+#[derive(Default)]
+struct Defaults {
+    /// Raised after each change to the classes store has been applied.
+    version: AtomicU64,
+    /// The default classes by name, and the version they were found at.
+    found: RwLock<Option<(u64, Vec<Arc<BucketClass>>)>>,
+}
+
+impl Defaults {
+    fn changed(&self) {
+        self.version.fetch_add(1, Ordering::Release);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +91,7 @@ impl Catalog {
             namespaces: filled(namespaces),
             buckets: filled(buckets),
             synced: Arc::new(AtomicBool::new(true)),
+            defaults: Arc::default(),
         }
     }
 
@@ -85,33 +104,29 @@ impl Catalog {
         let mut files = Vec::new();
         collect_files(dir, &mut files)?;
         files.sort();
-        let mut documents = Vec::new();
+        // File by file, so that only one file's documents are ever held as YAML values.
+        let mut sorted = Sorted::default();
         for path in files {
             let text =
                 std::fs::read_to_string(&path).map_err(|source| CatalogError::Read { path: path.clone(), source })?;
             let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
                 .map_err(|e| CatalogError::Parse { path: path.clone(), message: e.to_string() })?;
-            documents.extend(docs.into_iter().map(|doc| (path.clone(), doc)));
+            for doc in docs {
+                sorted.add(&path, doc)?;
+            }
         }
-        Catalog::from_documents(documents)
+        Ok(sorted.into_catalog())
     }
 
     /// Sorts documents by kind into a catalog; `path` says where each came from, for errors.
     pub fn from_documents(
         documents: impl IntoIterator<Item = (PathBuf, serde_json::Value)>,
     ) -> Result<Catalog, CatalogError> {
-        let (mut classes, mut contents, mut namespaces, mut buckets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (path, doc) in documents.into_iter().filter(|(_, d)| !d.is_null()) {
-            let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-            match kind.as_str() {
-                "BucketClass" => classes.push(typed(&path, &kind, doc)?),
-                "BucketContent" => contents.push(typed(&path, &kind, doc)?),
-                "Namespace" => namespaces.push(typed(&path, &kind, doc)?),
-                "Bucket" => buckets.push(typed(&path, &kind, doc)?),
-                _ => tracing::debug!(path = %path.display(), kind, "catalog skips a document of another kind"),
-            }
+        let mut sorted = Sorted::default();
+        for (path, doc) in documents {
+            sorted.add(&path, doc)?;
         }
-        Ok(Catalog::with_buckets(classes, contents, namespaces, buckets))
+        Ok(sorted.into_catalog())
     }
 
     /// Watches the four kinds through the API server (Namespaces and Buckets as metadata only). The returned future drives the
@@ -122,16 +137,36 @@ impl Catalog {
         let (contents, contents_writer) = reflector::store();
         let (namespaces, namespaces_writer) = reflector::store();
         let (buckets, buckets_writer) = reflector::store();
-        let catalog = Catalog { classes, contents, namespaces, buckets, synced: Arc::new(AtomicBool::new(false)) };
+        let catalog = Catalog {
+            classes,
+            contents,
+            namespaces,
+            buckets,
+            synced: Arc::new(AtomicBool::new(false)),
+            defaults: Arc::default(),
+        };
 
         let config = watcher::Config::default();
-        let classes_run =
-            drive(watcher(Api::<BucketClass>::all(client.clone()), config.clone()), classes_writer, "BucketClass");
-        let contents_run =
-            drive(watcher(Api::<BucketContent>::all(client.clone()), config.clone()), contents_writer, "BucketContent");
-        let namespaces_run =
-            drive(watcher(Api::<NamespaceMeta>::all(client.clone()), config.clone()), namespaces_writer, "Namespace");
-        let buckets_run = drive(watcher(Api::<BucketMeta>::all(client), config), buckets_writer, "Bucket");
+        let defaults = catalog.defaults.clone();
+        let classes_run = drive(
+            watcher(Api::<BucketClass>::all(client.clone()), config.clone()),
+            classes_writer,
+            "BucketClass",
+            move || defaults.changed(),
+        );
+        let contents_run = drive(
+            watcher(Api::<BucketContent>::all(client.clone()), config.clone()),
+            contents_writer,
+            "BucketContent",
+            || {},
+        );
+        let namespaces_run = drive(
+            watcher(Api::<NamespaceMeta>::all(client.clone()), config.clone()),
+            namespaces_writer,
+            "Namespace",
+            || {},
+        );
+        let buckets_run = drive(watcher(Api::<BucketMeta>::all(client), config), buckets_writer, "Bucket", || {});
         let ready = {
             let catalog = catalog.clone();
             async move {
@@ -169,6 +204,28 @@ impl Catalog {
         let mut classes = self.classes.state_filter(keep);
         // Stable order, so that messages listing classes do not change between calls.
         classes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        classes
+    }
+
+    /// The classes marked `isDefaultBucketClass`, by name.
+    pub fn default_classes(&self) -> Vec<Arc<BucketClass>> {
+        let version = self.defaults.version.load(Ordering::Acquire);
+        let fresh = |found: &Option<(u64, Vec<Arc<BucketClass>>)>| match found {
+            Some((at, classes)) if *at == version => Some(classes.clone()),
+            _ => None,
+        };
+        // A poisoned lock only means a reader panicked; the cached list is still whole.
+        if let Some(classes) = fresh(&self.defaults.found.read().unwrap_or_else(|e| e.into_inner())) {
+            return classes;
+        }
+        let mut found = self.defaults.found.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(classes) = fresh(&found) {
+            return classes;
+        }
+        // Read after `version`: a change applied since then raised it, so the list found
+        // here is looked for again on the next call.
+        let classes = self.classes_where(|c| c.spec.is_default_bucket_class);
+        *found = Some((version, classes.clone()));
         classes
     }
 
@@ -212,7 +269,9 @@ where
     writer.as_reader()
 }
 
-async fn drive<K, S>(stream: S, writer: Writer<K>, kind: &'static str)
+/// Keeps `writer`'s store up to date from `stream`, calling `changed` after each change
+/// has been applied to the store.
+async fn drive<K, S>(stream: S, writer: Writer<K>, kind: &'static str, changed: impl Fn() + Send)
 where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -223,12 +282,48 @@ where
         // Admission never reads managedFields; dropping them keeps the cache small.
         .modify(|object: &mut K| object.meta_mut().managed_fields = None)
         .reflect(writer)
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                tracing::warn!(kind, %error, "catalog watch failed; retrying with backoff");
+        .for_each(|event| {
+            match event {
+                Ok(_) => changed(),
+                Err(error) => tracing::warn!(kind, %error, "catalog watch failed; retrying with backoff"),
             }
+            async {}
         })
         .await;
+}
+
+/// Catalog objects sorted by kind as documents arrive.
+#[derive(Default)]
+struct Sorted {
+    classes: Vec<BucketClass>,
+    contents: Vec<BucketContent>,
+    namespaces: Vec<Namespace>,
+    buckets: Vec<Bucket>,
+}
+
+impl Sorted {
+    fn add(&mut self, path: &Path, mut doc: serde_json::Value) -> Result<(), CatalogError> {
+        if doc.is_null() {
+            return Ok(());
+        }
+        // As the watch does: nothing reads them, and they are most of a stored object.
+        if let Some(metadata) = doc.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            metadata.remove("managedFields");
+        }
+        let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        match kind.as_str() {
+            "BucketClass" => self.classes.push(typed(path, &kind, doc)?),
+            "BucketContent" => self.contents.push(typed(path, &kind, doc)?),
+            "Namespace" => self.namespaces.push(typed(path, &kind, doc)?),
+            "Bucket" => self.buckets.push(typed(path, &kind, doc)?),
+            _ => tracing::debug!(path = %path.display(), kind, "catalog skips a document of another kind"),
+        }
+        Ok(())
+    }
+
+    fn into_catalog(self) -> Catalog {
+        Catalog::with_buckets(self.classes, self.contents, self.namespaces, self.buckets)
+    }
 }
 
 fn typed<K: DeserializeOwned>(path: &Path, kind: &str, doc: serde_json::Value) -> Result<K, CatalogError> {
@@ -257,6 +352,51 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), CatalogErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn class(name: &str, default: bool) -> BucketClass {
+        crate::api::from_value(serde_json::json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass",
+            "metadata": {"name": name}, "provisioner": "p", "supportedProtocols": ["s3"], "isDefaultBucketClass": default}))
+        .unwrap()
+    }
+
+    /// The default classes are kept between calls, and found again after the watch
+    /// changes the classes.
+    #[tokio::test]
+    async fn default_classes_follow_the_watch() {
+        let (classes, writer) = reflector::store();
+        let catalog = Catalog { classes, ..Catalog::from_objects([], [], []) };
+        let (events, stream) = futures::channel::mpsc::unbounded();
+        let defaults = catalog.defaults.clone();
+        tokio::spawn(drive(stream, writer, "BucketClass", move || defaults.changed()));
+        let send = |event| events.unbounded_send(Ok(event)).unwrap();
+        let until = |want: &[&str]| {
+            let catalog = catalog.clone();
+            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            async move {
+                for _ in 0..200 {
+                    let names: Vec<String> =
+                        catalog.default_classes().iter().map(|c| c.metadata.name.clone().unwrap()).collect();
+                    if names == want {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                panic!("default classes never became {want:?}");
+            }
+        };
+        until(&[]).await;
+        send(watcher::Event::Init);
+        send(watcher::Event::InitApply(class("b", true)));
+        send(watcher::Event::InitApply(class("plain", false)));
+        send(watcher::Event::InitDone);
+        until(&["b"]).await;
+        send(watcher::Event::Apply(class("a", true)));
+        until(&["a", "b"]).await;
+        send(watcher::Event::Apply(class("b", false)));
+        until(&["a"]).await;
+        send(watcher::Event::Delete(class("a", true)));
+        until(&[]).await;
+    }
 
     #[test]
     fn loads_yaml_and_json_and_skips_other_kinds() {

@@ -110,8 +110,7 @@ pub fn default_class(protocol: Option<Protocol>, catalog: &Catalog) -> Result<St
     };
     let supports = |c: &crate::api::BucketClass| c.spec.supported_protocols.contains(&protocol);
     // The defaults first: normally one, while all classes may support the protocol.
-    let defaults: Vec<String> =
-        catalog.classes_where(|c| c.spec.is_default_bucket_class && supports(c)).iter().map(|c| names(c)).collect();
+    let defaults: Vec<String> = catalog.default_classes().iter().filter(|c| supports(c)).map(|c| names(c)).collect();
     match defaults.as_slice() {
         [one] => Ok(one.clone()),
         [] => {

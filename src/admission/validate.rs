@@ -261,11 +261,13 @@ impl Context<'_> {
         if spec.is_default_bucket_class {
             let name = class.name_any();
             for protocol in Protocol::ALL.iter().filter(|p| seen.contains(p)) {
-                let others = self.class_names(|c| {
-                    c.metadata.name.as_deref() != Some(name.as_str())
-                        && c.spec.is_default_bucket_class
-                        && c.spec.supported_protocols.contains(protocol)
-                });
+                let others: Vec<String> = (self.catalog.default_classes().iter())
+                    .filter(|c| {
+                        c.metadata.name.as_deref() != Some(name.as_str())
+                            && c.spec.supported_protocols.contains(protocol)
+                    })
+                    .map(|c| c.name_any())
+                    .collect();
                 if !others.is_empty() {
                     verdict.deny(format!(
                         "cannot be the default BucketClass for {protocol}: {} already is. Set isDefaultBucketClass: \
