@@ -291,7 +291,8 @@ fn review(args: ReviewArgs) -> anyhow::Result<()> {
     };
     let ctx = admission::Context { catalog: &catalog, config: &config, policies: &policies };
     let response = admission::review(webhook, &request, &ctx).response;
-    println!("{}", serde_json::to_string_pretty(&admission::encode(response)?)?);
+    let review: serde_json::Value = serde_json::from_slice(&admission::encode(&response)?)?;
+    println!("{}", serde_json::to_string_pretty(&review)?);
     Ok(())
 }
 

@@ -109,8 +109,8 @@ fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>
     };
     let labels =
         AdmissionLabels { webhook: webhook.as_str(), kind, operation: operation_name(&request.operation), result };
-    let reply = match admission::encode(response) {
-        Ok(review) => Json(review).into_response(),
+    let reply = match admission::encode(&response) {
+        Ok(review) => ([(header::CONTENT_TYPE, "application/json")], review).into_response(),
         Err(error) => {
             tracing::error!(%error, "cannot encode the response review");
             (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the response review: {error}\n")).into_response()

@@ -172,18 +172,48 @@ pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
     Ok(request)
 }
 
-/// The response review as the API server reads it. kube's `AdmissionResponse.patch` is a
-/// `Vec<u8>`, which serde writes as an array of numbers (kube-rs#1781); the API's JSON form
-/// of `[]byte` is a base64 string, so that is what goes on the wire.
-pub fn encode(mut response: AdmissionResponse) -> serde_json::Result<serde_json::Value> {
+/// The response review as the API server reads it, as JSON text. kube's
+/// `AdmissionResponse.patch` is a `Vec<u8>`, which serde writes as an array of numbers
+/// (kube-rs#1781); the API's JSON form of `[]byte` is a base64 string, so that is what
+/// goes on the wire. Written straight to text: this runs on every request.
+pub fn encode(response: &AdmissionResponse) -> serde_json::Result<Vec<u8>> {
     use base64::Engine;
-    // Taken out first, so that the bytes never become an array of JSON numbers.
-    let patch = response.patch.take();
-    let mut review = serde_json::to_value(response.into_review())?;
-    if let (Some(patch), Some(slot)) = (patch, review.get_mut("response")) {
-        slot["patch"] = base64::engine::general_purpose::STANDARD.encode(patch).into();
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Review<'a> {
+        api_version: &'a str,
+        kind: &'a str,
+        response: Response<'a>,
     }
-    Ok(review)
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Response<'a> {
+        uid: &'a str,
+        allowed: bool,
+        status: &'a kube::core::Status,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch_type: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
+        audit_annotations: &'a std::collections::HashMap<String, String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        warnings: Option<&'a Vec<String>>,
+    }
+    let patch = response.patch.as_ref().map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    serde_json::to_vec(&Review {
+        api_version: REVIEW_API_VERSION,
+        kind: REVIEW_KIND,
+        response: Response {
+            uid: &response.uid,
+            allowed: response.allowed,
+            status: &response.result,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            audit_annotations: &response.audit_annotations,
+            warnings: response.warnings.as_ref(),
+        },
+    })
 }
 
 /// The answer to `req` before any rule has spoken: allowed, nothing changed.
@@ -410,6 +440,27 @@ mod decode_tests {
         let bad_op = REVIEW.replace("DELETE", "SMASH");
         let err = decode(bad_op.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("request.operation"), "{err}");
+    }
+
+    /// The wire form is kube's own serialization of the review, but for the patch, which
+    /// goes as base64 text.
+    #[test]
+    fn encodes_as_kube_does_with_the_patch_in_base64() {
+        let req = decode(REVIEW.as_bytes()).unwrap();
+        let mut denied = Verdict::warning("look".into());
+        denied.forbid("no");
+        denied.audit("k".into(), "v".into());
+        let mut patched = Verdict::default();
+        patched.patch.push(patch::add(&["metadata", "labels"], serde_json::json!({"a": "b"})));
+        for response in [allow(&req), denied.into_response(&req), patched.into_response(&req)] {
+            let ours: serde_json::Value = serde_json::from_slice(&encode(&response).unwrap()).unwrap();
+            let mut kube = serde_json::to_value(response.clone().into_review()).unwrap();
+            if let Some(patch) = &response.patch {
+                use base64::Engine;
+                kube["response"]["patch"] = base64::engine::general_purpose::STANDARD.encode(patch).into();
+            }
+            assert_eq!(ours, kube);
+        }
     }
 
     #[test]
