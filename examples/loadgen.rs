@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
             .arg(scratch.path())
             .arg("--catalog")
             .arg(&catalog)
-            .env("RUST_LOG", "warn,bucketgate::cli=info"),
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into())),
     )?;
     let (mut floor, floor_addr) =
         spawn(std::process::Command::new(std::env::current_exe()?).arg("--floor").arg(scratch.path()))?;

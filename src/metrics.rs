@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
     pub webhook: &'static str,
-    pub kind: String,
+    pub kind: &'static str,
     pub operation: &'static str,
     /// allowed, denied, or error (the request could not be read).
     pub result: &'static str,

@@ -67,7 +67,7 @@ async fn validate(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesR
 fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
     let error_labels =
-        || AdmissionLabels { webhook: webhook.as_str(), kind: "unknown".into(), operation: "unknown", result: "error" };
+        || AdmissionLabels { webhook: webhook.as_str(), kind: "unknown", operation: "unknown", result: "error" };
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -103,10 +103,7 @@ fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>
         message = %response.result.message,
         "admission review answered"
     );
-    let kind = match Kind::of(&request) {
-        Some(_) => request.kind.kind.clone(),
-        None => "other".into(),
-    };
+    let kind = Kind::of(&request).map_or("other", Kind::name);
     let labels =
         AdmissionLabels { webhook: webhook.as_str(), kind, operation: operation_name(&request.operation), result };
     let reply = match admission::encode(&response) {
