@@ -161,7 +161,9 @@ pub enum ReviewError {
 }
 
 pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
-    let review: Review = from_slice(body).map_err(ReviewError::Json)?;
+    // Checked once here, so that the parser need not check each string it reads.
+    let body = std::str::from_utf8(body).map_err(|e| ReviewError::Json(format!("the body is not UTF-8: {e}")))?;
+    let review: Review = from_str(body).map_err(ReviewError::Json)?;
     if review.api_version != REVIEW_API_VERSION || review.kind != REVIEW_KIND {
         return Err(ReviewError::WrongType { api_version: review.api_version, kind: review.kind });
     }
@@ -229,9 +231,9 @@ fn allow(req: &Request) -> AdmissionResponse {
 
 /// Parses JSON the fast way; only when that fails is it parsed again, tracking the path,
 /// so that the error can name the field.
-fn from_slice<T: DeserializeOwned>(json: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(json).map_err(|error| {
-        let mut de = serde_json::Deserializer::from_slice(json);
+fn from_str<T: DeserializeOwned>(json: &str) -> Result<T, String> {
+    serde_json::from_str(json).map_err(|error| {
+        let mut de = serde_json::Deserializer::from_str(json);
         match serde_path_to_error::deserialize::<_, T>(&mut de) {
             Err(e) => crate::api::describe(e.path(), e.inner()),
             Ok(_) => error.to_string(),
@@ -396,7 +398,7 @@ fn objects<K: DeserializeOwned>(req: &Request) -> Result<Objects<K>, String> {
     let read = |object: &Option<Box<RawValue>>, which: &str| -> Result<Option<K>, String> {
         object
             .as_ref()
-            .map(|raw| from_slice::<K>(raw.get().as_bytes()))
+            .map(|raw| from_str::<K>(raw.get()))
             .transpose()
             .map_err(|e| format!("the {which} does not match the {} schema: {e}", req.kind.kind))
     };
@@ -428,6 +430,8 @@ mod decode_tests {
         );
         let err = decode(b"").unwrap_err().to_string();
         assert!(err.contains("EOF"), "{err}");
+        let err = decode(b"{\"apiVersion\": \"\xff\"}").unwrap_err().to_string();
+        assert!(err.starts_with("request body is not a valid AdmissionReview: the body is not UTF-8"), "{err}");
         let v1beta1 = REVIEW.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1");
         assert!(matches!(decode(v1beta1.as_bytes()), Err(ReviewError::WrongType { .. })));
         let no_request = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
