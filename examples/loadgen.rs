@@ -55,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
             .arg(scratch.path())
             .arg("--catalog")
             .arg(&catalog)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into())),
+            // The deployed level unless RUST_LOG says otherwise; the line that names the
+            // address is read whatever the level.
+            .env("RUST_LOG", format!("{},bucketgate::cli=info", std::env::var("RUST_LOG").unwrap_or("info".into()))),
     )?;
     let (mut floor, floor_addr) =
         spawn(std::process::Command::new(std::env::current_exe()?).arg("--floor").arg(scratch.path()))?;

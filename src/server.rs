@@ -89,20 +89,31 @@ fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>
     let admission::Reviewed { response, records } = admission::review(webhook, &request, &ctx);
     state.metrics.record_policies(&records);
     let result = if response.allowed { "allowed" } else { "denied" };
-    // Objects are not logged: they can be large, and a later kind may carry secrets.
-    tracing::info!(
-        webhook = webhook.as_str(),
-        uid = %request.uid,
-        kind = %request.kind.kind,
-        operation = operation_name(&request.operation),
-        subresource = request.sub_resource.as_deref().unwrap_or(""),
-        namespace = request.namespace.as_deref().unwrap_or(""),
-        name = %request.name,
-        dry_run = request.dry_run,
-        result,
-        message = %response.result.message,
-        "admission review answered"
-    );
+    // Refusals at info, as Gatekeeper's --log-denies does; every review at debug (the API
+    // server's audit log has them all). Objects are not logged: they can be large, and a
+    // later kind may carry secrets.
+    macro_rules! answered {
+        ($level:ident) => {
+            tracing::$level!(
+                webhook = webhook.as_str(),
+                uid = %request.uid,
+                kind = %request.kind.kind,
+                operation = operation_name(&request.operation),
+                subresource = request.sub_resource.as_deref().unwrap_or(""),
+                namespace = request.namespace.as_deref().unwrap_or(""),
+                name = %request.name,
+                dry_run = request.dry_run,
+                result,
+                message = %response.result.message,
+                "admission review answered"
+            )
+        };
+    }
+    if response.allowed {
+        answered!(debug);
+    } else {
+        answered!(info);
+    }
     let kind = Kind::of(&request).map_or("other", Kind::name);
     let labels =
         AdmissionLabels { webhook: webhook.as_str(), kind, operation: operation_name(&request.operation), result };
