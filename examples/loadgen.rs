@@ -68,11 +68,27 @@ async fn main() -> anyhow::Result<()> {
             .map(|f| std::fs::read(fixtures.join("admission-reviews").join(f)))
             .collect::<Result<_, _>>()?,
     );
-    let paths = ["/mutate?timeout=5s", "/validate?timeout=5s", "/validate?timeout=5s"];
-    println!("machine: {} cores; {connections} connections, {requests} requests after 2,000 to warm up", num_cpus());
+    let load = Load {
+        ca: certs.ca_pem.clone(),
+        connections,
+        bodies,
+        paths: ["/mutate?timeout=5s", "/validate?timeout=5s", "/validate?timeout=5s"],
+    };
+    println!(
+        "machine: {} cores; {connections} connections, {requests} requests to each server in {ROUNDS} alternating rounds, after 2,000 to warm up",
+        num_cpus()
+    );
     let started_memory = memory(bucketgate.id());
-    let floor_run = run(floor_addr, &certs.ca_pem, connections, requests, &bodies, &paths).await;
-    let gate_run = run(gate_addr, &certs.ca_pem, connections, requests, &bodies, &paths).await;
+    // Alternating rounds, so that a slow spell of a shared machine falls on both servers.
+    let (mut floor_rounds, mut gate_rounds) = (Vec::new(), Vec::new());
+    load.send(floor_addr, 2_000).await;
+    load.send(gate_addr, 2_000).await;
+    for _ in 0..ROUNDS {
+        floor_rounds.push(load.send(floor_addr, requests / ROUNDS).await);
+        gate_rounds.push(load.send(gate_addr, requests / ROUNDS).await);
+    }
+    let ratios: Vec<f64> = gate_rounds.iter().zip(&floor_rounds).map(|(g, f)| g.rate() / f.rate()).collect();
+    let (floor_run, gate_run) = (Figures::of(floor_rounds), Figures::of(gate_rounds));
     println!("{:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}", "server", "req/s", "p50", "p90", "p99", "max", "errors");
     for (name, r) in [("floor", &floor_run), ("bucketgate", &gate_run)] {
         println!(
@@ -81,8 +97,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "bucketgate / floor: throughput {:.2}, p99 {:.2}",
+        "bucketgate / floor: throughput {:.2} (rounds {}), p99 {:.2}",
         gate_run.rate / floor_run.rate,
+        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" "),
         gate_run.p99.as_secs_f64() / floor_run.p99.as_secs_f64()
     );
     let (peak, now) = memory(bucketgate.id());
@@ -108,6 +125,10 @@ fn num_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+const ROUNDS: usize = 5;
+
+/// The figures of one server over all rounds: the median round's rate, and latency
+/// percentiles over every request.
 struct Figures {
     rate: f64,
     p50: Duration,
@@ -117,81 +138,91 @@ struct Figures {
     errors: usize,
 }
 
-async fn run(
-    addr: SocketAddr,
-    ca: &str,
-    connections: usize,
-    requests: usize,
-    bodies: &Arc<Vec<Vec<u8>>>,
-    paths: &[&'static str; 3],
-) -> Figures {
-    let _ = load(addr, ca, connections, 2_000, bodies, paths).await;
-    let started = Instant::now();
-    let (mut latencies, errors) = load(addr, ca, connections, requests, bodies, paths).await;
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Figures {
-        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: at(0.50),
-        p90: at(0.90),
-        p99: at(0.99),
-        max: latencies.last().copied().unwrap_or_default(),
-        errors,
+impl Figures {
+    fn of(rounds: Vec<Round>) -> Figures {
+        let mut rates: Vec<f64> = rounds.iter().map(Round::rate).collect();
+        rates.sort_by(f64::total_cmp);
+        let errors = rounds.iter().map(|r| r.errors).sum();
+        let mut latencies: Vec<Duration> = rounds.into_iter().flat_map(|r| r.latencies).collect();
+        latencies.sort();
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        Figures {
+            rate: rates.get(rates.len() / 2).copied().unwrap_or_default(),
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: latencies.last().copied().unwrap_or_default(),
+            errors,
+        }
     }
 }
 
-/// `requests` requests over `connections` keep-alive connections, one client each.
-async fn load(
-    addr: SocketAddr,
-    ca: &str,
+struct Round {
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+impl Round {
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// What every round sends: the reviews in turn, over a fixed number of connections.
+struct Load {
+    ca: String,
     connections: usize,
-    requests: usize,
-    bodies: &Arc<Vec<Vec<u8>>>,
-    paths: &[&'static str; 3],
-) -> (Vec<Duration>, usize) {
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let client = client(ca);
-        let bodies = bodies.clone();
-        let paths = *paths;
-        let share = requests / connections + usize::from(c < requests % connections);
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(share);
-            let mut errors = 0;
-            for i in 0..share {
-                let which = (c + i) % bodies.len();
-                let started = Instant::now();
-                let response = client
-                    .post(format!("https://localhost:{}{}", addr.port(), paths[which]))
-                    .header("content-type", "application/json")
-                    .body(bodies[which].clone())
-                    .send()
-                    .await;
-                match response {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        latencies.push(started.elapsed());
+    bodies: Arc<Vec<Vec<u8>>>,
+    paths: [&'static str; 3],
+}
+
+impl Load {
+    /// `requests` requests over `connections` keep-alive connections, one client each.
+    async fn send(&self, addr: SocketAddr, requests: usize) -> Round {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..self.connections {
+            let client = client(&self.ca);
+            let (bodies, paths) = (self.bodies.clone(), self.paths);
+            let share = requests / self.connections + usize::from(c < requests % self.connections);
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(share);
+                let mut errors = 0;
+                for i in 0..share {
+                    let which = (c + i) % bodies.len();
+                    let started = Instant::now();
+                    let response = client
+                        .post(format!("https://localhost:{}{}", addr.port(), paths[which]))
+                        .header("content-type", "application/json")
+                        .body(bodies[which].clone())
+                        .send()
+                        .await;
+                    match response {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            latencies.push(started.elapsed());
+                        }
+                        _ => errors += 1,
                     }
-                    _ => errors += 1,
                 }
-            }
-            (latencies, errors)
-        }));
+                (latencies, errors)
+            }));
+        }
+        let mut round = Round { latencies: Vec::with_capacity(requests), errors: 0, elapsed: Duration::ZERO };
+        for task in tasks {
+            let (latencies, errors) = task.await.unwrap_or_default();
+            round.latencies.extend(latencies);
+            round.errors += errors;
+        }
+        round.elapsed = started.elapsed();
+        round
     }
-    let mut all = Vec::with_capacity(requests);
-    let mut errors = 0;
-    for task in tasks {
-        let (latencies, e) = task.await.unwrap_or_default();
-        all.extend(latencies);
-        errors += e;
-    }
-    (all, errors)
 }
 
 fn client(ca: &str) -> reqwest::Client {
