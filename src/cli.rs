@@ -353,7 +353,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let policies = PolicyStore::new(policy_dirs);
     let load = policies.state();
     for error in &load.errors {
-        tracing::error!(file = %error.file.display(), line = error.line, message = %error.message, "policy not loaded");
+        tracing::error!(file = %error.file.display(), line = error.line, problem = %error.message, "policy not loaded");
     }
     tracing::info!(policies = ?policies.current().names(), loaded = load.loaded, "policies");
 

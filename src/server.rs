@@ -104,7 +104,8 @@ fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>
                 name = %request.name,
                 dry_run = request.dry_run,
                 result,
-                message = %response.result.message,
+                // Not `message`: that is the name of the line's own text.
+                response_message = %response.result.message,
                 "admission review answered"
             )
         };

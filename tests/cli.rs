@@ -20,6 +20,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_bucketgate");
 /// Starts `bucketgate serve` on a free loopback port and returns it with that port, read
 /// from its JSON log.
 async fn spawn_serve(args: &[&str]) -> (Child, u16) {
+    let (child, port, _) = spawn_serve_logged(args).await;
+    (child, port)
+}
+
+/// [`spawn_serve`], with the log lines after the one that names the port, as they come.
+async fn spawn_serve_logged(args: &[&str]) -> (Child, u16, Arc<std::sync::Mutex<Vec<Value>>>) {
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -43,8 +49,28 @@ async fn spawn_serve(args: &[&str]) -> (Child, u16) {
     .await
     .expect("bucketgate listens within 20s");
     // Keep draining the log so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, port)
+    let logged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = logged.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep.lock().unwrap().push(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+        }
+    });
+    (child, port, logged)
+}
+
+/// Sends one review over a new connection and returns the raw HTTP response.
+async fn post(ca_pem: &str, port: u16, path: &str, body: &Value) -> String {
+    let body = body.to_string();
+    let mut stream = tls_stream(ca_pem, port).await;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
 }
 
 async fn tls_stream(ca_pem: &str, port: u16) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
@@ -121,6 +147,37 @@ async fn sigterm_lets_the_request_in_flight_finish() {
 
     let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+/// At the default level a refused review is logged with its reason and an admitted one is
+/// not; every line is out by the time the process has exited.
+#[tokio::test]
+async fn refusals_are_logged_and_the_log_is_whole_at_exit() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = tls::generate(&["localhost".into()], &[], 1).unwrap();
+    certs.write(certs_dir.path()).unwrap();
+    let catalog = fixtures_dir().join("catalog");
+    let args = ["--cert-dir", certs_dir.path().to_str().unwrap(), "--catalog", catalog.to_str().unwrap()];
+    let (mut child, port, logged) = spawn_serve_logged(&[&args[..], &["--provisioner", SERVED]].concat()).await;
+    let denied = fixture("016");
+    assert!(post(&certs.ca_pem, port, "/validate?timeout=5s", &denied).await.contains("\"allowed\":false"));
+    assert!(post(&certs.ca_pem, port, "/validate?timeout=5s", &fixture("014")).await.contains("\"allowed\":true"));
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    // The pipe is read by another task: give it the last lines.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logged = logged.lock().unwrap();
+    let answered: Vec<&Value> =
+        logged.iter().filter(|l| l["fields"]["message"] == "admission review answered").collect();
+    assert_eq!(answered.len(), 1, "{logged:#?}");
+    assert_eq!(answered[0]["level"], "INFO");
+    assert_eq!(answered[0]["fields"]["result"], "denied");
+    assert_eq!(answered[0]["fields"]["uid"], denied["request"]["uid"]);
+    let why = answered[0]["fields"]["response_message"].as_str().unwrap();
+    assert!(why.contains("parameters are immutable"), "{why}");
+    assert_eq!(logged.last().unwrap()["fields"]["message"], "server stopped", "{logged:#?}");
 }
 
 /// The README's run command: development certificates are created, and with no cluster the

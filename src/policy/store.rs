@@ -107,7 +107,7 @@ impl PolicyStore {
             }
             Reload::Failed(errors) => {
                 for error in &errors {
-                    tracing::error!(file = %error.file.display(), line = error.line, message = %error.message, "policy not loaded; the previous policies stay in force");
+                    tracing::error!(file = %error.file.display(), line = error.line, problem = %error.message, "policy not loaded; the previous policies stay in force");
                 }
                 metrics.policy_reloads.get_or_create(&ResultLabel { result: "error" }).inc();
             }
