@@ -279,16 +279,16 @@ struct Touched(BTreeMap<String, Option<std::collections::BTreeSet<String>>>);
 impl Touched {
     /// Records the part `path` changes and, when it is new, copies its value from
     /// `object` into `before` at the same place, if `object` has it. Called before the
-    /// mutation runs, so what is copied is still as the request had it.
+    /// mutation runs: a part no mutation has touched yet is still as the request had it.
     fn copy_new(&mut self, path: &[String], object: &Map<String, Value>, before: &mut Map<String, Value>) {
         let Some((top, rest)) = path.split_first() else { return };
-        let original = object.get(top);
-        match (self.0.get_mut(top), rest.first(), original) {
+        let current = object.get(top);
+        match (self.0.get_mut(top), rest.first(), current) {
             (Some(None), _, _) => {}
             (Some(Some(below)), Some(second), _) => {
                 if below.insert(second.clone())
                     && let (Some(found), Some(Value::Object(copy))) =
-                        (original.and_then(|v| v.get(second)), before.get_mut(top))
+                        (current.and_then(|v| v.get(second)), before.get_mut(top))
                 {
                     copy.insert(second.clone(), found.clone());
                 }
@@ -296,7 +296,7 @@ impl Touched {
             // From some members to the whole: the member as it is now, with the members
             // changed so far put back as they were.
             (Some(Some(below)), None, _) => {
-                let mut whole = original.and_then(Value::as_object).cloned().unwrap_or_default();
+                let mut whole = current.and_then(Value::as_object).cloned().unwrap_or_default();
                 let copied = before.get(top).and_then(Value::as_object);
                 for name in below.iter() {
                     match copied.and_then(|c| c.get(name)) {
@@ -312,8 +312,8 @@ impl Touched {
                 before.insert(top.clone(), Value::Object(copy));
                 self.0.insert(top.clone(), Some([second.clone()].into()));
             }
-            (None, _, original) => {
-                if let Some(value) = original {
+            (None, _, current) => {
+                if let Some(value) = current {
                     before.insert(top.clone(), value.clone());
                 }
                 self.0.insert(top.clone(), None);
