@@ -59,20 +59,6 @@ async fn spawn_serve_logged(args: &[&str]) -> (Child, u16, Arc<std::sync::Mutex<
     (child, port, logged)
 }
 
-/// Sends one review over a new connection and returns the raw HTTP response.
-async fn post(ca_pem: &str, port: u16, path: &str, body: &Value) -> String {
-    let body = body.to_string();
-    let mut stream = tls_stream(ca_pem, port).await;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await.unwrap().unwrap();
-    String::from_utf8_lossy(&reply).into_owned()
-}
-
 async fn tls_stream(ca_pem: &str, port: u16) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
@@ -159,9 +145,14 @@ async fn refusals_are_logged_and_the_log_is_whole_at_exit() {
     let catalog = fixtures_dir().join("catalog");
     let args = ["--cert-dir", certs_dir.path().to_str().unwrap(), "--catalog", catalog.to_str().unwrap()];
     let (mut child, port, logged) = spawn_serve_logged(&[&args[..], &["--provisioner", SERVED]].concat()).await;
+    let client = client(&[&certs.ca_pem], &[&rustls::version::TLS13]);
+    let validate = |body: &Value| {
+        let request = client.post(format!("https://localhost:{port}/validate?timeout=5s")).json(body).send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap()["response"]["allowed"].clone() }
+    };
     let denied = fixture("016");
-    assert!(post(&certs.ca_pem, port, "/validate?timeout=5s", &denied).await.contains("\"allowed\":false"));
-    assert!(post(&certs.ca_pem, port, "/validate?timeout=5s", &fixture("014")).await.contains("\"allowed\":true"));
+    assert_eq!(validate(&denied).await, false);
+    assert_eq!(validate(&fixture("014")).await, true);
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
@@ -200,49 +191,35 @@ async fn serve_dev_runs_without_a_cluster() {
     drop(child);
 }
 
+/// `bucketgate review FILE [ARGS] --catalog <the fixture catalog>`.
+async fn run_review(file: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let catalog = fixtures_dir().join("catalog");
+    Command::new(BIN).arg("review").arg(file).args(args).arg("--catalog").arg(catalog).output().await.unwrap()
+}
+
 #[tokio::test]
 async fn review_answers_a_file_offline() {
     let file = fixtures_dir().join("admission-reviews/016-validate-BucketClass-UPDATE.json");
-    let output = Command::new(BIN)
-        .args(["review", file.to_str().unwrap(), "--catalog"])
-        .arg(fixtures_dir().join("catalog"))
-        .output()
-        .await
-        .unwrap();
+    let output = run_review(&file, &[]).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let review: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(review["response"]["allowed"], false);
     assert!(review["response"]["status"]["message"].as_str().unwrap().contains("parameters are immutable"));
 
     let mutate = fixtures_dir().join("admission-reviews/009-mutate-Bucket-CREATE.json");
-    let output = Command::new(BIN)
-        .args(["review", mutate.to_str().unwrap(), "--catalog"])
-        .arg(fixtures_dir().join("catalog"))
-        .output()
-        .await
-        .unwrap();
+    let output = run_review(&mutate, &[]).await;
     let review: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(review["response"]["patch"].is_string(), "the patch is base64, as the API server reads it");
 
     let scratch = tempfile::tempdir().unwrap();
     let copy = scratch.path().join("request.json");
     std::fs::copy(&file, &copy).unwrap();
-    let output = Command::new(BIN)
-        .args(["review", copy.to_str().unwrap(), "--catalog"])
-        .arg(fixtures_dir().join("catalog"))
-        .output()
-        .await
-        .unwrap();
+    let output = run_review(&copy, &[]).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("pass --webhook mutate or --webhook validate"));
 
     std::fs::write(&copy, "not json").unwrap();
-    let output = Command::new(BIN)
-        .args(["review", copy.to_str().unwrap(), "--webhook", "validate", "--catalog"])
-        .arg(fixtures_dir().join("catalog"))
-        .output()
-        .await
-        .unwrap();
+    let output = run_review(&copy, &["--webhook", "validate"]).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a valid AdmissionReview"));
 }
