@@ -381,10 +381,13 @@ impl Request {
         object.metadata.generate_name
     }
 
-    /// The new and old objects as JSON values, for the policies.
-    pub fn json_objects(&self) -> serde_json::Result<(Option<serde_json::Value>, Option<serde_json::Value>)> {
+    /// The new object and, when `with_old`, the old one as JSON values, for the policies.
+    pub fn json_objects(
+        &self,
+        with_old: bool,
+    ) -> serde_json::Result<(Option<serde_json::Value>, Option<serde_json::Value>)> {
         let json = |raw: &Option<Box<RawValue>>| raw.as_ref().map(|r| serde_json::from_str(r.get())).transpose();
-        Ok((json(&self.object)?, json(&self.old_object)?))
+        Ok((json(&self.object)?, if with_old { json(&self.old_object)? } else { None }))
     }
 }
 

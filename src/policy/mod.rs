@@ -218,7 +218,8 @@ pub fn apply(
     if matching.is_empty() {
         return Vec::new();
     }
-    let (mut object, old) = match req.json_objects() {
+    // Mutations never read the old object; only validating policies get it.
+    let (mut object, old) = match req.json_objects(webhook == Webhook::Validate) {
         Ok(objects) => objects,
         Err(error) => {
             verdict.deny(format!("the request's objects cannot be read for the policies: {error}"));
