@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod crds;
 pub mod driver;
+pub mod logs;
 pub mod metrics;
 pub mod naming;
 pub mod policy;

@@ -6,13 +6,14 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Log lines are written by a thread of their own, as many per write as are waiting:
-    // a write to stderr per admission review cost the webhook a fifth of its throughput.
-    // Not lossy: should the queue fill, callers wait rather than lines being dropped.
-    let (writer, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("bucketgate-logs")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    // Log lines are written in batches by a thread of their own (see logs.rs for why).
+    let (writer, flush) = match bucketgate::logs::batched(std::io::stderr()) {
+        Ok(logs) => logs,
+        Err(error) => {
+            eprintln!("error: cannot start the log writer thread: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match cli.log_format {

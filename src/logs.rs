@@ -1,0 +1,219 @@
+//! Log lines gathered in memory and written to stderr by a thread of their own, a batch at
+//! a time.
+//!
+//! A refused review is logged at info. Handing each line to a writer thread as it is
+//! made (tracing-appender's non-blocking writer) cost a wake-up of that thread and a write
+//! to stderr per line, and each write woke whatever reads the log: under load, a tenth of
+//! the webhook's CPU. Here a line is appended to a buffer under a lock, and the thread
+//! writes what has gathered every [`INTERVAL`], or at once when a batch is large.
+//! Nothing is dropped: a caller waits when the thread has fallen far behind, and
+//! [`Flush`] writes the rest when it is dropped at exit.
+
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long a line may wait in memory before it is written.
+pub const INTERVAL: Duration = Duration::from_millis(50);
+/// A batch this large is written at once rather than at the next interval.
+const BATCH: usize = 64 * 1024;
+/// Beyond this, callers wait for the writer thread (stderr is not being read, say).
+const LIMIT: usize = 16 * 1024 * 1024;
+
+#[derive(Default)]
+struct Queue {
+    lines: Vec<u8>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signalled when a batch is large, and at close.
+    ready: Condvar,
+    /// Signalled when the writer has taken a batch.
+    taken: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding the lock leaves only bytes behind; they are still worth writing.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The writer side: a `MakeWriter` for tracing-subscriber. Each event is formatted into
+/// its own buffer and appended whole, so lines never interleave.
+#[derive(Clone)]
+pub struct Batched {
+    shared: Arc<Shared>,
+}
+
+/// Writes what is left and stops the writer thread when dropped.
+pub struct Flush {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A batching writer onto `out`, and the guard that flushes it.
+pub fn batched(out: impl Write + Send + 'static) -> std::io::Result<(Batched, Flush)> {
+    let shared = Arc::new(Shared::default());
+    let thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new().name("bucketgate-logs".into()).spawn(move || write_batches(&shared, out))?
+    };
+    Ok((Batched { shared: shared.clone() }, Flush { shared, thread: Some(thread) }))
+}
+
+fn write_batches(shared: &Shared, mut out: impl Write) {
+    let mut batch = Vec::new();
+    loop {
+        let closed = {
+            let mut queue = shared.lock();
+            while queue.lines.is_empty() && !queue.closed {
+                queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+            }
+            // Let more lines gather, unless a large batch or the close is waiting.
+            if !queue.closed && queue.lines.len() < BATCH {
+                queue = shared.ready.wait_timeout(queue, INTERVAL).map_or_else(|p| p.into_inner().0, |(q, _)| q);
+            }
+            std::mem::swap(&mut batch, &mut queue.lines);
+            queue.closed
+        };
+        shared.taken.notify_all();
+        // Nowhere to report a failed write to stderr; the lines are lost either way.
+        let _ = out.write_all(&batch).and_then(|()| out.flush());
+        batch.clear();
+        if closed && shared.lock().lines.is_empty() {
+            return;
+        }
+    }
+}
+
+impl Batched {
+    fn append(&self, line: &[u8]) {
+        let mut queue = self.shared.lock();
+        while queue.lines.len() >= LIMIT && !queue.closed {
+            self.shared.ready.notify_one();
+            queue = self.shared.taken.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+        let before = queue.lines.len();
+        queue.lines.extend_from_slice(line);
+        // The writer waits for the first line of a batch, then for the interval or a full batch.
+        if before == 0 || (before < BATCH && queue.lines.len() >= BATCH) {
+            self.shared.ready.notify_one();
+        }
+    }
+}
+
+/// One event's text, appended to the queue whole when the event is done.
+pub struct Line {
+    to: Batched,
+    text: Vec<u8>,
+}
+
+impl Write for Line {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.text.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if !self.text.is_empty() {
+            self.to.append(&self.text);
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Batched {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line { to: self.clone(), text: Vec::with_capacity(512) }
+    }
+}
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_one();
+        self.shared.taken.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Write` whose bytes the test can read.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn line(writer: &Batched, text: &str) {
+        use tracing_subscriber::fmt::MakeWriter;
+        let mut line = writer.make_writer();
+        // Written in pieces, as a formatter does.
+        for piece in text.as_bytes().chunks(3) {
+            line.write_all(piece).unwrap();
+        }
+    }
+
+    #[test]
+    fn lines_are_written_within_the_interval_and_all_of_them_at_exit() {
+        let sink = Sink::default();
+        let (writer, flush) = batched(sink.clone()).unwrap();
+        line(&writer, "first\n");
+        let deadline = std::time::Instant::now() + INTERVAL * 20;
+        while sink.0.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "a line waited more than 20 intervals");
+            std::thread::sleep(INTERVAL / 5);
+        }
+        assert_eq!(*sink.0.lock().unwrap(), b"first\n");
+
+        // From several threads at once, each line whole, none lost, the last ones by the flush.
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5_000 {
+                        line(&writer, &format!("thread {t} line {i}\n"));
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        line(&writer, "last\n");
+        drop(flush);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1 + 4 * 5_000 + 1);
+        assert_eq!(lines.last(), Some(&"last"));
+        for t in 0..4 {
+            let mine: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with(&format!("thread {t} "))).collect();
+            assert_eq!(mine.len(), 5_000);
+            assert!(
+                mine.iter().enumerate().all(|(i, l)| *l == format!("thread {t} line {i}")),
+                "thread {t} out of order"
+            );
+        }
+    }
+}
