@@ -4,6 +4,7 @@
 //! [`review`] is a pure function from the request, the catalog and the configuration to
 //! the response. Mutation rules live in [`mutate`], validation rules in [`validate`].
 
+mod lean;
 pub mod mutate;
 mod patch;
 pub mod validate;
@@ -397,11 +398,14 @@ struct Objects<K> {
     old: Option<K>,
 }
 
-fn objects<K: DeserializeOwned>(req: &Request) -> Result<Objects<K>, String> {
+fn objects<K>(req: &Request) -> Result<Objects<K>, String>
+where
+    lean::Lean<K>: DeserializeOwned,
+{
     let read = |object: &Option<Box<RawValue>>, which: &str| -> Result<Option<K>, String> {
         object
             .as_ref()
-            .map(|raw| from_str::<K>(raw.get()))
+            .map(|raw| from_str::<lean::Lean<K>>(raw.get()).map(|lean::Lean(object)| object))
             .transpose()
             .map_err(|e| format!("the {which} does not match the {} schema: {e}", req.kind.kind))
     };

@@ -1,0 +1,146 @@
+//! How the built-in rules read a request's objects: as their kube types, but with
+//! `metadata.managedFields` and `metadata.annotations` skipped, not built.
+//!
+//! No rule reads either, and they were most of an object's parse: each managedFields entry
+//! becomes a tree of JSON values, and kubectl's last-applied-configuration annotation is
+//! the whole object again as an escaped string. A skipped member is only scanned. The API
+//! server checks both itself, and policies still see them: they read the request's JSON.
+//!
+//! The mirrors below use serde's remote derive, so the fields they list must match the
+//! types they mirror; the compiler checks that.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, OwnerReference, Time};
+use serde::{Deserialize, Deserializer};
+
+use crate::api::{
+    Bucket, BucketClass, BucketClassSpec, BucketContent, BucketContentSpec, BucketContentStatus, BucketSpec,
+    BucketStatus,
+};
+
+/// An object of kind `K`, read for the rules.
+pub struct Lean<K>(pub K);
+
+#[derive(Deserialize)]
+#[serde(remote = "ObjectMeta", rename_all = "camelCase")]
+struct Meta {
+    #[serde(skip)]
+    annotations: Option<BTreeMap<String, String>>,
+    creation_timestamp: Option<Time>,
+    deletion_grace_period_seconds: Option<i64>,
+    deletion_timestamp: Option<Time>,
+    finalizers: Option<Vec<String>>,
+    generate_name: Option<String>,
+    generation: Option<i64>,
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(skip)]
+    managed_fields: Option<Vec<ManagedFieldsEntry>>,
+    name: Option<String>,
+    namespace: Option<String>,
+    owner_references: Option<Vec<OwnerReference>>,
+    resource_version: Option<String>,
+    self_link: Option<String>,
+    uid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "Bucket")]
+struct BucketDef {
+    #[serde(with = "Meta")]
+    metadata: ObjectMeta,
+    spec: BucketSpec,
+    status: Option<BucketStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "BucketClass")]
+struct BucketClassDef {
+    #[serde(with = "Meta")]
+    metadata: ObjectMeta,
+    #[serde(flatten)]
+    spec: BucketClassSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "BucketContent")]
+struct BucketContentDef {
+    #[serde(with = "Meta")]
+    metadata: ObjectMeta,
+    spec: BucketContentSpec,
+    status: Option<BucketContentStatus>,
+}
+
+macro_rules! lean {
+    ($kind:ty, $def:ty) => {
+        impl<'de> Deserialize<'de> for Lean<$kind> {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                <$def>::deserialize(deserializer).map(Lean)
+            }
+        }
+    };
+}
+
+lean!(Bucket, BucketDef);
+lean!(BucketClass, BucketClassDef);
+lean!(BucketContent, BucketContentDef);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+    use serde_json::{Value, json};
+
+    /// What the kube type reads, less the two skipped members.
+    fn same_as_kube<K: DeserializeOwned + serde::Serialize>(object: Value)
+    where
+        Lean<K>: DeserializeOwned,
+    {
+        let Lean(lean) = serde_json::from_value::<Lean<K>>(object.clone()).unwrap();
+        let mut expected = object;
+        let metadata = expected["metadata"].as_object_mut().unwrap();
+        metadata.remove("managedFields");
+        metadata.remove("annotations");
+        let kube = serde_json::from_value::<K>(expected.clone()).unwrap();
+        // Compared as JSON: the root types have no PartialEq. Every member made it through.
+        assert_eq!(serde_json::to_value(&lean).unwrap(), serde_json::to_value(&kube).unwrap());
+        assert_eq!(serde_json::to_value(&lean).unwrap(), expected);
+    }
+
+    fn metadata() -> Value {
+        json!({
+            "name": "photos", "namespace": "team-a", "uid": "u-1", "generateName": "photos-",
+            "resourceVersion": "7", "generation": 2, "creationTimestamp": "2026-11-21T10:00:00Z",
+            "deletionTimestamp": "2026-11-21T11:00:00Z", "deletionGracePeriodSeconds": 0,
+            "labels": {"app": "web"}, "finalizers": ["cosi.io/finalizer"],
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "u-2"}],
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"kind\":\"Bucket\"}"},
+            "managedFields": [{"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:protocol": {}}}}]
+        })
+    }
+
+    #[test]
+    fn every_kind_reads_as_its_kube_type_without_the_skipped_members() {
+        same_as_kube::<Bucket>(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket", "metadata": metadata(),
+            "spec": {"protocol": "s3", "bucketClassName": "c"}, "status": {"phase": "Bound"}}));
+        same_as_kube::<BucketClass>(
+            json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass", "metadata": metadata(),
+            "provisioner": "p", "isDefaultBucketClass": true, "supportedProtocols": ["s3"], "parameters": {"a": "b"}}),
+        );
+        same_as_kube::<BucketContent>(
+            json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent", "metadata": metadata(),
+            "spec": {"provisioner": "p", "protocol": {"type": "s3"}}, "status": {"phase": "Bound"}}),
+        );
+    }
+
+    #[test]
+    fn skipped_members_are_not_judged_and_the_rest_still_is() {
+        let mut object = json!({"metadata": metadata(), "spec": {}});
+        object["metadata"]["managedFields"] = json!("not a list");
+        object["metadata"]["annotations"] = json!(7);
+        assert!(serde_json::from_value::<Lean<Bucket>>(object.clone()).is_ok());
+        object["metadata"]["labels"] = json!(["not", "a", "map"]);
+        assert!(serde_json::from_value::<Lean<Bucket>>(object).is_err());
+    }
+}
