@@ -96,16 +96,18 @@ fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>
         ($level:ident) => {
             tracing::$level!(
                 webhook = webhook.as_str(),
-                uid = %request.uid,
-                kind = %request.kind.kind,
+                // As &str, not `%`: a Display field is formatted into a String of its own
+                // before the JSON formatter escapes it.
+                uid = request.uid.as_str(),
+                kind = request.kind.kind.as_str(),
                 operation = operation_name(&request.operation),
                 subresource = request.sub_resource.as_deref().unwrap_or(""),
                 namespace = request.namespace.as_deref().unwrap_or(""),
-                name = %request.name,
+                name = request.name.as_str(),
                 dry_run = request.dry_run,
                 result,
                 // Not `message`: that is the name of the line's own text.
-                response_message = %response.result.message,
+                response_message = response.result.message.as_str(),
                 "admission review answered"
             )
         };
