@@ -4,6 +4,7 @@
 //! [`review`] is a pure function from the request, the catalog and the configuration to
 //! the response. Mutation rules live in [`mutate`], validation rules in [`validate`].
 
+mod held;
 mod lean;
 pub mod mutate;
 mod patch;
@@ -28,31 +29,62 @@ use crate::api::{GROUP, VERSION};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::policy::{PolicySet, Record};
+use held::Held;
 
-/// One admission request, as much of it as the rules read. The objects stay raw JSON:
-/// the rules parse them straight into their Rust types, and only policies, when one
-/// matches, need them as `serde_json::Value`. (kube's `AdmissionRequest<DynamicObject>`
-/// parses each object into `ObjectMeta` plus a flattened map, which the rules would then
-/// have to serialize again; that was half the cost of a decision.)
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One admission request, as much of it as the rules read. The objects are parsed
+/// straight into their Rust types (see [`held`]), and only policies, when one matches, need
+/// them as `serde_json::Value`. (kube's `AdmissionRequest<DynamicObject>` parses each object
+/// into `ObjectMeta` plus a flattened map, which the rules would then have to serialize
+/// again; that was half the cost of a decision.)
+#[derive(Debug)]
 pub struct Request {
     pub uid: String,
     pub kind: GroupVersionKind,
-    #[serde(default)]
     pub sub_resource: Option<String>,
-    #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub namespace: Option<String>,
     pub operation: Operation,
     pub user_info: UserInfo,
-    #[serde(default)]
-    pub object: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub old_object: Option<Box<RawValue>>,
-    #[serde(default)]
     pub dry_run: bool,
+    objects: Held,
+}
+
+/// A request read the general way: any kind, the objects kept as JSON text.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeneralRequest {
+    uid: String,
+    kind: GroupVersionKind,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    user_info: UserInfo,
+    #[serde(default)]
+    object: Option<Box<RawValue>>,
+    #[serde(default)]
+    old_object: Option<Box<RawValue>>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl From<GeneralRequest> for Request {
+    fn from(r: GeneralRequest) -> Request {
+        Request {
+            uid: r.uid,
+            kind: r.kind,
+            sub_resource: r.sub_resource,
+            name: r.name,
+            namespace: r.namespace,
+            operation: r.operation,
+            user_info: r.user_info,
+            dry_run: r.dry_run,
+            objects: Held::Raw { object: r.object, old: r.old_object },
+        }
+    }
 }
 
 /// The AdmissionReview envelope; type fields default to empty so that a missing one gets
@@ -64,7 +96,7 @@ struct Review {
     api_version: String,
     #[serde(default)]
     kind: String,
-    request: Option<Request>,
+    request: Option<GeneralRequest>,
 }
 
 const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
@@ -98,10 +130,14 @@ impl Kind {
     pub const ALL: [Kind; 3] = [Kind::Bucket, Kind::BucketClass, Kind::BucketContent];
 
     pub fn of(req: &Request) -> Option<Kind> {
-        if req.kind.group != GROUP || req.kind.version != VERSION {
+        Kind::of_gvk(&req.kind)
+    }
+
+    fn of_gvk(kind: &GroupVersionKind) -> Option<Kind> {
+        if kind.group != GROUP || kind.version != VERSION {
             return None;
         }
-        Kind::named(&req.kind.kind)
+        Kind::named(&kind.kind)
     }
 
     /// The kind called `name` (`Bucket`), as in requests and policy files.
@@ -164,6 +200,14 @@ pub enum ReviewError {
 pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
     // Checked once here, so that the parser need not check each string it reads.
     let body = std::str::from_utf8(body).map_err(|e| ReviewError::Json(format!("the body is not UTF-8: {e}")))?;
+    if let Some(request) = held::read(body) {
+        return Ok(request);
+    }
+    decode_generally(body)
+}
+
+/// Reads any AdmissionReview, keeping the objects as text, and words what is wrong with it.
+fn decode_generally(body: &str) -> Result<Request, ReviewError> {
     let review: Review = from_str(body).map_err(ReviewError::Json)?;
     if review.api_version != REVIEW_API_VERSION || review.kind != REVIEW_KIND {
         return Err(ReviewError::WrongType { api_version: review.api_version, kind: review.kind });
@@ -172,7 +216,7 @@ pub fn decode(body: &[u8]) -> Result<Request, ReviewError> {
     if request.uid.is_empty() {
         return Err(ReviewError::EmptyUid);
     }
-    Ok(request)
+    Ok(request.into())
 }
 
 /// The response review as the API server reads it, as JSON text. kube's
@@ -378,8 +422,13 @@ impl Request {
         struct Meta {
             generate_name: Option<String>,
         }
-        let object: Object = serde_json::from_str(self.object.as_ref()?.get()).ok()?;
-        object.metadata.generate_name
+        match &self.objects {
+            Held::Read { typed, .. } => typed.generate_name(),
+            Held::Raw { object, .. } => {
+                let object: Object = serde_json::from_str(object.as_ref()?.get()).ok()?;
+                object.metadata.generate_name
+            }
+        }
     }
 
     /// The new object and, when `with_old`, the old one as JSON values, for the policies.
@@ -388,17 +437,42 @@ impl Request {
         with_old: bool,
     ) -> serde_json::Result<(Option<serde_json::Value>, Option<serde_json::Value>)> {
         let json = |raw: &Option<Box<RawValue>>| raw.as_ref().map(|r| serde_json::from_str(r.get())).transpose();
-        Ok((json(&self.object)?, if with_old { json(&self.old_object)? } else { None }))
+        match &self.objects {
+            Held::Raw { object, old } => Ok((json(object)?, if with_old { json(old)? } else { None })),
+            Held::Read { body, .. } => {
+                #[derive(Deserialize)]
+                struct Review {
+                    request: Objects,
+                }
+                #[derive(Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct Objects {
+                    #[serde(default)]
+                    object: Option<serde_json::Value>,
+                    #[serde(default)]
+                    old_object: Option<Box<RawValue>>,
+                }
+                let Review { request } = serde_json::from_str(body)?;
+                Ok((request.object, if with_old { json(&request.old_object)? } else { None }))
+            }
+        }
     }
 }
 
 /// The typed new and old objects of a request, or the message that explains why not.
+#[derive(Debug, Clone)]
 struct Objects<K> {
     new: Option<K>,
     old: Option<K>,
 }
 
-fn objects<K>(req: &Request) -> Result<Objects<K>, String>
+impl<K> Default for Objects<K> {
+    fn default() -> Self {
+        Objects { new: None, old: None }
+    }
+}
+
+fn objects<K: held::Admitted>(req: &Request) -> Result<Objects<K>, String>
 where
     lean::Lean<K>: DeserializeOwned,
 {
@@ -409,7 +483,12 @@ where
             .transpose()
             .map_err(|e| format!("the {which} does not match the {} schema: {e}", req.kind.kind))
     };
-    Ok(Objects { new: read(&req.object, "object")?, old: read(&req.old_object, "old object")? })
+    match &req.objects {
+        Held::Raw { object, old } => Ok(Objects { new: read(object, "object")?, old: read(old, "old object")? }),
+        Held::Read { typed, .. } => K::held(typed)
+            .cloned()
+            .ok_or_else(|| format!("bucketgate read the objects of this {} as another kind", req.kind.kind)),
+    }
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ fn run(webhook: Webhook, req: &Request, catalog: &Catalog) -> (AdmissionResponse
     let ctx = Context { catalog, config: &config(), policies: &crate::policy::PolicySet::default() };
     let response = review(webhook, req, &ctx).response;
     let patched = response.patch.as_ref().map(|patch| {
-        let mut object = serde_json::to_value(req.object.as_ref().unwrap()).unwrap();
+        let mut object = req.json_objects(false).unwrap().0.unwrap();
         let patch: json_patch::Patch = serde_json::from_slice(patch).unwrap();
         json_patch::patch(&mut object, &patch).unwrap();
         object

@@ -688,7 +688,7 @@ mod tests {
             records.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(),
             ["pass", "error", "pass", "pass", "pass"]
         );
-        let mut object: Value = serde_json::from_str(req.object.as_ref().unwrap().get()).unwrap();
+        let mut object = req.json_objects(false).unwrap().0.unwrap();
         json_patch::patch(&mut object, &verdict.patch).unwrap();
         assert_eq!(
             object,
