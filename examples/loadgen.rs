@@ -40,8 +40,19 @@ async fn main() -> anyhow::Result<()> {
     write_catalog(&fixtures.join("catalog"), &catalog, 10_000, 1_000)?;
 
     let release = std::env::current_exe()?.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    // BUCKETGATE_WRAP runs bucketgate under another program, such as valgrind (BENCHMARKS.md).
+    let wrap: Vec<String> =
+        std::env::var("BUCKETGATE_WRAP").unwrap_or_default().split_whitespace().map(String::from).collect();
+    let mut command = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(args).arg(release.join("bucketgate"));
+            command
+        }
+        None => std::process::Command::new(release.join("bucketgate")),
+    };
     let (mut bucketgate, gate_addr) = spawn(
-        std::process::Command::new(release.join("bucketgate"))
+        command
             .args([
                 "serve",
                 "--listen",
@@ -107,7 +118,11 @@ async fn main() -> anyhow::Result<()> {
         "bucketgate RSS with 10,000 BucketContents and 1,000 BucketClasses: peak {peak}, after the load {now} (after start: peak {}, {})",
         started_memory.0, started_memory.1
     );
-    let _ = bucketgate.kill();
+    println!("bucketgate answered {} reviews in all", 2_000 + gate_run.count);
+    // SIGTERM, so that bucketgate (and a wrapper such as valgrind) exits as it would in a
+    // cluster, writing what it has to write.
+    let _ = std::process::Command::new("kill").args(["-TERM", &bucketgate.id().to_string()]).status();
+    let _ = bucketgate.wait();
     let _ = floor.kill();
     Ok(())
 }
@@ -130,6 +145,7 @@ const ROUNDS: usize = 5;
 /// The figures of one server over all rounds: the median round's rate, and latency
 /// percentiles over every request.
 struct Figures {
+    count: usize,
     rate: f64,
     p50: Duration,
     p90: Duration,
@@ -152,6 +168,7 @@ impl Figures {
                 .unwrap_or_default()
         };
         Figures {
+            count: latencies.len(),
             rate: rates.get(rates.len() / 2).copied().unwrap_or_default(),
             p50: at(0.50),
             p90: at(0.90),
