@@ -3,6 +3,8 @@
 //! [`decode`] turns an HTTP body into a request or a [`ReviewError`] (an HTTP 400);
 //! [`review`] is a pure function from the request, the catalog and the configuration to
 //! the response. Mutation rules live in [`mutate`], validation rules in [`validate`].
+//! How the objects are read for them: `held.rs` (in the same pass as the request) and
+//! `lean.rs` (without the metadata no rule reads).
 
 mod held;
 mod lean;
@@ -442,11 +444,11 @@ impl Request {
             Held::Read { body, .. } => {
                 #[derive(Deserialize)]
                 struct Review {
-                    request: Objects,
+                    request: AsJson,
                 }
                 #[derive(Deserialize)]
                 #[serde(rename_all = "camelCase")]
-                struct Objects {
+                struct AsJson {
                     #[serde(default)]
                     object: Option<serde_json::Value>,
                     #[serde(default)]
