@@ -20,9 +20,8 @@ use std::fmt;
 
 use json_patch::PatchOperation;
 use k8s_openapi::api::authentication::v1::UserInfo;
-use kube::core::admission::AdmissionResponse;
 pub use kube::core::admission::Operation;
-use kube::core::{GroupVersionKind, TypeMeta};
+use kube::core::{GroupVersionKind, Status};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -221,31 +220,45 @@ fn decode_generally(body: &str) -> Result<Request, ReviewError> {
     Ok(request.into())
 }
 
-/// The response review as the API server reads it, as JSON text. kube's
-/// `AdmissionResponse.patch` is a `Vec<u8>`, which serde writes as an array of numbers
-/// (kube-rs#1781); the API's JSON form of `[]byte` is a base64 string, so that is what
-/// goes on the wire. Written straight to text: this runs on every request.
-pub fn encode(response: &AdmissionResponse) -> serde_json::Result<Vec<u8>> {
+/// The answer to one review, as [`encode`] writes it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub uid: String,
+    pub allowed: bool,
+    /// For a refusal: the message, HTTP code and reason that the API server shows.
+    pub result: Status,
+    /// The JSONPatch to apply, as JSON text.
+    pub patch: Option<Vec<u8>>,
+    pub warnings: Option<Vec<String>>,
+    /// Recorded in the API server's audit log under the webhook's name.
+    pub audit_annotations: BTreeMap<String, String>,
+}
+
+/// The response review as the API server reads it, as JSON text: the fields and names of
+/// kube's `AdmissionReview`, but for the patch, which goes as base64 text, the API's JSON
+/// form of `[]byte` (kube writes an array of numbers: kube-rs#1781). Written straight to
+/// text: this runs on every request.
+pub fn encode(response: &Response) -> serde_json::Result<Vec<u8>> {
     use base64::Engine;
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Review<'a> {
         api_version: &'a str,
         kind: &'a str,
-        response: Response<'a>,
+        response: Wire<'a>,
     }
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
-    struct Response<'a> {
+    struct Wire<'a> {
         uid: &'a str,
         allowed: bool,
-        status: &'a kube::core::Status,
+        status: &'a Status,
         #[serde(skip_serializing_if = "Option::is_none")]
         patch: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         patch_type: Option<&'a str>,
-        #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
-        audit_annotations: &'a std::collections::HashMap<String, String>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        audit_annotations: &'a BTreeMap<String, String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         warnings: Option<&'a Vec<String>>,
     }
@@ -253,7 +266,7 @@ pub fn encode(response: &AdmissionResponse) -> serde_json::Result<Vec<u8>> {
     serde_json::to_vec(&Review {
         api_version: REVIEW_API_VERSION,
         kind: REVIEW_KIND,
-        response: Response {
+        response: Wire {
             uid: &response.uid,
             allowed: response.allowed,
             status: &response.result,
@@ -263,17 +276,6 @@ pub fn encode(response: &AdmissionResponse) -> serde_json::Result<Vec<u8>> {
             warnings: response.warnings.as_ref(),
         },
     })
-}
-
-/// The answer to `req` before any rule has spoken: allowed, nothing changed.
-fn allow(req: &Request) -> AdmissionResponse {
-    // kube builds this only from its own request type; these are the fields it copies.
-    let mut response = AdmissionResponse::invalid("");
-    response.types = TypeMeta { api_version: REVIEW_API_VERSION.into(), kind: REVIEW_KIND.into() };
-    response.uid = req.uid.clone();
-    response.allowed = true;
-    response.result = Default::default();
-    response
 }
 
 /// Parses JSON the fast way; only when that fails is it parsed again, tracking the path,
@@ -298,7 +300,7 @@ pub struct Context<'a> {
 
 /// A decision and how each policy that took part judged it.
 pub struct Reviewed {
-    pub response: AdmissionResponse,
+    pub response: Response,
     pub records: Vec<Record>,
 }
 
@@ -329,7 +331,7 @@ pub fn operation_name(operation: &Operation) -> &'static str {
     }
 }
 
-/// The outcome of the rules for one request, before it becomes an AdmissionResponse.
+/// The outcome of the rules for one request, before it becomes a [`Response`].
 #[derive(Debug, Default)]
 pub struct Verdict {
     /// What is wrong and how to fix it; any entry denies the request.
@@ -368,29 +370,33 @@ impl Verdict {
         self.errors.is_empty()
     }
 
-    fn into_response(self, req: &Request) -> AdmissionResponse {
-        let mut response = allow(req);
-        response.audit_annotations = self.audit_annotations.into_iter().collect();
-        if !self.warnings.is_empty() {
-            response.warnings = Some(self.warnings);
-        }
+    fn into_response(self, req: &Request) -> Response {
+        let mut response = Response {
+            uid: req.uid.clone(),
+            allowed: true,
+            result: Status::default(),
+            patch: None,
+            warnings: (!self.warnings.is_empty()).then_some(self.warnings),
+            audit_annotations: self.audit_annotations,
+        };
         if !self.errors.is_empty() {
-            let mut response = response.deny(format!("{}: {}", Subject(req), self.errors.join("; ")));
+            response.allowed = false;
+            response.result.message = format!("{}: {}", Subject(req), self.errors.join("; "));
             let (code, reason) = if self.forbidden { (403, "Forbidden") } else { (422, "Invalid") };
             response.result.code = code;
             response.result.reason = reason.to_string();
-            return response;
+        } else if !self.patch.is_empty() {
+            match serde_json::to_vec(&self.patch) {
+                Ok(patch) => response.patch = Some(patch),
+                // A patch of labels, finalizers and strings always serializes; should it not,
+                // refusing is safer than admitting an object without its finalizer.
+                Err(error) => {
+                    response.allowed = false;
+                    response.result.message = format!("bucketgate could not encode its patch: {error}");
+                }
+            }
         }
-        if self.patch.is_empty() {
-            return response;
-        }
-        let patch = json_patch::Patch(self.patch);
-        match response.clone().with_patch(patch) {
-            Ok(patched) => patched,
-            // A patch of labels, finalizers and strings always serializes; should it not,
-            // refusing is safer than admitting an object without its finalizer.
-            Err(error) => response.deny(format!("bucketgate could not encode its patch: {error}")),
-        }
+        response
     }
 }
 
@@ -538,15 +544,27 @@ mod decode_tests {
     /// goes as base64 text.
     #[test]
     fn encodes_as_kube_does_with_the_patch_in_base64() {
+        use kube::core::admission::AdmissionResponse;
         let req = decode(REVIEW.as_bytes()).unwrap();
         let mut denied = Verdict::warning("look".into());
         denied.forbid("no");
         denied.audit("k".into(), "v".into());
         let mut patched = Verdict::default();
         patched.patch.push(patch::add(&["metadata", "labels"], serde_json::json!({"a": "b"})));
-        for response in [allow(&req), denied.into_response(&req), patched.into_response(&req)] {
+        for response in [Verdict::default(), denied, patched].map(|v| v.into_response(&req)) {
             let ours: serde_json::Value = serde_json::from_slice(&encode(&response).unwrap()).unwrap();
-            let mut kube = serde_json::to_value(response.clone().into_review()).unwrap();
+            // kube builds its response only from its own request type; its fields are public.
+            let mut theirs = AdmissionResponse::invalid("");
+            theirs.types.api_version = REVIEW_API_VERSION.into();
+            theirs.uid = response.uid.clone();
+            theirs.allowed = response.allowed;
+            theirs.result = response.result.clone();
+            theirs.warnings = response.warnings.clone();
+            theirs.audit_annotations = response.audit_annotations.clone().into_iter().collect();
+            if let Some(patch) = &response.patch {
+                theirs = theirs.with_patch(serde_json::from_slice(patch).unwrap()).unwrap();
+            }
+            let mut kube = serde_json::to_value(theirs.into_review()).unwrap();
             if let Some(patch) = &response.patch {
                 use base64::Engine;
                 kube["response"]["patch"] = base64::engine::general_purpose::STANDARD.encode(patch).into();

@@ -68,7 +68,7 @@ fn create_bucket(namespace: &str, spec: Value) -> Request {
 }
 
 /// Runs a webhook and returns the response with the patch applied to the request object.
-fn run(webhook: Webhook, req: &Request, catalog: &Catalog) -> (AdmissionResponse, Option<Value>) {
+fn run(webhook: Webhook, req: &Request, catalog: &Catalog) -> (Response, Option<Value>) {
     let ctx = Context { catalog, config: &config(), policies: &crate::policy::PolicySet::default() };
     let response = review(webhook, req, &ctx).response;
     let patched = response.patch.as_ref().map(|patch| {
@@ -86,7 +86,7 @@ fn denial(webhook: Webhook, req: &Request, catalog: &Catalog) -> (u16, String) {
     (response.result.code, response.result.message)
 }
 
-fn allowed(webhook: Webhook, req: &Request, catalog: &Catalog) -> AdmissionResponse {
+fn allowed(webhook: Webhook, req: &Request, catalog: &Catalog) -> Response {
     let (response, _) = run(webhook, req, catalog);
     assert!(response.allowed, "expected allowed, got {:?}", response.result.message);
     response
