@@ -148,7 +148,7 @@ impl<'de> Visitor<'de> for OnePassVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OnePass, A::Error> {
         let (mut uid, mut gvk, mut operation, mut user_info) = (None, None, None, None);
         let (mut sub_resource, mut name, mut namespace, mut dry_run) = (None, None, None, None);
-        let mut typed: Option<(Kind, Typed)> = None;
+        let mut typed: Option<Typed> = None;
         let mut seen = 0u16;
         while let Some(field) = map.next_key::<Field>()? {
             if !matches!(field, Field::Other) {
@@ -163,7 +163,7 @@ impl<'de> Visitor<'de> for OnePassVisitor {
                 Field::Kind => {
                     let kind: kube::core::GroupVersionKind = map.next_value()?;
                     let ours = Kind::of_gvk(&kind).ok_or_else(|| de::Error::custom("not a cosi.io kind"))?;
-                    typed = Some((ours, Typed::empty(ours)));
+                    typed = Some(Typed::empty(ours));
                     gvk = Some(kind);
                 }
                 Field::SubResource => sub_resource = Some(map.next_value::<Option<String>>()?),
@@ -172,7 +172,7 @@ impl<'de> Visitor<'de> for OnePassVisitor {
                 Field::Operation => operation = Some(map.next_value()?),
                 Field::UserInfo => user_info = Some(map.next_value()?),
                 Field::Object | Field::OldObject => match typed.as_mut() {
-                    Some((_, typed)) => typed.read(matches!(field, Field::OldObject), &mut map)?,
+                    Some(typed) => typed.read(matches!(field, Field::OldObject), &mut map)?,
                     None => return Err(de::Error::custom("an object before the kind")),
                 },
                 Field::DryRun => dry_run = Some(map.next_value::<bool>()?),
@@ -182,7 +182,7 @@ impl<'de> Visitor<'de> for OnePassVisitor {
             }
         }
         let missing = || de::Error::custom("a required field is missing");
-        let (_, typed) = typed.ok_or_else(missing)?;
+        let typed = typed.ok_or_else(missing)?;
         Ok(OnePass(Request {
             uid: uid.ok_or_else(missing)?,
             kind: gvk.ok_or_else(missing)?,
