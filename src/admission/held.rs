@@ -24,7 +24,7 @@ pub(super) enum Held {
     Read { typed: Typed, body: Box<str> },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) enum Typed {
     Bucket(Box<Objects<Bucket>>),
     BucketClass(Box<Objects<BucketClass>>),

@@ -15,6 +15,7 @@ pub mod validate;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -480,7 +481,9 @@ impl<K> Default for Objects<K> {
     }
 }
 
-fn objects<K: held::Admitted>(req: &Request) -> Result<Objects<K>, String>
+/// The typed objects of `req`: borrowed when they were read with the request, parsed from
+/// their text otherwise.
+fn objects<K: held::Admitted>(req: &Request) -> Result<Cow<'_, Objects<K>>, String>
 where
     lean::Lean<K>: DeserializeOwned,
 {
@@ -492,9 +495,11 @@ where
             .map_err(|e| format!("the {which} does not match the {} schema: {e}", req.kind.kind))
     };
     match &req.objects {
-        Held::Raw { object, old } => Ok(Objects { new: read(object, "object")?, old: read(old, "old object")? }),
+        Held::Raw { object, old } => {
+            Ok(Cow::Owned(Objects { new: read(object, "object")?, old: read(old, "old object")? }))
+        }
         Held::Read { typed, .. } => K::held(typed)
-            .cloned()
+            .map(Cow::Borrowed)
             .ok_or_else(|| format!("bucketgate read the objects of this {} as another kind", req.kind.kind)),
     }
 }

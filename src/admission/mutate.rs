@@ -19,16 +19,16 @@ pub fn mutate(kind: Kind, req: &Request, catalog: &Catalog) -> Verdict {
     match kind {
         Kind::Bucket => match objects::<Bucket>(req) {
             Ok(objects) => {
-                if let Some(bucket) = objects.new {
-                    mutate_bucket(create, &bucket, catalog, &mut verdict);
+                if let Some(bucket) = &objects.new {
+                    mutate_bucket(create, bucket, catalog, &mut verdict);
                 }
             }
             Err(message) => verdict.deny(message),
         },
         Kind::BucketContent => match objects::<BucketContent>(req) {
             Ok(objects) => {
-                if let Some(content) = objects.new {
-                    mutate_content(&content, &mut verdict);
+                if let Some(content) = &objects.new {
+                    mutate_content(content, &mut verdict);
                 }
             }
             Err(message) => verdict.deny(message),

@@ -22,9 +22,9 @@ pub fn validate(kind: Kind, req: &Request, catalog: &Catalog, config: &Config) -
     }
     let ctx = Context { req, catalog, config };
     let result = match kind {
-        Kind::Bucket => objects::<Bucket>(req).map(|o| ctx.bucket(o, &mut verdict)),
-        Kind::BucketClass => objects::<BucketClass>(req).map(|o| ctx.class(o, &mut verdict)),
-        Kind::BucketContent => objects::<BucketContent>(req).map(|o| ctx.content(o, &mut verdict)),
+        Kind::Bucket => objects::<Bucket>(req).map(|o| ctx.bucket(&o, &mut verdict)),
+        Kind::BucketClass => objects::<BucketClass>(req).map(|o| ctx.class(&o, &mut verdict)),
+        Kind::BucketContent => objects::<BucketContent>(req).map(|o| ctx.content(&o, &mut verdict)),
     };
     if let Err(message) = result {
         // A DELETE must never be blocked by an old object that no longer parses.
@@ -44,8 +44,8 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn bucket(&self, objects: Objects<Bucket>, verdict: &mut Verdict) {
-        match (self.req.operation.clone(), objects.new, objects.old) {
+    fn bucket(&self, objects: &Objects<Bucket>, verdict: &mut Verdict) {
+        match (self.req.operation.clone(), objects.new.as_ref(), objects.old.as_ref()) {
             (Operation::Create, Some(new), _) => self.bucket_spec(&new.spec, verdict),
             (Operation::Update, Some(new), Some(old)) => {
                 immutable_bucket_spec(&old.spec, &new.spec, verdict);
@@ -55,7 +55,7 @@ impl Context<'_> {
                     self.bucket_spec(&new.spec, verdict);
                 }
             }
-            (Operation::Delete, _, Some(old)) => self.bucket_delete_advice(&old, verdict),
+            (Operation::Delete, _, Some(old)) => self.bucket_delete_advice(old, verdict),
             _ => {}
         }
     }
@@ -204,9 +204,9 @@ impl Context<'_> {
         }
     }
 
-    fn class(&self, objects: Objects<BucketClass>, verdict: &mut Verdict) {
-        match (self.req.operation.clone(), objects.new, objects.old) {
-            (Operation::Create, Some(new), _) => self.class_fields(&new, verdict),
+    fn class(&self, objects: &Objects<BucketClass>, verdict: &mut Verdict) {
+        match (self.req.operation.clone(), objects.new.as_ref(), objects.old.as_ref()) {
+            (Operation::Create, Some(new), _) => self.class_fields(new, verdict),
             (Operation::Update, Some(new), Some(old)) => {
                 let (n, o) = (&new.spec, &old.spec);
                 if n.parameters != o.parameters {
@@ -231,7 +231,7 @@ impl Context<'_> {
                     ));
                 }
                 if n != o {
-                    self.class_fields(&new, verdict);
+                    self.class_fields(new, verdict);
                 }
             }
             (Operation::Delete, _, Some(old)) if old.spec.is_default_bucket_class => {
@@ -291,9 +291,9 @@ impl Context<'_> {
         }
     }
 
-    fn content(&self, objects: Objects<BucketContent>, verdict: &mut Verdict) {
-        match (self.req.operation.clone(), objects.new, objects.old) {
-            (Operation::Create, Some(new), _) => self.content_spec(&new, verdict),
+    fn content(&self, objects: &Objects<BucketContent>, verdict: &mut Verdict) {
+        match (self.req.operation.clone(), objects.new.as_ref(), objects.old.as_ref()) {
+            (Operation::Create, Some(new), _) => self.content_spec(new, verdict),
             (Operation::Update, Some(new), Some(old)) => {
                 let (n, o) = (&new.spec, &old.spec);
                 if n.parameters != o.parameters {
@@ -312,7 +312,7 @@ impl Context<'_> {
                     verdict.deny("spec.protocol.type is immutable once set");
                 }
                 if n != o && new.meta().deletion_timestamp.is_none() {
-                    self.content_spec(&new, verdict);
+                    self.content_spec(new, verdict);
                 }
             }
             _ => {}
