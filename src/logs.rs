@@ -108,12 +108,12 @@ impl Batched {
 }
 
 /// One event's text, appended to the queue whole when the event is done.
-pub struct Line {
-    to: Batched,
+pub struct Line<'a> {
+    to: &'a Batched,
     text: Vec<u8>,
 }
 
-impl Write for Line {
+impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.text.extend_from_slice(bytes);
         Ok(bytes.len())
@@ -124,7 +124,7 @@ impl Write for Line {
     }
 }
 
-impl Drop for Line {
+impl Drop for Line<'_> {
     fn drop(&mut self) {
         if !self.text.is_empty() {
             self.to.append(&self.text);
@@ -133,10 +133,10 @@ impl Drop for Line {
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Batched {
-    type Writer = Line;
+    type Writer = Line<'a>;
 
-    fn make_writer(&'a self) -> Line {
-        Line { to: self.clone(), text: Vec::with_capacity(512) }
+    fn make_writer(&'a self) -> Line<'a> {
+        Line { to: self, text: Vec::with_capacity(512) }
     }
 }
 
@@ -163,6 +163,25 @@ mod tests {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(bytes);
             Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Stuck in its first write until the test lets it go, as a stderr nobody reads.
+    struct Stuck {
+        go: Option<std::sync::mpsc::Receiver<()>>,
+        sink: Sink,
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Some(go) = self.go.take() {
+                // Bounded, so that a failing test ends rather than waits for its own guard.
+                let _ = go.recv_timeout(std::time::Duration::from_secs(10));
+            }
+            self.sink.write(bytes)
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
@@ -216,5 +235,36 @@ mod tests {
                 "thread {t} out of order"
             );
         }
+    }
+
+    /// A writer that cannot keep up makes callers wait once [`LIMIT`] bytes are queued,
+    /// and loses none of their lines.
+    #[test]
+    fn callers_wait_for_a_stuck_writer_and_lose_nothing() {
+        let (go, wait) = std::sync::mpsc::channel();
+        let sink = Sink::default();
+        let (writer, flush) = batched(Stuck { go: Some(wait), sink: sink.clone() }).unwrap();
+        let line_text = format!("{}\n", "x".repeat(1023));
+        let lines = 3 * LIMIT / line_text.len();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let caller = {
+            let (writer, text, done) = (writer.clone(), line_text.clone(), done.clone());
+            std::thread::spawn(move || {
+                use tracing_subscriber::fmt::MakeWriter;
+                for _ in 0..lines {
+                    writer.make_writer().write_all(text.as_bytes()).unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        // Unhindered, the caller would queue all of it in a few milliseconds.
+        std::thread::sleep(INTERVAL * 8);
+        assert!(!done.load(std::sync::atomic::Ordering::SeqCst), "the caller queued three times the limit");
+        go.send(()).unwrap();
+        caller.join().unwrap();
+        drop(flush);
+        let written = sink.0.lock().unwrap();
+        assert_eq!(written.len(), lines * line_text.len());
+        assert!(written.split(|b| *b == b'\n').filter(|l| !l.is_empty()).all(|l| l.len() == 1023));
     }
 }
