@@ -440,9 +440,8 @@ fn member_path(text: &str) -> Result<Vec<String>, String> {
     }
 }
 
-/// The value at `path`, creating maps on the way; an existing non-map on the way is an error.
 /// The value at `path`, made by turning nulls and absent keys on the way into maps; the
-/// caller has checked that nothing on the way is anything else.
+/// caller has checked ([`Undo::before`]) that nothing on the way is anything else.
 fn slot<'a>(object: &'a mut Value, path: &[String]) -> &'a mut Value {
     path.iter().fold(object, |current, name| {
         if !current.is_object() {
@@ -450,6 +449,7 @@ fn slot<'a>(object: &'a mut Value, path: &[String]) -> &'a mut Value {
         }
         match current {
             Value::Object(map) => map.entry(name.clone()).or_insert(Value::Null),
+            // Not reached: a map was made above.
             other => other,
         }
     })
