@@ -18,14 +18,9 @@ use tokio::process::{Child, Command};
 const BIN: &str = env!("CARGO_BIN_EXE_bucketgate");
 
 /// Starts `bucketgate serve` on a free loopback port and returns it with that port, read
-/// from its JSON log.
-async fn spawn_serve(args: &[&str]) -> (Child, u16) {
-    let (child, port, _) = spawn_serve_logged(args).await;
-    (child, port)
-}
-
-/// [`spawn_serve`], with the log lines after the one that names the port, as they come.
-async fn spawn_serve_logged(args: &[&str]) -> (Child, u16, Arc<std::sync::Mutex<Vec<Value>>>) {
+/// from its JSON log, and the task that reads the rest of the log: it ends with the
+/// process, with the lines after the one that named the port.
+async fn spawn_serve(args: &[&str]) -> (Child, u16, tokio::task::JoinHandle<Vec<Value>>) {
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -49,14 +44,41 @@ async fn spawn_serve_logged(args: &[&str]) -> (Child, u16, Arc<std::sync::Mutex<
     .await
     .expect("bucketgate listens within 20s");
     // Keep draining the log so the child never blocks on a full pipe.
-    let logged = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = logged.clone();
-    tokio::spawn(async move {
+    let log = tokio::spawn(async move {
+        let mut logged = Vec::new();
         while let Ok(Some(line)) = lines.next_line().await {
-            keep.lock().unwrap().push(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+            logged.push(serde_json::from_str(&line).unwrap_or(Value::String(line)));
         }
+        logged
     });
-    (child, port, logged)
+    (child, port, log)
+}
+
+/// `serve` with new certificates (kept in the returned directory), the fixture catalog,
+/// the served provisioner and `extra` arguments.
+async fn serve_fixtures(
+    extra: &[&str],
+) -> (Child, u16, tokio::task::JoinHandle<Vec<Value>>, tls::GeneratedCerts, tempfile::TempDir) {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = tls::generate(&["localhost".into()], &[], 1).unwrap();
+    certs.write(certs_dir.path()).unwrap();
+    let catalog = fixtures_dir().join("catalog");
+    let args = [
+        "--cert-dir",
+        certs_dir.path().to_str().unwrap(),
+        "--catalog",
+        catalog.to_str().unwrap(),
+        "--provisioner",
+        SERVED,
+    ];
+    let (child, port, log) = spawn_serve(&[&args[..], extra].concat()).await;
+    (child, port, log, certs, certs_dir)
+}
+
+/// Sends SIGTERM, as the kubelet does to stop a pod.
+fn sigterm(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
 }
 
 async fn tls_stream(ca_pem: &str, port: u16) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
@@ -75,21 +97,7 @@ async fn tls_stream(ca_pem: &str, port: u16) -> tokio_rustls::client::TlsStream<
 /// SIGTERM stops new connections at once but lets a request that is half-sent finish.
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish() {
-    let certs_dir = tempfile::tempdir().unwrap();
-    let certs = tls::generate(&["localhost".into()], &[], 1).unwrap();
-    certs.write(certs_dir.path()).unwrap();
-    let catalog = fixtures_dir().join("catalog");
-    let (mut child, port) = spawn_serve(&[
-        "--cert-dir",
-        certs_dir.path().to_str().unwrap(),
-        "--catalog",
-        catalog.to_str().unwrap(),
-        "--provisioner",
-        SERVED,
-        "--shutdown-grace",
-        "10s",
-    ])
-    .await;
+    let (mut child, port, _log, certs, _certs_dir) = serve_fixtures(&["--shutdown-grace", "10s"]).await;
 
     let body = fixture("014").to_string();
     let (head, tail) = body.as_bytes().split_at(body.len() / 2);
@@ -103,9 +111,7 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     stream.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
+    sigterm(&child);
     // Once shutdown has begun, the listener is gone.
     let mut refused = false;
     for _ in 0..50 {
@@ -139,12 +145,7 @@ async fn sigterm_lets_the_request_in_flight_finish() {
 /// not; every line is out by the time the process has exited.
 #[tokio::test]
 async fn refusals_are_logged_and_the_log_is_whole_at_exit() {
-    let certs_dir = tempfile::tempdir().unwrap();
-    let certs = tls::generate(&["localhost".into()], &[], 1).unwrap();
-    certs.write(certs_dir.path()).unwrap();
-    let catalog = fixtures_dir().join("catalog");
-    let args = ["--cert-dir", certs_dir.path().to_str().unwrap(), "--catalog", catalog.to_str().unwrap()];
-    let (mut child, port, logged) = spawn_serve_logged(&[&args[..], &["--provisioner", SERVED]].concat()).await;
+    let (mut child, port, log, certs, _certs_dir) = serve_fixtures(&[]).await;
     let client = client(&[&certs.ca_pem], &[&rustls::version::TLS13]);
     let validate = |body: &Value| {
         let request = client.post(format!("https://localhost:{port}/validate?timeout=5s")).json(body).send();
@@ -153,13 +154,11 @@ async fn refusals_are_logged_and_the_log_is_whole_at_exit() {
     let denied = fixture("016");
     assert_eq!(validate(&denied).await, false);
     assert_eq!(validate(&fixture("014")).await, true);
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    sigterm(&child);
     let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "{exit:?}");
-    // The pipe is read by another task: give it the last lines.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let logged = logged.lock().unwrap();
+    // The log's reader ends when the pipe closes, with every line the process wrote.
+    let logged = tokio::time::timeout(Duration::from_secs(5), log).await.unwrap().unwrap();
     let answered: Vec<&Value> =
         logged.iter().filter(|l| l["fields"]["message"] == "admission review answered").collect();
     assert_eq!(answered.len(), 1, "{logged:#?}");
@@ -177,7 +176,7 @@ async fn refusals_are_logged_and_the_log_is_whole_at_exit() {
 async fn serve_dev_runs_without_a_cluster() {
     let certs_dir = tempfile::tempdir().unwrap();
     let dir = certs_dir.path().join("certs");
-    let (child, port) = spawn_serve(&["--dev", "--cert-dir", dir.to_str().unwrap()]).await;
+    let (child, port, _log) = spawn_serve(&["--dev", "--cert-dir", dir.to_str().unwrap()]).await;
     let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
     let client = client(&[&ca], &[&rustls::version::TLS13]);
     let url = |path: &str| format!("https://localhost:{port}{path}");
