@@ -74,9 +74,9 @@ async fn main() -> anyhow::Result<()> {
         spawn(std::process::Command::new(std::env::current_exe()?).arg("--floor").arg(scratch.path()))?;
 
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        ["009-mutate-Bucket-CREATE.json", "016-validate-BucketClass-UPDATE.json", "014-validate-Bucket-CREATE.json"]
+        REVIEWS
             .iter()
-            .map(|f| std::fs::read(fixtures.join("admission-reviews").join(f)))
+            .map(|f| std::fs::read(fixtures.join("admission-reviews").join(format!("{f}.json"))))
             .collect::<Result<_, _>>()?,
     );
     let load = Load {
@@ -94,10 +94,12 @@ async fn main() -> anyhow::Result<()> {
     let (mut floor_rounds, mut gate_rounds) = (Vec::new(), Vec::new());
     load.send(floor_addr, 2_000).await;
     load.send(gate_addr, 2_000).await;
+    let cpu_before = [cpu_time(floor.id()), cpu_time(bucketgate.id()), cpu_time(std::process::id())];
     for _ in 0..ROUNDS {
         floor_rounds.push(load.send(floor_addr, requests / ROUNDS).await);
         gate_rounds.push(load.send(gate_addr, requests / ROUNDS).await);
     }
+    let cpu = [cpu_time(floor.id()), cpu_time(bucketgate.id()), cpu_time(std::process::id())];
     let ratios: Vec<f64> = gate_rounds.iter().zip(&floor_rounds).map(|(g, f)| g.rate() / f.rate()).collect();
     let (floor_run, gate_run) = (Figures::of(floor_rounds), Figures::of(gate_rounds));
     println!("{:<10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}", "server", "req/s", "p50", "p90", "p99", "max", "errors");
@@ -107,11 +109,25 @@ async fn main() -> anyhow::Result<()> {
             r.rate, r.p50, r.p90, r.p99, r.max, r.errors
         );
     }
+    for (name, r) in [("floor", &floor_run), ("bucketgate", &gate_run)] {
+        let by_review: Vec<String> =
+            REVIEWS.iter().zip(r.p99_by_review).map(|(review, p99)| format!("{review} {p99:.3?}")).collect();
+        println!("{name} p99 by review: {}", by_review.join(", "));
+    }
     println!(
         "bucketgate / floor: throughput {:.2} (rounds {}), p99 {:.2}",
         gate_run.rate / floor_run.rate,
         ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" "),
         gate_run.p99.as_secs_f64() / floor_run.p99.as_secs_f64()
+    );
+    // Both servers and the load generator share the machine's cores: what each spends per
+    // review says more than the rates, which move with whatever else the machine runs.
+    let per_review = |which: usize, reviews: usize| (cpu[which] - cpu_before[which]) / reviews.max(1) as u32;
+    let (floor_cpu, gate_cpu) = (per_review(0, floor_run.count), per_review(1, gate_run.count));
+    println!(
+        "CPU per review: floor {floor_cpu:.1?}, bucketgate {gate_cpu:.1?} ({:.2} times the floor's), load generator {:.1?}",
+        gate_cpu.as_secs_f64() / floor_cpu.as_secs_f64(),
+        per_review(2, floor_run.count + gate_run.count)
     );
     let (peak, now) = memory(bucketgate.id());
     println!(
@@ -136,11 +152,26 @@ fn memory(pid: u32) -> (String, String) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// User and system CPU time of a process and all its threads so far, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // utime and stime, the 14th and 15th fields, in USER_HZ ticks, which are 1/100 s on Linux.
+    let ticks: u64 = fields.get(11..13).map_or(0, |t| t.iter().filter_map(|f| f.parse::<u64>().ok()).sum());
+    Duration::from_millis(ticks * 10)
+}
+
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 const ROUNDS: usize = 5;
+
+/// The captured reviews of the mix, sent in turn.
+const REVIEWS: [&str; 3] =
+    ["009-mutate-Bucket-CREATE", "016-validate-BucketClass-UPDATE", "014-validate-Bucket-CREATE"];
 
 /// The figures of one server over all rounds: the median round's rate, and latency
 /// percentiles over every request.
@@ -152,6 +183,8 @@ struct Figures {
     p99: Duration,
     max: Duration,
     errors: usize,
+    /// p99 of each review of the mix alone, in the order of [`REVIEWS`].
+    p99_by_review: [Duration; 3],
 }
 
 impl Figures {
@@ -159,28 +192,35 @@ impl Figures {
         let mut rates: Vec<f64> = rounds.iter().map(Round::rate).collect();
         rates.sort_by(f64::total_cmp);
         let errors = rounds.iter().map(|r| r.errors).sum();
-        let mut latencies: Vec<Duration> = rounds.into_iter().flat_map(|r| r.latencies).collect();
-        latencies.sort();
-        let at = |q: f64| {
-            latencies
-                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
+        let mut latencies: Vec<(usize, Duration)> = rounds.into_iter().flat_map(|r| r.latencies).collect();
+        latencies.sort_by_key(|&(_, latency)| latency);
+        let all: Vec<Duration> = latencies.iter().map(|&(_, latency)| latency).collect();
+        let p99_by_review = std::array::from_fn(|review| {
+            let of_review: Vec<Duration> =
+                latencies.iter().filter(|&&(which, _)| which == review).map(|&(_, latency)| latency).collect();
+            percentile(&of_review, 0.99)
+        });
         Figures {
-            count: latencies.len(),
+            count: all.len(),
             rate: rates.get(rates.len() / 2).copied().unwrap_or_default(),
-            p50: at(0.50),
-            p90: at(0.90),
-            p99: at(0.99),
-            max: latencies.last().copied().unwrap_or_default(),
+            p50: percentile(&all, 0.50),
+            p90: percentile(&all, 0.90),
+            p99: percentile(&all, 0.99),
+            max: all.last().copied().unwrap_or_default(),
             errors,
+            p99_by_review,
         }
     }
 }
 
+/// The `q` quantile of sorted latencies.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
+}
+
 struct Round {
-    latencies: Vec<Duration>,
+    /// Each answered request: which review of the mix it was, and how long it took.
+    latencies: Vec<(usize, Duration)>,
     errors: usize,
     elapsed: Duration,
 }
@@ -223,7 +263,7 @@ impl Load {
                     match response {
                         Ok(r) if r.status().is_success() => {
                             let _ = r.bytes().await;
-                            latencies.push(started.elapsed());
+                            latencies.push((which, started.elapsed()));
                         }
                         _ => errors += 1,
                     }
