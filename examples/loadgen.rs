@@ -6,7 +6,8 @@
 //! it. Sends each the same mix of captured reviews (a Bucket CREATE that gets a default
 //! class, label and finalizer; a BucketClass UPDATE that is denied; a Bucket CREATE bound to
 //! a shared BucketContent) over a fixed number of connections, and prints requests per
-//! second, latency percentiles, errors, the ratios to the floor, and bucketgate's peak RSS.
+//! second, latency percentiles (and the p99 of each review), errors, the ratios to the
+//! floor, the CPU time each process spent per review, and bucketgate's peak RSS.
 //!
 //! `cargo build --release --bins --examples && target/release/examples/loadgen [CONNECTIONS] [REQUESTS]`
 
@@ -127,7 +128,8 @@ async fn main() -> anyhow::Result<()> {
     );
     // Both servers and the load generator share the machine's cores: what each spends per
     // review says more than the rates, which move with whatever else the machine runs.
-    let per_review = |which: usize, reviews: usize| (cpu[which] - cpu_before[which]) / reviews.max(1) as u32;
+    let per_review =
+        |which: usize, reviews: usize| cpu[which].saturating_sub(cpu_before[which]) / reviews.max(1) as u32;
     let (floor_cpu, gate_cpu) = (per_review(0, floor_run.count), per_review(1, gate_run.count));
     println!(
         "CPU per review: floor {floor_cpu:.1?}, bucketgate {gate_cpu:.1?} ({:.2} times the floor's), load generator {:.1?}",
@@ -189,7 +191,7 @@ struct Figures {
     max: Duration,
     errors: usize,
     /// p99 of each review of the mix alone, in the order of [`REVIEWS`].
-    p99_by_review: [Duration; 3],
+    p99_by_review: [Duration; REVIEWS.len()],
 }
 
 impl Figures {
