@@ -13,10 +13,6 @@ use bucketgate::policy::{PolicySet, load};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 
-// bucketgate's own allocator, so that the figures are the server's.
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn fixtures() -> PathBuf {
     std::env::var_os("BUCKETGATE_FIXTURES")
         .map(PathBuf::from)

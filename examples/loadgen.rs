@@ -20,11 +20,6 @@ use axum::Router;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-// The floor runs in this binary, so it gets the allocator bucketgate has (and so does the
-// client).
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 const FLOOR_ANSWER: &str =
     r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
 

@@ -4,11 +4,6 @@ use bucketgate::cli::{Cli, LogFormat};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-// Under load glibc's malloc was about a seventh of bucketgate's CPU; with jemalloc a review
-// costs about a fifth less CPU in all, for 8 MB more at peak (BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Log lines are written in batches by a thread of their own (see logs.rs for why).
