@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use axum::Router;
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -38,7 +39,8 @@ async fn main() -> anyhow::Result<()> {
     let certs = bucketgate::tls::generate(&["localhost".into()], &["127.0.0.1".parse()?], 1)?;
     certs.write(scratch.path())?;
     let catalog = scratch.path().join("catalog");
-    write_catalog(&fixtures.join("catalog"), &catalog, 10_000, 1_000)?;
+    write_catalog(&fixtures.join("catalog"), &catalog, 10_000, 1_000)
+        .with_context(|| format!("copying the fixture catalog from {} (BUCKETGATE_FIXTURES)", fixtures.display()))?;
 
     let release = std::env::current_exe()?.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
     // BUCKETGATE_WRAP runs bucketgate under another program, such as valgrind (BENCHMARKS.md).
@@ -77,8 +79,11 @@ async fn main() -> anyhow::Result<()> {
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         REVIEWS
             .iter()
-            .map(|f| std::fs::read(fixtures.join("admission-reviews").join(format!("{f}.json"))))
-            .collect::<Result<_, _>>()?,
+            .map(|f| {
+                let path = fixtures.join("admission-reviews").join(format!("{f}.json"));
+                std::fs::read(&path).with_context(|| format!("reading {} (BUCKETGATE_FIXTURES)", path.display()))
+            })
+            .collect::<anyhow::Result<_>>()?,
     );
     let load = Load {
         ca: certs.ca_pem.clone(),
