@@ -450,19 +450,31 @@ impl Request {
             Held::Raw { object, old } => Ok((json(object)?, if with_old { json(old)? } else { None })),
             Held::Read { body, .. } => {
                 #[derive(Deserialize)]
-                struct Review {
-                    request: AsJson,
+                struct Review<R> {
+                    request: R,
+                }
+                #[derive(Deserialize)]
+                struct New {
+                    #[serde(default)]
+                    object: Option<serde_json::Value>,
                 }
                 #[derive(Deserialize)]
                 #[serde(rename_all = "camelCase")]
-                struct AsJson {
+                struct Both {
                     #[serde(default)]
                     object: Option<serde_json::Value>,
                     #[serde(default)]
-                    old_object: Option<Box<RawValue>>,
+                    old_object: Option<serde_json::Value>,
                 }
-                let Review { request } = serde_json::from_str(body)?;
-                Ok((request.object, if with_old { json(&request.old_object)? } else { None }))
+                // Each object read once, straight into a value; the old one only skipped
+                // when it is not wanted.
+                if with_old {
+                    let Review { request: Both { object, old_object } } = serde_json::from_str(body)?;
+                    Ok((object, old_object))
+                } else {
+                    let Review { request: New { object } } = serde_json::from_str(body)?;
+                    Ok((object, None))
+                }
             }
         }
     }
