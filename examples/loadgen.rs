@@ -333,9 +333,8 @@ async fn floor(cert_dir: &str) -> anyhow::Result<()> {
         .route("/mutate", post(|| async { FLOOR_ANSWER }))
         .route("/validate", post(|| async { FLOOR_ANSWER }));
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
     eprintln!("{}", json!({"address": listener.local_addr()?.to_string()}));
-    axum_server::from_tcp_rustls(listener, tls)?.serve(app.into_make_service()).await?;
+    bucketgate::server::https(listener, tls)?.serve(app.into_make_service()).await?;
     Ok(())
 }
 
