@@ -36,8 +36,9 @@ pub fn content_name_for(bucket_uid: &str) -> String {
 /// non-alphanumeric ends) ends in a hash of the original, so two provisioners never share
 /// a shortened value.
 pub fn label_value(name: &str) -> String {
-    let replaced: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
+    let mut replaced = String::with_capacity(name.len());
+    replaced
+        .extend(name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }));
     if replaced.is_empty() || (replaced.len() <= LABEL_VALUE_MAX_LEN && alnum_ends(&replaced)) {
         return replaced;
     }

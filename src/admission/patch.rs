@@ -8,7 +8,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
 pub fn add(tokens: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path: PointerBuf::from_tokens(tokens.iter().copied()), value })
+    // Room for the whole path up front (`from_tokens` grows it a token at a time: a tenth of
+    // a Bucket CREATE's mutation in callgrind). The empty pointer always parses.
+    let room = tokens.iter().map(|t| t.len() + 4).sum();
+    let mut path = PointerBuf::parse(String::with_capacity(room)).unwrap_or_default();
+    for token in tokens {
+        path.push_back(*token);
+    }
+    PatchOperation::Add(AddOperation { path, value })
 }
 
 /// Sets label `key` to `value` unless it already has that value.
