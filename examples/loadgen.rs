@@ -9,7 +9,9 @@
 //! second, latency percentiles (and the p99 of each review), errors, the ratios to the
 //! floor, the CPU time each process spent per review, and bucketgate's peak RSS.
 //!
-//! `cargo build --release --bins --examples && target/release/examples/loadgen [CONNECTIONS] [REQUESTS]`
+//! `cargo build --release --bins --examples && target/release/examples/loadgen [CONNECTIONS] [REQUESTS | TIME]`:
+//! 32 connections and 50,000 requests to each server unless told otherwise; a time such as
+//! `30s` runs each server for that long instead.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,7 +33,8 @@ async fn main() -> anyhow::Result<()> {
         return floor(&args[2]).await;
     }
     let connections: usize = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(32);
-    let requests: usize = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(50_000);
+    let amount = args.get(2).map_or(Ok(Amount::Requests(50_000)), |a| Amount::parse(a))?;
+    anyhow::ensure!(connections > 0, "CONNECTIONS must be at least 1");
     let fixtures = std::env::var_os("BUCKETGATE_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
@@ -92,18 +95,18 @@ async fn main() -> anyhow::Result<()> {
         paths: ["/mutate?timeout=5s", "/validate?timeout=5s", "/validate?timeout=5s"],
     };
     println!(
-        "machine: {} cores; {connections} connections, {requests} requests to each server in {ROUNDS} alternating rounds, after 2,000 to warm up",
+        "machine: {} cores; {connections} connections, {amount} to each server in {ROUNDS} alternating rounds, after 2,000 requests to warm up",
         num_cpus()
     );
     let started_memory = memory(bucketgate.id());
     // Alternating rounds, so that a slow spell of a shared machine falls on both servers.
     let (mut floor_rounds, mut gate_rounds) = (Vec::new(), Vec::new());
-    load.send(floor_addr, 2_000).await;
-    load.send(gate_addr, 2_000).await;
+    load.send(floor_addr, Amount::Requests(2_000)).await;
+    load.send(gate_addr, Amount::Requests(2_000)).await;
     let cpu_before = [cpu_time(floor.id()), cpu_time(bucketgate.id()), cpu_time(std::process::id())];
     for _ in 0..ROUNDS {
-        floor_rounds.push(load.send(floor_addr, requests / ROUNDS).await);
-        gate_rounds.push(load.send(gate_addr, requests / ROUNDS).await);
+        floor_rounds.push(load.send(floor_addr, amount.per_round()).await);
+        gate_rounds.push(load.send(gate_addr, amount.per_round()).await);
     }
     let cpu = [cpu_time(floor.id()), cpu_time(bucketgate.id()), cpu_time(std::process::id())];
     let ratios: Vec<f64> = gate_rounds.iter().zip(&floor_rounds).map(|(g, f)| g.rate() / f.rate()).collect();
@@ -176,6 +179,46 @@ fn num_cpus() -> usize {
 
 const ROUNDS: usize = 5;
 
+/// How much load each server gets: a number of requests, or a time.
+#[derive(Clone, Copy)]
+enum Amount {
+    Requests(usize),
+    Time(Duration),
+}
+
+impl Amount {
+    fn parse(arg: &str) -> anyhow::Result<Amount> {
+        let amount = match arg.parse() {
+            Ok(requests) => Amount::Requests(requests),
+            Err(_) => Amount::Time(
+                humantime::parse_duration(arg)
+                    .with_context(|| format!("{arg:?} is neither a number of requests nor a time such as 30s"))?,
+            ),
+        };
+        match amount {
+            Amount::Requests(n) if n < ROUNDS => anyhow::bail!("at least {ROUNDS} requests, one a round"),
+            Amount::Time(t) if t.is_zero() => anyhow::bail!("a time of zero sends nothing"),
+            _ => Ok(amount),
+        }
+    }
+
+    fn per_round(self) -> Amount {
+        match self {
+            Amount::Requests(n) => Amount::Requests(n / ROUNDS),
+            Amount::Time(t) => Amount::Time(t / ROUNDS as u32),
+        }
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Amount::Requests(n) => write!(f, "{n} requests"),
+            Amount::Time(t) => write!(f, "{}", humantime::format_duration(*t)),
+        }
+    }
+}
+
 /// The captured reviews of the mix, sent in turn.
 const REVIEWS: [&str; 3] =
     ["009-mutate-Bucket-CREATE", "016-validate-BucketClass-UPDATE", "014-validate-Bucket-CREATE"];
@@ -247,18 +290,25 @@ struct Load {
 }
 
 impl Load {
-    /// `requests` requests over `connections` keep-alive connections, one client each.
-    async fn send(&self, addr: SocketAddr, requests: usize) -> Round {
+    /// `amount` of requests over `connections` keep-alive connections, one client each: the
+    /// requests shared out between them, or as many as each sends in the time.
+    async fn send(&self, addr: SocketAddr, amount: Amount) -> Round {
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..self.connections {
             let client = client(&self.ca);
             let (bodies, paths) = (self.bodies.clone(), self.paths);
-            let share = requests / self.connections + usize::from(c < requests % self.connections);
+            let (share, deadline) = match amount {
+                Amount::Requests(n) => (n / self.connections + usize::from(c < n % self.connections), None),
+                Amount::Time(t) => (usize::MAX, Some(started + t)),
+            };
             tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(share);
+                let mut latencies = Vec::with_capacity(share.min(1 << 16));
                 let mut errors = 0;
                 for i in 0..share {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
                     let which = (c + i) % bodies.len();
                     let started = Instant::now();
                     let response = client
@@ -278,7 +328,7 @@ impl Load {
                 (latencies, errors)
             }));
         }
-        let mut round = Round { latencies: Vec::with_capacity(requests), errors: 0, elapsed: Duration::ZERO };
+        let mut round = Round { latencies: Vec::new(), errors: 0, elapsed: Duration::ZERO };
         for task in tasks {
             let (latencies, errors) = task.await.unwrap_or_default();
             round.latencies.extend(latencies);
