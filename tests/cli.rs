@@ -54,11 +54,21 @@ async fn spawn_serve(args: &[&str]) -> (Child, u16, tokio::task::JoinHandle<Vec<
     (child, port, log)
 }
 
-/// `serve` with new certificates (kept in the returned directory), the fixture catalog,
-/// the served provisioner and `extra` arguments.
-async fn serve_fixtures(
-    extra: &[&str],
-) -> (Child, u16, tokio::task::JoinHandle<Vec<Value>>, tls::GeneratedCerts, tempfile::TempDir) {
+/// A `bucketgate serve` started by [`serve_fixtures`].
+struct Served {
+    child: Child,
+    port: u16,
+    /// The log lines after the one that named the port; ends with the process.
+    log: tokio::task::JoinHandle<Vec<Value>>,
+    /// The CA that signed the serving certificate.
+    ca_pem: String,
+    /// Holds the certificates; bind it (not `..`) so that it lives as long as the server.
+    _certs_dir: tempfile::TempDir,
+}
+
+/// `serve` with new certificates, the fixture catalog, the served provisioner and `extra`
+/// arguments.
+async fn serve_fixtures(extra: &[&str]) -> Served {
     let certs_dir = tempfile::tempdir().unwrap();
     let certs = tls::generate(&["localhost".into()], &[], 1).unwrap();
     certs.write(certs_dir.path()).unwrap();
@@ -72,7 +82,7 @@ async fn serve_fixtures(
         SERVED,
     ];
     let (child, port, log) = spawn_serve(&[&args[..], extra].concat()).await;
-    (child, port, log, certs, certs_dir)
+    Served { child, port, log, ca_pem: certs.ca_pem, _certs_dir: certs_dir }
 }
 
 /// Sends SIGTERM, as the kubelet does to stop a pod.
@@ -97,11 +107,11 @@ async fn tls_stream(ca_pem: &str, port: u16) -> tokio_rustls::client::TlsStream<
 /// SIGTERM stops new connections at once but lets a request that is half-sent finish.
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish() {
-    let (mut child, port, _log, certs, _certs_dir) = serve_fixtures(&["--shutdown-grace", "10s"]).await;
+    let Served { mut child, port, ca_pem, _certs_dir, .. } = serve_fixtures(&["--shutdown-grace", "10s"]).await;
 
     let body = fixture("014").to_string();
     let (head, tail) = body.as_bytes().split_at(body.len() / 2);
-    let mut stream = tls_stream(&certs.ca_pem, port).await;
+    let mut stream = tls_stream(&ca_pem, port).await;
     let headers = format!(
         "POST /validate?timeout=5s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -145,8 +155,8 @@ async fn sigterm_lets_the_request_in_flight_finish() {
 /// not; every line is out by the time the process has exited.
 #[tokio::test]
 async fn refusals_are_logged_and_the_log_is_whole_at_exit() {
-    let (mut child, port, log, certs, _certs_dir) = serve_fixtures(&[]).await;
-    let client = client(&[&certs.ca_pem], &[&rustls::version::TLS13]);
+    let Served { mut child, port, log, ca_pem, _certs_dir } = serve_fixtures(&[]).await;
+    let client = client(&[&ca_pem], &[&rustls::version::TLS13]);
     let validate = |body: &Value| {
         let request = client.post(format!("https://localhost:{port}/validate?timeout=5s")).json(body).send();
         async move { request.await.unwrap().json::<Value>().await.unwrap()["response"]["allowed"].clone() }
