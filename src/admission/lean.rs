@@ -57,7 +57,8 @@ struct BucketDef {
 /// `#[serde(flatten)]`, for which serde first copies every member but `metadata` into a
 /// buffer of its own and then reads the fields from that: a seventh of the instructions of
 /// a BucketClass UPDATE's decision (two objects). Here they are read where they are; the
-/// struct literal below fails to compile when the spec gains a field this does not read.
+/// struct literal below fails to compile when the spec gains a field this does not read,
+/// and a field read here but not used there is dead code, which the lints refuse.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FlatBucketClass {
@@ -78,24 +79,16 @@ struct FlatBucketClass {
 
 impl<'de> Deserialize<'de> for Lean<BucketClass> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let FlatBucketClass {
-            metadata,
-            provisioner,
-            is_default_bucket_class,
-            supported_protocols,
-            access_mode,
-            release_policy,
-            parameters,
-        } = FlatBucketClass::deserialize(deserializer)?;
+        let flat = FlatBucketClass::deserialize(deserializer)?;
         let spec = BucketClassSpec {
-            provisioner,
-            is_default_bucket_class,
-            supported_protocols,
-            access_mode,
-            release_policy,
-            parameters,
+            provisioner: flat.provisioner,
+            is_default_bucket_class: flat.is_default_bucket_class,
+            supported_protocols: flat.supported_protocols,
+            access_mode: flat.access_mode,
+            release_policy: flat.release_policy,
+            parameters: flat.parameters,
         };
-        Ok(Lean(BucketClass { metadata, spec }))
+        Ok(Lean(BucketClass { metadata: flat.metadata, spec }))
     }
 }
 
