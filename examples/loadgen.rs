@@ -30,9 +30,12 @@ const FLOOR_ANSWER: &str =
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--floor") {
-        return floor(&args[2]).await;
+        return floor(args.get(2).context("--floor takes the directory of the serving certificate")?).await;
     }
-    let connections: usize = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(32);
+    let connections: usize = match args.get(1) {
+        Some(arg) => arg.parse().with_context(|| format!("CONNECTIONS {arg:?} is not a number"))?,
+        None => 32,
+    };
     let amount = args.get(2).map_or(Ok(Amount::Requests(50_000)), |a| Amount::parse(a))?;
     anyhow::ensure!(connections > 0, "CONNECTIONS must be at least 1");
     let fixtures = std::env::var_os("BUCKETGATE_FIXTURES")
