@@ -17,7 +17,10 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match cli.log_format {
-        LogFormat::Json => logs.json().init(),
+        LogFormat::Json => logs
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(bucketgate::logs::JsonLines::default())
+            .init(),
         LogFormat::Text => logs.init(),
     }
     let result = match tokio::runtime::Runtime::new() {
