@@ -9,9 +9,13 @@
 //! second, latency percentiles (and the p99 of each review), errors, the ratios to the
 //! floor, the CPU time each process spent per review, and bucketgate's peak RSS.
 //!
-//! `cargo build --release --bins --examples && target/release/examples/loadgen [CONNECTIONS] [REQUESTS | TIME]`:
+//! `cargo build --release --bins --examples && target/release/examples/loadgen [--as-stored] [CONNECTIONS] [REQUESTS | TIME]`:
 //! 32 connections and 50,000 requests to each server unless told otherwise; a time such as
 //! `30s` runs each server for that long instead.
+//!
+//! The reviews go as the API server writes them: compact JSON and a newline (its webhook
+//! client encodes with apimachinery's JSON serializer, which indents only when asked to).
+//! The fixtures are stored indented, half as many bytes again; `--as-stored` sends them so.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,7 +32,9 @@ const FLOOR_ANSWER: &str =
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let as_stored = args.iter().any(|a| a == "--as-stored");
+    args.retain(|a| a != "--as-stored");
     if args.get(1).map(String::as_str) == Some("--floor") {
         return floor(args.get(2).context("--floor takes the directory of the serving certificate")?).await;
     }
@@ -87,7 +93,9 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .map(|f| {
                 let path = fixtures.join("admission-reviews").join(format!("{f}.json"));
-                std::fs::read(&path).with_context(|| format!("reading {} (BUCKETGATE_FIXTURES)", path.display()))
+                let stored = std::fs::read(&path)
+                    .with_context(|| format!("reading {} (BUCKETGATE_FIXTURES)", path.display()))?;
+                if as_stored { Ok(stored) } else { wire_form(&stored).with_context(|| format!("{}", path.display())) }
             })
             .collect::<anyhow::Result<_>>()?,
     );
@@ -100,6 +108,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "machine: {} cores; {connections} connections, {amount} to each server in {ROUNDS} alternating rounds, after 2,000 requests to warm up",
         num_cpus()
+    );
+    let sizes: Vec<String> = load.bodies.iter().map(|b| b.len().to_string()).collect();
+    println!(
+        "bodies: {} ({} bytes)",
+        if as_stored { "as stored, indented" } else { "compact, as the API server sends them" },
+        sizes.join(", ")
     );
     let started_memory = memory(bucketgate.id());
     // Alternating rounds, so that a slow spell of a shared machine falls on both servers.
@@ -234,6 +248,27 @@ impl std::fmt::Display for Amount {
 /// The captured reviews of the mix, sent in turn.
 const REVIEWS: [&str; 3] =
     ["009-mutate-Bucket-CREATE", "016-validate-BucketClass-UPDATE", "014-validate-Bucket-CREATE"];
+
+/// A stored review as the API server sends it: compact, the members in the same order, and
+/// the newline Go's JSON encoder ends with. Checked to say the same as the stored text.
+fn wire_form(stored: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut wire = Vec::with_capacity(stored.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in stored {
+        if in_string {
+            (in_string, escaped) = (escaped || byte != b'"', !escaped && byte == b'\\');
+        } else if byte.is_ascii_whitespace() {
+            continue;
+        } else {
+            in_string = byte == b'"';
+        }
+        wire.push(byte);
+    }
+    wire.push(b'\n');
+    let (read, sent): (Value, Value) = (serde_json::from_slice(stored)?, serde_json::from_slice(&wire)?);
+    anyhow::ensure!(read == sent, "the compact form of the review says something else than the stored one");
+    Ok(wire)
+}
 
 /// The figures of one server over all rounds: the median round's rate, and latency
 /// percentiles over every request on an open connection.
