@@ -14,6 +14,12 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tracing::field::{Field, Visit};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+
 /// How long a line may wait in memory before it is written.
 pub const INTERVAL: Duration = Duration::from_millis(50);
 /// A batch this large is written at once rather than at the next interval.
@@ -163,27 +169,26 @@ impl Drop for Flush {
 /// each, merged into the span's object as tracing-subscriber does.
 #[derive(Debug, Default)]
 pub struct JsonLines {
-    timer: tracing_subscriber::fmt::time::SystemTime,
+    timer: SystemTime,
 }
 
-impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLines
+impl<S, N> FormatEvent<S, N> for JsonLines
 where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
 {
     fn format_event(
         &self,
-        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
         use tracing_log::NormalizeEvent;
-        use tracing_subscriber::fmt::time::FormatTime;
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let mut line = Vec::with_capacity(512);
         line.extend_from_slice(br#"{"timestamp":""#);
-        self.timer.format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut Utf8(&mut line)))?;
+        self.timer.format_time(&mut Writer::new(&mut Utf8(&mut line)))?;
         line.extend_from_slice(br#"","level":""#);
         line.extend_from_slice(meta.level().as_str().as_bytes());
         line.extend_from_slice(br#"","fields":{"#);
@@ -212,14 +217,14 @@ where
 }
 
 /// A span as an object: the fields recorded for it, then its name.
-fn span_object<S, N>(line: &mut Vec<u8>, span: &tracing_subscriber::registry::SpanRef<'_, S>)
+fn span_object<S, N>(line: &mut Vec<u8>, span: &SpanRef<'_, S>)
 where
-    S: for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
+    S: for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
 {
     line.push(b'{');
     let extensions = span.extensions();
-    let recorded = extensions.get::<tracing_subscriber::fmt::FormattedFields<N>>().map_or("", |f| f.fields.as_str());
+    let recorded = extensions.get::<FormattedFields<N>>().map_or("", |f| f.fields.as_str());
     let fields = recorded.trim().strip_prefix('{').and_then(|f| f.strip_suffix('}')).unwrap_or("").trim();
     if !fields.is_empty() {
         line.extend_from_slice(fields.as_bytes());
@@ -254,7 +259,7 @@ struct JsonFieldsOf<'a> {
 }
 
 impl JsonFieldsOf<'_> {
-    fn value(&mut self, field: &tracing::field::Field, value: impl serde::Serialize) {
+    fn value(&mut self, field: &Field, value: impl serde::Serialize) {
         if !std::mem::take(&mut self.first) {
             self.line.push(b',');
         }
@@ -265,26 +270,26 @@ impl JsonFieldsOf<'_> {
     }
 }
 
-impl tracing::field::Visit for JsonFieldsOf<'_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+impl Visit for JsonFieldsOf<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
         self.value(field, value);
     }
-    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+    fn record_bool(&mut self, field: &Field, value: bool) {
         self.value(field, value);
     }
-    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+    fn record_i64(&mut self, field: &Field, value: i64) {
         self.value(field, value);
     }
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+    fn record_u64(&mut self, field: &Field, value: u64) {
         self.value(field, value);
     }
-    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+    fn record_f64(&mut self, field: &Field, value: f64) {
         self.value(field, value);
     }
-    fn record_error(&mut self, field: &tracing::field::Field, value: &(dyn std::error::Error + 'static)) {
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.value(field, value.to_string());
     }
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         self.value(field, format!("{value:?}"));
     }
 }
@@ -378,6 +383,7 @@ mod tests {
                 not_a_number = f64::NAN,
                 big = u128::MAX,
                 %error,
+                error_value = &error as &(dyn std::error::Error + 'static),
                 debugged = ?vec!["a", "b"],
                 response_message = "was {\"a\": \"1\"}\n\tnow \u{1} \u{e9}",
                 "admission review answered"
