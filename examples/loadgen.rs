@@ -9,9 +9,14 @@
 //! second, latency percentiles (and the p99 of each review), errors, the ratios to the
 //! floor, the CPU time each process spent per review, and bucketgate's peak RSS.
 //!
-//! `cargo build --release --bins --examples && target/release/examples/loadgen [--as-stored] [CONNECTIONS] [REQUESTS | TIME]`:
+//! `cargo build --release --bins --examples && target/release/examples/loadgen [--as-stored] [--rate N] [CONNECTIONS] [REQUESTS | TIME]`:
 //! 32 connections and 50,000 requests to each server unless told otherwise; a time such as
 //! `30s` runs each server for that long instead.
+//!
+//! Without `--rate`, each connection sends its next request when the last is answered: the
+//! servers run flat out, and the rate is what they can do. With `--rate N`, the requests
+//! are due at N a second over all connections, and each latency counts from when its
+//! request was due: what a webhook adds to each write at a load it keeps up with.
 //!
 //! The reviews go as the API server writes them: compact JSON and a newline (its webhook
 //! client encodes with apimachinery's JSON serializer, which indents only when asked to).
@@ -35,6 +40,19 @@ async fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().collect();
     let as_stored = args.iter().any(|a| a == "--as-stored");
     args.retain(|a| a != "--as-stored");
+    let rate = match args.iter().position(|a| a == "--rate") {
+        Some(at) => {
+            let value = args.get(at + 1).context("--rate takes a number of requests per second")?;
+            let rate: f64 = value
+                .parse()
+                .ok()
+                .filter(|r: &f64| r.is_finite() && *r > 0.0)
+                .with_context(|| format!("--rate {value:?} is not a positive number of requests per second"))?;
+            args.drain(at..at + 2);
+            Some(rate)
+        }
+        None => None,
+    };
     if args.get(1).map(String::as_str) == Some("--floor") {
         return floor(args.get(2).context("--floor takes the directory of the serving certificate")?).await;
     }
@@ -44,6 +62,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let amount = args.get(2).map_or(Ok(Amount::Requests(50_000)), |a| Amount::parse(a))?;
     anyhow::ensure!(connections > 0, "CONNECTIONS must be at least 1");
+    if let Amount::Requests(n) = amount {
+        // The first request of each connection opens it and is not timed with the rest.
+        let least = 2 * connections * ROUNDS;
+        anyhow::ensure!(
+            n >= least,
+            "{n} requests leave some of {connections} connections nothing to time: at least {least}"
+        );
+    }
     let fixtures = std::env::var_os("BUCKETGATE_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
@@ -102,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
     let load = Load {
         ca: certs.ca_pem.clone(),
         connections,
+        rate,
         bodies,
         paths: ["/mutate?timeout=5s", "/validate?timeout=5s", "/validate?timeout=5s"],
     };
@@ -109,6 +136,12 @@ async fn main() -> anyhow::Result<()> {
         "machine: {} cores; {connections} connections, {amount} to each server in {ROUNDS} alternating rounds, after 2,000 requests to warm up",
         num_cpus()
     );
+    match rate {
+        Some(rate) => {
+            println!("pace: {rate} requests a second, each request due at its time (latency counted from then)")
+        }
+        None => println!("pace: as fast as the servers answer, a request at a time on each connection"),
+    }
     let sizes: Vec<String> = load.bodies.iter().map(|b| b.len().to_string()).collect();
     println!(
         "bodies: {} ({} bytes)",
@@ -222,7 +255,6 @@ impl Amount {
             ),
         };
         match amount {
-            Amount::Requests(n) if n < ROUNDS => anyhow::bail!("at least {ROUNDS} requests, one a round"),
             Amount::Time(t) if t.is_zero() => anyhow::bail!("a time of zero sends nothing"),
             _ => Ok(amount),
         }
@@ -329,12 +361,15 @@ struct Round {
     /// server's kept-alive connections do once.
     first: Vec<Duration>,
     errors: usize,
+    /// From the moment every connection was open to the last answer.
     elapsed: Duration,
 }
 
 impl Round {
+    /// Answers a second on open connections: the handshakes at the start of a round are
+    /// left out, as they are from the latencies.
     fn rate(&self) -> f64 {
-        (self.latencies.len() + self.first.len()) as f64 / self.elapsed.as_secs_f64()
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
 }
 
@@ -342,32 +377,34 @@ impl Round {
 struct Load {
     ca: String,
     connections: usize,
+    /// Requests a second over all connections, or `None` for as fast as the server answers.
+    rate: Option<f64>,
     bodies: Arc<Vec<Vec<u8>>>,
     paths: [&'static str; 3],
 }
 
 impl Load {
     /// `amount` of requests over `connections` keep-alive connections, one client each: the
-    /// requests shared out between them, or as many as each sends in the time.
+    /// requests shared out between them, or as many as each sends in the time. Each
+    /// connection first sends one request to open itself (timed apart); the rest wait until
+    /// all are open.
     async fn send(&self, addr: SocketAddr, amount: Amount) -> Round {
-        let started = Instant::now();
+        let open = Arc::new(tokio::sync::Barrier::new(self.connections + 1));
         let mut tasks = Vec::new();
         for c in 0..self.connections {
             let client = client(&self.ca);
-            let (bodies, paths) = (self.bodies.clone(), self.paths);
-            let (share, deadline) = match amount {
-                Amount::Requests(n) => (n / self.connections + usize::from(c < n % self.connections), None),
-                Amount::Time(t) => (usize::MAX, Some(started + t)),
+            let (bodies, paths, open) = (self.bodies.clone(), self.paths, open.clone());
+            let share = match amount {
+                Amount::Requests(n) => n / self.connections + usize::from(c < n % self.connections),
+                Amount::Time(_) => usize::MAX,
             };
+            // With a rate, connection `c` sends its requests `interval` apart, `c` slots after
+            // the first connection.
+            let interval = self.rate.map(|rate| Duration::from_secs_f64(self.connections as f64 / rate));
+            let offset = self.rate.map_or(Duration::ZERO, |rate| Duration::from_secs_f64(c as f64 / rate));
             tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(share.min(1 << 16));
-                let (mut first, mut errors) = (None, 0);
-                for i in 0..share {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        break;
-                    }
-                    let which = (c + i) % bodies.len();
-                    let started = Instant::now();
+                let (client, bodies) = (&client, &bodies);
+                let post = |which: usize| async move {
                     let response = client
                         .post(format!("https://localhost:{}{}", addr.port(), paths[which]))
                         .header("content-type", "application/json")
@@ -375,20 +412,56 @@ impl Load {
                         .send()
                         .await;
                     match response {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = r.bytes().await;
-                            // The first answer on this client's connection waited for its handshake.
-                            match first {
-                                None => first = Some(started.elapsed()),
-                                Some(_) => latencies.push((which, started.elapsed())),
-                            }
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    }
+                };
+                let (mut latencies, mut first, mut errors) = (Vec::with_capacity(share.min(1 << 16)), None, 0);
+                if share > 0 {
+                    let opened = Instant::now();
+                    if post(c % bodies.len()).await {
+                        first = Some(opened.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+                open.wait().await;
+                let start = Instant::now();
+                let deadline = match amount {
+                    Amount::Time(t) => Some(start + t),
+                    Amount::Requests(_) => None,
+                };
+                let mut answered = start;
+                for i in 1..share {
+                    let which = (c + i) % bodies.len();
+                    let due = interval.map(|interval| start + offset + interval.mul_f64((i - 1) as f64));
+                    if deadline.is_some_and(|d| due.unwrap_or_else(Instant::now) >= d) {
+                        break;
+                    }
+                    // A request held back by a late answer counts from when it was due, so
+                    // that a slow server is not let off by sending it less; one held back only
+                    // by the timer (a millisecond's grain) counts from when it went.
+                    let from = match due {
+                        Some(due) if answered > due => due,
+                        Some(due) => {
+                            tokio::time::sleep_until(due.into()).await;
+                            Instant::now()
                         }
-                        _ => errors += 1,
+                        None => Instant::now(),
+                    };
+                    let ok = post(which).await;
+                    answered = Instant::now();
+                    if ok {
+                        latencies.push((which, answered - from));
+                    } else {
+                        errors += 1;
                     }
                 }
                 (latencies, first, errors)
             }));
         }
+        open.wait().await;
+        let started = Instant::now();
         let mut round = Round { latencies: Vec::new(), first: Vec::new(), errors: 0, elapsed: Duration::ZERO };
         for task in tasks {
             let (latencies, first, errors) = task.await.unwrap_or_default();
