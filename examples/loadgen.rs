@@ -24,13 +24,20 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
 use axum::routing::post;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 const FLOOR_ANSWER: &str =
     r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
@@ -114,19 +121,24 @@ async fn main() -> anyhow::Result<()> {
     let (mut floor, floor_addr) =
         spawn(std::process::Command::new(std::env::current_exe()?).arg("--floor").arg(scratch.path()))?;
 
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
         REVIEWS
             .iter()
             .map(|f| {
                 let path = fixtures.join("admission-reviews").join(format!("{f}.json"));
                 let stored = std::fs::read(&path)
                     .with_context(|| format!("reading {} (BUCKETGATE_FIXTURES)", path.display()))?;
-                if as_stored { Ok(stored) } else { wire_form(&stored).with_context(|| format!("{}", path.display())) }
+                let body = if as_stored {
+                    stored
+                } else {
+                    wire_form(&stored).with_context(|| format!("{}", path.display()))?
+                };
+                Ok(Bytes::from(body))
             })
             .collect::<anyhow::Result<_>>()?,
     );
     let load = Load {
-        ca: certs.ca_pem.clone(),
+        tls: tls_config(&certs.ca_pem),
         connections,
         rate,
         bodies,
@@ -369,11 +381,11 @@ impl Round {
 
 /// What every round sends: the reviews in turn, over a fixed number of connections.
 struct Load {
-    ca: String,
+    tls: Arc<rustls::ClientConfig>,
     connections: usize,
     /// Requests a second over all connections, or `None` for as fast as the server answers.
     rate: Option<f64>,
-    bodies: Arc<Vec<Vec<u8>>>,
+    bodies: Arc<Vec<Bytes>>,
     paths: [&'static str; 3],
 }
 
@@ -386,8 +398,7 @@ impl Load {
         let open = Arc::new(tokio::sync::Barrier::new(self.connections + 1));
         let mut tasks = Vec::new();
         for c in 0..self.connections {
-            let client = client(&self.ca);
-            let (bodies, paths, open) = (self.bodies.clone(), self.paths, open.clone());
+            let (tls, bodies, paths, open) = (self.tls.clone(), self.bodies.clone(), self.paths, open.clone());
             let share = match amount {
                 Amount::Requests(n) => n / self.connections + usize::from(c < n % self.connections),
                 Amount::Time(_) => usize::MAX,
@@ -397,29 +408,28 @@ impl Load {
             let interval = self.rate.map(|rate| Duration::from_secs_f64(self.connections as f64 / rate));
             let offset = self.rate.map_or(Duration::ZERO, |rate| Duration::from_secs_f64(c as f64 / rate));
             tasks.push(tokio::spawn(async move {
-                let (client, bodies) = (&client, &bodies);
-                let post = |which: usize| async move {
-                    let response = client
-                        .post(format!("https://localhost:{}{}", addr.port(), paths[which]))
-                        .header("content-type", "application/json")
-                        .body(bodies[which].clone())
-                        .send()
-                        .await;
-                    match response {
-                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-                        _ => false,
-                    }
-                };
                 let (mut latencies, mut first, mut errors) = (Vec::with_capacity(share.min(1 << 16)), None, 0);
+                let mut connection = None;
                 if share > 0 {
                     let opened = Instant::now();
-                    if post(c % bodies.len()).await {
-                        first = Some(opened.elapsed());
-                    } else {
-                        errors += 1;
+                    let which = c % bodies.len();
+                    match Connection::open(addr, tls).await {
+                        Ok(mut opened_connection) => {
+                            if opened_connection.post(paths[which], &bodies[which]).await {
+                                first = Some(opened.elapsed());
+                            } else {
+                                errors += 1;
+                            }
+                            connection = Some(opened_connection);
+                        }
+                        // All it was to send fails with it (one for a time's worth).
+                        Err(_) => errors += if let Amount::Requests(_) = amount { share } else { 1 },
                     }
                 }
                 open.wait().await;
+                let Some(mut connection) = connection else {
+                    return (latencies, first, errors);
+                };
                 let start = Instant::now();
                 let deadline = match amount {
                     Amount::Time(t) => Some(start + t),
@@ -443,12 +453,19 @@ impl Load {
                         }
                         None => Instant::now(),
                     };
-                    let ok = post(which).await;
+                    let ok = connection.post(paths[which], &bodies[which]).await;
                     answered = Instant::now();
                     if ok {
                         latencies.push((which, answered - from));
                     } else {
                         errors += 1;
+                        if connection.closed() {
+                            // What it had left to send fails too (not counted for a time's worth).
+                            if let Amount::Requests(_) = amount {
+                                errors += share - 1 - i;
+                            }
+                            break;
+                        }
                     }
                 }
                 (latencies, first, errors)
@@ -468,7 +485,64 @@ impl Load {
     }
 }
 
-fn client(ca: &str) -> reqwest::Client {
+/// One kept-alive HTTP/1.1 connection over TLS, as the API server keeps to a webhook: one
+/// request at a time.
+///
+/// hyper's connection is driven by the task that sends on it rather than a task of its own
+/// (as a pooled client such as reqwest does): the load generator shares the servers' cores,
+/// and a hop between tasks for every request and answer cost it twice the floor's CPU per
+/// review, taken from the servers it measures.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    /// `None` once the connection has closed.
+    driver: Option<Pin<Box<Driver>>>,
+}
+
+/// What reads and writes a connection's bytes; it makes progress only while polled.
+type Driver = hyper::client::conn::http1::Connection<TokioIo<TlsStream<TcpStream>>, Full<Bytes>>;
+
+impl Connection {
+    async fn open(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Connection> {
+        let tcp = TcpStream::connect(addr).await?;
+        // As the API server's client (Go's net/http) does: each request goes out at once.
+        tcp.set_nodelay(true)?;
+        let server = rustls::pki_types::ServerName::try_from("localhost")?;
+        let stream = tokio_rustls::TlsConnector::from(tls).connect(server, tcp).await?;
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        Ok(Connection { sender, driver: Some(Box::pin(driver)) })
+    }
+
+    fn closed(&self) -> bool {
+        self.driver.is_none()
+    }
+
+    /// POSTs a review to `path`: true when the answer is a success, read to its end.
+    async fn post(&mut self, path: &str, body: &Bytes) -> bool {
+        let Connection { sender, driver } = self;
+        let Some(running) = driver else { return false };
+        let exchange = async {
+            sender.ready().await?;
+            let request = http::Request::post(path)
+                .header(http::header::HOST, "localhost")
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(body.clone()))?;
+            let response = sender.send_request(request).await?;
+            let success = response.status().is_success();
+            response.into_body().collect().await?;
+            anyhow::Ok(success)
+        };
+        tokio::select! {
+            biased;
+            answer = exchange => answer.unwrap_or(false),
+            _ = running.as_mut() => {
+                *driver = None;
+                false
+            }
+        }
+    }
+}
+
+fn tls_config(ca: &str) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).expect("CA")).expect("CA");
@@ -477,12 +551,7 @@ fn client(ca: &str) -> reqwest::Client {
         .expect("TLS versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .pool_max_idle_per_host(1)
-        .http1_only()
-        .build()
-        .expect("client")
+    Arc::new(config)
 }
 
 /// Starts a server process and reads its address from its first JSON log line naming one.
