@@ -409,22 +409,20 @@ impl Load {
             let offset = self.rate.map_or(Duration::ZERO, |rate| Duration::from_secs_f64(c as f64 / rate));
             tasks.push(tokio::spawn(async move {
                 let (mut latencies, mut first, mut errors) = (Vec::with_capacity(share.min(1 << 16)), None, 0);
-                let mut connection = None;
-                if share > 0 {
-                    let opened = Instant::now();
-                    let which = c % bodies.len();
-                    match Connection::open(addr, tls).await {
-                        Ok(mut opened_connection) => {
-                            if opened_connection.post(paths[which], &bodies[which]).await {
-                                first = Some(opened.elapsed());
-                            } else {
-                                errors += 1;
-                            }
-                            connection = Some(opened_connection);
+                let opened = Instant::now();
+                let mut connection = if share > 0 { Connection::open(addr, tls).await.ok() } else { None };
+                match &mut connection {
+                    Some(connection) => {
+                        let which = c % bodies.len();
+                        if connection.post(paths[which], &bodies[which]).await {
+                            first = Some(opened.elapsed());
+                        } else {
+                            errors += 1;
                         }
-                        // All it was to send fails with it (one for a time's worth).
-                        Err(_) => errors += if let Amount::Requests(_) = amount { share } else { 1 },
                     }
+                    // All it was to send fails with it (one for a time's worth).
+                    None if share > 0 => errors += if let Amount::Requests(_) = amount { share } else { 1 },
+                    None => {}
                 }
                 open.wait().await;
                 let Some(mut connection) = connection else {
@@ -512,8 +510,9 @@ impl Connection {
         Ok(Connection { sender, driver: Some(Box::pin(driver)) })
     }
 
+    /// Whether the connection is gone: it ended while polled, or hyper found it closed.
     fn closed(&self) -> bool {
-        self.driver.is_none()
+        self.driver.is_none() || self.sender.is_closed()
     }
 
     /// POSTs a review to `path`: true when the answer is a success, read to its end.
