@@ -488,8 +488,8 @@ impl Load {
 ///
 /// hyper's connection is driven by the task that sends on it rather than a task of its own
 /// (as a pooled client such as reqwest does): the load generator shares the servers' cores,
-/// and a hop between tasks for every request and answer cost it twice the floor's CPU per
-/// review, taken from the servers it measures.
+/// and a hop between tasks for every request and answer cost it 1.7 to 2 times the floor's
+/// CPU per review, taken from the servers it measures.
 struct Connection {
     sender: SendRequest<Full<Bytes>>,
     /// `None` once the connection has closed.
