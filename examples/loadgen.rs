@@ -42,32 +42,42 @@ use tokio_rustls::client::TlsStream;
 const FLOOR_ANSWER: &str =
     r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
 
+/// Admission under load over TLS, against the floor (see BENCHMARKS.md).
+#[derive(clap::Parser)]
+struct Args {
+    /// Keep-alive connections to each server.
+    #[arg(default_value_t = 32)]
+    connections: usize,
+    /// Requests to each server, or a time to load each for, such as 30s.
+    #[arg(default_value = "50000", value_parser = Amount::parse)]
+    amount: Amount,
+    /// Requests a second over all connections, each latency counted from when its request
+    /// was due; without it, as fast as the servers answer.
+    #[arg(long, value_parser = positive_rate)]
+    rate: Option<f64>,
+    /// Send the fixture files as stored, indented, rather than compact as on the wire.
+    #[arg(long)]
+    as_stored: bool,
+    /// Serve as the floor with the serving certificate in this directory (how the load
+    /// generator starts it).
+    #[arg(long, hide = true)]
+    floor: Option<PathBuf>,
+}
+
+fn positive_rate(value: &str) -> anyhow::Result<f64> {
+    value
+        .parse()
+        .ok()
+        .filter(|r: &f64| r.is_finite() && *r > 0.0)
+        .with_context(|| format!("{value:?} is not a positive number of requests per second"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args: Vec<String> = std::env::args().collect();
-    let as_stored = args.iter().any(|a| a == "--as-stored");
-    args.retain(|a| a != "--as-stored");
-    let rate = match args.iter().position(|a| a == "--rate") {
-        Some(at) => {
-            let value = args.get(at + 1).context("--rate takes a number of requests per second")?;
-            let rate: f64 = value
-                .parse()
-                .ok()
-                .filter(|r: &f64| r.is_finite() && *r > 0.0)
-                .with_context(|| format!("--rate {value:?} is not a positive number of requests per second"))?;
-            args.drain(at..at + 2);
-            Some(rate)
-        }
-        None => None,
-    };
-    if args.get(1).map(String::as_str) == Some("--floor") {
-        return floor(args.get(2).context("--floor takes the directory of the serving certificate")?).await;
+    let Args { connections, amount, rate, as_stored, floor: floor_certs } = clap::Parser::parse();
+    if let Some(cert_dir) = floor_certs {
+        return floor(&cert_dir).await;
     }
-    let connections: usize = match args.get(1) {
-        Some(arg) => arg.parse().with_context(|| format!("CONNECTIONS {arg:?} is not a number"))?,
-        None => 32,
-    };
-    let amount = args.get(2).map_or(Ok(Amount::Requests(50_000)), |a| Amount::parse(a))?;
     anyhow::ensure!(connections > 0, "CONNECTIONS must be at least 1");
     if let Amount::Requests(n) = amount {
         // The first request of each connection opens it and is not timed with the rest.
@@ -573,8 +583,8 @@ fn spawn(command: &mut std::process::Command) -> anyhow::Result<(std::process::C
 }
 
 /// The floor: the same stack, no decoding, a fixed answer.
-async fn floor(cert_dir: &str) -> anyhow::Result<()> {
-    let store = bucketgate::tls::CertStore::open(Path::new(cert_dir))?;
+async fn floor(cert_dir: &Path) -> anyhow::Result<()> {
+    let store = bucketgate::tls::CertStore::open(cert_dir)?;
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(bucketgate::tls::server_config(store)?));
     let app = Router::new()
         .route("/mutate", post(|| async { FLOOR_ANSWER }))
