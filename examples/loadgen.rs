@@ -192,6 +192,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     for (name, r) in [("floor", &floor_run), ("bucketgate", &gate_run)] {
+        if let Some(failure) = &r.failure {
+            println!("{name}: {} failed requests, the first: {failure}", r.errors);
+        }
+    }
+    for (name, r) in [("floor", &floor_run), ("bucketgate", &gate_run)] {
         println!(
             "{name} first request of a connection, TLS handshake included ({} of them): p50 {:.3?}, max {:.3?}",
             r.first.len(),
@@ -329,6 +334,8 @@ struct Figures {
     p99: Duration,
     max: Duration,
     errors: usize,
+    /// Why the first failed request failed.
+    failure: Option<String>,
     /// p99 of each review of the mix alone, in the order of [`REVIEWS`].
     p99_by_review: [Duration; REVIEWS.len()],
     /// The latencies of the first request of each connection, sorted.
@@ -340,6 +347,7 @@ impl Figures {
         let mut rates: Vec<f64> = rounds.iter().map(Round::rate).collect();
         rates.sort_by(f64::total_cmp);
         let errors = rounds.iter().map(|r| r.errors).sum();
+        let failure = rounds.iter().find_map(|r| r.failure.clone());
         let mut first: Vec<Duration> = rounds.iter().flat_map(|r| r.first.iter().copied()).collect();
         first.sort();
         let mut latencies: Vec<(usize, Duration)> = rounds.into_iter().flat_map(|r| r.latencies).collect();
@@ -358,6 +366,7 @@ impl Figures {
             p99: percentile(&all, 0.99),
             max: all.last().copied().unwrap_or_default(),
             errors,
+            failure,
             p99_by_review,
             first,
         }
@@ -369,6 +378,8 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
 }
 
+/// What a round's connections sent, or one connection's.
+#[derive(Default)]
 struct Round {
     /// Each answered request on an open connection: which review of the mix it was, and how
     /// long it took.
@@ -377,11 +388,28 @@ struct Round {
     /// server's kept-alive connections do once.
     first: Vec<Duration>,
     errors: usize,
+    /// Why the first failed request failed.
+    failure: Option<String>,
     /// From the moment every connection was open to the last answer.
     elapsed: Duration,
 }
 
 impl Round {
+    /// Counts `count` requests as failed, keeping the first cause.
+    fn failed(&mut self, count: usize, error: &anyhow::Error) {
+        self.errors += count;
+        self.failure.get_or_insert_with(|| format!("{error:#}"));
+    }
+
+    fn add(&mut self, other: Round) {
+        self.latencies.extend(other.latencies);
+        self.first.extend(other.first);
+        self.errors += other.errors;
+        if self.failure.is_none() {
+            self.failure = other.failure;
+        }
+    }
+
     /// Answers a second on open connections: the handshakes at the start of a round are
     /// left out, as they are from the latencies.
     fn rate(&self) -> f64 {
@@ -400,7 +428,7 @@ struct Load {
 }
 
 impl Load {
-    /// `amount` of requests over `connections` keep-alive connections, one client each: the
+    /// `amount` of requests over `connections` keep-alive connections: the
     /// requests shared out between them, or as many as each sends in the time. Each
     /// connection first sends one request to open itself (timed apart); the rest wait until
     /// all are open.
@@ -417,27 +445,30 @@ impl Load {
             // the first connection.
             let interval = self.rate.map(|rate| Duration::from_secs_f64(self.connections as f64 / rate));
             let offset = self.rate.map_or(Duration::ZERO, |rate| Duration::from_secs_f64(c as f64 / rate));
+            // What a connection had left from its `sent`th request on, when it failed for
+            // good: all of it, or for a time's worth, one.
+            let left = move |sent: usize| if let Amount::Requests(_) = amount { share - sent } else { 1 };
             tasks.push(tokio::spawn(async move {
-                let (mut latencies, mut first, mut errors) = (Vec::with_capacity(share.min(1 << 16)), None, 0);
+                let mut round = Round { latencies: Vec::with_capacity(share.min(1 << 16)), ..Round::default() };
+                if share == 0 {
+                    open.wait().await;
+                    return round;
+                }
                 let opened = Instant::now();
-                let mut connection = if share > 0 { Connection::open(addr, tls).await.ok() } else { None };
-                match &mut connection {
-                    Some(connection) => {
-                        let which = c % bodies.len();
-                        if connection.post(paths[which], &bodies[which]).await {
-                            first = Some(opened.elapsed());
-                        } else {
-                            errors += 1;
-                        }
+                let mut connection = match Connection::open(addr, tls).await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        round.failed(left(0), &error.context("opening a connection"));
+                        open.wait().await;
+                        return round;
                     }
-                    // All it was to send fails with it (one for a time's worth).
-                    None if share > 0 => errors += if let Amount::Requests(_) = amount { share } else { 1 },
-                    None => {}
+                };
+                let which = c % bodies.len();
+                match connection.post(paths[which], &bodies[which]).await {
+                    Ok(()) => round.first.push(opened.elapsed()),
+                    Err(error) => round.failed(1, &error),
                 }
                 open.wait().await;
-                let Some(mut connection) = connection else {
-                    return (latencies, first, errors);
-                };
                 let start = Instant::now();
                 let deadline = match amount {
                     Amount::Time(t) => Some(start + t),
@@ -461,32 +492,28 @@ impl Load {
                         }
                         None => Instant::now(),
                     };
-                    let ok = connection.post(paths[which], &bodies[which]).await;
+                    let sent = connection.post(paths[which], &bodies[which]).await;
                     answered = Instant::now();
-                    if ok {
-                        latencies.push((which, answered - from));
-                    } else {
-                        errors += 1;
-                        if connection.closed() {
-                            // What it had left to send fails too (not counted for a time's worth).
-                            if let Amount::Requests(_) = amount {
-                                errors += share - 1 - i;
-                            }
+                    match sent {
+                        Ok(()) => round.latencies.push((which, answered - from)),
+                        Err(error) if connection.closed() => {
+                            round.failed(left(i), &error);
                             break;
                         }
+                        Err(error) => round.failed(1, &error),
                     }
                 }
-                (latencies, first, errors)
+                round
             }));
         }
         open.wait().await;
         let started = Instant::now();
-        let mut round = Round { latencies: Vec::new(), first: Vec::new(), errors: 0, elapsed: Duration::ZERO };
+        let mut round = Round::default();
         for task in tasks {
-            let (latencies, first, errors) = task.await.unwrap_or_default();
-            round.latencies.extend(latencies);
-            round.first.extend(first);
-            round.errors += errors;
+            match task.await {
+                Ok(sent) => round.add(sent),
+                Err(error) => round.failed(1, &anyhow::anyhow!("a connection's task failed: {error}")),
+            }
         }
         round.elapsed = started.elapsed();
         round
@@ -525,10 +552,11 @@ impl Connection {
         self.driver.is_none() || self.sender.is_closed()
     }
 
-    /// POSTs a review to `path`: true when the answer is a success, read to its end.
-    async fn post(&mut self, path: &str, body: &Bytes) -> bool {
+    /// POSTs a review to `path` and reads the answer to its end: an error unless it is a
+    /// success.
+    async fn post(&mut self, path: &str, body: &Bytes) -> anyhow::Result<()> {
         let Connection { sender, driver } = self;
-        let Some(running) = driver else { return false };
+        let Some(running) = driver else { anyhow::bail!("the connection is closed") };
         let exchange = async {
             sender.ready().await?;
             let request = http::Request::post(path)
@@ -536,16 +564,21 @@ impl Connection {
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(body.clone()))?;
             let response = sender.send_request(request).await?;
-            let success = response.status().is_success();
-            response.into_body().collect().await?;
-            anyhow::Ok(success)
+            let status = response.status();
+            let answer = response.into_body().collect().await?.to_bytes();
+            let answer = String::from_utf8_lossy(&answer);
+            anyhow::ensure!(status.is_success(), "{path} answered {status}: {:.200}", answer.trim());
+            Ok(())
         };
         tokio::select! {
             biased;
-            answer = exchange => answer.unwrap_or(false),
-            _ = running.as_mut() => {
+            answer = exchange => answer,
+            ended = running.as_mut() => {
                 *driver = None;
-                false
+                match ended {
+                    Ok(()) => anyhow::bail!("the server closed the connection"),
+                    Err(error) => Err(anyhow::Error::new(error).context("the connection failed")),
+                }
             }
         }
     }
