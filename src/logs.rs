@@ -296,6 +296,8 @@ impl Visit for JsonFieldsOf<'_> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     /// A `Write` whose bytes the test can read.
@@ -367,8 +369,6 @@ mod tests {
         tracing::subscriber::with_default(subscriber, &events);
         (lines(&theirs), lines(&ours))
     }
-
-    use serde_json::Value;
 
     #[test]
     fn json_lines_say_what_tracing_subscribers_json_says() {
