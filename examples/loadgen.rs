@@ -74,10 +74,32 @@ fn positive_rate(value: &str) -> anyhow::Result<f64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Args { connections, amount, rate, as_stored, floor: floor_certs } = clap::Parser::parse();
-    if let Some(cert_dir) = floor_certs {
-        return floor(&cert_dir).await;
+    let args: Args = clap::Parser::parse();
+    if let Some(cert_dir) = &args.floor {
+        return floor(cert_dir).await;
     }
+    // A run cut short drops the servers it started, which stops them (see `Server`).
+    tokio::select! {
+        result = run(args) => result,
+        signal = stop_signal() => anyhow::bail!("stopped by {signal} before the end of the run"),
+    }
+}
+
+/// SIGTERM (`timeout`, `kill`) or SIGINT (Ctrl-C), whichever comes first.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        // Without the handlers the signals keep their default action, which ends the run.
+        _ => std::future::pending().await,
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let Args { connections, amount, rate, as_stored, .. } = args;
     anyhow::ensure!(connections > 0, "CONNECTIONS must be at least 1");
     if let Amount::Requests(n) = amount {
         // The first request of each connection opens it and is not timed with the rest.
@@ -109,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => std::process::Command::new(release.join("bucketgate")),
     };
-    let (mut bucketgate, gate_addr) = spawn(
+    let (bucketgate, gate_addr) = spawn(
         command
             .args([
                 "serve",
@@ -128,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
             // address is read whatever the level.
             .env("RUST_LOG", format!("{},bucketgate::cli=info", std::env::var("RUST_LOG").unwrap_or("info".into()))),
     )?;
-    let (mut floor, floor_addr) =
+    let (floor, floor_addr) =
         spawn(std::process::Command::new(std::env::current_exe()?).arg("--floor").arg(scratch.path()))?;
 
     let bodies: Arc<Vec<Bytes>> = Arc::new(
@@ -217,12 +239,11 @@ async fn main() -> anyhow::Result<()> {
     );
     // Both servers and the load generator share the machine's cores: what each spends per
     // review says more than the rates, which move with whatever else the machine runs.
-    let per_review =
-        |which: usize, reviews: usize| cpu[which].saturating_sub(cpu_before[which]) / reviews.max(1) as u32;
+    let per_review = |which: usize, reviews: usize| cpu[which].since(cpu_before[which]).per(reviews);
     let (floor_cpu, gate_cpu) = (per_review(0, floor_run.count), per_review(1, gate_run.count));
     println!(
-        "CPU per review: floor {floor_cpu:.1?}, bucketgate {gate_cpu:.1?} ({:.2} times the floor's), load generator {:.1?}",
-        gate_cpu.as_secs_f64() / floor_cpu.as_secs_f64(),
+        "CPU per review, user + system: floor {floor_cpu}, bucketgate {gate_cpu} ({:.2} times the floor's), load generator {}",
+        gate_cpu.total().as_secs_f64() / floor_cpu.total().as_secs_f64(),
         per_review(2, floor_run.count + gate_run.count)
     );
     let (peak, now) = memory(bucketgate.id());
@@ -231,12 +252,34 @@ async fn main() -> anyhow::Result<()> {
         started_memory.0, started_memory.1
     );
     println!("bucketgate answered {} reviews in all", 2_000 + gate_run.count);
-    // SIGTERM, so that bucketgate (and a wrapper such as valgrind) exits as it would in a
-    // cluster, writing what it has to write.
-    let _ = std::process::Command::new("kill").args(["-TERM", &bucketgate.id().to_string()]).status();
-    let _ = bucketgate.wait();
-    let _ = floor.kill();
+    bucketgate.terminate();
     Ok(())
+}
+
+/// A server the load generator started. Dropping it kills the server, so that none
+/// outlives a run that ends early: an error, or a SIGTERM, which reaches this process
+/// alone (Ctrl-C reaches the whole process group).
+struct Server(std::process::Child);
+
+impl Server {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGTERM, and a wait for the exit: bucketgate (and a wrapper such as valgrind) ends
+    /// as it would in a cluster, writing what it has to write.
+    fn terminate(mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Both fail harmlessly on a server that has already exited and been waited for.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Peak (VmHWM) and current (VmRSS) resident memory of a process, as /proc says them.
@@ -248,15 +291,48 @@ fn memory(pid: u32) -> (String, String) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// CPU time in user space and in the kernel.
+#[derive(Clone, Copy)]
+struct Cpu {
+    user: Duration,
+    system: Duration,
+}
+
+impl Cpu {
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu { user: self.user.saturating_sub(before.user), system: self.system.saturating_sub(before.system) }
+    }
+
+    fn per(self, reviews: usize) -> Cpu {
+        let reviews = reviews.max(1) as u32;
+        Cpu { user: self.user / reviews, system: self.system / reviews }
+    }
+
+    fn total(self) -> Duration {
+        self.user + self.system
+    }
+}
+
+impl std::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
+        write!(f, "{:.1}µs = {:.1} + {:.1}", micros(self.total()), micros(self.user), micros(self.system))
+    }
+}
+
 /// User and system CPU time of a process and all its threads so far, from /proc.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+fn cpu_time(pid: u32) -> Cpu {
+    cpu_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// The CPU times in a line of `/proc/PID/stat`.
+fn cpu_of(stat: &str) -> Cpu {
     // The fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     // utime and stime, the 14th and 15th fields, in USER_HZ ticks, which are 1/100 s on Linux.
-    let ticks: u64 = fields.get(11..13).map_or(0, |t| t.iter().filter_map(|f| f.parse::<u64>().ok()).sum());
-    Duration::from_millis(ticks * 10)
+    let ticks = |i: usize| Duration::from_millis(10 * fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0));
+    Cpu { user: ticks(11), system: ticks(12) }
 }
 
 fn num_cpus() -> usize {
@@ -597,10 +673,10 @@ fn tls_config(ca: &str) -> Arc<rustls::ClientConfig> {
 }
 
 /// Starts a server process and reads its address from its first JSON log line naming one.
-fn spawn(command: &mut std::process::Command) -> anyhow::Result<(std::process::Child, SocketAddr)> {
+fn spawn(command: &mut std::process::Command) -> anyhow::Result<(Server, SocketAddr)> {
     use std::io::BufRead;
-    let mut child = command.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn()?;
-    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut server = Server(command.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn()?);
+    let mut lines = std::io::BufReader::new(server.0.stderr.take().expect("stderr")).lines();
     let mut said = Vec::new();
     for line in lines.by_ref() {
         let line = line?;
@@ -609,7 +685,7 @@ fn spawn(command: &mut std::process::Command) -> anyhow::Result<(std::process::C
         if let Some(address) = log["fields"]["address"].as_str().or(log["address"].as_str()) {
             let addr = address.parse()?;
             std::thread::spawn(move || lines.for_each(drop));
-            return Ok((child, addr));
+            return Ok((server, addr));
         }
     }
     anyhow::bail!("the server exited before listening:\n{}", said.join("\n"))
@@ -653,4 +729,62 @@ fn write_catalog(fixtures: &Path, to: &Path, contents: usize, classes: usize) ->
         std::fs::write(to.join(format!("generated-{n}.yaml")), chunk.concat())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_amount_is_a_number_of_requests_or_a_time_that_is_not_zero() {
+        assert!(matches!(Amount::parse("50000"), Ok(Amount::Requests(50_000))));
+        assert!(matches!(Amount::parse("30s"), Ok(Amount::Time(t)) if t == Duration::from_secs(30)));
+        let refused = |arg: &str| Amount::parse(arg).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(refused("abc").starts_with("\"abc\" is neither a number of requests nor a time"), "{}", refused("abc"));
+        assert_eq!(refused("0s"), "a time of zero sends nothing");
+        assert!(matches!(Amount::Requests(50_000).per_round(), Amount::Requests(10_000)));
+    }
+
+    #[test]
+    fn a_rate_is_a_positive_finite_number() {
+        assert_eq!(positive_rate("2000").unwrap(), 2000.0);
+        assert_eq!(positive_rate("0.5").unwrap(), 0.5);
+        for refused in ["0", "-5", "inf", "NaN", "x", ""] {
+            let error = positive_rate(refused).unwrap_err().to_string();
+            assert!(error.contains("is not a positive number of requests per second"), "{refused}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_wire_form_is_compact_in_the_stored_order_with_a_newline() {
+        let stored = b"{\n  \"kind\": \"AdmissionReview\",\n  \"apiVersion\": \"admission.k8s.io/v1\",\n  \"request\": {\"a b\": [1, 2.5, null]}\n}\n";
+        let wire = wire_form(stored).unwrap();
+        assert_eq!(
+            String::from_utf8(wire).unwrap(),
+            "{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\",\"request\":{\"a b\":[1,2.5,null]}}\n"
+        );
+        assert!(wire_form(b"{\"kind\": ").is_err());
+    }
+
+    #[test]
+    fn cpu_times_are_read_after_the_command_name_whatever_it_holds() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+        let stat = "4242 (tokio-rt (worker) 1) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 37 0 0 20 0 3 0";
+        let cpu = cpu_of(stat);
+        assert_eq!((cpu.user, cpu.system), (Duration::from_millis(2500), Duration::from_millis(370)));
+        let per = cpu.since(cpu_of("")).per(1000);
+        assert_eq!(per.total(), Duration::from_micros(2870));
+        assert_eq!(per.to_string(), "2870.0µs = 2500.0 + 370.0");
+        assert_eq!(cpu_of("").since(cpu).total(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_dropped_server_is_stopped_and_waited_for() {
+        let server = Server(std::process::Command::new("sleep").arg("600").spawn().unwrap());
+        let proc_dir = PathBuf::from(format!("/proc/{}", server.id()));
+        assert!(proc_dir.exists());
+        drop(server);
+        // Killed and reaped: not even a zombie is left under its pid.
+        assert!(!proc_dir.exists());
+    }
 }
