@@ -213,14 +213,8 @@ mod tests {
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
     }
 
-    /// Every captured request takes the one pass, and gets the answers, the policy
-    /// document's objects and the name that the general reading gives.
-    #[test]
-    fn captured_requests_read_in_one_pass_as_they_read_generally() {
-        let catalog = Catalog::load_dir(&fixtures().join("catalog")).unwrap();
-        let config = Config::default().with_provisioners(["rook-ceph.ceph.rook.io/bucket".to_string()]);
-        let policies = PolicySet::default();
-        let ctx = Context { catalog: &catalog, config: &config, policies: &policies };
+    /// The captured requests' files, in order.
+    fn captured() -> Vec<PathBuf> {
         let mut files: Vec<_> = std::fs::read_dir(fixtures().join("admission-reviews"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -228,7 +222,22 @@ mod tests {
             .collect();
         files.sort();
         assert!(files.len() >= 30, "fixtures missing: {files:?}");
-        for file in files {
+        files
+    }
+
+    /// The fixture catalog, and the configuration that serves its classes' provisioner.
+    fn catalog_and_config() -> (Catalog, Config) {
+        let catalog = Catalog::load_dir(&fixtures().join("catalog")).unwrap();
+        (catalog, Config::default().with_provisioners(["rook-ceph.ceph.rook.io/bucket".to_string()]))
+    }
+
+    /// Every captured request takes the one pass, and gets the answers, the policy
+    /// document's objects and the name that the general reading gives.
+    #[test]
+    fn captured_requests_read_in_one_pass_as_they_read_generally() {
+        let ((catalog, config), policies) = (catalog_and_config(), PolicySet::default());
+        let ctx = Context { catalog: &catalog, config: &config, policies: &policies };
+        for file in captured() {
             let body = std::fs::read_to_string(&file).unwrap();
             let one = read(&body).unwrap_or_else(|| panic!("{} did not take the one pass", file.display()));
             let general = decode_generally(&body).unwrap();
@@ -274,17 +283,11 @@ mod tests {
     #[test]
     fn changed_and_cut_requests_read_alike_both_ways_or_are_refused() {
         use serde_json::{Value, json};
-        let catalog = Catalog::load_dir(&fixtures().join("catalog")).unwrap();
-        let config = Config::default().with_provisioners(["rook-ceph.ceph.rook.io/bucket".to_string()]);
-        let policies = PolicySet::default();
+        let ((catalog, config), policies) = (catalog_and_config(), PolicySet::default());
         let ctx = Context { catalog: &catalog, config: &config, policies: &policies };
         let answer = |webhook, req: &Request| encode(&review(webhook, req, &ctx).response).unwrap();
         let (mut one_pass, mut general_only, mut refused) = (0, 0, 0);
-        for entry in std::fs::read_dir(fixtures().join("admission-reviews")).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
+        for path in captured() {
             let review_json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
             let mut bodies = Vec::new();
             let mut all = Vec::new();
