@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use axum::routing::post;
+use bucketgate::server::{MUTATE_PATH, VALIDATE_PATH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -153,11 +154,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (floor, floor_addr) =
         spawn(std::process::Command::new(std::env::current_exe()?).arg("--floor").arg(scratch.path()))?;
 
-    let bodies: Arc<Vec<Bytes>> = Arc::new(
+    let reviews: Arc<Vec<(String, Bytes)>> = Arc::new(
         REVIEWS
             .iter()
-            .map(|f| {
-                let path = fixtures.join("admission-reviews").join(format!("{f}.json"));
+            .map(|(name, webhook)| {
+                let path = fixtures.join("admission-reviews").join(format!("{name}.json"));
                 let stored = std::fs::read(&path)
                     .with_context(|| format!("reading {} (BUCKETGATE_FIXTURES)", path.display()))?;
                 let body = if as_stored {
@@ -165,17 +166,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 } else {
                     wire_form(&stored).with_context(|| format!("{}", path.display()))?
                 };
-                Ok(Bytes::from(body))
+                // With the timeout query the API server adds to a webhook's URL.
+                Ok((format!("{webhook}?timeout=5s"), Bytes::from(body)))
             })
             .collect::<anyhow::Result<_>>()?,
     );
-    let load = Load {
-        tls: tls_config(&certs.ca_pem),
-        connections,
-        rate,
-        bodies,
-        paths: ["/mutate?timeout=5s", "/validate?timeout=5s", "/validate?timeout=5s"],
-    };
+    let load = Load { tls: tls_config(&certs.ca_pem), connections, rate, reviews };
     println!(
         "machine: {} cores; {connections} connections, {amount} to each server in {ROUNDS} alternating rounds, after 2,000 requests to warm up",
         num_cpus()
@@ -186,7 +182,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => println!("pace: as fast as the servers answer, a request at a time on each connection"),
     }
-    let sizes: Vec<String> = load.bodies.iter().map(|b| b.len().to_string()).collect();
+    let sizes: Vec<String> = load.reviews.iter().map(|(_, body)| body.len().to_string()).collect();
     println!(
         "bodies: {} ({} bytes)",
         if as_stored { "as stored, indented" } else { "compact, as the API server sends them" },
@@ -228,7 +224,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     for (name, r) in [("floor", &floor_run), ("bucketgate", &gate_run)] {
         let by_review: Vec<String> =
-            REVIEWS.iter().zip(r.p99_by_review).map(|(review, p99)| format!("{review} {p99:.3?}")).collect();
+            REVIEWS.iter().zip(r.p99_by_review).map(|((name, _), p99)| format!("{name} {p99:.3?}")).collect();
         println!("{name} p99 by review: {}", by_review.join(", "));
     }
     println!(
@@ -380,9 +376,12 @@ impl std::fmt::Display for Amount {
     }
 }
 
-/// The captured reviews of the mix, sent in turn.
-const REVIEWS: [&str; 3] =
-    ["009-mutate-Bucket-CREATE", "016-validate-BucketClass-UPDATE", "014-validate-Bucket-CREATE"];
+/// The captured reviews of the mix, sent in turn, and the webhook each goes to.
+const REVIEWS: [(&str, &str); 3] = [
+    ("009-mutate-Bucket-CREATE", MUTATE_PATH),
+    ("016-validate-BucketClass-UPDATE", VALIDATE_PATH),
+    ("014-validate-Bucket-CREATE", VALIDATE_PATH),
+];
 
 /// A stored review as the API server sends it: compact, the members in the same order, and
 /// the newline Go's JSON encoder ends with. Checked to say the same as the stored text.
@@ -481,9 +480,7 @@ impl Round {
         self.latencies.extend(other.latencies);
         self.first.extend(other.first);
         self.errors += other.errors;
-        if self.failure.is_none() {
-            self.failure = other.failure;
-        }
+        self.failure = self.failure.take().or(other.failure);
     }
 
     /// Answers a second on open connections: the handshakes at the start of a round are
@@ -499,8 +496,8 @@ struct Load {
     connections: usize,
     /// Requests a second over all connections, or `None` for as fast as the server answers.
     rate: Option<f64>,
-    bodies: Arc<Vec<Bytes>>,
-    paths: [&'static str; 3],
+    /// Each review's path and body.
+    reviews: Arc<Vec<(String, Bytes)>>,
 }
 
 impl Load {
@@ -512,7 +509,7 @@ impl Load {
         let open = Arc::new(tokio::sync::Barrier::new(self.connections + 1));
         let mut tasks = Vec::new();
         for c in 0..self.connections {
-            let (tls, bodies, paths, open) = (self.tls.clone(), self.bodies.clone(), self.paths, open.clone());
+            let (tls, reviews, open) = (self.tls.clone(), self.reviews.clone(), open.clone());
             let share = match amount {
                 Amount::Requests(n) => n / self.connections + usize::from(c < n % self.connections),
                 Amount::Time(_) => usize::MAX,
@@ -539,8 +536,8 @@ impl Load {
                         return round;
                     }
                 };
-                let which = c % bodies.len();
-                match connection.post(paths[which], &bodies[which]).await {
+                let (path, body) = &reviews[c % reviews.len()];
+                match connection.post(path, body).await {
                     Ok(()) => round.first.push(opened.elapsed()),
                     Err(error) => round.failed(1, &error),
                 }
@@ -552,7 +549,7 @@ impl Load {
                 };
                 let mut answered = start;
                 for i in 1..share {
-                    let which = (c + i) % bodies.len();
+                    let which = (c + i) % reviews.len();
                     let due = interval.map(|interval| start + offset + interval.mul_f64((i - 1) as f64));
                     if deadline.is_some_and(|d| due.unwrap_or_else(Instant::now) >= d) {
                         break;
@@ -568,7 +565,8 @@ impl Load {
                         }
                         None => Instant::now(),
                     };
-                    let sent = connection.post(paths[which], &bodies[which]).await;
+                    let (path, body) = &reviews[which];
+                    let sent = connection.post(path, body).await;
                     answered = Instant::now();
                     match sent {
                         Ok(()) => round.latencies.push((which, answered - from)),
@@ -696,8 +694,8 @@ async fn floor(cert_dir: &Path) -> anyhow::Result<()> {
     let store = bucketgate::tls::CertStore::open(cert_dir)?;
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(bucketgate::tls::server_config(store)?));
     let app = Router::new()
-        .route("/mutate", post(|| async { FLOOR_ANSWER }))
-        .route("/validate", post(|| async { FLOOR_ANSWER }));
+        .route(MUTATE_PATH, post(|| async { FLOOR_ANSWER }))
+        .route(VALIDATE_PATH, post(|| async { FLOOR_ANSWER }));
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     eprintln!("{}", json!({"address": listener.local_addr()?.to_string()}));
     bucketgate::server::https(listener, tls)?.serve(app.into_make_service()).await?;
