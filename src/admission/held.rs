@@ -231,6 +231,11 @@ mod tests {
         (catalog, Config::default().with_provisioners(["rook-ceph.ceph.rook.io/bucket".to_string()]))
     }
 
+    /// The response review `webhook` writes for `req`, as text.
+    fn answer(webhook: Webhook, req: &Request, ctx: &Context) -> String {
+        String::from_utf8(encode(&review(webhook, req, ctx).response).unwrap()).unwrap()
+    }
+
     /// Every captured request takes the one pass, and gets the answers, the policy
     /// document's objects and the name that the general reading gives.
     #[test]
@@ -242,8 +247,12 @@ mod tests {
             let one = read(&body).unwrap_or_else(|| panic!("{} did not take the one pass", file.display()));
             let general = decode_generally(&body).unwrap();
             for webhook in [Webhook::Mutate, Webhook::Validate] {
-                let answer = |req| String::from_utf8(encode(&review(webhook, req, &ctx).response).unwrap()).unwrap();
-                assert_eq!(answer(&one), answer(&general), "{} {webhook:?}", file.display());
+                assert_eq!(
+                    answer(webhook, &one, &ctx),
+                    answer(webhook, &general, &ctx),
+                    "{} {webhook:?}",
+                    file.display()
+                );
             }
             assert_eq!(one.json_objects(true).unwrap(), general.json_objects(true).unwrap(), "{}", file.display());
             assert_eq!(one.generate_name(), general.generate_name(), "{}", file.display());
@@ -285,7 +294,6 @@ mod tests {
         use serde_json::{Value, json};
         let ((catalog, config), policies) = (catalog_and_config(), PolicySet::default());
         let ctx = Context { catalog: &catalog, config: &config, policies: &policies };
-        let answer = |webhook, req: &Request| encode(&review(webhook, req, &ctx).response).unwrap();
         let (mut one_pass, mut general_only, mut refused) = (0, 0, 0);
         for path in captured() {
             let review_json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -313,7 +321,7 @@ mod tests {
                     (Some(one), Ok(general)) => {
                         one_pass += 1;
                         for webhook in [Webhook::Mutate, Webhook::Validate] {
-                            assert_eq!(answer(webhook, &one), answer(webhook, &general), "{}", context());
+                            assert_eq!(answer(webhook, &one, &ctx), answer(webhook, &general, &ctx), "{}", context());
                         }
                         let objects = |r: &Request| r.json_objects(true).map_err(|e| e.to_string());
                         assert_eq!(objects(&one), objects(&general), "{}", context());
@@ -324,7 +332,7 @@ mod tests {
                     (None, Ok(general)) => {
                         general_only += 1;
                         for webhook in [Webhook::Mutate, Webhook::Validate] {
-                            answer(webhook, &general);
+                            answer(webhook, &general, &ctx);
                         }
                     }
                     (None, Err(error)) => {
