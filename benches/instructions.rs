@@ -1,0 +1,71 @@
+//! The instructions of admission decisions, counted by callgrind: the decisions of
+//! `benches/admission.rs`, each in a process of its own, after one decision on the same
+//! review as a warm-up (its first-use costs are not a decision's). Unlike the times, these
+//! counts do not move with what else the machine is doing. Each benchmark counts
+//! [`DECISIONS`] decisions, so a figure read with its last two digits dropped is one
+//! decision's: counted once, a decision would take in whole the allocator's housekeeping
+//! that comes every so many allocations (jemalloc's cache flushes, 10% of a mutate decision
+//! when it fell in one). Needs valgrind and the gungraun-runner of the gungraun version in
+//! Cargo.lock (`scripts/bench` installs both); run with `cargo bench --bench instructions`.
+
+mod common;
+
+use std::hint::black_box;
+
+use bucketgate::admission::Webhook;
+use bucketgate::policy::PolicySet;
+use common::{Cases, decide, policies};
+use gungraun::{LibraryBenchmarkConfig, library_benchmark, library_benchmark_group, main};
+
+/// Decisions counted together; see the module's comment.
+const DECISIONS: usize = 100;
+
+/// A review to decide, with all it is decided against.
+struct Decision {
+    webhook: Webhook,
+    review: fn(&Cases) -> &[u8],
+    cases: Cases,
+    policies: PolicySet,
+}
+
+impl Decision {
+    fn answer(&self) -> Vec<u8> {
+        decide(self.webhook, black_box((self.review)(&self.cases)), &self.cases.context(&self.policies))
+    }
+}
+
+fn mutate(cases: &Cases) -> &[u8] {
+    &cases.mutate
+}
+
+fn validate(cases: &Cases) -> &[u8] {
+    &cases.validate
+}
+
+fn class_update(cases: &Cases) -> &[u8] {
+    &cases.class_update
+}
+
+fn warmed(webhook: Webhook, review: fn(&Cases) -> &[u8], n: usize) -> Decision {
+    let decision = Decision { webhook, review, cases: Cases::load(), policies: policies(n) };
+    decision.answer();
+    decision
+}
+
+// Returns the decision with its answers, so that dropping them and its catalog is not counted.
+#[library_benchmark]
+#[bench::mutate_bucket_create(args = (Webhook::Mutate, mutate, 0), setup = warmed)]
+#[bench::validate_bucket_create(args = (Webhook::Validate, validate, 0), setup = warmed)]
+#[bench::validate_bucketclass_update_denied(args = (Webhook::Validate, class_update, 0), setup = warmed)]
+#[benches::validate_bucket_create_policies(args = [(Webhook::Validate, validate, 1), (Webhook::Validate, validate, 10), (Webhook::Validate, validate, 100)], setup = warmed)]
+#[benches::mutate_bucket_create_policies(args = [(Webhook::Mutate, mutate, 1), (Webhook::Mutate, mutate, 10), (Webhook::Mutate, mutate, 100)], setup = warmed)]
+fn decision(decision: Decision) -> (Vec<Vec<u8>>, Decision) {
+    ((0..DECISIONS).map(|_| decision.answer()).collect(), decision)
+}
+
+library_benchmark_group!(name = decisions, benchmarks = [decision]);
+
+main!(
+    config = LibraryBenchmarkConfig::default().pass_through_env("BUCKETGATE_FIXTURES");
+    library_benchmark_groups = decisions
+);
