@@ -4,7 +4,7 @@
 //! counts do not move with what else the machine is doing. Each benchmark counts
 //! [`DECISIONS`] decisions, so a figure read with its last two digits dropped is one
 //! decision's: counted once, a decision would take in whole the allocator's housekeeping
-//! that comes every so many allocations (jemalloc's cache flushes, 10% of a mutate decision
+//! that comes every so many allocations (jemalloc's cache flushes, 13% of a mutate decision
 //! when it fell in one). Needs valgrind and the gungraun-runner of the gungraun version in
 //! Cargo.lock (`scripts/bench` installs both); run with `cargo bench --bench instructions`.
 
