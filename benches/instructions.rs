@@ -5,8 +5,10 @@
 //! [`DECISIONS`] decisions, so a figure read with its last two digits dropped is one
 //! decision's: counted once, a decision would take in whole the allocator's housekeeping
 //! that comes every so many allocations (jemalloc's cache flushes, 13% of a mutate decision
-//! when it fell in one). Needs valgrind and the gungraun-runner of the gungraun version in
-//! Cargo.lock (`scripts/bench` installs both); run with `cargo bench --bench instructions`.
+//! when it fell in one). Beside them, the same reviews read through as JSON with nothing
+//! kept: the least any decoding can cost, against which the decisions' own work shows.
+//! Needs valgrind and the gungraun-runner of the gungraun version in Cargo.lock
+//! (`scripts/bench` installs both); run with `cargo bench --bench instructions`.
 
 mod common;
 
@@ -16,6 +18,7 @@ use bucketgate::admission::Webhook;
 use bucketgate::policy::PolicySet;
 use common::{Cases, decide, policies};
 use gungraun::{LibraryBenchmarkConfig, library_benchmark, library_benchmark_group, main};
+use serde::de::IgnoredAny;
 
 /// Decisions counted together; see the module's comment.
 const DECISIONS: usize = 100;
@@ -63,7 +66,25 @@ fn decision(decision: Decision) -> (Vec<Vec<u8>>, Decision) {
     ((0..DECISIONS).map(|_| decision.answer()).collect(), decision)
 }
 
-library_benchmark_group!(name = decisions, benchmarks = [decision]);
+// The least any decoding of the same review can cost: serde_json reading it through and
+// keeping nothing (`IgnoredAny`), which checks that it is JSON, as every reading must
+// before a decision rests on it. The difference from `decision` is what bucketgate's own
+// decoding, rules and response add.
+#[library_benchmark]
+#[bench::mutate_bucket_create(args = (mutate), setup = loaded)]
+#[bench::validate_bucket_create(args = (validate), setup = loaded)]
+#[bench::validate_bucketclass_update_denied(args = (class_update), setup = loaded)]
+fn json_only(body: Vec<u8>) -> (usize, Vec<u8>) {
+    let read_through =
+        (0..DECISIONS).filter(|_| serde_json::from_slice::<IgnoredAny>(black_box(&body)).is_ok()).count();
+    (read_through, body)
+}
+
+fn loaded(review: fn(&Cases) -> &[u8]) -> Vec<u8> {
+    review(&Cases::load()).to_vec()
+}
+
+library_benchmark_group!(name = decisions, benchmarks = [decision, json_only]);
 
 main!(
     config = LibraryBenchmarkConfig::default().pass_through_env("BUCKETGATE_FIXTURES");

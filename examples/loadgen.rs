@@ -9,9 +9,11 @@
 //! second, latency percentiles (and the p99 of each review), errors, the ratios to the
 //! floor, the CPU time each process spent per review, and bucketgate's peak RSS.
 //!
-//! `cargo build --release --bins --examples && target/release/examples/loadgen [--as-stored] [--rate N] [CONNECTIONS] [REQUESTS | TIME]`:
+//! `cargo build --release --bins --examples && target/release/examples/loadgen [--as-stored] [--rate N] [--floor-reads-json] [CONNECTIONS] [REQUESTS | TIME]`:
 //! 32 connections and 50,000 requests to each server unless told otherwise; a time such as
-//! `30s` runs each server for that long instead.
+//! `30s` runs each server for that long instead. `--floor-reads-json` has the floor read
+//! each review through as JSON before its fixed answer, as any webhook that reads its
+//! reviews must: what bucketgate spends beyond that is its own.
 //!
 //! Without `--rate`, each connection sends its next request when the last is answered: the
 //! servers run flat out, and the rate is what they can do. With `--rate N`, the requests
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
+use axum::http::StatusCode;
 use axum::routing::post;
 use bucketgate::server::{MUTATE_PATH, VALIDATE_PATH};
 use bytes::Bytes;
@@ -59,6 +62,10 @@ struct Args {
     /// Send the fixture files as stored, indented, rather than compact as on the wire.
     #[arg(long)]
     as_stored: bool,
+    /// The floor reads each review through as JSON, keeping nothing, before its fixed
+    /// answer: the least that any webhook reading its reviews does.
+    #[arg(long)]
+    floor_reads_json: bool,
     /// Serve as the floor with the serving certificate in this directory (how the load
     /// generator starts it).
     #[arg(long, hide = true)]
@@ -77,7 +84,7 @@ fn positive_rate(value: &str) -> anyhow::Result<f64> {
 async fn main() -> anyhow::Result<()> {
     let args: Args = clap::Parser::parse();
     if let Some(cert_dir) = &args.floor {
-        return floor(cert_dir).await;
+        return floor(cert_dir, args.floor_reads_json).await;
     }
     // A run cut short drops the servers it started, which stops them (see `Server`).
     tokio::select! {
@@ -100,7 +107,7 @@ async fn stop_signal() -> &'static str {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let Args { connections, amount, rate, as_stored, .. } = args;
+    let Args { connections, amount, rate, as_stored, floor_reads_json, .. } = args;
     anyhow::ensure!(connections > 0, "CONNECTIONS must be at least 1");
     if let Amount::Requests(n) = amount {
         // The first request of each connection opens it and is not timed with the rest.
@@ -121,19 +128,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("copying the fixture catalog from {} (BUCKETGATE_FIXTURES)", fixtures.display()))?;
 
     let release = std::env::current_exe()?.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-    // BUCKETGATE_WRAP runs bucketgate under another program, such as valgrind (BENCHMARKS.md).
-    let wrap: Vec<String> =
-        std::env::var("BUCKETGATE_WRAP").unwrap_or_default().split_whitespace().map(String::from).collect();
-    let mut command = match wrap.split_first() {
-        Some((program, args)) => {
-            let mut command = std::process::Command::new(program);
-            command.args(args).arg(release.join("bucketgate"));
-            command
-        }
-        None => std::process::Command::new(release.join("bucketgate")),
-    };
     let (bucketgate, gate_addr) = spawn(
-        command
+        wrapped("BUCKETGATE_WRAP", &release.join("bucketgate"))
             .args([
                 "serve",
                 "--listen",
@@ -151,8 +147,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             // address is read whatever the level.
             .env("RUST_LOG", format!("{},bucketgate::cli=info", std::env::var("RUST_LOG").unwrap_or("info".into()))),
     )?;
-    let (floor, floor_addr) =
-        spawn(std::process::Command::new(std::env::current_exe()?).arg("--floor").arg(scratch.path()))?;
+    let mut floor_command = wrapped("FLOOR_WRAP", &std::env::current_exe()?);
+    floor_command.arg("--floor").arg(scratch.path());
+    if floor_reads_json {
+        floor_command.arg("--floor-reads-json");
+    }
+    let (floor, floor_addr) = spawn(&mut floor_command)?;
 
     let reviews: Arc<Vec<(String, Bytes)>> = Arc::new(
         REVIEWS
@@ -182,6 +182,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => println!("pace: as fast as the servers answer, a request at a time on each connection"),
     }
+    println!(
+        "floor: {}",
+        if floor_reads_json {
+            "reads each review through as JSON (serde_json, nothing kept), then a fixed answer"
+        } else {
+            "a fixed answer, the review unread"
+        }
+    );
     let sizes: Vec<String> = load.reviews.iter().map(|(_, body)| body.len().to_string()).collect();
     println!(
         "bodies: {} ({} bytes)",
@@ -249,7 +257,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("bucketgate answered {} reviews in all", 2_000 + gate_run.count);
     bucketgate.terminate();
+    floor.terminate();
     Ok(())
+}
+
+/// A command for `program`, run under the program and arguments that the environment
+/// variable `wrap` names, if set: `BUCKETGATE_WRAP` and `FLOOR_WRAP` run a server under
+/// valgrind, say (BENCHMARKS.md).
+fn wrapped(wrap: &str, program: &Path) -> std::process::Command {
+    let wrap: Vec<String> = std::env::var(wrap).unwrap_or_default().split_whitespace().map(String::from).collect();
+    match wrap.split_first() {
+        Some((wrapper, args)) => {
+            let mut command = std::process::Command::new(wrapper);
+            command.args(args).arg(program);
+            command
+        }
+        None => std::process::Command::new(program),
+    }
 }
 
 /// A server the load generator started. Dropping it kills the server, so that none
@@ -262,8 +286,8 @@ impl Server {
         self.0.id()
     }
 
-    /// SIGTERM, and a wait for the exit: bucketgate (and a wrapper such as valgrind) ends
-    /// as it would in a cluster, writing what it has to write.
+    /// SIGTERM, and a wait for the exit: bucketgate ends as it would in a cluster, and a
+    /// wrapper such as valgrind writes what it has to write.
     fn terminate(mut self) {
         let _ = std::process::Command::new("kill").args(["-TERM", &self.id().to_string()]).status();
         let _ = self.0.wait();
@@ -689,17 +713,28 @@ fn spawn(command: &mut std::process::Command) -> anyhow::Result<(Server, SocketA
     anyhow::bail!("the server exited before listening:\n{}", said.join("\n"))
 }
 
-/// The floor: the same stack, no decoding, a fixed answer.
-async fn floor(cert_dir: &Path) -> anyhow::Result<()> {
+/// The floor: the same stack, a fixed answer, and no decoding unless `reads_json`.
+async fn floor(cert_dir: &Path, reads_json: bool) -> anyhow::Result<()> {
     let store = bucketgate::tls::CertStore::open(cert_dir)?;
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(bucketgate::tls::server_config(store)?));
-    let app = Router::new()
-        .route(MUTATE_PATH, post(|| async { FLOOR_ANSWER }))
-        .route(VALIDATE_PATH, post(|| async { FLOOR_ANSWER }));
+    let answer = if reads_json {
+        post(|body: Bytes| async move { read_then_allow(&body) })
+    } else {
+        post(|| async { FLOOR_ANSWER })
+    };
+    let app = Router::new().route(MUTATE_PATH, answer.clone()).route(VALIDATE_PATH, answer);
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     eprintln!("{}", json!({"address": listener.local_addr()?.to_string()}));
     bucketgate::server::https(listener, tls)?.serve(app.into_make_service()).await?;
     Ok(())
+}
+
+/// The floor's answer when it reads the review: the fixed one, if the body is JSON.
+fn read_then_allow(body: &[u8]) -> (StatusCode, &'static str) {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Ok(_) => (StatusCode::OK, FLOOR_ANSWER),
+        Err(_) => (StatusCode::BAD_REQUEST, "not JSON"),
+    }
 }
 
 /// The fixture catalog plus `contents` BucketContents and `classes` BucketClasses.
@@ -741,6 +776,17 @@ mod tests {
         assert!(refused("abc").starts_with("\"abc\" is neither a number of requests nor a time"), "{}", refused("abc"));
         assert_eq!(refused("0s"), "a time of zero sends nothing");
         assert!(matches!(Amount::Requests(50_000).per_round(), Amount::Requests(10_000)));
+    }
+
+    #[test]
+    fn the_floor_that_reads_allows_json_and_refuses_what_is_not() {
+        assert_eq!(
+            read_then_allow(br#"{"request": {"uid": "u", "object": {"a": [1, "b\"c"]}}}"#),
+            (StatusCode::OK, FLOOR_ANSWER)
+        );
+        for body in [&b"{\"request\": "[..], b"", b"not json", b"{\"a\": 1} trailing"] {
+            assert_eq!(read_then_allow(body).0, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
