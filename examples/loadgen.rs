@@ -278,7 +278,8 @@ fn wrapped(wrap: &str, program: &Path) -> std::process::Command {
 
 /// A server the load generator started. Dropping it kills the server, so that none
 /// outlives a run that ends early: an error, or a SIGTERM, which reaches this process
-/// alone (Ctrl-C reaches the whole process group).
+/// alone (Ctrl-C reaches the whole process group). A SIGKILL runs no drop: for that, the
+/// kernel ends the servers (`ends_with_this_thread`).
 struct Server(std::process::Child);
 
 impl Server {
@@ -697,7 +698,9 @@ fn tls_config(ca: &str) -> Arc<rustls::ClientConfig> {
 /// Starts a server process and reads its address from its first JSON log line naming one.
 fn spawn(command: &mut std::process::Command) -> anyhow::Result<(Server, SocketAddr)> {
     use std::io::BufRead;
-    let mut server = Server(command.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn()?);
+    let command =
+        ends_with_this_thread(command).stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+    let mut server = Server(command.spawn()?);
     let mut lines = std::io::BufReader::new(server.0.stderr.take().expect("stderr")).lines();
     let mut said = Vec::new();
     for line in lines.by_ref() {
@@ -711,6 +714,28 @@ fn spawn(command: &mut std::process::Command) -> anyhow::Result<(Server, SocketA
         }
     }
     anyhow::bail!("the server exited before listening:\n{}", said.join("\n"))
+}
+
+/// Has the kernel send the process SIGTERM when the thread that starts it ends (the main
+/// thread, for the servers): a SIGKILL of the load generator runs no `Drop`, and its
+/// servers would otherwise outlive it.
+fn ends_with_this_thread(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: between fork and exec the closure only makes two system calls, both
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the request was made: then no signal comes.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("the load generator ended as the server started"));
+            }
+            Ok(())
+        })
+    }
 }
 
 /// The floor: the same stack, a fixed answer, and no decoding unless `reads_json`.
@@ -830,5 +855,28 @@ mod tests {
         drop(server);
         // Killed and reaped: not even a zombie is left under its pid.
         assert!(!proc_dir.exists());
+    }
+
+    #[test]
+    fn a_server_ends_when_the_thread_that_started_it_ends() {
+        let mut server = std::thread::spawn(|| {
+            ends_with_this_thread(std::process::Command::new("sleep").arg("600")).spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = server.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = server.kill();
+                let _ = server.wait();
+                panic!("sleep was still running 10 s after the thread that started it ended");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
     }
 }
