@@ -326,6 +326,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(provisioner = %provisioner.name, "no driver configured: admission only, another controller must provision its buckets");
     }
 
+    let metrics = Arc::new(Metrics::default());
     // The provisioning loop needs the cluster and at least one driver.
     let wake = match client {
         Some(client) if config.provisioners.iter().any(|p| p.s3.is_some()) => {
@@ -335,9 +336,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .map(|h| h.trim().to_string())
                     .unwrap_or_else(|_| "bucketgate".into())
             });
-            let (config, namespace) = (config.clone(), args.lease_namespace.clone());
+            let (config, namespace, metrics) = (config.clone(), args.lease_namespace.clone(), metrics.clone());
             tokio::spawn(async move {
-                if let Err(error) = provision::run(client, config, wakes, namespace, identity).await {
+                if let Err(error) = provision::run(client, config, wakes, namespace, identity, metrics).await {
                     tracing::error!(error = %format!("{error:#}"), "the provisioning loop stopped");
                 }
             });
@@ -357,7 +358,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(policies = ?policies.current().names(), loaded = load.loaded, "policies");
 
-    let metrics = Arc::new(Metrics::default());
     tokio::spawn(certs.clone().watch(args.cert_reload_interval, metrics.clone()));
     tokio::spawn(policies.clone().watch(args.policy_reload_interval, metrics.clone()));
     let state =

@@ -39,11 +39,12 @@ pub struct AppState {
     pub wake: Option<Waker>,
 }
 
-/// Paths the webhook configurations and probes in manifests/ point at.
+/// Paths the webhook configurations, probes and scrape annotations in manifests/ point at.
 pub const MUTATE_PATH: &str = "/mutate";
 pub const VALIDATE_PATH: &str = "/validate";
 pub const HEALTH_PATH: &str = "/healthz";
 pub const READY_PATH: &str = "/readyz";
+pub const METRICS_PATH: &str = "/metrics";
 
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
@@ -51,7 +52,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route(VALIDATE_PATH, post(validate))
         .route(HEALTH_PATH, get(|| async { "ok" }))
         .route(READY_PATH, get(readyz))
-        .route("/metrics", get(metrics))
+        .route(METRICS_PATH, get(metrics))
         .route("/policies", get(policies))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bucketgate::server::{HEALTH_PATH, MUTATE_PATH, READY_PATH, VALIDATE_PATH};
+use bucketgate::server::{HEALTH_PATH, METRICS_PATH, MUTATE_PATH, READY_PATH, VALIDATE_PATH};
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
@@ -363,6 +363,14 @@ fn deployment_is_hardened_and_probed() {
     assert_eq!(probe(&container.readiness_probe), Some((READY_PATH.to_string(), Some("HTTPS".to_string()))));
     assert_eq!(probe(&container.liveness_probe), Some((HEALTH_PATH.to_string(), Some("HTTPS".to_string()))));
     assert!(container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()).is_some(), "a preStop pause");
+    // Prometheus's pod discovery by annotation finds the metrics where they are served.
+    let annotations = spec.template.metadata.and_then(|m| m.annotations).unwrap_or_default();
+    let port = container.ports.as_ref().unwrap()[0].container_port.to_string();
+    let scrape = |key: &str| annotations.get(&format!("prometheus.io/{key}")).map(String::as_str);
+    assert_eq!(
+        [scrape("scrape"), scrape("scheme"), scrape("port"), scrape("path")],
+        [Some("true"), Some("https"), Some(port.as_str()), Some(METRICS_PATH)]
+    );
 
     // The arguments parse, and point at what is mounted.
     let args = container.args.clone().unwrap();

@@ -4,10 +4,13 @@
 pub mod s3;
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
 use crate::api::AccessMode;
+use crate::metrics::{BackendLabels, Metrics};
 
 /// An access key pair. Debug output never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,4 +68,54 @@ pub trait Driver: Send + Sync {
 
     /// Removes what [`Driver::grant`] made for `holder`. Nothing to remove is success.
     async fn revoke(&self, holder: &str) -> Result<(), DriverError>;
+}
+
+/// A driver whose calls are counted and timed in the metrics under its provisioner's name,
+/// so that a failing or slow store shows on a dashboard before Buckets pile up Pending.
+pub struct Metered {
+    inner: Arc<dyn Driver>,
+    provisioner: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Metered {
+    pub fn new(inner: Arc<dyn Driver>, provisioner: &str, metrics: Arc<Metrics>) -> Metered {
+        Metered { inner, provisioner: provisioner.to_string(), metrics }
+    }
+
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, DriverError>>,
+    ) -> Result<T, DriverError> {
+        let started = Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(DriverError::Transient(_)) => "transient",
+            Err(DriverError::Permanent(_)) => "permanent",
+        };
+        let labels = BackendLabels { provisioner: self.provisioner.clone(), operation, result: outcome };
+        self.metrics.observe_backend(labels, started.elapsed());
+        result
+    }
+}
+
+#[async_trait]
+impl Driver for Metered {
+    async fn create_bucket(&self, name: &str) -> Result<Connection, DriverError> {
+        self.call("create_bucket", self.inner.create_bucket(name)).await
+    }
+
+    async fn delete_bucket(&self, name: &str) -> Result<(), DriverError> {
+        self.call("delete_bucket", self.inner.delete_bucket(name)).await
+    }
+
+    async fn grant(&self, bucket: &str, holder: &str, mode: AccessMode) -> Result<Grant, DriverError> {
+        self.call("grant", self.inner.grant(bucket, holder, mode)).await
+    }
+
+    async fn revoke(&self, holder: &str) -> Result<(), DriverError> {
+        self.call("revoke", self.inner.revoke(holder)).await
+    }
 }

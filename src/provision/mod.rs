@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use crate::api::{Bucket, BucketContent, BucketPhase};
 use crate::config::{Config, S3Settings};
 use crate::driver::{Credentials, Driver, DriverError};
+use crate::metrics::Metrics;
 
 /// Makes a driver for a provisioner's settings and credentials.
 pub type DriverFactory = Box<dyn Fn(&S3Settings, Credentials) -> Arc<dyn Driver> + Send + Sync>;
@@ -45,13 +46,20 @@ pub struct Context {
     /// Events for `kubectl describe`; none in tests.
     pub recorder: Option<Recorder>,
     pub drivers: DriverFactory,
+    pub metrics: Arc<Metrics>,
     /// Failed attempts per object, for exponential backoff; cleared on success.
     attempts: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, recorder: Option<Recorder>, drivers: DriverFactory) -> Context {
-        Context { client, config, recorder, drivers, attempts: Mutex::new(HashMap::new()) }
+    pub fn new(
+        client: Client,
+        config: Config,
+        recorder: Option<Recorder>,
+        drivers: DriverFactory,
+        metrics: Arc<Metrics>,
+    ) -> Context {
+        Context { client, config, recorder, drivers, metrics, attempts: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -69,6 +77,15 @@ pub enum Error {
 impl Error {
     fn is_permanent(&self) -> bool {
         matches!(self, Error::Permanent(_) | Error::Driver(DriverError::Permanent(_)))
+    }
+}
+
+/// A reconcile's result as the metrics count it.
+fn outcome(result: &Result<Action, Error>) -> &'static str {
+    match result {
+        Ok(_) => "success",
+        Err(error) if error.is_permanent() => "failed",
+        Err(_) => "retry",
     }
 }
 
@@ -107,6 +124,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ct
 
 async fn reconcile_bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
     let result = reconcile::bucket(bucket.clone(), ctx.clone()).await;
+    ctx.metrics.reconciled("Bucket", outcome(&result));
     match &result {
         Ok(_) => {
             ctx.attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(&*bucket));
@@ -119,6 +137,7 @@ async fn reconcile_bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Acti
 
 async fn reconcile_content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<Action, Error> {
     let result = reconcile::content(content.clone(), ctx.clone()).await;
+    ctx.metrics.reconciled("BucketContent", outcome(&result));
     if result.is_ok() {
         ctx.attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(&*content));
     }
@@ -195,10 +214,11 @@ pub async fn run(
     wake: mpsc::Receiver<ObjectRef<Bucket>>,
     lease_namespace: String,
     identity: String,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "bucketgate".into(), instance: Some(identity.clone()) });
-    let ctx = Arc::new(Context::new(client.clone(), config, Some(recorder), s3_drivers()));
+    let ctx = Arc::new(Context::new(client.clone(), config, Some(recorder), s3_drivers(), metrics.clone()));
     let wake = Arc::new(tokio::sync::Mutex::new(wake));
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, "bucketgate-provisioner")
         .with_namespace(lease_namespace)
@@ -215,12 +235,14 @@ pub async fn run(
             (true, false) => {
                 tracing::info!("leading: the provisioning loop runs on this replica");
                 running = Some(tokio::spawn(run_controllers(ctx.clone(), wake.clone())));
+                metrics.leader.set(1);
             }
             (false, true) => {
                 tracing::info!("no longer leading: the provisioning loop stops on this replica");
                 if let Some(task) = running.take() {
                     task.abort();
                 }
+                metrics.leader.set(0);
             }
             _ => {}
         }

@@ -156,6 +156,19 @@ pub fn condition(
     }
 }
 
+/// How long `bucket` took from its creation to being bound at `now`: the API server's
+/// creation time (whole seconds) against this process's clock. Zero when the two clocks
+/// disagree the other way, so that every bound Bucket is counted; `None` when its status
+/// names a content already, so that a Bucket bound again after a failure is not counted a
+/// second time, with its age.
+pub fn time_to_bound(bucket: &Bucket, now: jiff::Timestamp) -> Option<std::time::Duration> {
+    if bucket.status.as_ref().is_some_and(|s| s.bucket_content_name.is_some()) {
+        return None;
+    }
+    let created = bucket.metadata.creation_timestamp.as_ref()?.0;
+    Some(now.duration_since(created).try_into().unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +188,19 @@ mod tests {
             "parameters": {"store": "a"}}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn time_to_bound_counts_from_the_creation_timestamp() {
+        let mut b = bucket(json!({"protocol": "s3"}));
+        let now: jiff::Timestamp = "2026-11-22T10:00:12.5Z".parse().unwrap();
+        assert_eq!(time_to_bound(&b, now), None, "no creation time, nothing to count from");
+        b.metadata.creation_timestamp = Some(Time("2026-11-22T10:00:00Z".parse().unwrap()));
+        assert_eq!(time_to_bound(&b, now), Some(std::time::Duration::from_millis(12_500)));
+        let behind: jiff::Timestamp = "2026-11-22T09:59:59Z".parse().unwrap();
+        assert_eq!(time_to_bound(&b, behind), Some(std::time::Duration::ZERO), "a clock behind the API server's");
+        b.status = Some(crate::api::BucketStatus { bucket_content_name: Some("c".into()), ..Default::default() });
+        assert_eq!(time_to_bound(&b, now), None, "bound before");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::plan::{self, FORCE_RELEASE_ANNOTATION};
 use super::{Context, Error};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
-use crate::driver::{Connection, Driver, DriverError, Grant};
+use crate::driver::{Connection, Driver, DriverError, Grant, Metered};
 
 pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
     if bucket.meta().deletion_timestamp.is_some() {
@@ -70,6 +70,9 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
     let status = json!({"status": {"bucketContentName": content.name_any(), "phase": BucketPhase::Bound, "conditions": [ready, scoped_condition]}});
     let was_bound = bucket.status.as_ref().and_then(|s| s.phase) == Some(BucketPhase::Bound);
     buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
+    if let Some(took) = plan::time_to_bound(&bucket, jiff::Timestamp::now()) {
+        ctx.metrics.time_to_bound.observe(took.as_secs_f64());
+    }
     if !was_bound {
         ctx.event(
             &*bucket,
@@ -401,6 +404,6 @@ impl Context {
             .and_then(|p| p.s3.clone())
             .ok_or_else(|| Error::Permanent(format!("no driver is configured for provisioner {provisioner:?}")))?;
         let credentials = super::credentials::resolve(&self.client, &settings, &content.spec.parameters, owner).await?;
-        Ok((self.drivers)(&settings, credentials))
+        Ok(Arc::new(Metered::new((self.drivers)(&settings, credentials), provisioner, self.metrics.clone())))
     }
 }

@@ -141,7 +141,16 @@ fn context(driver: Arc<FakeDriver>) -> (Arc<Context>, ApiServer) {
     let client = Client::new(service, "default");
     let config = test_config();
     let drivers: DriverFactory = Box::new(move |_, _| driver.clone() as Arc<dyn Driver>);
-    (Arc::new(Context::new(client, config, None, drivers)), ApiServer(handle))
+    (Arc::new(Context::new(client, config, None, drivers, Arc::new(Metrics::default()))), ApiServer(handle))
+}
+
+/// How many Buckets the time-to-bound histogram has counted, as Prometheus scrapes it.
+fn bound_count(ctx: &Context) -> u64 {
+    let text = ctx.metrics.encode();
+    let line = text.lines().find_map(|l| l.strip_prefix("bucketgate_bucket_time_to_bound_seconds_count "));
+    // README's query of the share bound within the target reads this bucket.
+    assert!(text.contains("bucketgate_bucket_time_to_bound_seconds_bucket{le=\"30.0\"}"), "{text}");
+    line.unwrap_or_else(|| panic!("no time-to-bound count in:\n{text}")).parse().unwrap()
 }
 
 fn test_config() -> Config {
@@ -159,7 +168,7 @@ fn test_config() -> Config {
 fn bucket(spec: Value, status: Value) -> Bucket {
     serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
         "metadata": {"name": "photos", "namespace": "team-a", "uid": UID, "resourceVersion": "5", "generation": 1,
-                     "finalizers": ["cosi.io/finalizer"]},
+                     "creationTimestamp": "2026-11-22T10:00:00Z", "finalizers": ["cosi.io/finalizer"]},
         "spec": spec, "status": status}))
     .unwrap()
 }
@@ -215,7 +224,7 @@ async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
     );
     let backend = plan::backend_bucket_name(&target);
     let shown = Arc::new(target);
-    let reconciling = tokio::spawn(reconcile::bucket(shown.clone(), ctx));
+    let reconciling = tokio::spawn(reconcile::bucket(shown.clone(), ctx.clone()));
 
     api.expect("GET", "/apis/cosi.io/v1alpha1/bucketclasses/ceph", Reply::Json(class())).await;
     api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::NotFound).await;
@@ -261,6 +270,50 @@ async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
         *driver.calls.lock().unwrap(),
         [format!("create {backend}"), format!("grant {backend} {UID} ReadWrite")]
     );
+    assert_eq!(bound_count(&ctx), 1, "bound for the first time: its time to bound is counted");
+    let metrics = &ctx.metrics;
+    assert_eq!(metrics.backend_count("seaweed", "create_bucket", "success"), 1);
+    assert_eq!(metrics.backend_count("seaweed", "grant", "success"), 1);
+}
+
+#[tokio::test]
+async fn a_bucket_bound_before_is_not_counted_as_bound_again() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context(driver.clone());
+    // Pending after a failure that has passed; its status still names its content.
+    let target = bucket(
+        json!({"protocol": "s3", "bucketClassName": "ceph"}),
+        json!({"bucketContentName": CONTENT, "phase": "Pending"}),
+    );
+    let mut content = serde_json::to_value(content_for(&target)).unwrap();
+    content["status"] = json!({"phase": "Bound"});
+    let mut secret = serde_json::to_value(plan::credentials_secret(
+        &target,
+        &Connection {
+            endpoint: "http://s3.example:8333".into(),
+            region: "us-east-1".into(),
+            bucket_name: "b".into(),
+            signature_version: "s3v4".into(),
+        },
+        None,
+    ))
+    .unwrap();
+    secret["metadata"]["namespace"] = json!("team-a");
+    let shown = serde_json::to_value(&target).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketclasses/ceph", Reply::Json(class())).await;
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+    api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret)).await;
+    let status = api
+        .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
+        .await;
+    assert_eq!(status["status"]["phase"], "Bound");
+    finish(reconciling).await.unwrap();
+    assert_eq!(bound_count(&ctx), 0);
+    assert_eq!(ctx.metrics.reconcile_count("Bucket", "success"), 1);
+    assert_eq!(ctx.metrics.backend_count("seaweed", "create_bucket", "success"), 1, "idempotent create, counted");
 }
 
 #[tokio::test]
@@ -341,7 +394,8 @@ async fn backend_failures_mark_the_content_retrying() {
         serde_json::to_value(content_for(&bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}))))
             .unwrap();
     let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
-    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
+    let shown = serde_json::to_value(&target).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
     api.expect("GET", "/apis/cosi.io/v1alpha1/bucketclasses/ceph", Reply::Json(class())).await;
     api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
     api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
@@ -350,8 +404,17 @@ async fn backend_failures_mark_the_content_retrying() {
         .expect("PATCH", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status"), Reply::Json(content))
         .await;
     assert_eq!(status["status"], json!({"phase": "Retrying", "message": "connection refused"}));
+    // And on the Bucket, where its user looks.
+    let status = api
+        .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
+        .await;
+    assert_eq!(status["status"]["phase"], "Pending");
+    assert_eq!(status["status"]["conditions"][0]["reason"], "Retrying");
     let error = finish(reconciling).await.unwrap_err();
     assert!(matches!(error, Error::Driver(DriverError::Transient(_))) && !error.is_permanent());
+    assert_eq!(ctx.metrics.reconcile_count("Bucket", "retry"), 1);
+    assert_eq!(ctx.metrics.backend_count("seaweed", "create_bucket", "transient"), 1);
+    assert_eq!(bound_count(&ctx), 0);
 }
 
 #[tokio::test]
@@ -362,10 +425,16 @@ async fn binding_from_a_recreated_namespace_is_refused_again_here() {
         "spec": {"provisioner": "", "releasePolicy": "Retain", "bindableNamespaces": [{"name": "team-a", "uid": "old-uid"}],
                  "protocol": {"type": "s3", "s3": {"bucketName": "legacy", "endpoint": "https://s3.example"}}}});
     let target = bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}));
-    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
+    let shown = serde_json::to_value(&target).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
     api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared)).await;
     api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("new-uid"))).await;
+    let status = api
+        .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
+        .await;
+    assert_eq!(status["status"]["phase"], "Failed", "retrying cannot help");
     let error = finish(reconciling).await.unwrap_err();
+    assert_eq!(ctx.metrics.reconcile_count("Bucket", "failed"), 1);
     assert!(
         error.is_permanent() && error.to_string().contains("(uid new-uid) is not in spec.bindableNamespaces"),
         "{error}"
