@@ -278,8 +278,7 @@ async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
 
 #[tokio::test]
 async fn a_bucket_bound_before_is_not_counted_as_bound_again() {
-    let driver = Arc::new(FakeDriver::default());
-    let (ctx, mut api) = context(driver.clone());
+    let (ctx, mut api) = context(Arc::new(FakeDriver::default()));
     // Pending after a failure that has passed; its status still names its content.
     let target = bucket(
         json!({"protocol": "s3", "bucketClassName": "ceph"}),
