@@ -1,5 +1,8 @@
-//! Name rules shared by admission and provisioning: Kubernetes names and label values, and
-//! the backend bucket names built from a Bucket's `bucketPrefix`.
+//! Name rules shared by admission and provisioning: Kubernetes names and label values, the
+//! backend bucket names built from a Bucket's `bucketPrefix`, and the templated names of
+//! provisioner Secrets.
+
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
@@ -82,6 +85,65 @@ pub fn check_dns1123_label(value: &str) -> Result<(), String> {
         return Err("must not contain '.'".into());
     }
     Ok(())
+}
+
+/// Class parameters naming the Secret with the provisioner's credentials (the KEP's).
+pub const SECRET_NAME_PARAMETER: &str = "cosi.io/provisioner-secret-name";
+pub const SECRET_NAMESPACE_PARAMETER: &str = "cosi.io/provisioner-secret-namespace";
+/// What the KEP's templating of those parameters replaces, as CSI's Secret templating does.
+const TEMPLATE_TOKENS: [&str; 2] = ["${bucket.name}", "${bucket.namespace}"];
+
+/// Replaces `${bucket.name}` and `${bucket.namespace}` with a Bucket's name and namespace.
+pub fn template(value: &str, (namespace, name): &(String, String)) -> String {
+    value.replace(TEMPLATE_TOKENS[0], name).replace(TEMPLATE_TOKENS[1], namespace)
+}
+
+/// What is wrong with the provisioner-Secret parameters of a class or content, each said
+/// with its fix. Any of these would fail every Bucket provisioned from them, later and out
+/// of the admin's sight: a name without a namespace, a token that is not replaced (CSI's
+/// `${pvc.name}` for the KEP's `${bucket.name}`), or literal text that makes no valid name.
+pub fn check_secret_parameters(parameters: &BTreeMap<String, String>) -> Vec<String> {
+    let (name, namespace) = (parameters.get(SECRET_NAME_PARAMETER), parameters.get(SECRET_NAMESPACE_PARAMETER));
+    let mut problems = Vec::new();
+    if name.is_some() != namespace.is_some() {
+        let (set, missing) = match name {
+            Some(_) => (SECRET_NAME_PARAMETER, SECRET_NAMESPACE_PARAMETER),
+            None => (SECRET_NAMESPACE_PARAMETER, SECRET_NAME_PARAMETER),
+        };
+        problems.push(format!(
+            "parameters set {set} but not {missing}: set both, or neither to use the provisioner's own credentials"
+        ));
+    }
+    let names = [
+        (SECRET_NAME_PARAMETER, name, "Secret name", check_dns1123_subdomain as fn(&str) -> Result<(), String>),
+        (SECRET_NAMESPACE_PARAMETER, namespace, "namespace name", check_dns1123_label),
+    ];
+    for (key, value, what, check) in names {
+        let Some(value) = value else { continue };
+        if let Some(token) = unknown_token(value) {
+            problems.push(format!(
+                "parameters {key} is {value:?}, and {token:?} is not replaced: the only tokens are {} and {}",
+                TEMPLATE_TOKENS[0], TEMPLATE_TOKENS[1]
+            ));
+        } else if let Err(problem) = check(&template(value, &("a".into(), "a".into()))) {
+            // Any Bucket's own names are valid here; what is around them must be too.
+            problems.push(format!("parameters {key} is {value:?}, which makes no valid {what}: it {problem}"));
+        }
+    }
+    problems
+}
+
+/// The first `${...}` in `value` that [`template`] leaves as it is.
+fn unknown_token(value: &str) -> Option<&str> {
+    let mut rest = value;
+    while let Some(at) = rest.find("${") {
+        rest = &rest[at..];
+        match TEMPLATE_TOKENS.iter().find(|t| rest.starts_with(**t)) {
+            Some(token) => rest = &rest[token.len()..],
+            None => return Some(rest.find('}').map_or(rest, |end| &rest[..=end])),
+        }
+    }
+    None
 }
 
 /// Problems and advice about a `bucketPrefix` for a protocol.
@@ -231,6 +293,37 @@ mod tests {
         assert!(check_dns1123_subdomain(&"a".repeat(254)).is_err());
         assert!(check_dns1123_label("a.b").is_err());
         assert!(check_dns1123_label("team-a").is_ok());
+    }
+
+    #[test]
+    fn provisioner_secret_parameters_are_templated_and_checked() {
+        let owner = ("team-a".to_string(), "photos".to_string());
+        assert_eq!(template("${bucket.namespace}-${bucket.name}", &owner), "team-a-photos");
+        let check = |pairs: &[(&str, &str)]| {
+            let parameters = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            check_secret_parameters(&parameters)
+        };
+        let (name, namespace) = (SECRET_NAME_PARAMETER, SECRET_NAMESPACE_PARAMETER);
+        // The KEP's three examples, and none at all.
+        assert!(check(&[]).is_empty());
+        assert!(check(&[(name, "foo"), (namespace, "bar")]).is_empty());
+        assert!(check(&[(name, "${bucket.name}"), (namespace, "${bucket.namespace}")]).is_empty());
+        assert!(check(&[(name, "${bucket.namespace}-s3-admin"), (namespace, "bucketgate-system")]).is_empty());
+
+        let problems = check(&[(name, "foo")]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("but not cosi.io/provisioner-secret-namespace"), "{problems:?}");
+        assert!(check(&[(namespace, "bar")])[0].contains("but not cosi.io/provisioner-secret-name"));
+
+        let problems = check(&[(name, "${pvc.name}-creds"), (namespace, "${bucket.namespace")]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains(r#""${pvc.name}" is not replaced"#), "{problems:?}");
+        assert!(problems[1].contains(r#""${bucket.namespace" is not replaced"#), "{problems:?}");
+
+        let problems = check(&[(name, "S3_${bucket.name}"), (namespace, "${bucket.namespace}.system")]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("makes no valid Secret name: it contains 'S'"), "{problems:?}");
+        assert!(problems[1].contains("makes no valid namespace name: it must not contain '.'"), "{problems:?}");
     }
 
     #[test]

@@ -327,6 +327,53 @@ fn class_fields_are_checked_and_immutable() {
     assert!(warning.contains("was the default BucketClass for s3"), "{warning}");
 }
 
+/// A class or content whose provisioner-Secret parameters would fail every Bucket later is
+/// refused where this deployment provisions, and warned about where another controller does.
+#[test]
+fn provisioner_secret_parameters_are_judged_at_creation() {
+    let driving: Config = serde_saphyr::from_str(&format!(
+        "provisioners: [{{name: {SERVED}, s3: {{endpoint: 'http://rgw.example'}}}}, {{name: other.example.com}}]"
+    ))
+    .unwrap();
+    let judge = |kind: &str, object: Value, old: Value| {
+        let operation = if old.is_null() { "CREATE" } else { "UPDATE" };
+        validate::validate(
+            Kind::named(kind).unwrap(),
+            &request(kind, operation, None, object, old),
+            &standard(),
+            &driving,
+        )
+    };
+    let typo = json!({"cosi.io/provisioner-secret-name": "${pvc.name}", "cosi.io/provisioner-secret-namespace": "s3"});
+
+    let mut ours = serde_json::to_value(class("new", SERVED, false, &["s3"])).unwrap();
+    ours["parameters"] = typo.clone();
+    let verdict = judge("BucketClass", ours.clone(), Value::Null);
+    assert_eq!(verdict.errors.len(), 1, "{verdict:?}");
+    assert!(verdict.errors[0].contains(r#""${pvc.name}" is not replaced"#), "{verdict:?}");
+
+    let mut theirs = serde_json::to_value(class("new", "other.example.com", false, &["s3"])).unwrap();
+    theirs["parameters"] = typo.clone();
+    let verdict = judge("BucketClass", theirs, Value::Null);
+    assert!(verdict.errors.is_empty(), "{verdict:?}");
+    assert!(verdict.warnings.iter().any(|w| w.contains("is not replaced")), "{verdict:?}");
+
+    let shared = content(
+        "shared",
+        json!({"provisioner": SERVED, "protocol": {"type": "s3", "s3": {"bucketName": "b"}},
+            "parameters": {"cosi.io/provisioner-secret-name": "admin"}}),
+    );
+    let verdict = judge("BucketContent", serde_json::to_value(&shared).unwrap(), Value::Null);
+    assert!(verdict.errors.iter().any(|e| e.contains("but not cosi.io/provisioner-secret-namespace")), "{verdict:?}");
+
+    // A class made before the rule: its parameters cannot change, so an edit of its other
+    // fields, which are judged again, is not refused for them.
+    let mut edited = ours.clone();
+    edited["isDefaultBucketClass"] = json!(true);
+    let verdict = judge("BucketClass", edited, ours);
+    assert!(verdict.errors.iter().all(|e| !e.contains("not replaced")), "{verdict:?}");
+}
+
 #[test]
 fn static_contents_must_retain_and_name_their_bucket() {
     let object = serde_json::to_value(content("c", json!({"provisioner": "", "releasePolicy": "Delete",

@@ -5,13 +5,15 @@
 //! (ratcheting, as the API server does for CRD schemas), so an object that predates a rule
 //! can still have its labels edited or its finalizer removed.
 
+use std::collections::BTreeMap;
+
 use kube::{Resource, ResourceExt};
 
 use super::{Kind, Objects, Operation, Request, Verdict, objects};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketSpec, Protocol, ReleasePolicy};
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::naming::{check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain};
+use crate::naming::{check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters};
 
 pub fn validate(kind: Kind, req: &Request, catalog: &Catalog, config: &Config) -> Verdict {
     let mut verdict = Verdict::default();
@@ -206,7 +208,10 @@ impl Context<'_> {
 
     fn class(&self, objects: &Objects<BucketClass>, verdict: &mut Verdict) {
         match (self.req.operation.clone(), objects.new.as_ref(), objects.old.as_ref()) {
-            (Operation::Create, Some(new), _) => self.class_fields(new, verdict),
+            (Operation::Create, Some(new), _) => {
+                self.class_fields(new, verdict);
+                self.secret_parameters(new.spec.provisioner(), &new.spec.parameters, verdict);
+            }
             (Operation::Update, Some(new), Some(old)) => {
                 let (n, o) = (&new.spec, &old.spec);
                 if n.parameters != o.parameters {
@@ -293,7 +298,10 @@ impl Context<'_> {
 
     fn content(&self, objects: &Objects<BucketContent>, verdict: &mut Verdict) {
         match (self.req.operation.clone(), objects.new.as_ref(), objects.old.as_ref()) {
-            (Operation::Create, Some(new), _) => self.content_spec(new, verdict),
+            (Operation::Create, Some(new), _) => {
+                self.content_spec(new, verdict);
+                self.secret_parameters(new.spec.provisioner(), &new.spec.parameters, verdict);
+            }
             (Operation::Update, Some(new), Some(old)) => {
                 let (n, o) = (&new.spec, &old.spec);
                 if n.parameters != o.parameters {
@@ -383,6 +391,17 @@ impl Context<'_> {
                 None => verdict.warn(format!("{at}: namespace {:?} does not exist (yet)", entry.name)),
                 _ => {}
             }
+        }
+    }
+
+    /// The provisioner-Secret parameters, judged at creation only: they are immutable, and
+    /// objects made before this rule keep working as they did. Refused where this
+    /// deployment's loop would fail every Bucket on them; for a provisioner that another
+    /// controller drives, which may template more, a warning.
+    fn secret_parameters(&self, provisioner: &str, parameters: &BTreeMap<String, String>, verdict: &mut Verdict) {
+        let driven = self.config.provisioner(provisioner).is_some_and(|p| p.s3.is_some());
+        for problem in check_secret_parameters(parameters) {
+            if driven { verdict.deny(problem) } else { verdict.warn(problem) }
         }
     }
 

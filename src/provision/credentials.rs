@@ -8,9 +8,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use super::Error;
-use super::plan::{SECRET_NAME_PARAMETER, SECRET_NAMESPACE_PARAMETER, template};
 use crate::config::S3Settings;
 use crate::driver::Credentials;
+use crate::naming::{SECRET_NAME_PARAMETER, SECRET_NAMESPACE_PARAMETER, template};
 
 /// Keys read from a provisioner Secret, in order of preference.
 const ACCESS_KEYS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "accessKeyID"];

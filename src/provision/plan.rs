@@ -22,9 +22,6 @@ pub const BUCKET_UID_LABEL: &str = "cosi.io/bucket-uid";
 /// Set to "true" on a Bucket to release it without asking the backend (bucket gone or
 /// unreachable); its data, if any is left, is not deleted.
 pub const FORCE_RELEASE_ANNOTATION: &str = "cosi.io/force-release";
-/// Class parameters naming the Secret with the provisioner's credentials (the KEP's).
-pub const SECRET_NAME_PARAMETER: &str = "cosi.io/provisioner-secret-name";
-pub const SECRET_NAMESPACE_PARAMETER: &str = "cosi.io/provisioner-secret-namespace";
 
 /// The backend bucket name: the Bucket's prefix and a suffix from its uid, so that the same
 /// Bucket always gets the same name and two Buckets never share one.
@@ -124,11 +121,6 @@ fn host_and_port(endpoint: &str) -> (String, u16) {
         }
         Err(_) => (endpoint.to_string(), 443),
     }
-}
-
-/// Replaces `${bucket.name}` and `${bucket.namespace}`, as the KEP's Secret templating does.
-pub fn template(value: &str, (namespace, name): &(String, String)) -> String {
-    value.replace("${bucket.name}", name).replace("${bucket.namespace}", namespace)
 }
 
 /// A condition, keeping the transition time when its status did not change.
@@ -257,9 +249,5 @@ mod tests {
         assert_eq!(host_and_port("https://s3.amazonaws.com"), ("s3.amazonaws.com".into(), 443));
         let unnamed = bucket(json!({"protocol": "s3"}));
         assert_eq!(secret_name(&unnamed), "photos");
-        assert_eq!(
-            template("${bucket.namespace}-${bucket.name}", &("team-a".into(), "photos".into())),
-            "team-a-photos"
-        );
     }
 }
