@@ -1,7 +1,8 @@
 //! The deployment in manifests/: rendered with `kubectl kustomize` (on the machine image; the
 //! base files are read directly where it is missing), every object checked against its API
 //! type, the webhooks against the server's routes and rules, RBAC against the calls the
-//! code makes, and the Deployment against the hardening the README promises.
+//! code makes, the Deployment against the hardening the README promises, and the alerts
+//! against the metrics the server exports.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -426,4 +427,55 @@ fn both_certificate_routes_produce_the_same_secret() {
             "bucketgate-system/bucketgate"
         );
     }
+}
+
+/// The alerts in manifests/monitoring query metrics under the names bucketgate exports
+/// them: a renamed metric would leave its alert silent for ever rather than failing.
+#[test]
+fn alerts_query_metrics_that_bucketgate_exports() {
+    let objects = if kubectl() {
+        render(&root().join("monitoring"))
+    } else {
+        parse_stream(&std::fs::read_to_string(root().join("monitoring/prometheusrule.yaml")).unwrap())
+    };
+    let rules = find(&objects, "PrometheusRule", "bucketgate");
+    if kubectl() {
+        assert_eq!(rules["metadata"]["namespace"], "bucketgate-system");
+    }
+    // A family shows only once it has a series: one of each.
+    use bucketgate::metrics::{AdmissionLabels, BackendLabels, Metrics, ResultLabel};
+    let metrics = Metrics::default();
+    let admission = AdmissionLabels { webhook: "mutate", kind: "Bucket", operation: "CREATE", result: "allowed" };
+    metrics.observe(admission, std::time::Duration::from_micros(50));
+    let backend = BackendLabels { provisioner: "p".into(), operation: "grant", result: "success" };
+    metrics.observe_backend(backend, std::time::Duration::from_millis(5));
+    metrics.reconciled("Bucket", "success");
+    metrics.certificate_reloads.get_or_create(&ResultLabel { result: "error" }).inc();
+    // OpenMetrics names a family in its TYPE line: without _total, _bucket, _count or _sum.
+    let families: BTreeSet<String> = metrics
+        .encode()
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next().map(str::to_string))
+        .collect();
+    let mut alerts = 0;
+    for rule in rules["spec"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()) {
+        let (alert, expr) = (rule["alert"].as_str().unwrap(), rule["expr"].as_str().unwrap());
+        let names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("bucketgate_"))
+            .collect();
+        assert!(!names.is_empty(), "{alert} queries no bucketgate metric: {expr}");
+        for name in names {
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| families.contains(*f)))
+                .unwrap_or(name);
+            assert!(
+                families.contains(family),
+                "{alert} queries {name}, which bucketgate does not export: {families:?}"
+            );
+        }
+        alerts += 1;
+    }
+    assert_eq!(alerts, 6);
 }
