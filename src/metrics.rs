@@ -103,7 +103,7 @@ impl Default for Metrics {
         let time_to_bound = Histogram::new([0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]);
         registry.register(
             "bucket_time_to_bound_seconds",
-            "From a Bucket's creation (whole seconds, the API server's clock) to this loop binding it",
+            "From a Bucket's creation (whole seconds, the API server's clock) to this loop first binding it",
             time_to_bound.clone(),
         );
         let backend_requests = Family::<BackendLabels, Counter>::default();
