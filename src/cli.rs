@@ -328,24 +328,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::default());
     // The provisioning loop needs the cluster and at least one driver.
-    let wake = match client {
-        Some(client) if config.provisioners.iter().any(|p| p.s3.is_some()) => {
-            let (waker, wakes) = provision::Waker::channel();
-            let identity = args.identity.clone().unwrap_or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_else(|_| "bucketgate".into())
-            });
-            let (config, namespace, metrics) = (config.clone(), args.lease_namespace.clone(), metrics.clone());
-            tokio::spawn(async move {
-                if let Err(error) = provision::run(client, config, wakes, namespace, identity, metrics).await {
-                    tracing::error!(error = %format!("{error:#}"), "the provisioning loop stopped");
-                }
-            });
-            Some(waker)
-        }
-        _ => None,
-    };
+    if let Some(client) = client.filter(|_| config.provisioners.iter().any(|p| p.s3.is_some())) {
+        let identity = args.identity.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "bucketgate".into())
+        });
+        let (config, namespace, metrics) = (config.clone(), args.lease_namespace.clone(), metrics.clone());
+        tokio::spawn(async move {
+            if let Err(error) = provision::run(client, config, namespace, identity, metrics).await {
+                tracing::error!(error = %format!("{error:#}"), "the provisioning loop stopped");
+            }
+        });
+    }
 
     let mut policy_dirs = args.policy_dirs.clone();
     if args.dev && policy_dirs.is_empty() && Path::new(DEV_POLICIES).is_dir() {
@@ -360,8 +355,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     tokio::spawn(certs.clone().watch(args.cert_reload_interval, metrics.clone()));
     tokio::spawn(policies.clone().watch(args.policy_reload_interval, metrics.clone()));
-    let state =
-        Arc::new(AppState { catalog, config, policies, metrics, certs, shutting_down: AtomicBool::new(false), wake });
+    let state = Arc::new(AppState { catalog, config, policies, metrics, certs, shutting_down: AtomicBool::new(false) });
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving admission over HTTPS");
     let options = ServeOptions { max_body_bytes: args.max_body_bytes, shutdown_grace: args.shutdown_grace };

@@ -21,7 +21,6 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::metrics::{AdmissionLabels, Metrics};
 use crate::policy::store::PolicyStore;
-use crate::provision::Waker;
 use crate::tls::{self, CertStore};
 
 /// Large enough for an object and its old version at the API server's own 3 MiB limit.
@@ -35,8 +34,6 @@ pub struct AppState {
     pub certs: Arc<CertStore>,
     /// Set when shutdown begins, so that /readyz sends new traffic elsewhere.
     pub shutting_down: AtomicBool,
-    /// Wakes the provisioning loop for admitted Buckets, when it runs in this process.
-    pub wake: Option<Waker>,
 }
 
 /// Paths the webhook configurations, probes and scrape annotations in manifests/ point at.

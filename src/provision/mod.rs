@@ -2,8 +2,10 @@
 //! buckets through the drivers, and writes each Bucket's credentials Secret.
 //!
 //! It runs in `bucketgate serve` on the replica that holds the `bucketgate-provisioner`
-//! Lease; every replica answers admission. Watches keep it correct across restarts;
-//! admission of a Bucket also wakes it (see [`Waker`]).
+//! Lease; every replica answers admission. Its watches wake it, as soon as the API server
+//! has stored an object, and keep it correct across restarts. Admission cannot wake it
+//! sooner: kube-runtime reconciles only what its watch has delivered, and at admission the
+//! object is not stored yet (and may still be refused by a later webhook or a quota).
 
 pub mod credentials;
 pub mod plan;
@@ -18,11 +20,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::api::{Bucket, BucketContent, BucketPhase};
 use crate::config::{Config, S3Settings};
@@ -161,44 +161,12 @@ async fn record_failure(bucket: &Bucket, error: &Error, ctx: &Context) {
     ctx.event(bucket, kube::runtime::events::EventType::Warning, reason, "Provision", error.to_string()).await;
 }
 
-/// Lets admission wake the loop for a Bucket it just admitted. Admission runs before the
-/// object is stored, so the wake-up comes a moment later; the watch normally delivers the
-/// Bucket sooner, and this covers a watch that is reconnecting. Never blocks admission:
-/// when the loop is busy (or this replica is not the leader) the wake-up is dropped.
-#[derive(Clone)]
-pub struct Waker {
-    sender: mpsc::Sender<ObjectRef<Bucket>>,
-}
-
-pub const WAKE_DELAY: Duration = Duration::from_millis(250);
-
-impl Waker {
-    pub fn channel() -> (Waker, mpsc::Receiver<ObjectRef<Bucket>>) {
-        let (sender, receiver) = mpsc::channel(1024);
-        (Waker { sender }, receiver)
-    }
-
-    pub fn wake(&self, namespace: &str, name: &str) {
-        let sender = self.sender.clone();
-        let object = ObjectRef::new(name).within(namespace);
-        tokio::spawn(async move {
-            tokio::time::sleep(WAKE_DELAY).await;
-            let _ = sender.try_send(object);
-        });
-    }
-}
-
-/// Runs both controllers until `stop` completes.
-pub async fn run_controllers(ctx: Arc<Context>, wake: Arc<tokio::sync::Mutex<mpsc::Receiver<ObjectRef<Bucket>>>>) {
+/// Runs both controllers, for as long as the task that runs them is not aborted.
+pub async fn run_controllers(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let trigger = futures::stream::unfold(wake, |wake| async move {
-        let next = wake.lock().await.recv().await?;
-        Some((next, wake))
-    });
     let buckets = Controller::new(Api::<Bucket>::all(client.clone()), watcher::Config::default())
         // Only the Secrets bucketgate wrote carry this label; no need to watch the others.
         .owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(plan::BUCKET_NAME_LABEL))
-        .reconcile_on(trigger)
         .run(reconcile_bucket, error_policy, ctx.clone())
         .for_each(|_| async {});
     let contents = Controller::new(Api::<BucketContent>::all(client), watcher::Config::default())
@@ -211,7 +179,6 @@ pub async fn run_controllers(ctx: Arc<Context>, wake: Arc<tokio::sync::Mutex<mps
 pub async fn run(
     client: Client,
     config: Config,
-    wake: mpsc::Receiver<ObjectRef<Bucket>>,
     lease_namespace: String,
     identity: String,
     metrics: Arc<Metrics>,
@@ -219,7 +186,6 @@ pub async fn run(
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "bucketgate".into(), instance: Some(identity.clone()) });
     let ctx = Arc::new(Context::new(client.clone(), config, Some(recorder), s3_drivers(), metrics.clone()));
-    let wake = Arc::new(tokio::sync::Mutex::new(wake));
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, "bucketgate-provisioner")
         .with_namespace(lease_namespace)
         .with_identity(identity)
@@ -234,7 +200,7 @@ pub async fn run(
         match (leader, running.is_some()) {
             (true, false) => {
                 tracing::info!("leading: the provisioning loop runs on this replica");
-                running = Some(tokio::spawn(run_controllers(ctx.clone(), wake.clone())));
+                running = Some(tokio::spawn(run_controllers(ctx.clone())));
                 metrics.leader.set(1);
             }
             (false, true) => {

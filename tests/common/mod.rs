@@ -121,7 +121,6 @@ impl TestServer {
             metrics: Arc::new(Metrics::default()),
             certs: store,
             shutting_down: AtomicBool::new(false),
-            wake: None,
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
