@@ -24,7 +24,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::api::{Bucket, BucketContent, BucketPhase};
+use crate::api::{Bucket, BucketClass, BucketContent, BucketPhase};
 use crate::config::{Config, S3Settings};
 use crate::driver::{Credentials, Driver, DriverError};
 use crate::metrics::Metrics;
@@ -164,9 +164,19 @@ async fn record_failure(bucket: &Bucket, error: &Error, ctx: &Context) {
 /// Runs both controllers, for as long as the task that runs them is not aborted.
 pub async fn run_controllers(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let buckets = Controller::new(Api::<Bucket>::all(client.clone()), watcher::Config::default())
+    let buckets = Controller::new(Api::<Bucket>::all(client.clone()), watcher::Config::default());
+    // A Bucket that waits on its class, or on the content it binds, goes on as soon as that
+    // appears or changes, rather than at its next retry.
+    let (for_classes, for_contents) = (buckets.store(), buckets.store());
+    let buckets = buckets
         // Only the Secrets bucketgate wrote carry this label; no need to watch the others.
         .owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(plan::BUCKET_NAME_LABEL))
+        .watches(Api::<BucketClass>::all(client.clone()), watcher::Config::default(), move |class| {
+            plan::waiting_on_class(for_classes.state().iter().map(|b| b.as_ref()), &class.name_any())
+        })
+        .watches(Api::<BucketContent>::all(client.clone()), watcher::Config::default(), move |content| {
+            plan::waiting_on_content(for_contents.state().iter().map(|b| b.as_ref()), &content.name_any())
+        })
         .run(reconcile_bucket, error_policy, ctx.clone())
         .for_each(|_| async {});
     let contents = Controller::new(Api::<BucketContent>::all(client), watcher::Config::default())

@@ -1,16 +1,17 @@
 //! Pure decisions of the provisioning loop: what a Bucket's BucketContent, Secret and
-//! status look like. No I/O here.
+//! status look like, and which Buckets a change to another object concerns. No I/O here.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
-    BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentSpec, FINALIZER, PROVISIONER_LABEL, Protocol,
-    ProtocolSpec, S3Protocol,
+    BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentSpec, BucketPhase, BucketSpec, FINALIZER,
+    PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
 };
 use crate::driver::{Connection, Credentials};
 use crate::naming::{BUCKET_NAME_SUFFIX_LEN, content_name_for, label_value, short_hash};
@@ -148,6 +149,31 @@ pub fn condition(
     }
 }
 
+/// The Buckets waiting on the class named `class`: they name it and are not bound. A class
+/// created or changed may let them go on now rather than at their next retry, which for a
+/// missing class is minutes away.
+pub fn waiting_on_class<'a>(buckets: impl IntoIterator<Item = &'a Bucket>, class: &str) -> Vec<ObjectRef<Bucket>> {
+    waiting(buckets, |spec| spec.bucket_class_name.as_deref() == Some(class))
+}
+
+/// The Buckets waiting to bind the BucketContent named `content`: a content created, or
+/// its `bindableNamespaces` changed, may let them bind now.
+pub fn waiting_on_content<'a>(buckets: impl IntoIterator<Item = &'a Bucket>, content: &str) -> Vec<ObjectRef<Bucket>> {
+    waiting(buckets, |spec| spec.bucket_content_name.as_deref() == Some(content))
+}
+
+fn waiting<'a>(
+    buckets: impl IntoIterator<Item = &'a Bucket>,
+    on: impl Fn(&BucketSpec) -> bool,
+) -> Vec<ObjectRef<Bucket>> {
+    buckets
+        .into_iter()
+        .filter(|b| on(&b.spec) && b.metadata.deletion_timestamp.is_none())
+        .filter(|b| b.status.as_ref().and_then(|s| s.phase) != Some(BucketPhase::Bound))
+        .map(ObjectRef::from_obj)
+        .collect()
+}
+
 /// How long `bucket` took from its creation to being bound at `now`: the API server's
 /// creation time (whole seconds) against this process's clock. Zero when the two clocks
 /// disagree the other way, so that every bound Bucket is counted; `None` when its status
@@ -180,6 +206,31 @@ mod tests {
             "parameters": {"store": "a"}}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_class_or_content_concerns_the_unbound_buckets_that_name_it() {
+        let named = |name: &str, spec: serde_json::Value, phase: Option<&str>| {
+            let mut b = bucket(spec);
+            b.metadata.name = Some(name.into());
+            b.status = phase.map(|p| serde_json::from_value(json!({"phase": p})).unwrap());
+            b
+        };
+        let mut deleting = named("deleting", json!({"protocol": "s3", "bucketClassName": "ceph"}), None);
+        deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        let buckets = [
+            named("failed", json!({"protocol": "s3", "bucketClassName": "ceph"}), Some("Failed")),
+            named("new", json!({"protocol": "s3", "bucketClassName": "ceph"}), None),
+            named("bound", json!({"protocol": "s3", "bucketClassName": "ceph"}), Some("Bound")),
+            named("other", json!({"protocol": "s3", "bucketClassName": "minio"}), Some("Pending")),
+            named("sharing", json!({"protocol": "s3", "bucketContentName": "legacy"}), Some("Pending")),
+            deleting,
+        ];
+        let names = |refs: Vec<ObjectRef<Bucket>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(names(waiting_on_class(&buckets, "ceph")), ["failed", "new"]);
+        assert_eq!(names(waiting_on_content(&buckets, "legacy")), ["sharing"]);
+        assert!(waiting_on_content(&buckets, "ceph").is_empty());
+        assert_eq!(waiting_on_class(&buckets, "ceph")[0].namespace.as_deref(), Some("team-a"));
     }
 
     #[test]
