@@ -137,11 +137,29 @@ async fn finish<T>(task: tokio::task::JoinHandle<T>) -> T {
 }
 
 fn context(driver: Arc<FakeDriver>) -> (Arc<Context>, ApiServer) {
+    context_of(driver, false)
+}
+
+/// A context that publishes Events, which the scenario must then expect.
+fn context_with_events(driver: Arc<FakeDriver>) -> (Arc<Context>, ApiServer) {
+    context_of(driver, true)
+}
+
+fn context_of(driver: Arc<FakeDriver>, events: bool) -> (Arc<Context>, ApiServer) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let config = test_config();
+    let recorder =
+        events.then(|| Recorder::new(client.clone(), Reporter { controller: "bucketgate".into(), instance: None }));
     let drivers: DriverFactory = Box::new(move |_, _| driver.clone() as Arc<dyn Driver>);
-    (Arc::new(Context::new(client, config, None, drivers, Arc::new(Metrics::default()))), ApiServer(handle))
+    let metrics = Arc::new(Metrics::default());
+    (Arc::new(Context::new(client, test_config(), recorder, drivers, metrics)), ApiServer(handle))
+}
+
+/// Expects the Event the loop publishes next, and returns its reason and note.
+async fn expect_event(api: &mut ApiServer) -> (String, String) {
+    let event = api.expect("POST", "/apis/events.k8s.io/v1/namespaces/team-a/events", Reply::Echo).await;
+    assert_eq!(event["regarding"]["name"], "photos", "{event}");
+    (event["reason"].as_str().unwrap().to_string(), event["note"].as_str().unwrap().to_string())
 }
 
 /// How many Buckets the time-to-bound histogram has counted, as Prometheus scrapes it.
@@ -217,7 +235,7 @@ fn rbac_paths_are_read_as_the_api_server_reads_them() {
 #[tokio::test]
 async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
     let driver = Arc::new(FakeDriver::default());
-    let (ctx, mut api) = context(driver.clone());
+    let (ctx, mut api) = context_with_events(driver.clone());
     let target = bucket(
         json!({"protocol": "s3", "bucketClassName": "ceph", "bucketPrefix": "photos-", "secretName": "photos-creds"}),
         json!({}),
@@ -233,6 +251,7 @@ async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
     assert_eq!(created["spec"]["protocol"]["s3"]["bucketName"], backend.as_str());
     assert_eq!(created["spec"]["bindableNamespaces"], json!([{"name": "team-a", "uid": "ns-uid"}]));
     assert!(driver.calls.lock().unwrap().is_empty(), "nothing reaches the backend before the name is recorded");
+    assert_eq!(expect_event(&mut api).await, ("ContentCreated".into(), format!("created BucketContent {CONTENT}")));
     // The provisioner's credentials come from the templated Secret in the class parameters.
     api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
         .await;
@@ -246,6 +265,7 @@ async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
         .expect("PATCH", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status"), Reply::Json(bound))
         .await;
     assert_eq!(status["status"]["phase"], "Bound");
+    assert_eq!(expect_event(&mut api).await, ("BucketCreated".into(), format!("created bucket {backend}")));
     // The driver made for the create also grants: the provisioner Secret is read once.
     api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos-creds", Reply::NotFound).await;
     let secret = api.expect("POST", "/api/v1/namespaces/team-a/secrets", Reply::Echo).await;
@@ -253,6 +273,7 @@ async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
     assert_eq!(secret["data"]["AWS_ACCESS_KEY_ID"], "QUs=", "the granted key, base64");
     use base64::Engine;
     assert_eq!(secret["data"]["BUCKET_NAME"], base64::engine::general_purpose::STANDARD.encode(&backend));
+    assert_eq!(expect_event(&mut api).await, ("CredentialsIssued".into(), "wrote Secret photos-creds".into()));
     let status = api
         .expect(
             "PATCH",
@@ -264,6 +285,10 @@ async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
     assert_eq!(status["status"]["bucketContentName"], CONTENT);
     assert_eq!(status["status"]["conditions"][0]["type"], "Ready");
     assert_eq!(status["status"]["conditions"][1]["status"], "True", "a scoped key");
+    let (reason, note) = expect_event(&mut api).await;
+    assert_eq!(reason, "Bound");
+    assert!(note.starts_with(&format!("bound to BucketContent {CONTENT}, ")), "{note}");
+    assert!(note.ends_with(" s after the Bucket was created"), "{note}");
 
     finish(reconciling).await.unwrap();
     assert_eq!(
