@@ -43,7 +43,7 @@ pub fn s3_drivers() -> DriverFactory {
 pub struct Context {
     pub client: Client,
     pub config: Config,
-    /// Events for `kubectl describe`; none in tests.
+    /// Events for `kubectl describe`; none in the tests that do not expect them.
     pub recorder: Option<Recorder>,
     pub drivers: DriverFactory,
     pub metrics: Arc<Metrics>,
