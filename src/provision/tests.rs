@@ -155,10 +155,17 @@ fn context_of(driver: Arc<FakeDriver>, events: bool) -> (Arc<Context>, ApiServer
     (Arc::new(Context::new(client, test_config(), recorder, drivers, metrics)), ApiServer(handle))
 }
 
-/// Expects the Event the loop publishes next, and returns its reason and note.
+/// Expects the Event the loop publishes next, about the Bucket, and returns its reason and
+/// note.
 async fn expect_event(api: &mut ApiServer) -> (String, String) {
-    let event = api.expect("POST", "/apis/events.k8s.io/v1/namespaces/team-a/events", Reply::Echo).await;
-    assert_eq!(event["regarding"]["name"], "photos", "{event}");
+    expect_event_on(api, "team-a", "photos").await
+}
+
+/// Expects the next Event, about `name`; those about cluster-scoped objects go to `default`.
+async fn expect_event_on(api: &mut ApiServer, namespace: &str, name: &str) -> (String, String) {
+    let path = format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events");
+    let event = api.expect("POST", &path, Reply::Echo).await;
+    assert_eq!(event["regarding"]["name"], name, "{event}");
     (event["reason"].as_str().unwrap().to_string(), event["note"].as_str().unwrap().to_string())
 }
 
@@ -382,7 +389,7 @@ async fn a_missing_finalizer_is_added_beside_the_others() {
 #[tokio::test]
 async fn a_secret_the_bucket_does_not_own_is_never_overwritten() {
     let driver = Arc::new(FakeDriver::default());
-    let (ctx, mut api) = context(driver.clone());
+    let (ctx, mut api) = context_with_events(driver.clone());
     let mut content =
         serde_json::to_value(content_for(&bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}))))
             .unwrap();
@@ -402,6 +409,9 @@ async fn a_secret_the_bucket_does_not_own_is_never_overwritten() {
         .await;
     assert_eq!(status["status"]["phase"], "Pending");
     assert_eq!(status["status"]["conditions"][0]["reason"], "SecretConflict");
+    let (reason, note) = expect_event(&mut api).await;
+    assert_eq!(reason, "SecretConflict");
+    assert!(note.contains("Secret taken exists and is not owned by this Bucket"), "{note}");
     finish(reconciling).await.unwrap();
     let calls = driver.calls.lock().unwrap().clone();
     assert!(calls.iter().all(|c| !c.starts_with("grant")), "{calls:?}");
@@ -413,7 +423,7 @@ async fn backend_failures_mark_the_content_retrying() {
         create_error: Some(DriverError::Transient("connection refused".into())),
         ..Default::default()
     });
-    let (ctx, mut api) = context(driver.clone());
+    let (ctx, mut api) = context_with_events(driver.clone());
     let content =
         serde_json::to_value(content_for(&bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}))))
             .unwrap();
@@ -428,12 +438,15 @@ async fn backend_failures_mark_the_content_retrying() {
         .expect("PATCH", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status"), Reply::Json(content))
         .await;
     assert_eq!(status["status"], json!({"phase": "Retrying", "message": "connection refused"}));
+    let event = expect_event_on(&mut api, "default", CONTENT).await;
+    assert_eq!(event, ("BackendFailed".into(), "connection refused".into()));
     // And on the Bucket, where its user looks.
     let status = api
         .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
         .await;
     assert_eq!(status["status"]["phase"], "Pending");
     assert_eq!(status["status"]["conditions"][0]["reason"], "Retrying");
+    assert_eq!(expect_event(&mut api).await, ("Retrying".into(), "backend: connection refused".into()));
     let error = finish(reconciling).await.unwrap_err();
     assert!(matches!(error, Error::Driver(DriverError::Transient(_))) && !error.is_permanent());
     assert_eq!(ctx.metrics.reconcile_count("Bucket", "retry"), 1);
