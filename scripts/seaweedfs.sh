@@ -23,14 +23,16 @@ start_seaweedfs() {
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 JSON
   # Ports below 55535, so that SeaweedFS's gRPC ports (each +10000) stay valid.
+  # -volume.minFreeSpace: SeaweedFS keeps 1% of the disk free by default (2.5 GB of a 250 GB
+  # disk) and then refuses every write; the tests write kilobytes.
   local base=$(( 20000 + RANDOM % 20000 ))
   local s3_port=$(( base + 3 ))
   "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SEAWEEDFS_DIR/data" \
     -master.port=$base -volume.port=$(( base + 1 )) -filer -filer.port=$(( base + 2 )) \
     -s3 -s3.port=$s3_port -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$SEAWEEDFS_DIR/s3.json" -s3.iam.readOnly=false \
-    -master.volumeSizeLimitMB=64 -volume.max=0 >"$SEAWEEDFS_DIR/log" 2>&1 &
+    -master.volumeSizeLimitMB=64 -volume.max=0 -volume.minFreeSpace=256MiB >"$SEAWEEDFS_DIR/log" 2>&1 &
   SEAWEEDFS_PID=$!
-  trap 'kill $SEAWEEDFS_PID 2>/dev/null; wait $SEAWEEDFS_PID 2>/dev/null; rm -rf "$SEAWEEDFS_DIR"' EXIT
+  trap stop_seaweedfs EXIT
 
   # Ready when S3 answers and the master can hand out a writable volume: the S3 port opens
   # before the volume server has registered, and writes fail until it has.
@@ -45,10 +47,24 @@ JSON
   if [ "$code" = "000" ] || [ -z "$assigned" ]; then
     echo "scripts/seaweedfs.sh: SeaweedFS did not start; its log:" >&2
     tail -n 30 "$SEAWEEDFS_DIR/log" >&2
+    echo "scripts/seaweedfs.sh: free space where it keeps its data: $(df -h --output=avail "$SEAWEEDFS_DIR" | tail -n 1 | tr -d ' ') (it needs 256 MiB and a 64 MiB volume per bucket)" >&2
     return 1
   fi
   export BUCKETGATE_S3_ENDPOINT="http://127.0.0.1:$s3_port"
   export BUCKETGATE_S3_ACCESS_KEY="bucketgate-admin"
   export BUCKETGATE_S3_SECRET_KEY="$secret"
   echo "SeaweedFS $("$weed" version 2>/dev/null | head -n 1 | awk '{print $3}') serving S3 at $BUCKETGATE_S3_ENDPOINT"
+}
+
+# SeaweedFS can take long to stop, or not stop at all once it has got stuck (seen with a
+# full disk): SIGTERM, 10 s, then SIGKILL, so that the caller's exit never hangs on it.
+stop_seaweedfs() {
+  kill "$SEAWEEDFS_PID" 2>/dev/null
+  for _ in $(seq 1 20); do
+    kill -0 "$SEAWEEDFS_PID" 2>/dev/null || break
+    sleep 0.5
+  done
+  kill -9 "$SEAWEEDFS_PID" 2>/dev/null
+  wait "$SEAWEEDFS_PID" 2>/dev/null
+  rm -rf "$SEAWEEDFS_DIR"
 }
