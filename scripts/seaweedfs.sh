@@ -58,13 +58,15 @@ JSON
 
 # SeaweedFS can take long to stop, or not stop at all once it has got stuck (seen with a
 # full disk): SIGTERM, 10 s, then SIGKILL, so that the caller's exit never hangs on it.
+# Every step may fail (the server already gone, or killed): under the caller's `set -e` a
+# failure here would replace the caller's exit status with its own.
 stop_seaweedfs() {
-  kill "$SEAWEEDFS_PID" 2>/dev/null
+  kill "$SEAWEEDFS_PID" 2>/dev/null || true
   for _ in $(seq 1 20); do
     kill -0 "$SEAWEEDFS_PID" 2>/dev/null || break
     sleep 0.5
   done
-  kill -9 "$SEAWEEDFS_PID" 2>/dev/null
-  wait "$SEAWEEDFS_PID" 2>/dev/null
+  kill -9 "$SEAWEEDFS_PID" 2>/dev/null || true
+  wait "$SEAWEEDFS_PID" 2>/dev/null || true
   rm -rf "$SEAWEEDFS_DIR"
 }
