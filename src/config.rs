@@ -128,6 +128,12 @@ impl Config {
         self.provisioners.iter().any(|p| p.name == provisioner)
     }
 
+    /// Whether this deployment's provisioning loop drives `provisioner` (it has a driver),
+    /// rather than serving it at admission only.
+    pub fn has_driver(&self, provisioner: &str) -> bool {
+        self.provisioner(provisioner).is_some_and(|p| p.s3.is_some())
+    }
+
     pub fn served_names(&self) -> Vec<&str> {
         self.provisioners.iter().map(|p| p.name.as_str()).collect()
     }

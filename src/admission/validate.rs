@@ -399,7 +399,7 @@ impl Context<'_> {
     /// deployment's loop would fail every Bucket on them; for a provisioner that another
     /// controller drives, which may template more, a warning.
     fn secret_parameters(&self, provisioner: &str, parameters: &BTreeMap<String, String>, verdict: &mut Verdict) {
-        let driven = self.config.provisioner(provisioner).is_some_and(|p| p.s3.is_some());
+        let driven = self.config.has_driver(provisioner);
         for problem in check_secret_parameters(parameters) {
             if driven { verdict.deny(problem) } else { verdict.warn(problem) }
         }

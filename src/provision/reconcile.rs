@@ -368,7 +368,7 @@ impl Context {
     /// Whether this loop manages objects of `provisioner`: those with a driver here, and
     /// brownfield ones that no provisioner manages.
     pub fn drives(&self, provisioner: &str) -> bool {
-        provisioner.is_empty() || self.config.provisioner(provisioner).is_some_and(|p| p.s3.is_some())
+        provisioner.is_empty() || self.config.has_driver(provisioner)
     }
 
     /// Publishes an Event; failing to is logged, never fatal.
