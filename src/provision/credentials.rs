@@ -10,7 +10,7 @@ use kube::{Api, Client};
 use super::Error;
 use crate::config::S3Settings;
 use crate::driver::Credentials;
-use crate::naming::{SECRET_NAME_PARAMETER, SECRET_NAMESPACE_PARAMETER, template};
+use crate::naming::{SECRET_NAME_PARAMETER, SECRET_NAMESPACE_PARAMETER, check_secret_parameters, template};
 
 /// Keys read from a provisioner Secret, in order of preference.
 const ACCESS_KEYS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "accessKeyID"];
@@ -22,10 +22,14 @@ pub async fn resolve(
     parameters: &BTreeMap<String, String>,
     owner: &(String, String),
 ) -> Result<Credentials, Error> {
-    if let Some(name) = parameters.get(SECRET_NAME_PARAMETER) {
-        let namespace = parameters.get(SECRET_NAMESPACE_PARAMETER).ok_or_else(|| {
-            Error::Permanent(format!("the class sets {SECRET_NAME_PARAMETER} but not {SECRET_NAMESPACE_PARAMETER}"))
-        })?;
+    // The rule admission applies at creation, again here, for objects made before it or
+    // while the webhook was away: its words, rather than a Secret that cannot exist.
+    if let Some(problem) = check_secret_parameters(parameters).into_iter().next() {
+        return Err(Error::Permanent(problem));
+    }
+    if let (Some(name), Some(namespace)) =
+        (parameters.get(SECRET_NAME_PARAMETER), parameters.get(SECRET_NAMESPACE_PARAMETER))
+    {
         let (name, namespace) = (template(name, owner), template(namespace, owner));
         let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
             .get_opt(&name)

@@ -454,6 +454,23 @@ async fn backend_failures_mark_the_content_retrying() {
     assert_eq!(bound_count(&ctx), 0);
 }
 
+/// A class made before admission checked its provisioner-Secret parameters fails in the
+/// loop with admission's words, before any Secret is looked for.
+#[tokio::test]
+async fn provisioner_secret_parameters_are_judged_again_before_use() {
+    let (ctx, mut api) = context(Arc::new(FakeDriver::default()));
+    let mut typo = class();
+    typo["parameters"]["cosi.io/provisioner-secret-name"] = json!("${pvc.name}");
+    let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
+    let content = plan::greenfield_content(&target, &serde_json::from_value(typo.clone()).unwrap(), "u").unwrap();
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketclasses/ceph", Reply::Json(typo)).await;
+    let content = serde_json::to_value(content).unwrap();
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    let error = finish(reconciling).await.unwrap_err();
+    assert!(error.is_permanent() && error.to_string().contains(r#""${pvc.name}" is not replaced"#), "{error}");
+}
+
 #[tokio::test]
 async fn binding_from_a_recreated_namespace_is_refused_again_here() {
     let driver = Arc::new(FakeDriver::default());
