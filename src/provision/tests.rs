@@ -30,12 +30,7 @@ impl Driver for FakeDriver {
         if let Some(error) = &self.create_error {
             return Err(error.clone());
         }
-        Ok(Connection {
-            endpoint: "http://s3.example:8333".into(),
-            region: "us-east-1".into(),
-            bucket_name: name.into(),
-            signature_version: "s3v4".into(),
-        })
+        Ok(connection(name))
     }
     async fn delete_bucket(&self, name: &str) -> Result<(), DriverError> {
         self.calls.lock().unwrap().push(format!("delete {name}"));
@@ -51,6 +46,16 @@ impl Driver for FakeDriver {
     async fn revoke(&self, holder: &str) -> Result<(), DriverError> {
         self.calls.lock().unwrap().push(format!("revoke {holder}"));
         Ok(())
+    }
+}
+
+/// Where the fake driver says a bucket is: the endpoint of [`test_config`].
+fn connection(bucket_name: &str) -> Connection {
+    Connection {
+        endpoint: "http://s3.example:8333".into(),
+        region: "us-east-1".into(),
+        bucket_name: bucket_name.into(),
+        signature_version: "s3v4".into(),
     }
 }
 
@@ -318,17 +323,7 @@ async fn a_bucket_bound_before_is_not_counted_as_bound_again() {
     );
     let mut content = serde_json::to_value(content_for(&target)).unwrap();
     content["status"] = json!({"phase": "Bound"});
-    let mut secret = serde_json::to_value(plan::credentials_secret(
-        &target,
-        &Connection {
-            endpoint: "http://s3.example:8333".into(),
-            region: "us-east-1".into(),
-            bucket_name: "b".into(),
-            signature_version: "s3v4".into(),
-        },
-        None,
-    ))
-    .unwrap();
+    let mut secret = serde_json::to_value(plan::credentials_secret(&target, &connection("b"), None)).unwrap();
     secret["metadata"]["namespace"] = json!("team-a");
     let shown = serde_json::to_value(&target).unwrap();
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
