@@ -23,10 +23,10 @@ start_seaweedfs() {
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 JSON
   # Ports below 55535, so that SeaweedFS's gRPC ports (each +10000) stay valid.
-  # -volume.minFreeSpace: SeaweedFS keeps 1% of the disk free by default (2.5 GB of a 250 GB
-  # disk) and then refuses every write; the tests write kilobytes.
   local base=$(( 20000 + RANDOM % 20000 ))
   local s3_port=$(( base + 3 ))
+  # -volume.minFreeSpace: SeaweedFS keeps 1% of the disk free by default (2.5 GB of a 250 GB
+  # disk) and then refuses every write; the tests write kilobytes.
   "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SEAWEEDFS_DIR/data" \
     -master.port=$base -volume.port=$(( base + 1 )) -filer -filer.port=$(( base + 2 )) \
     -s3 -s3.port=$s3_port -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$SEAWEEDFS_DIR/s3.json" -s3.iam.readOnly=false \
