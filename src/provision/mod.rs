@@ -18,9 +18,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -161,28 +163,64 @@ async fn record_failure(bucket: &Bucket, error: &Error, ctx: &Context) {
     ctx.event(bucket, kube::runtime::events::EventType::Warning, reason, "Provision", error.to_string()).await;
 }
 
+/// How many changes a shared watch holds for a controller that has not taken them yet;
+/// when it is full the watch waits, so nothing is dropped.
+const SHARED_BUFFER: usize = 256;
+
+/// A watch that retries with backoff and keeps no managedFields: the loop never reads
+/// them, and they are most of an object's size in its controller's store.
+fn trimmed<K>(api: Api<K>) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+}
+
 /// Runs both controllers, for as long as the task that runs them is not aborted.
+///
+/// Four watches, each kind once: Buckets, BucketContents (one watch feeds both
+/// controllers), and by metadata only BucketClasses and the Secrets bucketgate wrote.
 pub async fn run_controllers(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let buckets = Controller::new(Api::<Bucket>::all(client.clone()), watcher::Config::default());
+    let (buckets_store, buckets_writer) = reflector::store();
+    let buckets_watch = trimmed(Api::<Bucket>::all(client.clone())).reflect(buckets_writer).applied_objects();
+    let (contents_store, contents_writer) = reflector::store_shared(SHARED_BUFFER);
+    let (for_content_controller, for_bucket_controller) =
+        match (contents_writer.subscribe(), contents_writer.subscribe()) {
+            (Some(one), Some(other)) => (one, other),
+            _ => unreachable!("a shared store always takes subscribers"),
+        };
+    let contents_watch =
+        trimmed(Api::<BucketContent>::all(client.clone())).reflect_shared(contents_writer).for_each(|event| {
+            if let Err(error) = event {
+                tracing::warn!(%error, "BucketContent watch failed; retrying with backoff");
+            }
+            async {}
+        });
     // A Bucket that waits on its class, or on the content it binds, goes on as soon as that
-    // appears or changes, rather than at its next retry.
-    let (for_classes, for_contents) = (buckets.store(), buckets.store());
-    let buckets = buckets
+    // appears or changes, rather than at its next retry. Only names are needed of classes.
+    let (for_classes, for_contents) = (buckets_store.clone(), buckets_store.clone());
+    let classes = watcher(Api::<PartialObjectMeta<BucketClass>>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let buckets = Controller::for_stream(buckets_watch, buckets_store)
         // Only the Secrets bucketgate wrote carry this label; no need to watch the others.
-        .owns(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(plan::BUCKET_NAME_LABEL))
-        .watches(Api::<BucketClass>::all(client.clone()), watcher::Config::default(), move |class| {
+        // kube-runtime watches owned objects by their metadata: no credentials are held here.
+        .owns(Api::<Secret>::all(client), watcher::Config::default().labels(plan::BUCKET_NAME_LABEL))
+        .watches_stream(classes, move |class| {
             plan::waiting_on_class(for_classes.state().iter().map(|b| b.as_ref()), &class.name_any())
         })
-        .watches(Api::<BucketContent>::all(client.clone()), watcher::Config::default(), move |content| {
+        .watches_shared_stream(for_bucket_controller, move |content: Arc<BucketContent>| {
             plan::waiting_on_content(for_contents.state().iter().map(|b| b.as_ref()), &content.name_any())
         })
         .run(reconcile_bucket, error_policy, ctx.clone())
         .for_each(|_| async {});
-    let contents = Controller::new(Api::<BucketContent>::all(client), watcher::Config::default())
+    let contents = Controller::for_shared_stream(for_content_controller, contents_store)
         .run(reconcile_content, error_policy, ctx)
         .for_each(|_| async {});
-    futures::future::join(buckets, contents).await;
+    futures::future::join3(contents_watch, buckets, contents).await;
 }
 
 /// Leader election around the controllers: they run while this replica holds the Lease.

@@ -71,8 +71,10 @@ enum Reply {
     NotFound,
 }
 
-/// The (group, resource, verb) RBAC sees for a request path and method.
-fn rbac_request(method: &str, path: &str) -> (String, String, String) {
+/// The (group, resource, verb) RBAC sees for a request's method, path and query.
+fn rbac_request(method: &str, uri: &str) -> (String, String, String) {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let watching = query.split('&').any(|p| p == "watch=true");
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (group, mut rest) = match segments[0] {
         "api" => (String::new(), &segments[2..]),
@@ -87,6 +89,7 @@ fn rbac_request(method: &str, path: &str) -> (String, String, String) {
     };
     let verb = match (method, rest.len() > 1) {
         ("GET", true) => "get",
+        ("GET", false) if watching => "watch",
         ("GET", false) => "list",
         ("POST", _) => "create",
         ("PATCH", _) => "patch",
@@ -98,11 +101,11 @@ fn rbac_request(method: &str, path: &str) -> (String, String, String) {
 }
 
 /// Whether the ClusterRole in manifests/base/rbac.yaml allows the request.
-fn allowed_by_rbac(method: &str, path: &str) -> bool {
+fn allowed_by_rbac(method: &str, uri: &str) -> bool {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/rbac.yaml")).unwrap();
     let documents: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     let role = documents.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
-    let (group, resource, verb) = rbac_request(method, path);
+    let (group, resource, verb) = rbac_request(method, uri);
     role["rules"].as_array().unwrap().iter().any(|rule| {
         let has = |field: &str, want: &str| rule[field].as_array().unwrap().iter().any(|v| v == want);
         has("apiGroups", &group) && has("resources", &resource) && has("verbs", &verb)
@@ -238,6 +241,10 @@ fn rbac_paths_are_read_as_the_api_server_reads_them() {
         ("cosi.io".into(), "buckets/status".into(), "patch".into())
     );
     assert_eq!(read("GET", "/apis/cosi.io/v1alpha1/buckets"), ("cosi.io".into(), "buckets".into(), "list".into()));
+    assert_eq!(
+        read("GET", "/apis/cosi.io/v1alpha1/buckets?&watch=true&resourceVersion=1"),
+        ("cosi.io".into(), "buckets".into(), "watch".into())
+    );
     assert!(
         !allowed_by_rbac("DELETE", "/api/v1/namespaces/team-a/secrets/x"),
         "bucketgate never deletes Secrets itself"
@@ -559,4 +566,173 @@ async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
     assert_eq!(patch["metadata"]["finalizers"], json!([]));
     finish(reconciling).await.unwrap();
     assert_eq!(*driver.calls.lock().unwrap(), [format!("delete {backend}")]);
+}
+
+/// What the mock API server saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    /// Path and query.
+    uri: String,
+    accept: String,
+    body: Value,
+}
+
+impl Seen {
+    fn watches(&self, path: &str) -> bool {
+        self.method == "GET" && self.uri.starts_with(&format!("{path}?")) && self.uri.contains("watch=true")
+    }
+}
+
+/// The API server as the leader's controllers meet it: lists answered from `buckets` (the
+/// only kind with objects), every watch held open until the test answers it (an answered
+/// watch has ended, and the watcher starts another), a Bucket's status patch merged into
+/// it, anything else NotFound.
+#[derive(Default)]
+struct Cluster {
+    seen: Mutex<Vec<Seen>>,
+    held: Mutex<Vec<(String, tower_test::mock::SendResponse<Response<Body>>)>>,
+}
+
+impl Cluster {
+    async fn serve(
+        self: Arc<Self>,
+        mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        buckets: Vec<Value>,
+    ) {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let uri = request.uri().to_string();
+            let path = request.uri().path().to_string();
+            let accept = request.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let body = request.into_body().collect_bytes().await.unwrap();
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            self.seen.lock().unwrap().push(Seen {
+                method: method.clone(),
+                uri: uri.clone(),
+                accept,
+                body: body.clone(),
+            });
+            let verb = rbac_request(&method, &uri).2;
+            let reply = match verb.as_str() {
+                "watch" => {
+                    self.held.lock().unwrap().push((path, send));
+                    continue;
+                }
+                "list" => {
+                    let items = if path == "/apis/cosi.io/v1alpha1/buckets" { buckets.clone() } else { vec![] };
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items})
+                }
+                "patch" if path.ends_with("/buckets/photos/status") => {
+                    let mut bucket = buckets[0].clone();
+                    json_patch::merge(&mut bucket, &body);
+                    bucket
+                }
+                _ => {
+                    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
+                    let response = Response::builder().status(StatusCode::NOT_FOUND);
+                    send.send_response(response.body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap());
+                    continue;
+                }
+            };
+            send.send_response(Response::new(Body::from(serde_json::to_vec(&reply).unwrap())));
+        }
+    }
+
+    /// Waits until the requests seen so far satisfy `done`.
+    async fn wait_for(&self, what: &str, done: impl Fn(&[Seen]) -> bool) {
+        for _ in 0..500 {
+            if done(&self.seen.lock().unwrap()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("waited 5 s for {what}; the API server saw {:#?}", self.seen.lock().unwrap());
+    }
+
+    /// Ends the open watch of `path` with these watch events.
+    fn deliver(&self, path: &str, events: &[Value]) {
+        let mut held = self.held.lock().unwrap();
+        let at = held.iter().position(|(p, _)| p == path).unwrap_or_else(|| panic!("no open watch of {path}"));
+        let (_, send) = held.remove(at);
+        let lines: String = events.iter().map(|e| format!("{e}\n")).collect();
+        send.send_response(Response::new(Body::from(lines.into_bytes())));
+    }
+}
+
+#[tokio::test]
+async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let driver = Arc::new(FakeDriver::default());
+    let drivers: DriverFactory = Box::new(move |_, _| driver.clone() as Arc<dyn Driver>);
+    let ctx = Arc::new(Context::new(client, test_config(), None, drivers, Arc::new(Metrics::default())));
+    let waiting = bucket(json!({"protocol": "s3", "bucketContentName": "shared"}), json!({}));
+    let cluster = Arc::new(Cluster::default());
+    tokio::spawn(cluster.clone().serve(handle, vec![serde_json::to_value(&waiting).unwrap()]));
+    let controllers = tokio::spawn(run_controllers(ctx));
+
+    let content_path = "/apis/cosi.io/v1alpha1/bucketcontents/shared";
+    let looked_up = |seen: &[Seen]| seen.iter().filter(|s| s.method == "GET" && s.uri == content_path).count();
+    cluster.wait_for("the listed Bucket to look for its content", |seen| looked_up(seen) == 1).await;
+    let watched = [
+        "/apis/cosi.io/v1alpha1/buckets",
+        "/apis/cosi.io/v1alpha1/bucketcontents",
+        "/apis/cosi.io/v1alpha1/bucketclasses",
+        "/api/v1/secrets",
+    ];
+    cluster
+        .wait_for("a watch of each kind", |seen| watched.iter().all(|path| seen.iter().any(|s| s.watches(path))))
+        .await;
+    // Time for a second watch of a kind, had one been opened.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let seen = cluster.seen.lock().unwrap().clone();
+    for path in watched {
+        let watches: Vec<&Seen> = seen.iter().filter(|s| s.watches(path)).collect();
+        assert_eq!(watches.len(), 1, "{path} watched {} times: {watches:#?}", watches.len());
+    }
+    let metadata_only =
+        |path: &str| seen.iter().filter(|s| s.watches(path)).all(|s| s.accept.contains("as=PartialObjectMetadata"));
+    assert!(metadata_only("/api/v1/secrets"), "the loop holds no credentials it does not need: {seen:#?}");
+    assert!(metadata_only("/apis/cosi.io/v1alpha1/bucketclasses"), "{seen:#?}");
+    assert!(
+        seen.iter()
+            .filter(|s| s.watches("/api/v1/secrets"))
+            .all(|s| s.uri.contains(&format!("labelSelector={}", plan::BUCKET_NAME_LABEL.replace('/', "%2F")))),
+        "only bucketgate's Secrets are watched: {seen:#?}"
+    );
+
+    // The content appears, being deleted: the Bucket waiting on it looks again at once (its
+    // next retry is 30 s away), and the content controller, fed by the same watch, finds
+    // the Bucket that holds its deletion.
+    let mut shared = content_for(&waiting);
+    shared.metadata.name = Some("shared".into());
+    shared.metadata.resource_version = Some("2".into());
+    shared.metadata.deletion_timestamp = now();
+    shared.metadata.finalizers = Some(vec![crate::api::FINALIZER.into()]);
+    cluster.deliver(
+        "/apis/cosi.io/v1alpha1/bucketcontents",
+        &[json!({"type": "ADDED", "object": serde_json::to_value(&shared).unwrap()})],
+    );
+    cluster.wait_for("the Bucket to look for its content again", |seen| looked_up(seen) == 2).await;
+    let status_path = format!("{content_path}/status");
+    cluster
+        .wait_for("the content's deletion to wait for the Bucket", |seen| {
+            seen.iter().any(|s| {
+                s.method == "PATCH"
+                    && s.uri.trim_end_matches('?') == status_path
+                    && s.body["status"]["message"].as_str().is_some_and(|m| m.contains("team-a/photos"))
+            })
+        })
+        .await;
+    controllers.abort();
+
+    for request in cluster.seen.lock().unwrap().iter() {
+        assert!(
+            allowed_by_rbac(&request.method, &request.uri),
+            "RBAC does not allow {} {}",
+            request.method,
+            request.uri
+        );
+    }
 }
