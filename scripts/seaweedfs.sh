@@ -27,7 +27,11 @@ JSON
   local s3_port=$(( base + 3 ))
   # -volume.minFreeSpace: SeaweedFS keeps 1% of the disk free by default (2.5 GB of a 250 GB
   # disk) and then refuses every write; the tests write kilobytes.
-  "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SEAWEEDFS_DIR/data" \
+  # setpriv (util-linux) ends the server with the calling shell even when that shell is
+  # killed outright (SIGKILL, a CI timeout) and never runs its EXIT trap.
+  local reaper=()
+  if command -v setpriv >/dev/null 2>&1; then reaper=(setpriv --pdeathsig KILL); fi
+  "${reaper[@]}" "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SEAWEEDFS_DIR/data" \
     -master.port=$base -volume.port=$(( base + 1 )) -filer -filer.port=$(( base + 2 )) \
     -s3 -s3.port=$s3_port -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$SEAWEEDFS_DIR/s3.json" -s3.iam.readOnly=false \
     -master.volumeSizeLimitMB=64 -volume.max=0 -volume.minFreeSpace=256MiB >"$SEAWEEDFS_DIR/log" 2>&1 &
