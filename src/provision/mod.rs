@@ -210,10 +210,12 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         // kube-runtime watches owned objects by their metadata: no credentials are held here.
         .owns(Api::<Secret>::all(client), watcher::Config::default().labels(plan::BUCKET_NAME_LABEL))
         .watches_stream(classes, move |class| {
-            plan::waiting_on_class(for_classes.state().iter().map(|b| b.as_ref()), &class.name_any())
+            let class = class.name_any();
+            refs(for_classes.state_filter(|bucket| plan::waits_on_class(bucket, &class)))
         })
         .watches_shared_stream(for_bucket_controller, move |content: Arc<BucketContent>| {
-            plan::waiting_on_content(for_contents.state().iter().map(|b| b.as_ref()), &content.name_any())
+            let content = content.name_any();
+            refs(for_contents.state_filter(|bucket| plan::waits_on_content(bucket, &content)))
         })
         .run(reconcile_bucket, error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -221,6 +223,10 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         .run(reconcile_content, error_policy, ctx)
         .for_each(|_| async {});
     futures::future::join3(contents_watch, buckets, contents).await;
+}
+
+fn refs(buckets: Vec<Arc<Bucket>>) -> Vec<reflector::ObjectRef<Bucket>> {
+    buckets.iter().map(|bucket| reflector::ObjectRef::from_obj(bucket.as_ref())).collect()
 }
 
 /// Leader election around the controllers: they run while this replica holds the Lease.

@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
-    BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentSpec, BucketPhase, BucketSpec, FINALIZER,
+    BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentSpec, BucketPhase, FINALIZER,
     PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
 };
 use crate::driver::{Connection, Credentials};
@@ -149,29 +148,22 @@ pub fn condition(
     }
 }
 
-/// The Buckets waiting on the class named `class`: they name it and are not bound. A class
-/// created or changed may let them go on now rather than at their next retry, which for a
-/// missing class is minutes away.
-pub fn waiting_on_class<'a>(buckets: impl IntoIterator<Item = &'a Bucket>, class: &str) -> Vec<ObjectRef<Bucket>> {
-    waiting(buckets, |spec| spec.bucket_class_name.as_deref() == Some(class))
+/// Whether `bucket` waits on the class named `class`: it names it and is not bound. A
+/// class created or changed may let it go on now rather than at its next retry, which for
+/// a missing class is minutes away.
+pub fn waits_on_class(bucket: &Bucket, class: &str) -> bool {
+    waiting(bucket) && bucket.spec.bucket_class_name.as_deref() == Some(class)
 }
 
-/// The Buckets waiting to bind the BucketContent named `content`: a content created, or
-/// its `bindableNamespaces` changed, may let them bind now.
-pub fn waiting_on_content<'a>(buckets: impl IntoIterator<Item = &'a Bucket>, content: &str) -> Vec<ObjectRef<Bucket>> {
-    waiting(buckets, |spec| spec.bucket_content_name.as_deref() == Some(content))
+/// Whether `bucket` waits to bind the BucketContent named `content`: a content created,
+/// or its `bindableNamespaces` changed, may let it bind now.
+pub fn waits_on_content(bucket: &Bucket, content: &str) -> bool {
+    waiting(bucket) && bucket.spec.bucket_content_name.as_deref() == Some(content)
 }
 
-fn waiting<'a>(
-    buckets: impl IntoIterator<Item = &'a Bucket>,
-    on: impl Fn(&BucketSpec) -> bool,
-) -> Vec<ObjectRef<Bucket>> {
-    buckets
-        .into_iter()
-        .filter(|b| on(&b.spec) && b.metadata.deletion_timestamp.is_none())
-        .filter(|b| b.status.as_ref().and_then(|s| s.phase) != Some(BucketPhase::Bound))
-        .map(ObjectRef::from_obj)
-        .collect()
+fn waiting(bucket: &Bucket) -> bool {
+    bucket.metadata.deletion_timestamp.is_none()
+        && bucket.status.as_ref().and_then(|s| s.phase) != Some(BucketPhase::Bound)
 }
 
 /// How long `bucket` took from its creation to being bound at `now`: the API server's
@@ -226,11 +218,12 @@ mod tests {
             named("sharing", json!({"protocol": "s3", "bucketContentName": "legacy"}), Some("Pending")),
             deleting,
         ];
-        let names = |refs: Vec<ObjectRef<Bucket>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
-        assert_eq!(names(waiting_on_class(&buckets, "ceph")), ["failed", "new"]);
-        assert_eq!(names(waiting_on_content(&buckets, "legacy")), ["sharing"]);
-        assert!(waiting_on_content(&buckets, "ceph").is_empty());
-        assert_eq!(waiting_on_class(&buckets, "ceph")[0].namespace.as_deref(), Some("team-a"));
+        let names = |waits: &dyn Fn(&Bucket) -> bool| {
+            buckets.iter().filter(|b| waits(b)).map(|b| b.metadata.name.clone().unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&|b| waits_on_class(b, "ceph")), ["failed", "new"]);
+        assert_eq!(names(&|b| waits_on_content(b, "legacy")), ["sharing"]);
+        assert!(names(&|b| waits_on_content(b, "ceph")).is_empty());
     }
 
     #[test]
