@@ -126,18 +126,13 @@ async fn tls_1_2_and_1_3_are_served_and_plain_http_is_not() {
     let other = tls::generate(&["localhost".into()], &[], 1).unwrap();
     let stranger = client(&[&other.ca_pem], &[&rustls::version::TLS13]);
     assert!(stranger.get(server.url("/healthz")).send().await.is_err());
-    let plain = reqwest::Client::builder().tls_backend_preconfigured(dummy_tls()).build().unwrap();
+    let plain = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls_client_config(&[], rustls::DEFAULT_VERSIONS))
+        .build()
+        .unwrap();
     let result = plain.get(format!("http://127.0.0.1:{}/healthz", server.addr.port())).send().await;
     assert!(result.is_err() || !result.unwrap().status().is_success());
     server.stop().await;
-}
-
-fn dummy_tls() -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth()
 }
 
 /// The kubelet updates a Secret volume by writing a new `..<timestamp>` directory and

@@ -159,18 +159,26 @@ impl TestServer {
     }
 }
 
-pub fn client(ca_pems: &[&str], versions: &[&'static rustls::SupportedProtocolVersion]) -> reqwest::Client {
+/// A TLS client that trusts the CAs in `ca_pems` (none: it trusts nobody) and speaks `versions`.
+pub fn tls_client_config(
+    ca_pems: &[&str],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for pem in ca_pems {
         for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+    rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth()
+}
+
+pub fn client(ca_pems: &[&str], versions: &[&'static rustls::SupportedProtocolVersion]) -> reqwest::Client {
+    let config = tls_client_config(ca_pems, versions);
     reqwest::Client::builder().tls_backend_preconfigured(config).tls_info(true).build().unwrap()
 }
 
