@@ -476,7 +476,7 @@ async fn provisioner_secret_parameters_are_judged_again_before_use() {
 #[tokio::test]
 async fn binding_from_a_recreated_namespace_is_refused_again_here() {
     let driver = Arc::new(FakeDriver::default());
-    let (ctx, mut api) = context(driver.clone());
+    let (ctx, mut api) = context_with_events(driver.clone());
     let shared = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent", "metadata": {"name": "legacy"},
         "spec": {"provisioner": "", "releasePolicy": "Retain", "bindableNamespaces": [{"name": "team-a", "uid": "old-uid"}],
                  "protocol": {"type": "s3", "s3": {"bucketName": "legacy", "endpoint": "https://s3.example"}}}});
@@ -489,6 +489,9 @@ async fn binding_from_a_recreated_namespace_is_refused_again_here() {
         .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
         .await;
     assert_eq!(status["status"]["phase"], "Failed", "retrying cannot help");
+    let (reason, note) = expect_event(&mut api).await;
+    assert_eq!(reason, "Failed");
+    assert!(note.contains("(uid new-uid) is not in spec.bindableNamespaces of BucketContent legacy"), "{note}");
     let error = finish(reconciling).await.unwrap_err();
     assert_eq!(ctx.metrics.reconcile_count("Bucket", "failed"), 1);
     assert!(
@@ -501,7 +504,7 @@ async fn binding_from_a_recreated_namespace_is_refused_again_here() {
 #[tokio::test]
 async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
     let driver = Arc::new(FakeDriver::default());
-    let (ctx, mut api) = context(driver.clone());
+    let (ctx, mut api) = context_with_events(driver.clone());
     let owner = bucket(
         json!({"protocol": "s3", "bucketClassName": "ceph"}),
         json!({"bucketContentName": CONTENT, "phase": "Bound"}),
@@ -514,6 +517,7 @@ async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
     api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
         .await;
     api.expect("DELETE", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    assert_eq!(expect_event(&mut api).await, ("Released".into(), "released; removing the finalizer".into()));
     let patch = api
         .expect(
             "PATCH",
@@ -530,7 +534,7 @@ async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
 #[tokio::test]
 async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
     let driver = Arc::new(FakeDriver::default());
-    let (ctx, mut api) = context(driver.clone());
+    let (ctx, mut api) = context_with_events(driver.clone());
     let owner = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
     let mut content = content_for(&owner);
     content.metadata.deletion_timestamp = now();
@@ -556,6 +560,8 @@ async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
     api.expect("GET", "/apis/cosi.io/v1alpha1/buckets", Reply::Json(list(vec![]))).await;
     api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
         .await;
+    let (reason, note) = expect_event_on(&mut api, "default", CONTENT).await;
+    assert_eq!((reason.as_str(), note), ("BucketDeleted", format!("deleted bucket {backend} and its objects")));
     let patch = api
         .expect(
             "PATCH",
