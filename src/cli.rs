@@ -334,6 +334,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "bucketgate".into())
         });
+        metrics.provisioning_enabled.set(1);
         let (config, namespace, metrics) = (config.clone(), args.lease_namespace.clone(), metrics.clone());
         tokio::spawn(async move {
             if let Err(error) = provision::run(client, config, namespace, identity, metrics).await {

@@ -62,6 +62,7 @@ pub struct Metrics {
     pub backend_requests: Family<BackendLabels, Counter>,
     pub backend_duration: Family<BackendLabels, Histogram>,
     pub leader: Gauge,
+    pub provisioning_enabled: Gauge,
 }
 
 impl Default for Metrics {
@@ -127,6 +128,12 @@ impl Default for Metrics {
             "1 while the provisioning loop runs on this replica (it holds the Lease), else 0",
             leader.clone(),
         );
+        let provisioning_enabled = Gauge::default();
+        registry.register(
+            "provisioning_enabled",
+            "1 where this replica runs for the Lease (it reaches the cluster and a provisioner has a driver), else 0",
+            provisioning_enabled.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -139,6 +146,7 @@ impl Default for Metrics {
             backend_requests,
             backend_duration,
             leader,
+            provisioning_enabled,
         }
     }
 }

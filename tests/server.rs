@@ -88,7 +88,9 @@ async fn health_readiness_and_metrics() {
         r#"bucketgate_admission_requests_total{webhook="mutate",kind="Bucket",operation="CREATE",result="allowed"} 1"#,
         r#"bucketgate_admission_requests_total{webhook="validate",kind="BucketClass",operation="UPDATE",result="denied"} 1"#,
         r#"bucketgate_admission_duration_seconds_count{webhook="mutate",kind="Bucket",operation="CREATE",result="allowed"} 1"#,
-        // No provisioning loop in this server: it says it does not lead, and has bound nothing.
+        // No provisioning loop in this server: it does not run for the Lease, does not lead,
+        // and has bound nothing.
+        "bucketgate_provisioning_enabled 0",
         "bucketgate_provisioning_leader 0",
         "bucketgate_bucket_time_to_bound_seconds_count 0",
     ] {
