@@ -2,10 +2,11 @@
 //! exercised over HTTPS in tests/admission.rs.
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::api::{BucketClass, BucketContent};
+use crate::api::{BucketClass, BucketContent, FINALIZER};
 
 const SERVED: &str = "rook-ceph.ceph.rook.io/bucket";
 const TEAM_A_UID: &str = "uid-team-a";
@@ -234,6 +235,18 @@ fn binding_needs_the_namespace_by_name_and_uid() {
     let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "missing"}));
     let (_, message) = denial(Webhook::Validate, &req, &standard());
     assert!(message.contains("\"missing\" names no BucketContent"), "{message}");
+}
+
+#[test]
+fn a_content_being_deleted_cannot_be_bound() {
+    let mut deleting = legacy();
+    deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+    deleting.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let catalog = Catalog::from_objects([], [deleting], [namespace("team-a", TEAM_A_UID)]);
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "legacy"}));
+    let (code, message) = denial(Webhook::Validate, &req, &catalog);
+    assert_eq!(code, 422);
+    assert!(message.contains("BucketContent \"legacy\" is being deleted, so it cannot be bound"), "{message}");
 }
 
 #[test]

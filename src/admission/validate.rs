@@ -91,6 +91,13 @@ impl Context<'_> {
             ));
             return;
         };
+        // It would bind, and the deletion would then wait on this Bucket for as long as it lives.
+        if content.meta().deletion_timestamp.is_some() {
+            verdict.deny(format!(
+                "BucketContent {content_name:?} is being deleted, so it cannot be bound: ask its owner whether                  it stays, or bind another"
+            ));
+            return;
+        }
         let namespace = self.req.namespace.clone().unwrap_or_default();
         let allowed: Vec<_> = content.spec.bindable_namespaces.iter().filter(|b| b.name == namespace).collect();
         if allowed.is_empty() {

@@ -502,6 +502,43 @@ async fn binding_from_a_recreated_namespace_is_refused_again_here() {
 }
 
 #[tokio::test]
+async fn a_content_being_deleted_is_not_bound_but_keeps_what_it_bound_before() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let shared = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent",
+        "metadata": {"name": "legacy", "deletionTimestamp": "2026-11-22T10:00:00Z", "finalizers": ["cosi.io/finalizer"]},
+        "spec": {"provisioner": "", "releasePolicy": "Retain", "bindableNamespaces": [{"name": "team-a", "uid": "ns-uid"}],
+                 "protocol": {"type": "s3", "s3": {"bucketName": "legacy", "endpoint": "https://s3.example"}}}});
+    let target = bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}));
+    let shown = serde_json::to_value(&target).unwrap();
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx.clone()));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared.clone())).await;
+    let status = api
+        .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
+        .await;
+    assert_eq!(status["status"]["phase"], "Pending");
+    assert_eq!(status["status"]["conditions"][0]["reason"], "ContentDeleting");
+    let (reason, note) = expect_event(&mut api).await;
+    assert_eq!(
+        (reason.as_str(), note.as_str()),
+        ("ContentDeleting", "BucketContent legacy is being deleted and cannot be bound")
+    );
+    finish(reconciling).await.unwrap();
+
+    // Bound before the deletion began: it stays bound (the deletion waits for it), and the
+    // reconcile goes on to check the namespace as usual.
+    let bound = bucket(
+        json!({"protocol": "s3", "bucketContentName": "legacy"}),
+        json!({"bucketContentName": "legacy", "phase": "Bound"}),
+    );
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(bound), ctx));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared)).await;
+    api.expect("GET", "/api/v1/namespaces/team-a", Reply::NotFound).await;
+    assert!(finish(reconciling).await.is_err(), "the missing namespace ends this reconcile");
+    assert!(driver.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
     let driver = Arc::new(FakeDriver::default());
     let (ctx, mut api) = context_with_events(driver.clone());
