@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures::FutureExt;
 
 use crate::admission::{self, Webhook};
 use crate::catalog::Catalog;
@@ -327,6 +328,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let metrics = Arc::new(Metrics::default());
+    // Both the server and the provisioning loop stop on it.
+    let shutdown = shutdown_signal().boxed().shared();
+    let mut provisioning = None;
     // The provisioning loop needs the cluster and at least one driver.
     if let Some(client) = client.filter(|_| config.provisioners.iter().any(|p| p.s3.is_some())) {
         let identity = args.identity.clone().unwrap_or_else(|| {
@@ -336,11 +340,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
         metrics.provisioning_enabled.set(1);
         let (config, namespace, metrics) = (config.clone(), args.lease_namespace.clone(), metrics.clone());
-        tokio::spawn(async move {
-            if let Err(error) = provision::run(client, config, namespace, identity, metrics).await {
+        let stop = shutdown.clone();
+        provisioning = Some(tokio::spawn(async move {
+            if let Err(error) = provision::run(client, config, namespace, identity, metrics, stop).await {
                 tracing::error!(error = %format!("{error:#}"), "the provisioning loop stopped");
             }
-        });
+        }));
     }
 
     let mut policy_dirs = args.policy_dirs.clone();
@@ -360,7 +365,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving admission over HTTPS");
     let options = ServeOptions { max_body_bytes: args.max_body_bytes, shutdown_grace: args.shutdown_grace };
-    server::serve(listener, state, options, shutdown_signal()).await
+    let served = server::serve(listener, state, options, shutdown).await;
+    // The loop released its Lease when the signal came; this waits for that call to the API
+    // server, briefly, should it still be under way.
+    if let Some(provisioning) = provisioning
+        && tokio::time::timeout(Duration::from_secs(5), provisioning).await.is_err()
+    {
+        tracing::warn!("the provisioning Lease was not released within 5s; another replica takes over when it expires");
+    }
+    served
 }
 
 /// A client for the cluster in the kubeconfig or the pod's service account. In development

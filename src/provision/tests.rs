@@ -635,6 +635,8 @@ impl Seen {
 struct Cluster {
     seen: Mutex<Vec<Seen>>,
     held: Mutex<Vec<(String, tower_test::mock::SendResponse<Response<Body>>)>>,
+    /// The one Lease, `bucketgate-provisioner`, once created.
+    lease: Mutex<Option<Value>>,
 }
 
 impl Cluster {
@@ -657,6 +659,10 @@ impl Cluster {
                 body: body.clone(),
             });
             let verb = rbac_request(&method, &uri).2;
+            if path.contains("/leases") {
+                send.send_response(self.lease_reply(&verb, &body));
+                continue;
+            }
             let reply = match verb.as_str() {
                 "watch" => {
                     self.held.lock().unwrap().push((path, send));
@@ -680,6 +686,33 @@ impl Cluster {
             };
             send.send_response(Response::new(Body::from(serde_json::to_vec(&reply).unwrap())));
         }
+    }
+
+    /// The Lease's side: get, create and patch (a merge stands in for the strategic merge
+    /// and apply patches the lease manager sends, which set and clear flat fields).
+    fn lease_reply(&self, verb: &str, body: &Value) -> Response<Body> {
+        let mut lease = self.lease.lock().unwrap();
+        match (verb, lease.as_mut()) {
+            ("create", None) => {
+                let mut created = body.clone();
+                created["metadata"]["namespace"] = "bucketgate-system".into();
+                created["metadata"]["resourceVersion"] = "1".into();
+                *lease = Some(created);
+            }
+            ("patch", Some(current)) => json_patch::merge(current, body),
+            ("get", Some(_)) => {}
+            _ => {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
+                let response = Response::builder().status(StatusCode::NOT_FOUND);
+                return response.body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap();
+            }
+        }
+        Response::new(Body::from(serde_json::to_vec(lease.as_ref().unwrap()).unwrap()))
+    }
+
+    fn lease_holder(&self) -> Option<String> {
+        let lease = self.lease.lock().unwrap();
+        lease.as_ref().and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
     }
 
     /// Waits until the requests seen so far satisfy `done`.
@@ -778,4 +811,39 @@ async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it(
             request.uri
         );
     }
+}
+
+#[tokio::test]
+async fn shutting_down_stops_the_loop_and_releases_the_lease() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let cluster = Arc::new(Cluster::default());
+    tokio::spawn(cluster.clone().serve(handle, vec![]));
+    let metrics = Arc::new(Metrics::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let running = tokio::spawn(run(
+        client,
+        test_config(),
+        "bucketgate-system".into(),
+        "replica-a".into(),
+        metrics.clone(),
+        shutdown,
+    ));
+
+    cluster
+        .wait_for("the loop to lead and watch Buckets", |seen| {
+            seen.iter().any(|s| s.watches("/apis/cosi.io/v1alpha1/buckets"))
+        })
+        .await;
+    assert_eq!(cluster.lease_holder().as_deref(), Some("replica-a"));
+    assert_eq!(metrics.leader.get(), 1);
+
+    stop.send(()).unwrap();
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), running).await;
+    stopped.expect("the loop stops at once on shutdown").unwrap().unwrap();
+    assert_eq!(cluster.lease_holder(), None, "released, not left to expire: {:?}", cluster.lease.lock().unwrap());
+    assert_eq!(metrics.leader.get(), 0);
 }
