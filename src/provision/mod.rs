@@ -218,11 +218,20 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             refs(for_contents.state_filter(|bucket| plan::waits_on_content(bucket, &content)))
         })
         .run(reconcile_bucket, error_policy, ctx.clone())
-        .for_each(|_| async {});
+        .for_each(|result| report("Bucket", result));
     let contents = Controller::for_shared_stream(for_content_controller, contents_store)
         .run(reconcile_content, error_policy, ctx)
-        .for_each(|_| async {});
+        .for_each(|result| report("BucketContent", result));
     futures::future::join3(contents_watch, buckets, contents).await;
+}
+
+/// Logs what a controller reports that nothing else does: a watch of its failing (no RBAC
+/// for it, the API server away), which otherwise would leave the loop idle without a word.
+/// Failed reconciles are logged by [`error_policy`].
+async fn report<T>(kind: &'static str, result: Result<T, kube::runtime::controller::Error<Error, watcher::Error>>) {
+    if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
+        tracing::warn!(controller = kind, %error, "a watch failed; retrying with backoff");
+    }
 }
 
 fn refs(buckets: Vec<Arc<Bucket>>) -> Vec<reflector::ObjectRef<Bucket>> {

@@ -637,6 +637,8 @@ struct Cluster {
     held: Mutex<Vec<(String, tower_test::mock::SendResponse<Response<Body>>)>>,
     /// The one Lease, `bucketgate-provisioner`, once created.
     lease: Mutex<Option<Value>>,
+    /// Paths answered 403 Forbidden, as where RBAC lacks a grant.
+    forbidden: Mutex<Vec<String>>,
 }
 
 impl Cluster {
@@ -659,6 +661,13 @@ impl Cluster {
                 body: body.clone(),
             });
             let verb = rbac_request(&method, &uri).2;
+            if self.forbidden.lock().unwrap().contains(&path) {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                    "message": format!("{path} is forbidden")});
+                let response = Response::builder().status(StatusCode::FORBIDDEN);
+                send.send_response(response.body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap());
+                continue;
+            }
             if path.contains("/leases") {
                 send.send_response(self.lease_reply(&verb, &body));
                 continue;
@@ -846,4 +855,49 @@ async fn shutting_down_stops_the_loop_and_releases_the_lease() {
     stopped.expect("the loop stops at once on shutdown").unwrap().unwrap();
     assert_eq!(cluster.lease_holder(), None, "released, not left to expire: {:?}", cluster.lease.lock().unwrap());
     assert_eq!(metrics.leader.get(), 0);
+}
+
+/// Lines logged on this thread while the returned guard lives.
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || Capture(writer.clone())).finish();
+    (lines, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn a_watch_the_loop_may_not_open_is_logged() {
+    let (logs, _guard) = capture_logs();
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let driver = Arc::new(FakeDriver::default());
+    let drivers: DriverFactory = Box::new(move |_, _| driver.clone() as Arc<dyn Driver>);
+    let ctx = Arc::new(Context::new(client, test_config(), None, drivers, Arc::new(Metrics::default())));
+    let cluster = Arc::new(Cluster::default());
+    cluster.forbidden.lock().unwrap().push("/api/v1/secrets".into());
+    tokio::spawn(cluster.clone().serve(handle, vec![]));
+    let controllers = tokio::spawn(run_controllers(ctx));
+
+    let logged = || String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    for _ in 0..500 {
+        if logged().contains("a watch failed") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    controllers.abort();
+    let logged = logged();
+    let line = logged.lines().find(|l| l.contains("a watch failed")).unwrap_or_else(|| panic!("not logged:\n{logged}"));
+    assert!(line.contains("WARN") && line.contains(r#"controller="Bucket""#), "{line}");
+    assert!(line.contains("/api/v1/secrets is forbidden"), "{line}");
 }
