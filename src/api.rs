@@ -97,7 +97,10 @@ impl fmt::Display for ReleasePolicy {
     printcolumn(name = "Class", type_ = "string", json_path = ".spec.bucketClassName"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Content", type_ = "string", json_path = ".status.bucketContentName"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // A BucketContent being deleted asks for the Buckets bound to it by these, not for all.
+    selectable = ".spec.bucketContentName",
+    selectable = ".status.bucketContentName"
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

@@ -285,18 +285,7 @@ pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::await_change());
     }
     let name = content.name_any();
-    let buckets: Api<Bucket> = Api::all(ctx.client.clone());
-    let bound: Vec<String> = buckets
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|b| {
-            b.status.as_ref().and_then(|s| s.bucket_content_name.as_deref()) == Some(name.as_str())
-                || b.spec.bucket_content_name.as_deref() == Some(name.as_str())
-        })
-        .map(|b| format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any()))
-        .collect();
+    let bound = bound_to(&name, &ctx).await?;
     if !bound.is_empty() {
         let status =
             json!({"status": {"message": format!("deletion waits for the Buckets bound to it: {}", bound.join(", "))}});
@@ -328,6 +317,38 @@ pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<A
     }
     remove_finalizer(&Api::<BucketContent>::all(ctx.client.clone()), &*content).await?;
     Ok(Action::await_change())
+}
+
+/// The Buckets bound to the content `name`, or naming it, as `namespace/name`. Asked of
+/// the API server, whose answer is current (a cache's could miss a Bucket bound a moment
+/// ago, and its bucket would be deleted under it), and by the fields the Bucket CRD makes
+/// selectable, so that each deletion reads those Buckets rather than every Bucket in the
+/// cluster. An API server without selectable fields for custom resources (before 1.31)
+/// refuses the selector; then all Buckets are read.
+async fn bound_to(name: &str, ctx: &Context) -> Result<Vec<String>, Error> {
+    let api: Api<Bucket> = Api::all(ctx.client.clone());
+    let mut buckets = Vec::new();
+    for field in ["spec.bucketContentName", "status.bucketContentName"] {
+        match api.list(&ListParams::default().fields(&format!("{field}={name}"))).await {
+            Ok(list) => buckets.extend(list.items),
+            Err(kube::Error::Api(status)) if status.code == 400 => {
+                buckets = api.list(&ListParams::default()).await?.items;
+                break;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let mut bound: Vec<String> = buckets
+        .iter()
+        .filter(|b| {
+            b.status.as_ref().and_then(|s| s.bucket_content_name.as_deref()) == Some(name)
+                || b.spec.bucket_content_name.as_deref() == Some(name)
+        })
+        .map(|b| format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any()))
+        .collect();
+    bound.sort();
+    bound.dedup();
+    Ok(bound)
 }
 
 fn owner_of(bucket: &Bucket) -> (String, String) {
