@@ -138,6 +138,19 @@ impl Config {
         self.provisioners.iter().map(|p| p.name.as_str()).collect()
     }
 
+    /// The served provisioner `unserved` most likely meant, if one is close: provisioner
+    /// names are long and easy to get a part wrong (Rook's is `<namespace>.ceph.rook.io/bucket`,
+    /// often written `rook-ceph.rook.io/bucket`, the "unsupported provisioner" of
+    /// ObjectBucketClaims).
+    pub fn closest_served(&self, unserved: &str) -> Option<&str> {
+        self.provisioners
+            .iter()
+            .map(|p| (strsim::normalized_damerau_levenshtein(unserved, &p.name), p.name.as_str()))
+            .filter(|(similarity, _)| *similarity >= 0.75)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, name)| name)
+    }
+
     pub fn provisioner(&self, name: &str) -> Option<&ProvisionerConfig> {
         self.provisioners.iter().find(|p| p.name == name)
     }
@@ -154,6 +167,9 @@ mod tests {
         std::fs::write(&good, "provisioners:\n- name: rook-ceph.ceph.rook.io/bucket\n").unwrap();
         let config = Config::load(&good).unwrap().with_provisioners(["minio.example.com".to_string()]);
         assert_eq!(config.served_names(), ["rook-ceph.ceph.rook.io/bucket", "minio.example.com"]);
+        assert_eq!(config.closest_served("rook-ceph.rook.io/bucket"), Some("rook-ceph.ceph.rook.io/bucket"));
+        assert_eq!(config.closest_served("minio.example.org"), Some("minio.example.com"));
+        assert_eq!(config.closest_served("ceph.example.net/s3"), None, "nothing close");
 
         let bad = dir.path().join("bad.yaml");
         std::fs::write(&bad, "provisioner:\n- name: x\n").unwrap();

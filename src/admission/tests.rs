@@ -161,6 +161,15 @@ fn unserved_provisioner_is_refused_naming_both() {
     let req = create_bucket("team-a", json!({"protocol": "s3", "bucketClassName": "other"}));
     let (_, message) = denial(Webhook::Validate, &req, &with_other);
     assert!(message.contains("uses provisioner \"other.example.com/s3\", which this bucketgate deployment does not serve (it serves rook-ceph.ceph.rook.io/bucket)"), "{message}");
+
+    // Rook's provisioner as ObjectBucketClaim users often write it ("unsupported provisioner").
+    let near = catalog(vec![class("rook", "rook-ceph.rook.io/bucket", false, &["s3"])]);
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketClassName": "rook"}));
+    let (_, message) = denial(Webhook::Validate, &req, &near);
+    assert!(
+        message.contains(r#"(it serves rook-ceph.ceph.rook.io/bucket; did you mean "rook-ceph.ceph.rook.io/bucket"?)"#),
+        "{message}"
+    );
 }
 
 #[test]
@@ -331,6 +340,10 @@ fn class_fields_are_checked_and_immutable() {
     let req = request("BucketClass", "CREATE", None, unserved, Value::Null);
     let response = allowed(Webhook::Validate, &req, &standard());
     assert!(response.warnings.unwrap()[0].contains("not served by this bucketgate deployment"));
+    let misspelt = serde_json::to_value(class("rook", "rook-ceph.rook.io/bucket", false, &["s3"])).unwrap();
+    let req = request("BucketClass", "CREATE", None, misspelt, Value::Null);
+    let warning = allowed(Webhook::Validate, &req, &standard()).warnings.unwrap().remove(0);
+    assert!(warning.contains(r#"did you mean "rook-ceph.ceph.rook.io/bucket"?"#), "{warning}");
 
     let req = request("BucketClass", "DELETE", None, Value::Null, old);
     assert!(allowed(Webhook::Validate, &req, &standard()).warnings.is_none());

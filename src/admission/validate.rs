@@ -189,12 +189,11 @@ impl Context<'_> {
                  BucketContent with spec.bucketContentName instead"
             ));
         } else if !self.config.serves(provisioner) {
-            let served = self.config.served_names();
             verdict.deny(format!(
                 "BucketClass {class_name:?} uses provisioner {provisioner:?}, which this bucketgate deployment does \
-                 not serve (it serves {}), so the Bucket would never be provisioned: choose a class whose provisioner \
+                 not serve ({}), so the Bucket would never be provisioned: choose a class whose provisioner \
                  is served, or ask a cluster admin to add {provisioner:?} to bucketgate's provisioners",
-                if served.is_empty() { "none".to_string() } else { served.join(", ") }
+                served_text(self.config, provisioner)
             ));
         }
     }
@@ -297,8 +296,8 @@ impl Context<'_> {
             );
         } else if !self.config.serves(provisioner) {
             verdict.warn(format!(
-                "provisioner {provisioner:?} is not served by this bucketgate deployment (it serves {}): Buckets of this class will be refused",
-                served_text(self.config)
+                "provisioner {provisioner:?} is not served by this bucketgate deployment ({}): Buckets of this class will be refused",
+                served_text(self.config, provisioner)
             ));
         }
     }
@@ -368,9 +367,9 @@ impl Context<'_> {
             }
         } else if !self.config.serves(spec.provisioner()) {
             verdict.warn(format!(
-                "provisioner {:?} is not served by this bucketgate deployment (it serves {})",
+                "provisioner {:?} is not served by this bucketgate deployment ({})",
                 spec.provisioner(),
-                served_text(self.config)
+                served_text(self.config, spec.provisioner())
             ));
         }
         let mut names = Vec::new();
@@ -417,9 +416,14 @@ impl Context<'_> {
     }
 }
 
-fn served_text(config: &Config) -> String {
+/// What this deployment serves, and the name `unserved` was probably meant to be.
+fn served_text(config: &Config, unserved: &str) -> String {
     let served = config.served_names();
-    if served.is_empty() { "none".to_string() } else { served.join(", ") }
+    let served = if served.is_empty() { "none".to_string() } else { served.join(", ") };
+    match config.closest_served(unserved) {
+        Some(meant) => format!("it serves {served}; did you mean {meant:?}?"),
+        None => format!("it serves {served}"),
+    }
 }
 
 fn immutable_bucket_spec(old: &BucketSpec, new: &BucketSpec, verdict: &mut Verdict) {
