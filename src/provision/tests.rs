@@ -229,6 +229,12 @@ fn content_for(bucket: &Bucket) -> BucketContent {
     plan::greenfield_content(bucket, &serde_json::from_value(class()).unwrap(), "u").unwrap()
 }
 
+/// Expects the status patch of the test content, and returns it.
+async fn expect_content_status(api: &mut ApiServer, content: &BucketContent) -> Value {
+    let path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status");
+    api.expect("PATCH", &path, Reply::MergeInto(serde_json::to_value(content).unwrap())).await
+}
+
 /// A deletionTimestamp of now.
 fn now() -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
     Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()))
@@ -593,14 +599,8 @@ async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
     let reconciling = tokio::spawn(reconcile::content(Arc::new(content.clone()), ctx.clone()));
     api.expect("GET", &by("spec"), Reply::Json(list(vec![sharer.clone()]))).await;
     api.expect("GET", &by("status"), Reply::Json(list(vec![]))).await;
-    let status = api
-        .expect(
-            "PATCH",
-            &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status"),
-            Reply::MergeInto(serde_json::to_value(&content).unwrap()),
-        )
-        .await;
-    assert!(status["status"]["message"].as_str().unwrap().contains("team-b/reader"));
+    let waiting = "deletion waits for the Buckets bound to it: team-b/reader";
+    assert_eq!(expect_content_status(&mut api, &content).await["status"]["message"], waiting);
     finish(reconciling).await.unwrap();
     assert!(driver.calls.lock().unwrap().is_empty(), "the bucket stays while a Bucket is bound");
 
@@ -610,14 +610,7 @@ async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
     api.expect("GET", &by("spec"), Reply::BadRequest).await;
     let unbound = serde_json::to_value(bucket(json!({"protocol": "s3"}), json!({}))).unwrap();
     api.expect("GET", "/apis/cosi.io/v1alpha1/buckets?", Reply::Json(list(vec![sharer, unbound]))).await;
-    let status = api
-        .expect(
-            "PATCH",
-            &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status"),
-            Reply::MergeInto(serde_json::to_value(&content).unwrap()),
-        )
-        .await;
-    assert_eq!(status["status"]["message"], "deletion waits for the Buckets bound to it: team-b/reader");
+    assert_eq!(expect_content_status(&mut api, &content).await["status"]["message"], waiting);
     finish(reconciling).await.unwrap();
 
     let reconciling = tokio::spawn(reconcile::content(Arc::new(content.clone()), ctx));
