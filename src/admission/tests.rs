@@ -247,7 +247,7 @@ fn binding_needs_the_namespace_by_name_and_uid() {
 }
 
 #[test]
-fn a_content_being_deleted_cannot_be_bound() {
+fn a_content_being_deleted_or_released_cannot_be_bound() {
     let mut deleting = legacy();
     deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
     deleting.metadata.finalizers = Some(vec![FINALIZER.into()]);
@@ -256,6 +256,15 @@ fn a_content_being_deleted_cannot_be_bound() {
     let (code, message) = denial(Webhook::Validate, &req, &catalog);
     assert_eq!(code, 422);
     assert!(message.contains("BucketContent \"legacy\" is being deleted, so it cannot be bound"), "{message}");
+
+    let mut released = legacy();
+    released.status = Some(crate::api::BucketContentStatus {
+        phase: Some(crate::api::BucketContentPhase::Released),
+        ..Default::default()
+    });
+    let catalog = Catalog::from_objects([], [released], [namespace("team-a", TEAM_A_UID)]);
+    let (_, message) = denial(Webhook::Validate, &req, &catalog);
+    assert!(message.contains("BucketContent \"legacy\" was released when the Bucket it was made for"), "{message}");
 }
 
 #[test]

@@ -98,6 +98,15 @@ impl Context<'_> {
             ));
             return;
         }
+        // The KEP's Released: its Bucket is gone and it waits for an admin; it is not reused.
+        if content.status.as_ref().and_then(|s| s.phase) == Some(BucketContentPhase::Released) {
+            verdict.deny(format!(
+                "BucketContent {content_name:?} was released when the Bucket it was made for was deleted, and is \
+                 not bound again: to use its bucket, ask a cluster admin for a BucketContent without a provisioner \
+                 that names the bucket (releasePolicy: Retain)"
+            ));
+            return;
+        }
         let namespace = self.req.namespace.clone().unwrap_or_default();
         let allowed: Vec<_> = content.spec.bindable_namespaces.iter().filter(|b| b.name == namespace).collect();
         if allowed.is_empty() {

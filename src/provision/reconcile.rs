@@ -169,13 +169,18 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
         pending(bucket, "ContentNotFound", format!("BucketContent {name} does not exist"), ctx).await?;
         return Ok(None);
     };
-    // Admission refuses this too; a content deleted since, or while the webhook was away, is
-    // not bound now. A Bucket bound before stays bound: the deletion waits for it.
+    // Admission refuses these too; a content deleted or released since, or while the webhook
+    // was away, is not bound now. A Bucket bound before stays bound: a deletion waits for it.
     let bound_before = bucket.status.as_ref().and_then(|s| s.bucket_content_name.as_deref()) == Some(name);
-    if content.metadata.deletion_timestamp.is_some() && !bound_before {
-        let message = format!("BucketContent {name} is being deleted and cannot be bound");
-        pending(bucket, "ContentDeleting", message.clone(), ctx).await?;
-        ctx.event(bucket, EventType::Warning, "ContentDeleting", "Provision", message).await;
+    let released = content.status.as_ref().and_then(|s| s.phase) == Some(BucketContentPhase::Released);
+    let refused = match (content.metadata.deletion_timestamp.is_some(), released) {
+        (true, _) => Some(("ContentDeleting", format!("BucketContent {name} is being deleted and cannot be bound"))),
+        (false, true) => Some(("ContentReleased", format!("BucketContent {name} was released and is not bound again"))),
+        (false, false) => None,
+    };
+    if let Some((reason, message)) = refused.filter(|_| !bound_before) {
+        pending(bucket, reason, message.clone(), ctx).await?;
+        ctx.event(bucket, EventType::Warning, reason, "Provision", message).await;
         return Ok(None);
     }
     if !ctx.drives(content.spec.provisioner()) {

@@ -530,7 +530,7 @@ async fn binding_from_a_recreated_namespace_is_refused_again_here() {
 }
 
 #[tokio::test]
-async fn a_content_being_deleted_is_not_bound_but_keeps_what_it_bound_before() {
+async fn a_content_being_deleted_or_released_is_not_bound_but_keeps_what_it_bound_before() {
     let driver = Arc::new(FakeDriver::default());
     let (ctx, mut api) = context_with_events(driver.clone());
     let shared = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent",
@@ -551,6 +551,21 @@ async fn a_content_being_deleted_is_not_bound_but_keeps_what_it_bound_before() {
         (reason.as_str(), note.as_str()),
         ("ContentDeleting", "BucketContent legacy is being deleted and cannot be bound")
     );
+    finish(reconciling).await.unwrap();
+
+    // Released, its Bucket gone: not bound again either.
+    let mut released = shared.clone();
+    released["metadata"].as_object_mut().unwrap().remove("deletionTimestamp");
+    released["status"] = json!({"phase": "Released"});
+    let target = bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}));
+    let shown = serde_json::to_value(&target).unwrap();
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx.clone()));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(released)).await;
+    let status = api
+        .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
+        .await;
+    assert_eq!(status["status"]["conditions"][0]["reason"], "ContentReleased");
+    assert_eq!(expect_event(&mut api).await.0, "ContentReleased");
     finish(reconciling).await.unwrap();
 
     // Bound before the deletion began: it stays bound (the deletion waits for it), and the
