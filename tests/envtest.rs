@@ -13,7 +13,7 @@ use base64::Engine;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
@@ -248,6 +248,13 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
     let data = secret.data.unwrap();
     assert!(data.contains_key("AWS_ACCESS_KEY_ID") && data.contains_key("BUCKET_NAME"));
     let content = bound.status.unwrap().bucket_content_name.unwrap();
+    // The CRD's selectable fields, which a content's deletion lists Buckets by.
+    let all = Api::<Bucket>::all(plane.client.clone());
+    let holding =
+        all.list(&ListParams::default().fields(&format!("status.bucketContentName={content}"))).await.unwrap();
+    assert_eq!(holding.items.iter().map(|b| b.metadata.name.clone().unwrap()).collect::<Vec<_>>(), ["photos"]);
+    let none = all.list(&ListParams::default().fields("spec.bucketContentName=elsewhere")).await.unwrap();
+    assert!(none.items.is_empty());
 
     buckets.delete("photos", &DeleteParams::default()).await.unwrap();
     let started = Instant::now();
