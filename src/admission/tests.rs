@@ -255,7 +255,12 @@ fn a_content_being_deleted_or_released_cannot_be_bound() {
     let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "legacy"}));
     let (code, message) = denial(Webhook::Validate, &req, &catalog);
     assert_eq!(code, 422);
-    assert!(message.contains("BucketContent \"legacy\" is being deleted, so it cannot be bound"), "{message}");
+    assert!(
+        message.ends_with(
+            "BucketContent \"legacy\" is being deleted, so it cannot be bound: ask its owner whether it stays, or bind another"
+        ),
+        "{message}"
+    );
 
     let mut released = legacy();
     released.status = Some(crate::api::BucketContentStatus {

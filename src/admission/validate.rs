@@ -94,7 +94,7 @@ impl Context<'_> {
         // It would bind, and the deletion would then wait on this Bucket for as long as it lives.
         if content.meta().deletion_timestamp.is_some() {
             verdict.deny(format!(
-                "BucketContent {content_name:?} is being deleted, so it cannot be bound: ask its owner whether                  it stays, or bind another"
+                "BucketContent {content_name:?} is being deleted, so it cannot be bound: ask its owner whether it stays, or bind another"
             ));
             return;
         }
