@@ -322,6 +322,33 @@ pub enum BucketContentPhase {
     Retrying,
 }
 
+impl BucketContent {
+    pub fn phase(&self) -> Option<BucketContentPhase> {
+        self.status.as_ref().and_then(|s| s.phase)
+    }
+
+    /// Why a Bucket not yet bound to this content may not bind it now: it is being deleted
+    /// (its deletion would then wait on that Bucket for as long as it lives), or it was
+    /// released when its Bucket was deleted (the KEP does not reuse contents). Buckets bound
+    /// before stay bound. Admission and the provisioning loop both apply this.
+    pub fn closed_to_binding(&self) -> Option<ClosedToBinding> {
+        if self.metadata.deletion_timestamp.is_some() {
+            Some(ClosedToBinding::Deleting)
+        } else if self.phase() == Some(BucketContentPhase::Released) {
+            Some(ClosedToBinding::Released)
+        } else {
+            None
+        }
+    }
+}
+
+/// See [`BucketContent::closed_to_binding`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClosedToBinding {
+    Deleting,
+    Released,
+}
+
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BucketContentStatus {

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use kube::{Resource, ResourceExt};
 
 use super::{Kind, Objects, Operation, Request, Verdict, objects};
-use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketSpec, Protocol, ReleasePolicy};
+use crate::api::{
+    Bucket, BucketClass, BucketContent, BucketContentPhase, BucketSpec, ClosedToBinding, Protocol, ReleasePolicy,
+};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::naming::{check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters};
@@ -91,20 +93,18 @@ impl Context<'_> {
             ));
             return;
         };
-        // It would bind, and the deletion would then wait on this Bucket for as long as it lives.
-        if content.meta().deletion_timestamp.is_some() {
-            verdict.deny(format!(
-                "BucketContent {content_name:?} is being deleted, so it cannot be bound: ask its owner whether it stays, or bind another"
-            ));
-            return;
-        }
-        // The KEP's Released: its Bucket is gone and it waits for an admin; it is not reused.
-        if content.status.as_ref().and_then(|s| s.phase) == Some(BucketContentPhase::Released) {
-            verdict.deny(format!(
-                "BucketContent {content_name:?} was released when the Bucket it was made for was deleted, and is \
-                 not bound again: to use its bucket, ask a cluster admin for a BucketContent without a provisioner \
-                 that names the bucket (releasePolicy: Retain)"
-            ));
+        if let Some(closed) = content.closed_to_binding() {
+            verdict.deny(match closed {
+                ClosedToBinding::Deleting => format!(
+                    "BucketContent {content_name:?} is being deleted, so it cannot be bound: ask its owner whether \
+                     it stays, or bind another"
+                ),
+                ClosedToBinding::Released => format!(
+                    "BucketContent {content_name:?} was released when the Bucket it was made for was deleted, and \
+                     is not bound again: to use its bucket, ask a cluster admin for a BucketContent without a \
+                     provisioner that names the bucket (releasePolicy: Retain)"
+                ),
+            });
             return;
         }
         let namespace = self.req.namespace.clone().unwrap_or_default();
@@ -151,7 +151,7 @@ impl Context<'_> {
         if spec.bucket_prefix.is_some() {
             verdict.warn("spec.bucketPrefix is ignored when binding to an existing BucketContent");
         }
-        if content.status.as_ref().and_then(|s| s.phase) == Some(BucketContentPhase::Failed) {
+        if content.phase() == Some(BucketContentPhase::Failed) {
             verdict.warn(format!(
                 "BucketContent {content_name:?} is in phase Failed: the Bucket will not become usable until it recovers"
             ));

@@ -13,7 +13,9 @@ use serde_json::json;
 
 use super::plan::{self, FORCE_RELEASE_ANNOTATION};
 use super::{Context, Error};
-use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
+use crate::api::{
+    Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, ClosedToBinding, FINALIZER, ReleasePolicy,
+};
 use crate::driver::{Connection, Driver, DriverError, Grant, Metered};
 
 pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -131,7 +133,7 @@ async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<Bound>, Erro
     };
     // Bound only once the bucket was made and where it is was written down: nothing to ask
     // of the store again.
-    if content.status.as_ref().and_then(|s| s.phase) == Some(BucketContentPhase::Bound) {
+    if content.phase() == Some(BucketContentPhase::Bound) {
         let connection = recorded_connection(&content);
         return Ok(Some(Bound { content, connection, driver: None }));
     }
@@ -170,15 +172,17 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
         return Ok(None);
     };
     // Admission refuses these too; a content deleted or released since, or while the webhook
-    // was away, is not bound now. A Bucket bound before stays bound: a deletion waits for it.
+    // was away, is not bound now.
     let bound_before = bucket.status.as_ref().and_then(|s| s.bucket_content_name.as_deref()) == Some(name);
-    let released = content.status.as_ref().and_then(|s| s.phase) == Some(BucketContentPhase::Released);
-    let refused = match (content.metadata.deletion_timestamp.is_some(), released) {
-        (true, _) => Some(("ContentDeleting", format!("BucketContent {name} is being deleted and cannot be bound"))),
-        (false, true) => Some(("ContentReleased", format!("BucketContent {name} was released and is not bound again"))),
-        (false, false) => None,
-    };
-    if let Some((reason, message)) = refused.filter(|_| !bound_before) {
+    if let Some(closed) = content.closed_to_binding().filter(|_| !bound_before) {
+        let (reason, message) = match closed {
+            ClosedToBinding::Deleting => {
+                ("ContentDeleting", format!("BucketContent {name} is being deleted and cannot be bound"))
+            }
+            ClosedToBinding::Released => {
+                ("ContentReleased", format!("BucketContent {name} was released and is not bound again"))
+            }
+        };
         pending(bucket, reason, message.clone(), ctx).await?;
         ctx.event(bucket, EventType::Warning, reason, "Provision", message).await;
         return Ok(None);
