@@ -338,7 +338,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "bucketgate".into())
         });
-        metrics.provisioning_enabled.set(1);
         let (config, namespace, metrics) = (config.clone(), args.lease_namespace.clone(), metrics.clone());
         let stop = shutdown.clone();
         provisioning = Some(tokio::spawn(async move {

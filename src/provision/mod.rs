@@ -251,6 +251,9 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    // Set first and kept: a replica that should lead and cannot (no Lease, say) is what the
+    // no-leader alert is for.
+    metrics.provisioning_enabled.set(1);
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "bucketgate".into(), instance: Some(identity.clone()) });
     let ctx = Arc::new(Context::new(client.clone(), config, Some(recorder), s3_drivers(), metrics.clone()));
@@ -270,17 +273,16 @@ pub async fn run(
             (true, false) => {
                 tracing::info!("leading: the provisioning loop runs on this replica");
                 running = Some(tokio::spawn(run_controllers(ctx.clone())));
-                metrics.leader.set(1);
             }
             (false, true) => {
                 tracing::info!("no longer leading: the provisioning loop stops on this replica");
                 if let Some(task) = running.take() {
                     task.abort();
                 }
-                metrics.leader.set(0);
             }
             _ => {}
         }
+        metrics.leader.set(i64::from(running.is_some()));
         tokio::select! {
             changed = leading.changed() => if changed.is_err() { break },
             () = &mut shutdown => {

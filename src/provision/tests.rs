@@ -899,13 +899,13 @@ async fn shutting_down_stops_the_loop_and_releases_the_lease() {
         })
         .await;
     assert_eq!(cluster.lease_holder().as_deref(), Some("replica-a"));
-    assert_eq!(metrics.leader.get(), 1);
+    assert_eq!((metrics.provisioning_enabled.get(), metrics.leader.get()), (1, 1));
 
     stop.send(()).unwrap();
     let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), running).await;
     stopped.expect("the loop stops at once on shutdown").unwrap().unwrap();
     assert_eq!(cluster.lease_holder(), None, "released, not left to expire: {:?}", cluster.lease.lock().unwrap());
-    assert_eq!(metrics.leader.get(), 0);
+    assert_eq!((metrics.provisioning_enabled.get(), metrics.leader.get()), (1, 0));
 }
 
 /// Lines logged on this thread while the returned guard lives.
