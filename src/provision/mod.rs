@@ -192,13 +192,10 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             (Some(one), Some(other)) => (one, other),
             _ => unreachable!("a shared store always takes subscribers"),
         };
-    let contents_watch =
-        trimmed(Api::<BucketContent>::all(client.clone())).reflect_shared(contents_writer).for_each(|event| {
-            if let Err(error) = event {
-                tracing::warn!(%error, "BucketContent watch failed; retrying with backoff");
-            }
-            async {}
-        });
+    // Its failures reach neither controller's queue: they are reported here.
+    let contents_watch = trimmed(Api::<BucketContent>::all(client.clone()))
+        .reflect_shared(contents_writer)
+        .for_each(|event| watch_failed("BucketContent", event.err()));
     // A Bucket that waits on its class, or on the content it binds, goes on as soon as that
     // appears or changes, rather than at its next retry. Only names are needed of classes.
     let (for_classes, for_contents) = (buckets_store.clone(), buckets_store.clone());
@@ -230,7 +227,13 @@ pub async fn run_controllers(ctx: Arc<Context>) {
 /// Failed reconciles are logged by [`error_policy`].
 async fn report<T>(kind: &'static str, result: Result<T, kube::runtime::controller::Error<Error, watcher::Error>>) {
     if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
-        tracing::warn!(controller = kind, %error, "a watch failed; retrying with backoff");
+        watch_failed(kind, Some(error)).await;
+    }
+}
+
+async fn watch_failed(controller: &'static str, error: Option<watcher::Error>) {
+    if let Some(error) = error {
+        tracing::warn!(controller, %error, "a watch failed; retrying with backoff");
     }
 }
 

@@ -162,12 +162,15 @@ fn context_with_events(driver: Arc<FakeDriver>) -> (Arc<Context>, ApiServer) {
 
 fn context_of(driver: Arc<FakeDriver>, events: bool) -> (Arc<Context>, ApiServer) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    (context_for(Client::new(service, "default"), driver, events), ApiServer(handle))
+}
+
+/// The loop's context on `client`, with `driver` behind every provisioner.
+fn context_for(client: Client, driver: Arc<FakeDriver>, events: bool) -> Arc<Context> {
     let recorder =
         events.then(|| Recorder::new(client.clone(), Reporter { controller: "bucketgate".into(), instance: None }));
     let drivers: DriverFactory = Box::new(move |_, _| driver.clone() as Arc<dyn Driver>);
-    let metrics = Arc::new(Metrics::default());
-    (Arc::new(Context::new(client, test_config(), recorder, drivers, metrics)), ApiServer(handle))
+    Arc::new(Context::new(client, test_config(), recorder, drivers, Arc::new(Metrics::default())))
 }
 
 /// Expects the Event the loop publishes next, about the Bucket, and returns its reason and
@@ -693,6 +696,13 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A client of this API server, which holds `buckets`.
+    fn start(self: &Arc<Self>, buckets: Vec<Value>) -> Client {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(self.clone().serve(handle, buckets));
+        Client::new(service, "default")
+    }
+
     async fn serve(
         self: Arc<Self>,
         mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
@@ -798,15 +808,10 @@ impl Cluster {
 
 #[tokio::test]
 async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let driver = Arc::new(FakeDriver::default());
-    let drivers: DriverFactory = Box::new(move |_, _| driver.clone() as Arc<dyn Driver>);
-    let ctx = Arc::new(Context::new(client, test_config(), None, drivers, Arc::new(Metrics::default())));
     let waiting = bucket(json!({"protocol": "s3", "bucketContentName": "shared"}), json!({}));
     let cluster = Arc::new(Cluster::default());
-    tokio::spawn(cluster.clone().serve(handle, vec![serde_json::to_value(&waiting).unwrap()]));
-    let controllers = tokio::spawn(run_controllers(ctx));
+    let client = cluster.start(vec![serde_json::to_value(&waiting).unwrap()]);
+    let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false)));
 
     let content_path = "/apis/cosi.io/v1alpha1/bucketcontents/shared";
     let looked_up = |seen: &[Seen]| seen.iter().filter(|s| s.method == "GET" && s.uri == content_path).count();
@@ -875,10 +880,8 @@ async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it(
 
 #[tokio::test]
 async fn shutting_down_stops_the_loop_and_releases_the_lease() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
     let cluster = Arc::new(Cluster::default());
-    tokio::spawn(cluster.clone().serve(handle, vec![]));
+    let client = cluster.start(vec![]);
     let metrics = Arc::new(Metrics::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {
@@ -929,26 +932,30 @@ fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
 #[tokio::test]
 async fn a_watch_the_loop_may_not_open_is_logged() {
     let (logs, _guard) = capture_logs();
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let driver = Arc::new(FakeDriver::default());
-    let drivers: DriverFactory = Box::new(move |_, _| driver.clone() as Arc<dyn Driver>);
-    let ctx = Arc::new(Context::new(client, test_config(), None, drivers, Arc::new(Metrics::default())));
     let cluster = Arc::new(Cluster::default());
-    cluster.forbidden.lock().unwrap().push("/api/v1/secrets".into());
-    tokio::spawn(cluster.clone().serve(handle, vec![]));
-    let controllers = tokio::spawn(run_controllers(ctx));
+    // One watch a controller opens itself, and the BucketContent watch the two share.
+    let forbidden = [("Bucket", "/api/v1/secrets"), ("BucketContent", "/apis/cosi.io/v1alpha1/bucketcontents")];
+    cluster.forbidden.lock().unwrap().extend(forbidden.map(|(_, path)| path.to_string()));
+    let client = cluster.start(vec![]);
+    let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false)));
 
     let logged = || String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    let line_for = |logged: &str, controller: &str| {
+        let controller = format!("controller=\"{controller}\"");
+        logged.lines().find(|l| l.contains("a watch failed") && l.contains(&controller)).map(str::to_string)
+    };
     for _ in 0..500 {
-        if logged().contains("a watch failed") {
+        let logged = logged();
+        if forbidden.iter().all(|(controller, _)| line_for(&logged, controller).is_some()) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     controllers.abort();
     let logged = logged();
-    let line = logged.lines().find(|l| l.contains("a watch failed")).unwrap_or_else(|| panic!("not logged:\n{logged}"));
-    assert!(line.contains("WARN") && line.contains(r#"controller="Bucket""#), "{line}");
-    assert!(line.contains("/api/v1/secrets is forbidden"), "{line}");
+    for (controller, path) in forbidden {
+        let line = line_for(&logged, controller).unwrap_or_else(|| panic!("{controller}: not logged:\n{logged}"));
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains(&format!("{path} is forbidden")), "{line}");
+    }
 }
