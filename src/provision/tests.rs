@@ -130,16 +130,21 @@ impl ApiServer {
                 json_patch::merge(&mut object, &body);
                 Response::builder().body(Body::from(serde_json::to_vec(&object).unwrap()))
             }
-            Reply::BadRequest => Response::builder().status(StatusCode::BAD_REQUEST).body(Body::from(
-                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "BadRequest", "code": 400, "message": "field label not supported: spec.bucketContentName"})).unwrap(),
-            )),
-            Reply::NotFound => Response::builder().status(StatusCode::NOT_FOUND).body(Body::from(
-                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})).unwrap(),
-            )),
+            Reply::BadRequest => {
+                Ok(failure(StatusCode::BAD_REQUEST, "BadRequest", "field label not supported: spec.bucketContentName"))
+            }
+            Reply::NotFound => Ok(failure(StatusCode::NOT_FOUND, "NotFound", "not found")),
         };
         send.send_response(response.unwrap());
         body
     }
+}
+
+/// An API server's error answer: a `Status` with the reason kube-rs reads.
+fn failure(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+        "code": code.as_u16(), "message": message});
+    Response::builder().status(code).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap()
 }
 
 /// The reconcile's result. A request the scenario did not expect would leave the reconcile
@@ -232,6 +237,12 @@ fn content_for(bucket: &Bucket) -> BucketContent {
     plan::greenfield_content(bucket, &serde_json::from_value(class()).unwrap(), "u").unwrap()
 }
 
+/// Expects the status patch of the test Bucket, which the loop saw as `shown`, and returns it.
+async fn expect_bucket_status(api: &mut ApiServer, shown: Value) -> Value {
+    let path = "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status";
+    api.expect("PATCH", path, Reply::MergeInto(shown)).await
+}
+
 /// Expects the status patch of the test content, and returns it.
 async fn expect_content_status(api: &mut ApiServer, content: &BucketContent) -> Value {
     let path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status");
@@ -309,13 +320,7 @@ async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
     use base64::Engine;
     assert_eq!(secret["data"]["BUCKET_NAME"], base64::engine::general_purpose::STANDARD.encode(&backend));
     assert_eq!(expect_event(&mut api).await, ("CredentialsIssued".into(), "wrote Secret photos-creds".into()));
-    let status = api
-        .expect(
-            "PATCH",
-            "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status",
-            Reply::MergeInto(serde_json::to_value(&*shown).unwrap()),
-        )
-        .await;
+    let status = expect_bucket_status(&mut api, serde_json::to_value(&*shown).unwrap()).await;
     assert_eq!(status["status"]["phase"], "Bound");
     assert_eq!(status["status"]["bucketContentName"], CONTENT);
     assert_eq!(status["status"]["conditions"][0]["type"], "Ready");
@@ -353,13 +358,7 @@ async fn a_bucket_bound_before_is_not_counted_as_bound_again() {
     api.expect("GET", "/apis/cosi.io/v1alpha1/bucketclasses/ceph", Reply::Json(class())).await;
     api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
     api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret.clone())).await;
-    let status = api
-        .expect(
-            "PATCH",
-            "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status",
-            Reply::MergeInto(shown.clone()),
-        )
-        .await;
+    let status = expect_bucket_status(&mut api, shown.clone()).await;
     assert_eq!(status["status"]["phase"], "Bound");
     finish(reconciling).await.unwrap();
     assert_eq!(bound_count(&ctx), 0);
@@ -437,9 +436,7 @@ async fn a_secret_the_bucket_does_not_own_is_never_overwritten() {
     let foreign =
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "taken", "namespace": "team-a"}, "data": {}});
     api.expect("GET", "/api/v1/namespaces/team-a/secrets/taken", Reply::Json(foreign)).await;
-    let status = api
-        .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
-        .await;
+    let status = expect_bucket_status(&mut api, shown).await;
     assert_eq!(status["status"]["phase"], "Pending");
     assert_eq!(status["status"]["conditions"][0]["reason"], "SecretConflict");
     let (reason, note) = expect_event(&mut api).await;
@@ -474,9 +471,7 @@ async fn backend_failures_mark_the_content_retrying() {
     let event = expect_event_on(&mut api, "default", CONTENT).await;
     assert_eq!(event, ("BackendFailed".into(), "connection refused".into()));
     // And on the Bucket, where its user looks.
-    let status = api
-        .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
-        .await;
+    let status = expect_bucket_status(&mut api, shown).await;
     assert_eq!(status["status"]["phase"], "Pending");
     assert_eq!(status["status"]["conditions"][0]["reason"], "Retrying");
     assert_eq!(expect_event(&mut api).await, ("Retrying".into(), "backend: connection refused".into()));
@@ -516,9 +511,7 @@ async fn binding_from_a_recreated_namespace_is_refused_again_here() {
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
     api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared)).await;
     api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("new-uid"))).await;
-    let status = api
-        .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
-        .await;
+    let status = expect_bucket_status(&mut api, shown).await;
     assert_eq!(status["status"]["phase"], "Failed", "retrying cannot help");
     let (reason, note) = expect_event(&mut api).await;
     assert_eq!(reason, "Failed");
@@ -540,36 +533,25 @@ async fn a_content_being_deleted_or_released_is_not_bound_but_keeps_what_it_boun
         "metadata": {"name": "legacy", "deletionTimestamp": "2026-11-22T10:00:00Z", "finalizers": ["cosi.io/finalizer"]},
         "spec": {"provisioner": "", "releasePolicy": "Retain", "bindableNamespaces": [{"name": "team-a", "uid": "ns-uid"}],
                  "protocol": {"type": "s3", "s3": {"bucketName": "legacy", "endpoint": "https://s3.example"}}}});
-    let target = bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}));
-    let shown = serde_json::to_value(&target).unwrap();
-    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx.clone()));
-    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared.clone())).await;
-    let status = api
-        .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
-        .await;
-    assert_eq!(status["status"]["phase"], "Pending");
-    assert_eq!(status["status"]["conditions"][0]["reason"], "ContentDeleting");
-    let (reason, note) = expect_event(&mut api).await;
-    assert_eq!(
-        (reason.as_str(), note.as_str()),
-        ("ContentDeleting", "BucketContent legacy is being deleted and cannot be bound")
-    );
-    finish(reconciling).await.unwrap();
-
     // Released, its Bucket gone: not bound again either.
     let mut released = shared.clone();
     released["metadata"].as_object_mut().unwrap().remove("deletionTimestamp");
     released["status"] = json!({"phase": "Released"});
-    let target = bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}));
-    let shown = serde_json::to_value(&target).unwrap();
-    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx.clone()));
-    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(released)).await;
-    let status = api
-        .expect("PATCH", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status", Reply::MergeInto(shown))
-        .await;
-    assert_eq!(status["status"]["conditions"][0]["reason"], "ContentReleased");
-    assert_eq!(expect_event(&mut api).await.0, "ContentReleased");
-    finish(reconciling).await.unwrap();
+    let refusals = [
+        (shared.clone(), "ContentDeleting", "BucketContent legacy is being deleted and cannot be bound"),
+        (released, "ContentReleased", "BucketContent legacy was released and is not bound again"),
+    ];
+    for (content, reason, note) in refusals {
+        let target = bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}));
+        let shown = serde_json::to_value(&target).unwrap();
+        let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx.clone()));
+        api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(content)).await;
+        let status = expect_bucket_status(&mut api, shown).await;
+        assert_eq!(status["status"]["phase"], "Pending");
+        assert_eq!(status["status"]["conditions"][0]["reason"], reason);
+        assert_eq!(expect_event(&mut api).await, (reason.to_string(), note.to_string()));
+        finish(reconciling).await.unwrap();
+    }
 
     // Bound before the deletion began: it stays bound (the deletion waits for it), and the
     // reconcile goes on to check the namespace as usual.
@@ -723,10 +705,7 @@ impl Cluster {
             });
             let verb = rbac_request(&method, &uri).2;
             if self.forbidden.lock().unwrap().contains(&path) {
-                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
-                    "message": format!("{path} is forbidden")});
-                let response = Response::builder().status(StatusCode::FORBIDDEN);
-                send.send_response(response.body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap());
+                send.send_response(failure(StatusCode::FORBIDDEN, "Forbidden", &format!("{path} is forbidden")));
                 continue;
             }
             if path.contains("/leases") {
@@ -748,9 +727,7 @@ impl Cluster {
                     bucket
                 }
                 _ => {
-                    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
-                    let response = Response::builder().status(StatusCode::NOT_FOUND);
-                    send.send_response(response.body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap());
+                    send.send_response(failure(StatusCode::NOT_FOUND, "NotFound", "not found"));
                     continue;
                 }
             };
@@ -771,11 +748,7 @@ impl Cluster {
             }
             ("patch", Some(current)) => json_patch::merge(current, body),
             ("get", Some(_)) => {}
-            _ => {
-                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
-                let response = Response::builder().status(StatusCode::NOT_FOUND);
-                return response.body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap();
-            }
+            _ => return failure(StatusCode::NOT_FOUND, "NotFound", "not found"),
         }
         Response::new(Body::from(serde_json::to_vec(lease.as_ref().unwrap()).unwrap()))
     }
