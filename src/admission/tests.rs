@@ -465,6 +465,29 @@ fn content_parameters_and_provisioner_are_immutable() {
 }
 
 #[test]
+fn taking_a_namespace_off_a_shared_content_warns_of_what_its_buckets_lose() {
+    let old = serde_json::to_value(legacy()).unwrap();
+    let mut new = old.clone();
+    new["spec"]["bindableNamespaces"] = json!([{"name": "team-b", "uid": "b-uid"}]);
+    let req = request("BucketContent", "UPDATE", None, new, old.clone());
+    let response = allowed(Webhook::Validate, &req, &standard());
+    let warnings = response.warnings.unwrap_or_default();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with(&format!("namespace \"team-a\" (uid {TEAM_A_UID}) leaves spec.bindableNamespaces"))
+                && w.contains("bucketgate revokes their keys")),
+        "{warnings:?}"
+    );
+    // Adding one takes nothing away.
+    let mut more = old.clone();
+    more["spec"]["bindableNamespaces"].as_array_mut().unwrap().push(json!({"name": "team-b", "uid": "b-uid"}));
+    let req = request("BucketContent", "UPDATE", None, more, old);
+    let warnings = allowed(Webhook::Validate, &req, &standard()).warnings.unwrap_or_default();
+    assert!(!warnings.iter().any(|w| w.contains("leaves")), "{warnings:?}");
+}
+
+#[test]
 fn objects_that_do_not_parse_are_refused_but_deletes_pass() {
     let req = create_bucket("team-a", json!({"protocol": "ftp"}));
     let (_, message) = denial(Webhook::Mutate, &req, &standard());

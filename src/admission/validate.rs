@@ -337,6 +337,15 @@ impl Context<'_> {
                 if n != o && new.meta().deletion_timestamp.is_none() {
                     self.content_spec(new, verdict);
                 }
+                // Allowed: taking a grant back is the owner's right. What it does to Buckets
+                // bound already is not obvious, so it is said before it happens.
+                for gone in o.bindable_namespaces.iter().filter(|b| !n.bindable_namespaces.contains(b)) {
+                    verdict.warn(format!(
+                        "namespace {:?} (uid {}) leaves spec.bindableNamespaces: Buckets bound from it lose their \
+                         access (bucketgate revokes their keys) and do not bind again, even if it is listed again",
+                        gone.name, gone.uid
+                    ));
+                }
             }
             _ => {}
         }

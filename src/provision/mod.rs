@@ -24,7 +24,6 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 
 use crate::api::{Bucket, BucketClass, BucketContent, BucketPhase};
 use crate::config::{Config, S3Settings};
@@ -74,11 +73,15 @@ pub enum Error {
     /// Retrying cannot help until something changes (a missing class, no driver).
     #[error("{0}")]
     Permanent(String),
+    /// A Bucket's access to a shared BucketContent was withdrawn: it stays Failed, with
+    /// [`plan::ACCESS_REVOKED`] as its reason, until it is deleted.
+    #[error("{0}")]
+    AccessRevoked(String),
 }
 
 impl Error {
     fn is_permanent(&self) -> bool {
-        matches!(self, Error::Permanent(_) | Error::Driver(DriverError::Permanent(_)))
+        matches!(self, Error::Permanent(_) | Error::AccessRevoked(_) | Error::Driver(DriverError::Permanent(_)))
     }
 }
 
@@ -149,11 +152,13 @@ async fn reconcile_content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Re
 /// Puts a failure on the Bucket, where its user looks: phase Failed when retrying cannot
 /// help, Pending while it is retried, with the reason in the Ready condition.
 async fn record_failure(bucket: &Bucket, error: &Error, ctx: &Context) {
-    let (phase, reason) =
-        if error.is_permanent() { (BucketPhase::Failed, "Failed") } else { (BucketPhase::Pending, "Retrying") };
-    let conditions = bucket.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    let ready = plan::condition(&conditions, "Ready", false, reason, error.to_string(), bucket.metadata.generation);
-    let status = json!({"status": {"phase": phase, "conditions": [ready]}});
+    let (phase, reason) = match error {
+        // Kept as the reason: it is what stops the Bucket from binding again.
+        Error::AccessRevoked(_) => (BucketPhase::Failed, plan::ACCESS_REVOKED),
+        _ if error.is_permanent() => (BucketPhase::Failed, "Failed"),
+        _ => (BucketPhase::Pending, "Retrying"),
+    };
+    let status = plan::not_ready(bucket, phase, reason, error.to_string());
     let api: Api<Bucket> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
     if let Err(patch_error) =
         api.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await
@@ -212,7 +217,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         })
         .watches_shared_stream(for_bucket_controller, move |content: Arc<BucketContent>| {
             let content = content.name_any();
-            refs(for_contents.state_filter(|bucket| plan::waits_on_content(bucket, &content)))
+            refs(for_contents.state_filter(|bucket| plan::binds_content(bucket, &content)))
         })
         .run(reconcile_bucket, error_policy, ctx.clone())
         .for_each(|result| report("Bucket", result));

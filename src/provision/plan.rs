@@ -148,6 +148,16 @@ pub fn condition(
     }
 }
 
+/// The status patch that marks `bucket` not ready: `phase`, and a Ready condition with
+/// `reason` and `message`. Its other conditions stay (a merge patch replaces the whole
+/// list): `CredentialsScoped` goes on saying what the Secret holds.
+pub fn not_ready(bucket: &Bucket, phase: BucketPhase, reason: &str, message: String) -> serde_json::Value {
+    let existing = bucket.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let mut conditions = vec![condition(existing, "Ready", false, reason, message, bucket.metadata.generation)];
+    conditions.extend(existing.iter().filter(|c| c.type_ != "Ready").cloned());
+    serde_json::json!({"status": {"phase": phase, "conditions": conditions}})
+}
+
 /// Whether `bucket` waits on the class named `class`: it names it and is not bound. A
 /// class created or changed may let it go on now rather than at its next retry, which for
 /// a missing class is minutes away.
@@ -155,10 +165,50 @@ pub fn waits_on_class(bucket: &Bucket, class: &str) -> bool {
     waiting(bucket) && bucket.spec.bucket_class_name.as_deref() == Some(class)
 }
 
-/// Whether `bucket` waits to bind the BucketContent named `content`: a content created,
-/// or its `bindableNamespaces` changed, may let it bind now.
-pub fn waits_on_content(bucket: &Bucket, content: &str) -> bool {
-    waiting(bucket) && bucket.spec.bucket_content_name.as_deref() == Some(content)
+/// Whether `bucket` binds, or waits to bind, the BucketContent named `content`: a content
+/// created, or its `bindableNamespaces` changed, may let a waiting Bucket bind now, and
+/// take a bound one's access away now rather than at its hourly look.
+pub fn binds_content(bucket: &Bucket, content: &str) -> bool {
+    bucket.metadata.deletion_timestamp.is_none() && bucket.spec.bucket_content_name.as_deref() == Some(content)
+}
+
+/// The reason in the Ready condition of a Bucket whose access to a shared BucketContent
+/// was withdrawn: its key is gone, and it does not bind again.
+pub const ACCESS_REVOKED: &str = "AccessRevoked";
+
+/// Whether `bucket`'s access was revoked (see [`ACCESS_REVOKED`]).
+pub fn access_revoked(bucket: &Bucket) -> bool {
+    bucket
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == ACCESS_REVOKED))
+}
+
+/// Why a Bucket bound to the shared `content` from `namespace` has lost its access, and
+/// what became of the key in its Secret. `listed_again`: the namespace is back in
+/// `bindableNamespaces`, but the key stays revoked.
+pub fn revoked_message(bucket: &Bucket, content: &BucketContent, namespace: &str, listed_again: bool) -> String {
+    let name = content.metadata.name.as_deref().unwrap_or_default();
+    let scoped = bucket.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "CredentialsScoped"));
+    let key = if content.spec.provisioner().is_empty() {
+        "its Secret holds connection data only"
+    } else if scoped.is_some_and(|c| c.status == "False") {
+        "its Secret holds the provisioner's own key, which bucketgate cannot revoke: rotate that key at the store"
+    } else {
+        "its key was revoked at the store"
+    };
+    if listed_again {
+        format!(
+            "access to BucketContent {name} was withdrawn when namespace {namespace} left its spec.bindableNamespaces, \
+             and {key}; the namespace is listed again, but this Bucket does not bind again: delete it and create a new one"
+        )
+    } else {
+        format!(
+            "namespace {namespace} was removed from spec.bindableNamespaces of BucketContent {name}: this Bucket lost \
+             its access, and {key}; delete the Bucket, or ask the content's owner to list the namespace again and \
+             create a new Bucket"
+        )
+    }
 }
 
 fn waiting(bucket: &Bucket) -> bool {
@@ -201,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn a_class_or_content_concerns_the_unbound_buckets_that_name_it() {
+    fn a_class_concerns_the_unbound_buckets_that_name_it_and_a_content_all_that_bind_it() {
         let named = |name: &str, spec: serde_json::Value, phase: Option<&str>| {
             let mut b = bucket(spec);
             b.metadata.name = Some(name.into());
@@ -216,14 +266,16 @@ mod tests {
             named("bound", json!({"protocol": "s3", "bucketClassName": "ceph"}), Some("Bound")),
             named("other", json!({"protocol": "s3", "bucketClassName": "minio"}), Some("Pending")),
             named("sharing", json!({"protocol": "s3", "bucketContentName": "legacy"}), Some("Pending")),
+            named("bound-sharing", json!({"protocol": "s3", "bucketContentName": "legacy"}), Some("Bound")),
             deleting,
         ];
         let names = |waits: &dyn Fn(&Bucket) -> bool| {
             buckets.iter().filter(|b| waits(b)).map(|b| b.metadata.name.clone().unwrap()).collect::<Vec<_>>()
         };
         assert_eq!(names(&|b| waits_on_class(b, "ceph")), ["failed", "new"]);
-        assert_eq!(names(&|b| waits_on_content(b, "legacy")), ["sharing"]);
-        assert!(names(&|b| waits_on_content(b, "ceph")).is_empty());
+        // A bound Bucket too: a change to the content's grant may take its access away.
+        assert_eq!(names(&|b| binds_content(b, "legacy")), ["sharing", "bound-sharing"]);
+        assert!(names(&|b| binds_content(b, "ceph")).is_empty());
     }
 
     #[test]

@@ -205,10 +205,26 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
     let namespace = bucket.namespace().unwrap_or_default();
     let uid = Api::<Namespace>::all(ctx.client.clone()).get(&namespace).await?.uid().unwrap_or_default();
     // Checked again here, not only at admission: the grant may have changed since.
-    if !content.spec.bindable_namespaces.iter().any(|b| b.name == namespace && b.uid == uid) {
+    let listed = content.spec.bindable_namespaces.iter().any(|b| b.name == namespace && b.uid == uid);
+    let revoked_before = plan::access_revoked(bucket);
+    if !listed && !bound_before && !revoked_before {
         return Err(Error::Permanent(format!(
             "namespace {namespace} (uid {uid}) is not in spec.bindableNamespaces of BucketContent {name}"
         )));
+    }
+    if !listed {
+        // Bound before, and the grant withdrawn since. bindableNamespaces is a tenancy
+        // boundary: it holds for Buckets bound already, not only for new ones, so their key
+        // goes too (the Secret stays, owned by the Bucket; its key no longer works).
+        if !content.spec.provisioner().is_empty() {
+            let driver = ctx.driver_for(&content, &owner_of(bucket)).await?;
+            driver.revoke(&bucket.uid().unwrap_or_default()).await.map_err(Error::Driver)?;
+        }
+    }
+    if !listed || revoked_before {
+        // The Secret keeps the revoked key, and bucketgate may not rewrite Secrets: a
+        // Bucket whose access was revoked is not bound again, even once listed again.
+        return Err(Error::AccessRevoked(plan::revoked_message(bucket, &content, &namespace, listed)));
     }
     let connection = recorded_connection(&content);
     Ok(Some(Bound { content, connection, driver: None }))
@@ -423,9 +439,7 @@ async fn content_failed(content: &BucketContent, error: DriverError, ctx: &Conte
 
 /// Marks a Bucket Pending with a reason it cannot proceed.
 async fn pending(bucket: &Bucket, reason: &str, message: String, ctx: &Context) -> Result<(), Error> {
-    let conditions = bucket.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    let ready = plan::condition(&conditions, "Ready", false, reason, message, bucket.metadata.generation);
-    let status = json!({"status": {"phase": BucketPhase::Pending, "conditions": [ready]}});
+    let status = plan::not_ready(bucket, BucketPhase::Pending, reason, message);
     Api::<Bucket>::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default())
         .patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status))
         .await?;

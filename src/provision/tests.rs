@@ -522,6 +522,65 @@ async fn binding_from_a_recreated_namespace_is_refused_again_here() {
     assert!(driver.calls.lock().unwrap().is_empty());
 }
 
+/// bindableNamespaces is a tenancy boundary for Buckets bound already too: taking their
+/// namespace off revokes their key, and listing it again does not bring a dead key back.
+#[tokio::test]
+async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_again() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let mut shared = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent", "metadata": {"name": "legacy"},
+        "spec": {"provisioner": "seaweed", "releasePolicy": "Retain", "bindableNamespaces": [{"name": "team-b", "uid": "b-uid"}],
+                 "parameters": class()["parameters"].clone(),
+                 "protocol": {"type": "s3", "s3": {"bucketName": "legacy", "endpoint": "http://s3.example:8333"}}},
+        "status": {"phase": "Bound"}});
+    let conditions = json!([
+        {"type": "Ready", "status": "True", "reason": "Bound", "message": "bound to legacy", "lastTransitionTime": "2026-11-22T10:00:01Z"},
+        {"type": "CredentialsScoped", "status": "True", "reason": "BucketUser", "message": "scoped", "lastTransitionTime": "2026-11-22T10:00:01Z"},
+    ]);
+    let target = bucket(
+        json!({"protocol": "s3", "bucketContentName": "legacy"}),
+        json!({"bucketContentName": "legacy", "phase": "Bound", "conditions": conditions}),
+    );
+    let shown = serde_json::to_value(&target).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared.clone())).await;
+    api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("ns-uid"))).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+    let status = expect_bucket_status(&mut api, shown.clone()).await;
+    assert_eq!(status["status"]["phase"], "Failed");
+    let ready = &status["status"]["conditions"][0];
+    assert_eq!((&ready["type"], &ready["reason"]), (&json!("Ready"), &json!("AccessRevoked")));
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("namespace team-a was removed from spec.bindableNamespaces of BucketContent legacy")
+            && message.contains("its key was revoked at the store"),
+        "{message}"
+    );
+    assert_eq!(status["status"]["conditions"][1]["type"], "CredentialsScoped", "the other conditions stay");
+    assert_eq!(expect_event(&mut api).await.0, "AccessRevoked");
+    let error = finish(reconciling).await.unwrap_err();
+    assert!(error.is_permanent());
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("revoke {UID}")]);
+
+    // Listed again: the Secret still holds the revoked key, so the Bucket stays Failed.
+    // (Without Events: the recorder would patch the first one as a series.)
+    let (ctx, mut api) = context(driver.clone());
+    let mut revoked = shown;
+    json_patch::merge(&mut revoked, &status);
+    shared["spec"]["bindableNamespaces"] = json!([{"name": "team-a", "uid": "ns-uid"}]);
+    let reconciling =
+        tokio::spawn(super::reconcile_bucket(Arc::new(serde_json::from_value(revoked.clone()).unwrap()), ctx));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared)).await;
+    api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("ns-uid"))).await;
+    let status = expect_bucket_status(&mut api, revoked).await;
+    assert_eq!(status["status"]["phase"], "Failed");
+    let message = status["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(message.contains("the namespace is listed again, but this Bucket does not bind again"), "{message}");
+    assert!(finish(reconciling).await.is_err());
+    assert_eq!(driver.calls.lock().unwrap().len(), 1, "no new grant, no second revoke");
+}
+
 #[tokio::test]
 async fn a_content_being_deleted_or_released_is_not_bound_but_keeps_what_it_bound_before() {
     let driver = Arc::new(FakeDriver::default());
