@@ -152,13 +152,13 @@ async fn reconcile_content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Re
 /// Puts a failure on the Bucket, where its user looks: phase Failed when retrying cannot
 /// help, Pending while it is retried, with the reason in the Ready condition.
 async fn record_failure(bucket: &Bucket, error: &Error, ctx: &Context) {
-    let (phase, reason) = match error {
-        // Kept as the reason: it is what stops the Bucket from binding again.
-        Error::AccessRevoked(_) => (BucketPhase::Failed, plan::ACCESS_REVOKED),
-        _ if error.is_permanent() => (BucketPhase::Failed, "Failed"),
-        _ => (BucketPhase::Pending, "Retrying"),
+    let (status, reason) = match error {
+        Error::AccessRevoked(message) => (plan::revoked(bucket, message.clone()), plan::ACCESS_REVOKED),
+        _ if error.is_permanent() => {
+            (plan::not_ready(bucket, BucketPhase::Failed, "Failed", error.to_string()), "Failed")
+        }
+        _ => (plan::not_ready(bucket, BucketPhase::Pending, "Retrying", error.to_string()), "Retrying"),
     };
-    let status = plan::not_ready(bucket, phase, reason, error.to_string());
     let api: Api<Bucket> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
     if let Err(patch_error) =
         api.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await

@@ -149,13 +149,33 @@ pub fn condition(
 }
 
 /// The status patch that marks `bucket` not ready: `phase`, and a Ready condition with
-/// `reason` and `message`. Its other conditions stay (a merge patch replaces the whole
-/// list): `CredentialsScoped` goes on saying what the Secret holds.
+/// `reason` and `message`.
 pub fn not_ready(bucket: &Bucket, phase: BucketPhase, reason: &str, message: String) -> serde_json::Value {
-    let existing = bucket.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let mut conditions = vec![condition(existing, "Ready", false, reason, message, bucket.metadata.generation)];
-    conditions.extend(existing.iter().filter(|c| c.type_ != "Ready").cloned());
-    serde_json::json!({"status": {"phase": phase, "conditions": conditions}})
+    let generation = bucket.metadata.generation;
+    let ready = condition(conditions(bucket), "Ready", false, reason, message, generation);
+    status_with(bucket, phase, vec![ready])
+}
+
+/// The status patch of a Bucket whose access was revoked (see [`ACCESS_REVOKED`]): Failed,
+/// and a condition of that type besides Ready, which later failures keep.
+pub fn revoked(bucket: &Bucket, message: String) -> serde_json::Value {
+    let (existing, generation) = (conditions(bucket), bucket.metadata.generation);
+    let ready = condition(existing, "Ready", false, ACCESS_REVOKED, message.clone(), generation);
+    let revoked = condition(existing, ACCESS_REVOKED, true, "NamespaceNotBindable", message, generation);
+    status_with(bucket, BucketPhase::Failed, vec![ready, revoked])
+}
+
+fn conditions(bucket: &Bucket) -> &[Condition] {
+    bucket.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
+}
+
+/// `phase` and the conditions `set`, with the Bucket's other conditions kept (a merge patch
+/// replaces the whole list): `CredentialsScoped` goes on saying what the Secret holds.
+fn status_with(bucket: &Bucket, phase: BucketPhase, mut set: Vec<Condition>) -> serde_json::Value {
+    let kept: Vec<Condition> =
+        conditions(bucket).iter().filter(|c| !set.iter().any(|s| s.type_ == c.type_)).cloned().collect();
+    set.extend(kept);
+    serde_json::json!({"status": {"phase": phase, "conditions": set}})
 }
 
 /// Whether `bucket` waits on the class named `class`: it names it and is not bound. A
@@ -172,16 +192,15 @@ pub fn binds_content(bucket: &Bucket, content: &str) -> bool {
     bucket.metadata.deletion_timestamp.is_none() && bucket.spec.bucket_content_name.as_deref() == Some(content)
 }
 
-/// The reason in the Ready condition of a Bucket whose access to a shared BucketContent
-/// was withdrawn: its key is gone, and it does not bind again.
+/// The condition type (and the Ready reason) of a Bucket whose access to a shared
+/// BucketContent was withdrawn: its key is gone, and it does not bind again. A condition
+/// of its own, so that a later failure (the API server away for a moment), which rewrites
+/// Ready, does not erase it.
 pub const ACCESS_REVOKED: &str = "AccessRevoked";
 
 /// Whether `bucket`'s access was revoked (see [`ACCESS_REVOKED`]).
 pub fn access_revoked(bucket: &Bucket) -> bool {
-    bucket
-        .status
-        .as_ref()
-        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == ACCESS_REVOKED))
+    conditions(bucket).iter().any(|c| c.type_ == ACCESS_REVOKED && c.status == "True")
 }
 
 /// Why a Bucket bound to the shared `content` from `namespace` has lost its access, and

@@ -557,7 +557,9 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
             && message.contains("its key was revoked at the store"),
         "{message}"
     );
-    assert_eq!(status["status"]["conditions"][1]["type"], "CredentialsScoped", "the other conditions stay");
+    let types: Vec<&str> =
+        status["status"]["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["Ready", "AccessRevoked", "CredentialsScoped"], "the other conditions stay");
     assert_eq!(expect_event(&mut api).await.0, "AccessRevoked");
     let error = finish(reconciling).await.unwrap_err();
     assert!(error.is_permanent());
@@ -576,6 +578,17 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
     assert_eq!(again["status"]["conditions"][0]["reason"], "AccessRevoked");
     assert!(finish(reconciling).await.is_err());
     assert_eq!(driver.calls.lock().unwrap().len(), 1);
+
+    // The API server away for a moment: Ready says Retrying, and the revocation is kept.
+    let reconciling =
+        tokio::spawn(super::reconcile_bucket(Arc::new(serde_json::from_value(revoked.clone()).unwrap()), ctx.clone()));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared.clone())).await;
+    api.expect("GET", "/api/v1/namespaces/team-a", Reply::NotFound).await;
+    let blip = expect_bucket_status(&mut api, revoked.clone()).await;
+    assert_eq!(blip["status"]["conditions"][0]["reason"], "Retrying");
+    assert_eq!(blip["status"]["conditions"][1]["type"], "AccessRevoked");
+    assert!(finish(reconciling).await.is_err());
+    json_patch::merge(&mut revoked, &blip);
 
     // Listed again: the Secret still holds the revoked key, so the Bucket stays Failed.
     shared["spec"]["bindableNamespaces"] = json!([{"name": "team-a", "uid": "ns-uid"}]);
