@@ -216,8 +216,7 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
         // Bound before, and the grant withdrawn since. bindableNamespaces is a tenancy
         // boundary: it holds for Buckets bound already, not only for new ones, so their key
         // goes too (the Secret stays, owned by the Bucket; its key no longer works). Once
-        // revoked, never asked again: a later failure here would overwrite the reason that
-        // keeps the Bucket from binding again.
+        // revoked, the store is not asked again.
         if !content.spec.provisioner().is_empty() {
             let driver = ctx.driver_for(&content, &owner_of(bucket)).await?;
             driver.revoke(&bucket.uid().unwrap_or_default()).await.map_err(Error::Driver)?;
