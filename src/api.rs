@@ -322,6 +322,17 @@ pub enum BucketContentPhase {
     Retrying,
 }
 
+impl Bucket {
+    pub fn phase(&self) -> Option<BucketPhase> {
+        self.status.as_ref().and_then(|s| s.phase)
+    }
+
+    /// The condition of type `type_` in the status, if there is one.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
 impl BucketContent {
     pub fn phase(&self) -> Option<BucketContentPhase> {
         self.status.as_ref().and_then(|s| s.phase)

@@ -182,7 +182,9 @@ fn status_with(bucket: &Bucket, phase: BucketPhase, mut set: Vec<Condition>) -> 
 /// class created or changed may let it go on now rather than at its next retry, which for
 /// a missing class is minutes away.
 pub fn waits_on_class(bucket: &Bucket, class: &str) -> bool {
-    waiting(bucket) && bucket.spec.bucket_class_name.as_deref() == Some(class)
+    bucket.metadata.deletion_timestamp.is_none()
+        && bucket.phase() != Some(BucketPhase::Bound)
+        && bucket.spec.bucket_class_name.as_deref() == Some(class)
 }
 
 /// Whether `bucket` binds, or waits to bind, the BucketContent named `content`: a content
@@ -200,7 +202,7 @@ pub const ACCESS_REVOKED: &str = "AccessRevoked";
 
 /// Whether `bucket`'s access was revoked (see [`ACCESS_REVOKED`]).
 pub fn access_revoked(bucket: &Bucket) -> bool {
-    conditions(bucket).iter().any(|c| c.type_ == ACCESS_REVOKED && c.status == "True")
+    bucket.condition(ACCESS_REVOKED).is_some_and(|c| c.status == "True")
 }
 
 /// Why a Bucket bound to the shared `content` from `namespace` has lost its access, and
@@ -208,7 +210,7 @@ pub fn access_revoked(bucket: &Bucket) -> bool {
 /// `bindableNamespaces`, but the key stays revoked.
 pub fn revoked_message(bucket: &Bucket, content: &BucketContent, namespace: &str, listed_again: bool) -> String {
     let name = content.metadata.name.as_deref().unwrap_or_default();
-    let scoped = bucket.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "CredentialsScoped"));
+    let scoped = bucket.condition("CredentialsScoped");
     let key = if content.spec.provisioner().is_empty() {
         "its Secret holds connection data only"
     } else if scoped.is_some_and(|c| c.status == "False") {
@@ -228,11 +230,6 @@ pub fn revoked_message(bucket: &Bucket, content: &BucketContent, namespace: &str
              create a new Bucket"
         )
     }
-}
-
-fn waiting(bucket: &Bucket) -> bool {
-    bucket.metadata.deletion_timestamp.is_none()
-        && bucket.status.as_ref().and_then(|s| s.phase) != Some(BucketPhase::Bound)
 }
 
 /// How long `bucket` took from its creation to being bound at `now`: the API server's

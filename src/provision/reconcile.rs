@@ -69,7 +69,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
             generation,
         ),
     };
-    let was_bound = bucket.status.as_ref().and_then(|s| s.phase) == Some(BucketPhase::Bound);
+    let was_bound = bucket.phase() == Some(BucketPhase::Bound);
     let unchanged = was_bound
         && bucket.status.as_ref().is_some_and(|s| {
             s.bucket_content_name.as_deref() == Some(content.name_any().as_str())
@@ -206,26 +206,26 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
     let uid = Api::<Namespace>::all(ctx.client.clone()).get(&namespace).await?.uid().unwrap_or_default();
     // Checked again here, not only at admission: the grant may have changed since.
     let listed = content.spec.bindable_namespaces.iter().any(|b| b.name == namespace && b.uid == uid);
-    let revoked_before = plan::access_revoked(bucket);
-    if !listed && !bound_before && !revoked_before {
-        return Err(Error::Permanent(format!(
-            "namespace {namespace} (uid {uid}) is not in spec.bindableNamespaces of BucketContent {name}"
-        )));
+    if plan::access_revoked(bucket) {
+        // The Secret keeps the revoked key, and bucketgate may not rewrite Secrets: a
+        // Bucket whose access was revoked is not bound again, even once listed again. Nor
+        // is the store asked again.
+        return Err(Error::AccessRevoked(plan::revoked_message(bucket, &content, &namespace, listed)));
     }
-    if !listed && !revoked_before {
+    if !listed {
+        if !bound_before {
+            return Err(Error::Permanent(format!(
+                "namespace {namespace} (uid {uid}) is not in spec.bindableNamespaces of BucketContent {name}"
+            )));
+        }
         // Bound before, and the grant withdrawn since. bindableNamespaces is a tenancy
         // boundary: it holds for Buckets bound already, not only for new ones, so their key
-        // goes too (the Secret stays, owned by the Bucket; its key no longer works). Once
-        // revoked, the store is not asked again.
+        // goes too (the Secret stays, owned by the Bucket; its key no longer works).
         if !content.spec.provisioner().is_empty() {
             let driver = ctx.driver_for(&content, &owner_of(bucket)).await?;
             driver.revoke(&bucket.uid().unwrap_or_default()).await.map_err(Error::Driver)?;
         }
-    }
-    if !listed || revoked_before {
-        // The Secret keeps the revoked key, and bucketgate may not rewrite Secrets: a
-        // Bucket whose access was revoked is not bound again, even once listed again.
-        return Err(Error::AccessRevoked(plan::revoked_message(bucket, &content, &namespace, listed)));
+        return Err(Error::AccessRevoked(plan::revoked_message(bucket, &content, &namespace, false)));
     }
     let connection = recorded_connection(&content);
     Ok(Some(Bound { content, connection, driver: None }))
@@ -246,11 +246,7 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Op
     let (content, connection) = (&bound.content, &bound.connection);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
     let name = plan::secret_name(bucket);
-    let scoped_before = bucket
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "CredentialsScoped"))
-        .map(|c| c.status == "True");
+    let scoped_before = bucket.condition("CredentialsScoped").map(|c| c.status == "True");
     if let Some(existing) = secrets.get_opt(&name).await? {
         if plan::owned_by(&existing, bucket) {
             return Ok(Some(scoped_before.unwrap_or(false)));
