@@ -254,6 +254,13 @@ fn now() -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
     Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()))
 }
 
+/// The shared brownfield BucketContent `legacy`, bindable from team-a with `uid`.
+fn legacy(uid: &str) -> Value {
+    json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent", "metadata": {"name": "legacy"},
+        "spec": {"provisioner": "", "releasePolicy": "Retain", "bindableNamespaces": [{"name": "team-a", "uid": uid}],
+                 "protocol": {"type": "s3", "s3": {"bucketName": "legacy", "endpoint": "https://s3.example"}}}})
+}
+
 fn namespace(uid: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "uid": uid}})
 }
@@ -500,9 +507,7 @@ async fn provisioner_secret_parameters_are_judged_again_before_use() {
 async fn binding_from_a_recreated_namespace_is_refused_again_here() {
     let driver = Arc::new(FakeDriver::default());
     let (ctx, mut api) = context_with_events(driver.clone());
-    let shared = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent", "metadata": {"name": "legacy"},
-        "spec": {"provisioner": "", "releasePolicy": "Retain", "bindableNamespaces": [{"name": "team-a", "uid": "old-uid"}],
-                 "protocol": {"type": "s3", "s3": {"bucketName": "legacy", "endpoint": "https://s3.example"}}}});
+    let shared = legacy("old-uid");
     let target = bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}));
     let shown = serde_json::to_value(&target).unwrap();
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
@@ -528,11 +533,13 @@ async fn binding_from_a_recreated_namespace_is_refused_again_here() {
 async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_again() {
     let driver = Arc::new(FakeDriver::default());
     let (ctx, mut api) = context_with_events(driver.clone());
-    let mut shared = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent", "metadata": {"name": "legacy"},
-        "spec": {"provisioner": "seaweed", "releasePolicy": "Retain", "bindableNamespaces": [{"name": "team-b", "uid": "b-uid"}],
-                 "parameters": class()["parameters"].clone(),
-                 "protocol": {"type": "s3", "s3": {"bucketName": "legacy", "endpoint": "http://s3.example:8333"}}},
-        "status": {"phase": "Bound"}});
+    // Managed by a provisioner with a driver here, so that there is a key to revoke; team-a
+    // already taken off.
+    let mut shared = legacy("ns-uid");
+    shared["spec"]["provisioner"] = json!("seaweed");
+    shared["spec"]["parameters"] = class()["parameters"].clone();
+    shared["spec"]["bindableNamespaces"] = json!([{"name": "team-b", "uid": "b-uid"}]);
+    shared["status"] = json!({"phase": "Bound"});
     let conditions = json!([
         {"type": "Ready", "status": "True", "reason": "Bound", "message": "bound to legacy", "lastTransitionTime": "2026-11-22T10:00:01Z"},
         {"type": "CredentialsScoped", "status": "True", "reason": "BucketUser", "message": "scoped", "lastTransitionTime": "2026-11-22T10:00:01Z"},
@@ -579,7 +586,8 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
     assert!(finish(reconciling).await.is_err());
     assert_eq!(driver.calls.lock().unwrap().len(), 1);
 
-    // The API server away for a moment: Ready says Retrying, and the revocation is kept.
+    // A look that fails on the way (the namespace read answered 404): Ready says Retrying,
+    // and the revocation is kept.
     let reconciling =
         tokio::spawn(super::reconcile_bucket(Arc::new(serde_json::from_value(revoked.clone()).unwrap()), ctx.clone()));
     api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared.clone())).await;
@@ -608,10 +616,9 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
 async fn a_content_being_deleted_or_released_is_not_bound_but_keeps_what_it_bound_before() {
     let driver = Arc::new(FakeDriver::default());
     let (ctx, mut api) = context_with_events(driver.clone());
-    let shared = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent",
-        "metadata": {"name": "legacy", "deletionTimestamp": "2026-11-22T10:00:00Z", "finalizers": ["cosi.io/finalizer"]},
-        "spec": {"provisioner": "", "releasePolicy": "Retain", "bindableNamespaces": [{"name": "team-a", "uid": "ns-uid"}],
-                 "protocol": {"type": "s3", "s3": {"bucketName": "legacy", "endpoint": "https://s3.example"}}}});
+    let mut shared = legacy("ns-uid");
+    shared["metadata"]["deletionTimestamp"] = json!("2026-11-22T10:00:00Z");
+    shared["metadata"]["finalizers"] = json!(["cosi.io/finalizer"]);
     // Released, its Bucket gone: not bound again either.
     let mut released = shared.clone();
     released["metadata"].as_object_mut().unwrap().remove("deletionTimestamp");
