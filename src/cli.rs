@@ -332,7 +332,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().boxed().shared();
     let mut provisioning = None;
     // The provisioning loop needs the cluster and at least one driver.
-    if let Some(client) = client.filter(|_| config.provisioners.iter().any(|p| p.s3.is_some())) {
+    if let Some(client) = client.filter(|_| config.has_any_driver()) {
         let identity = args.identity.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_string())

@@ -25,6 +25,12 @@ pub struct ProvisionerConfig {
     pub s3: Option<S3Settings>,
 }
 
+impl ProvisionerConfig {
+    fn has_driver(&self) -> bool {
+        self.s3.is_some()
+    }
+}
+
 /// How to reach an S3-compatible store (AWS, Ceph RGW, MinIO, SeaweedFS).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -131,7 +137,12 @@ impl Config {
     /// Whether this deployment's provisioning loop drives `provisioner` (it has a driver),
     /// rather than serving it at admission only.
     pub fn has_driver(&self, provisioner: &str) -> bool {
-        self.provisioner(provisioner).is_some_and(|p| p.s3.is_some())
+        self.provisioner(provisioner).is_some_and(ProvisionerConfig::has_driver)
+    }
+
+    /// Whether the provisioning loop has anything to drive here.
+    pub fn has_any_driver(&self) -> bool {
+        self.provisioners.iter().any(ProvisionerConfig::has_driver)
     }
 
     pub fn served_names(&self) -> Vec<&str> {
