@@ -1,7 +1,9 @@
 //! Conditions and mutations, compiled once at load: JSONPath queries parsed, regular
 //! expressions built. Evaluation is a pure function of the request document.
 
-use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
+use jsonpath_rust::parser::model::{
+    Comparable, Filter, FilterAtom, FnArg, JpQuery, Literal, Segment, Selector, Test as FilterTest, TestFunction,
+};
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
 use regex::Regex;
@@ -23,6 +25,7 @@ pub struct Path {
 impl Path {
     pub fn compile(text: &str) -> Result<Path, String> {
         let query = parse_json_path(text).map_err(|e| format!("JSONPath {text:?} does not parse: {e}"))?;
+        check_patterns(&query.segments).map_err(|e| format!("JSONPath {text:?}: {e}"))?;
         Ok(Path { text: text.to_string(), members: plain_members(&query), query })
     }
 
@@ -408,6 +411,69 @@ fn get_mut<'a>(object: &'a mut Value, path: &[String]) -> Option<&'a mut Value> 
     path.iter().try_fold(object, |current, name| current.get_mut(name))
 }
 
+/// Refuses `match` and `search` with a literal pattern that is not a regular expression:
+/// the engine takes the query and evaluates such a call to false (RFC 9535 asks for
+/// exactly that), so a policy built on one would pass or fail every request without a
+/// word. (The grammar already refuses unknown function names and wrong argument counts.)
+fn check_patterns(segments: &[Segment]) -> Result<(), String> {
+    fn segment(s: &Segment) -> Result<(), String> {
+        match s {
+            Segment::Descendant(inner) => segment(inner),
+            Segment::Selector(one) => selector(one),
+            Segment::Selectors(many) => many.iter().try_for_each(selector),
+        }
+    }
+    fn selector(s: &Selector) -> Result<(), String> {
+        match s {
+            Selector::Filter(f) => filter(f),
+            Selector::Name(_) | Selector::Wildcard | Selector::Index(_) | Selector::Slice(..) => Ok(()),
+        }
+    }
+    fn filter(f: &Filter) -> Result<(), String> {
+        match f {
+            Filter::Or(items) | Filter::And(items) => items.iter().try_for_each(filter),
+            Filter::Atom(FilterAtom::Filter { expr, .. }) => filter(expr),
+            Filter::Atom(FilterAtom::Test { expr, .. }) => test(expr),
+            Filter::Atom(FilterAtom::Comparison(comparison)) => {
+                let (left, right) = comparison.vals();
+                [left, right].into_iter().try_for_each(|side| match side {
+                    Comparable::Function(f) => function(f),
+                    Comparable::Literal(_) | Comparable::SingularQuery(_) => Ok(()),
+                })
+            }
+        }
+    }
+    fn test(t: &FilterTest) -> Result<(), String> {
+        match t {
+            FilterTest::RelQuery(segments) => segments.iter().try_for_each(segment),
+            FilterTest::AbsQuery(query) => query.segments.iter().try_for_each(segment),
+            FilterTest::Function(f) => function(f),
+        }
+    }
+    fn argument(a: &FnArg) -> Result<(), String> {
+        match a {
+            FnArg::Literal(_) => Ok(()),
+            FnArg::Test(t) => test(t),
+            FnArg::Filter(f) => filter(f),
+        }
+    }
+    fn function(f: &TestFunction) -> Result<(), String> {
+        match f {
+            TestFunction::Custom(_, args) => args.iter().try_for_each(argument),
+            TestFunction::Match(subject, pattern) | TestFunction::Search(subject, pattern) => {
+                if let FnArg::Literal(Literal::String(pattern)) = pattern {
+                    Regex::new(pattern)
+                        .map_err(|e| format!("the pattern {pattern:?} is not a regular expression: {e}"))?;
+                }
+                argument(subject).and(argument(pattern))
+            }
+            TestFunction::Length(a) => argument(a),
+            TestFunction::Value(a) | TestFunction::Count(a) => argument(a),
+        }
+    }
+    segments.iter().try_for_each(segment)
+}
+
 /// The member names of a query made of name selectors only, like `$.a.b['c/d']`.
 fn plain_members(query: &JpQuery) -> Option<Vec<String>> {
     query
@@ -557,6 +623,35 @@ mod tests {
             compile_error(json!({"not": {"path": "$.b", "required": true}, "required": true}))
                 .contains("beside a path")
         );
+    }
+
+    #[test]
+    fn filter_patterns_that_are_not_regular_expressions_are_refused() {
+        let document = json!({"groups": ["system:masters", "developers"], "allowed": ["developers"]});
+        let engine = |text: &str| js_path_process(&parse_json_path(text).unwrap(), &document).unwrap().len();
+        for (text, as_if_false) in [
+            ("$.groups[?match(@, '(system')]", 0),
+            ("$.groups[?search(@, 'x{99999999}')]", 0),
+            // Nested in a logical expression: under a not, the broken call selects everything.
+            ("$.groups[?@ == 'a' || !(length(@) > 1 && search(@, '['))]", 2),
+            ("$.groups[?!match(@, 'a{2,1}')]", 2),
+            ("$..[?in(@, $.allowed) && match(@, '?')]", 0),
+        ] {
+            // The premise: the engine takes the query and treats the call as false, silently.
+            assert_eq!(engine(text), as_if_false, "{text}");
+            let error = Path::compile(text).unwrap_err();
+            assert!(error.starts_with(&format!("JSONPath {text:?}: the pattern ")), "{text}: {error}");
+            assert!(error.contains("is not a regular expression"), "{text}: {error}");
+        }
+        // Patterns that are, and patterns read from the document, which only the request has.
+        for (text, selected) in [
+            ("$.groups[?search(@, '^system:')]", 1),
+            ("$.groups[?match(@, 'dev.*')]", 1),
+            ("$.groups[?in(@, $.allowed) && match(@, '[a-z]+')]", 1),
+            ("$.groups[?match(@, $.allowed[0])]", 1),
+        ] {
+            assert_eq!(Path::compile(text).unwrap().select(&document).unwrap().len(), selected, "{text}");
+        }
     }
 
     #[test]
