@@ -1,0 +1,81 @@
+//! What every answer to a review must be, whatever the body or the policies: used by the
+//! property tests (tests/review_properties.rs) on the captured reviews and on every input
+//! the fuzzer has kept, and by the fuzz targets (fuzz/fuzz_targets) on what they make up.
+
+#![allow(dead_code)] // each user takes its part
+
+use std::path::PathBuf;
+
+use bucketgate::admission::{self, Context, Webhook};
+use bucketgate::catalog::Catalog;
+use bucketgate::config::Config;
+use bucketgate::policy::load;
+use serde_json::Value;
+
+/// Checks the answers to `body`, and says whether the mutating one changed the object;
+/// panics, saying which property failed, when one does.
+///
+/// - Any body gets an answer or an error, never a panic.
+/// - Each answer is an AdmissionReview for the request's uid.
+/// - A mutating answer's patch applies to the object it was made for: the API server
+///   fails the user's request when it does not.
+/// - Mutating is idempotent: the API server may call the webhook again on the patched
+///   object (`reinvocationPolicy: IfNeeded`), and that second answer changes nothing.
+///   Checked on the body as the API server would write it, from its decoded objects: a
+///   member twice (which it never sends) is refused by the first reading and gone from the
+///   second, as the patched object is written again.
+pub fn check(body: &[u8], ctx: &Context) -> bool {
+    answers(body, ctx);
+    let Ok(mut review) = serde_json::from_slice::<Value>(body) else { return false };
+    let Some(patched) = answers(&serde_json::to_vec(&review).unwrap(), ctx) else { return false };
+    let changed = review["request"]["object"] != patched;
+    review["request"]["object"] = patched.clone();
+    let again = serde_json::to_vec(&review).unwrap();
+    let twice = answers(&again, ctx).expect("the patched object is read like the first");
+    assert_eq!(twice, patched, "the second mutation changed the object: {}", String::from_utf8_lossy(&again));
+    changed
+}
+
+/// Both webhooks' answers to `body` checked, and the object after the mutating answer's
+/// patch, when the body is a request with an object.
+pub fn answers(body: &[u8], ctx: &Context) -> Option<Value> {
+    let request = admission::decode(body).ok()?;
+    let mut patched = None;
+    for webhook in [Webhook::Mutate, Webhook::Validate] {
+        let response = admission::review(webhook, &request, ctx).response;
+        let text = admission::encode(&response).expect("an answer encodes");
+        let review: Value = serde_json::from_slice(&text).expect("an answer is JSON");
+        assert_eq!(review["kind"], "AdmissionReview");
+        assert_eq!(review["response"]["uid"], request.uid.as_str());
+        assert_eq!(review["response"]["allowed"], response.allowed);
+        if webhook == Webhook::Validate {
+            assert!(response.patch.is_none(), "the validating webhook answered with a patch");
+            continue;
+        }
+        let Ok((Some(mut object), _)) = request.json_objects(false) else {
+            assert!(response.patch.is_none(), "a patch for a request without an object");
+            return None;
+        };
+        if let Some(patch) = &response.patch {
+            let operations: json_patch::Patch = serde_json::from_slice(patch).expect("the patch is a JSON Patch");
+            if let Err(error) = json_patch::patch(&mut object, &operations) {
+                panic!("the patch does not apply ({error}): {}", String::from_utf8_lossy(patch));
+            }
+        }
+        patched = Some(object);
+    }
+    patched
+}
+
+/// A policy file loads or is refused with an error, never a panic; a file that loads
+/// judges each of `reviews` by [`answers`]. Not by reinvocation: one policy may match on
+/// what another sets, which is what the API server's second call is for. Says whether
+/// the file loaded.
+pub fn check_policy_file(text: &str, catalog: &Catalog, config: &Config, reviews: &[Vec<u8>]) -> bool {
+    let Ok(policies) = load::compile(&[(PathBuf::from("fuzzed.yaml"), text.to_string())]) else { return false };
+    let ctx = Context { catalog, config, policies: &policies };
+    for body in reviews {
+        answers(body, &ctx);
+    }
+    true
+}

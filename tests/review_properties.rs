@@ -1,0 +1,73 @@
+//! The properties of tests/properties on every captured review, the example policies and
+//! every input in `fuzz/regressions`: what the fuzzer found a failure with, kept once fixed.
+
+mod common;
+mod properties;
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+
+use bucketgate::admission::Context;
+use bucketgate::policy::load;
+
+/// The inputs kept in `fuzz/regressions/TARGET` (named by libFuzzer for their content).
+fn kept(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(target);
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn every_captured_and_kept_review_answers_by_the_properties() {
+    let (catalog, config) = (common::fixture_catalog(), common::served());
+    let example_policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let policies = load::load(&[example_policies]).unwrap();
+    let ctx = Context { catalog: &catalog, config: &config, policies: &policies };
+    let mut files: Vec<_> = common::fixture_names()
+        .into_iter()
+        .map(|name| common::fixtures_dir().join("admission-reviews").join(name))
+        .chain(kept("review"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 30, "{files:?}");
+    let mut mutated = 0;
+    for file in files {
+        let body = std::fs::read(&file).unwrap();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| properties::check(&body, &ctx))) {
+            Ok(changed) => mutated += usize::from(changed),
+            Err(panic) => std::panic::resume_unwind(Box::new(format!("{}: {panic:?}", file.display()))),
+        }
+    }
+    // The patch and reinvocation checks ran on real patches, not only on empty answers.
+    assert!(mutated >= 3, "{mutated} reviews mutated");
+}
+
+#[test]
+fn every_example_and_kept_policy_file_loads_or_is_refused_and_judges_by_the_properties() {
+    let (catalog, config) = (common::fixture_catalog(), common::served());
+    let reviews: Vec<Vec<u8>> = common::fixture_names()
+        .into_iter()
+        .map(|name| std::fs::read(common::fixtures_dir().join("admission-reviews").join(name)).unwrap())
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(root.join("policies"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| !load::is_test_file(path))
+        .chain(kept("policy"))
+        .collect();
+    files.sort();
+    let mut loaded = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let check = || properties::check_policy_file(&text, &catalog, &config, &reviews);
+        match std::panic::catch_unwind(AssertUnwindSafe(check)) {
+            Ok(loads) => loaded += usize::from(loads),
+            Err(panic) => std::panic::resume_unwind(Box::new(format!("{}: {panic:?}", file.display()))),
+        }
+    }
+    assert!(loaded >= 6, "{loaded} policy files loaded");
+}
