@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use bucketgate::admission::Context;
 use bucketgate::policy::load;
 
-/// The inputs kept in `fuzz/regressions/TARGET` (named by libFuzzer for their content).
+/// The inputs kept in `fuzz/regressions/TARGET`, each named for what it found.
 fn kept(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(target);
     std::fs::read_dir(dir)
