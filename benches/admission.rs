@@ -9,7 +9,7 @@ mod common;
 use std::hint::black_box;
 
 use bucketgate::admission::Webhook;
-use common::{Cases, decide, policies};
+use common::{Cases, decide, label_policy, policies};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
@@ -25,6 +25,14 @@ fn bench(c: &mut Criterion) {
     c.bench_function("validate BucketClass UPDATE (denied), no policies", |b| {
         b.iter(|| decide(Webhook::Validate, black_box(&cases.class_update), &ctx))
     });
+
+    for (filter, how) in [(false, "pattern"), (true, "a filter's match()")] {
+        let set = label_policy(filter);
+        let ctx = cases.context(&set);
+        c.bench_function(&format!("validate Bucket CREATE, its labels checked by {how}"), |b| {
+            b.iter(|| decide(Webhook::Validate, black_box(&cases.validate), &ctx))
+        });
+    }
 
     for n in [1, 10, 100] {
         let set = policies(n);

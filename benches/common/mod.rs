@@ -35,6 +35,21 @@ pub fn policies(n: usize) -> PolicySet {
     load::compile(&files).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
+/// One policy that checks every label value against `^[a-z-]+$`: through the condition's
+/// `pattern`, compiled at load, or through a JSONPath filter's `match()`, which the engine
+/// compiles again for every value it tests.
+pub fn label_policy(filter: bool) -> PolicySet {
+    let check = if filter {
+        "    - path: \"$.object.metadata.labels[?!match(@, '[a-z-]+')]\"\n      forbidden: true\n"
+    } else {
+        "    - path: $.object.metadata.labels.*\n      pattern: '^[a-z-]+$'\n"
+    };
+    let text = format!(
+        "apiVersion: policy.bucketgate.dev/v1alpha1\nkind: BucketPolicy\nmetadata:\n  name: labels\nspec:\n  mode: warn\n  match:\n    kinds: [Bucket]\n  validate:\n{check}"
+    );
+    load::compile(&[(PathBuf::from("labels.yaml"), text)]).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
 /// One decision, decoded body to encoded answer.
 pub fn decide(webhook: Webhook, body: &[u8], ctx: &Context) -> Vec<u8> {
     let request = admission::decode(body).unwrap();
