@@ -16,7 +16,7 @@ use std::hint::black_box;
 
 use bucketgate::admission::Webhook;
 use bucketgate::policy::PolicySet;
-use common::{Cases, decide, policies};
+use common::{Cases, decide, label_policy, policies};
 use gungraun::{LibraryBenchmarkConfig, library_benchmark, library_benchmark_group, main};
 use serde::de::IgnoredAny;
 
@@ -55,6 +55,15 @@ fn warmed(webhook: Webhook, review: fn(&Cases) -> &[u8], n: usize) -> Decision {
     decision
 }
 
+/// A Bucket CREATE judged by one policy on its labels, through `pattern` or, with `filter`,
+/// through a JSONPath filter's `match()` (README, Policies).
+fn labels_checked(filter: bool) -> Decision {
+    let decision =
+        Decision { webhook: Webhook::Validate, review: validate, cases: Cases::load(), policies: label_policy(filter) };
+    decision.answer();
+    decision
+}
+
 // Returns the decision with its answers, so that dropping them and its catalog is not counted.
 #[library_benchmark]
 #[bench::mutate_bucket_create(args = (Webhook::Mutate, mutate, 0), setup = warmed)]
@@ -62,6 +71,8 @@ fn warmed(webhook: Webhook, review: fn(&Cases) -> &[u8], n: usize) -> Decision {
 #[bench::validate_bucketclass_update_denied(args = (Webhook::Validate, class_update, 0), setup = warmed)]
 #[benches::validate_bucket_create_policies(args = [(Webhook::Validate, validate, 1), (Webhook::Validate, validate, 10), (Webhook::Validate, validate, 100)], setup = warmed)]
 #[benches::mutate_bucket_create_policies(args = [(Webhook::Mutate, mutate, 1), (Webhook::Mutate, mutate, 10), (Webhook::Mutate, mutate, 100)], setup = warmed)]
+#[bench::labels_checked_by_pattern(args = (false), setup = labels_checked)]
+#[bench::labels_checked_by_a_filter_match(args = (true), setup = labels_checked)]
 fn decision(decision: Decision) -> (Vec<Vec<u8>>, Decision) {
     ((0..DECISIONS).map(|_| decision.answer()).collect(), decision)
 }
