@@ -1,7 +1,6 @@
 //! The properties of tests/properties on every captured review, the example policies and
 //! every input in `fuzz/regressions`: what the fuzzer found a failure with, kept once fixed.
 
-mod common;
 mod properties;
 
 use std::panic::AssertUnwindSafe;
@@ -10,9 +9,11 @@ use std::path::{Path, PathBuf};
 use bucketgate::admission::Context;
 use bucketgate::policy::load;
 
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
 /// The inputs kept in `fuzz/regressions/TARGET`, each named for what it found.
 fn kept(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(target);
+    let dir = Path::new(REPO).join("fuzz/regressions").join(target);
     std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -22,15 +23,10 @@ fn kept(target: &str) -> Vec<PathBuf> {
 
 #[test]
 fn every_captured_and_kept_review_answers_by_the_properties() {
-    let (catalog, config) = (common::fixture_catalog(), common::served());
-    let example_policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let policies = load::load(&[example_policies]).unwrap();
+    let repo = Path::new(REPO);
+    let ((catalog, config), policies) = (properties::catalog_and_config(repo), properties::example_policies(repo));
     let ctx = Context { catalog: &catalog, config: &config, policies: &policies };
-    let mut files: Vec<_> = common::fixture_names()
-        .into_iter()
-        .map(|name| common::fixtures_dir().join("admission-reviews").join(name))
-        .chain(kept("review"))
-        .collect();
+    let mut files: Vec<_> = properties::captured(repo).into_iter().chain(kept("review")).collect();
     files.sort();
     assert!(files.len() >= 30, "{files:?}");
     let mut mutated = 0;
@@ -47,13 +43,10 @@ fn every_captured_and_kept_review_answers_by_the_properties() {
 
 #[test]
 fn every_example_and_kept_policy_file_loads_or_is_refused_and_judges_by_the_properties() {
-    let (catalog, config) = (common::fixture_catalog(), common::served());
-    let reviews: Vec<Vec<u8>> = common::fixture_names()
-        .into_iter()
-        .map(|name| std::fs::read(common::fixtures_dir().join("admission-reviews").join(name)).unwrap())
-        .collect();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files: Vec<_> = std::fs::read_dir(root.join("policies"))
+    let repo = Path::new(REPO);
+    let (catalog, config) = properties::catalog_and_config(repo);
+    let reviews: Vec<Vec<u8>> = properties::captured(repo).iter().map(|file| std::fs::read(file).unwrap()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(repo.join("policies"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| !load::is_test_file(path))

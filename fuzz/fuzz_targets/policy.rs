@@ -1,10 +1,10 @@
 //! Any bytes as a policy file, by `check_policy_file` of tests/properties.
 #![no_main]
 
-mod common;
 #[path = "../../tests/properties/mod.rs"]
 mod properties;
 
+use std::path::Path;
 use std::sync::LazyLock;
 
 use bucketgate::catalog::Catalog;
@@ -12,8 +12,10 @@ use bucketgate::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 static STATE: LazyLock<(Catalog, Config, Vec<Vec<u8>>)> = LazyLock::new(|| {
-    let (catalog, config) = common::catalog_and_config();
-    (catalog, config, common::reviews())
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (catalog, config) = properties::catalog_and_config(&repo);
+    let reviews = properties::captured(&repo).iter().map(|file| std::fs::read(file).unwrap()).collect();
+    (catalog, config, reviews)
 });
 
 fuzz_target!(|file: &[u8]| {

@@ -2,7 +2,6 @@
 //! example policies: the properties of tests/properties hold.
 #![no_main]
 
-mod common;
 #[path = "../../tests/properties/mod.rs"]
 mod properties;
 
@@ -12,13 +11,13 @@ use std::sync::LazyLock;
 use bucketgate::admission::Context;
 use bucketgate::catalog::Catalog;
 use bucketgate::config::Config;
-use bucketgate::policy::{PolicySet, load};
+use bucketgate::policy::PolicySet;
 use libfuzzer_sys::fuzz_target;
 
 static STATE: LazyLock<(Catalog, Config, PolicySet)> = LazyLock::new(|| {
-    let (catalog, config) = common::catalog_and_config();
-    let policies = load::load(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")]).unwrap();
-    (catalog, config, policies)
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (catalog, config) = properties::catalog_and_config(&repo);
+    (catalog, config, properties::example_policies(&repo))
 });
 
 fuzz_target!(|body: &[u8]| {

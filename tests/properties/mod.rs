@@ -1,16 +1,47 @@
-//! What every answer to a review must be, whatever the body or the policies: used by the
-//! property tests (tests/review_properties.rs) on the captured reviews and on every input
-//! the fuzzer has kept, and by the fuzz targets (fuzz/fuzz_targets) on what they make up.
+//! What every answer to a review must be, whatever the body or the policies, and what it
+//! is checked against: used by the property tests (tests/review_properties.rs) on the
+//! captured reviews and on every input the fuzzer has kept, and by the fuzz targets
+//! (fuzz/fuzz_targets) on what they make up. `repo` is the repository's directory: each
+//! crate that includes this module names it from its own manifest directory.
 
 #![allow(dead_code)] // each user takes its part
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bucketgate::admission::{self, Context, Webhook};
 use bucketgate::catalog::Catalog;
 use bucketgate::config::Config;
-use bucketgate::policy::load;
+use bucketgate::policy::{PolicySet, load};
 use serde_json::Value;
+
+/// `../shared/fixtures` beside the repository, or `$BUCKETGATE_FIXTURES`.
+pub fn fixtures(repo: &Path) -> PathBuf {
+    std::env::var_os("BUCKETGATE_FIXTURES").map(PathBuf::from).unwrap_or_else(|| repo.join("../shared/fixtures"))
+}
+
+/// The fixture catalog, and the configuration that serves its classes' provisioner.
+pub fn catalog_and_config(repo: &Path) -> (Catalog, Config) {
+    let dir = fixtures(repo).join("catalog");
+    let catalog = Catalog::load_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}; set BUCKETGATE_FIXTURES", dir.display()));
+    (catalog, Config::default().with_provisioners(["rook-ceph.ceph.rook.io/bucket".to_string()]))
+}
+
+/// The captured AdmissionReviews' files, in order.
+pub fn captured(repo: &Path) -> Vec<PathBuf> {
+    let dir = fixtures(repo).join("admission-reviews");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; set BUCKETGATE_FIXTURES", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The policies in `policies/`.
+pub fn example_policies(repo: &Path) -> PolicySet {
+    load::load(&[repo.join("policies")]).unwrap_or_else(|e| panic!("the example policies do not load: {e:?}"))
+}
 
 /// Checks the answers to `body`, and says whether the mutating one changed the object;
 /// panics, saying which property failed, when one does.
@@ -77,7 +108,7 @@ pub fn answers(body: &[u8], ctx: &Context) -> Option<Value> {
 /// what another sets, which is what the API server's second call is for. Says whether
 /// the file loaded.
 pub fn check_policy_file(text: &str, catalog: &Catalog, config: &Config, reviews: &[Vec<u8>]) -> bool {
-    let Ok(policies) = load::compile(&[(PathBuf::from("fuzzed.yaml"), text.to_string())]) else { return false };
+    let Ok(policies) = load::compile(&[(PathBuf::from("policy.yaml"), text.to_string())]) else { return false };
     let ctx = Context { catalog, config, policies: &policies };
     for body in reviews {
         answers(body, &ctx);
