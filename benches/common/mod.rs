@@ -28,8 +28,7 @@ pub fn policies(n: usize) -> PolicySet {
             } else {
                 format!("  mutate:\n    - setDefault:\n        path: $.object.metadata.labels['owner{i}']\n        value: shared\n")
             };
-            let text = format!("apiVersion: policy.bucketgate.dev/v1alpha1\nkind: BucketPolicy\nmetadata:\n  name: p{i}\nspec:\n  mode: warn\n  match:\n    kinds: [Bucket]\n{body}");
-            (PathBuf::from(format!("p{i}.yaml")), text)
+            bucket_policy(&format!("p{i}"), &body)
         })
         .collect();
     load::compile(&files).unwrap_or_else(|e| panic!("{e:?}"))
@@ -40,14 +39,19 @@ pub fn policies(n: usize) -> PolicySet {
 /// compiles again for every value it tests.
 pub fn label_policy(filter: bool) -> PolicySet {
     let check = if filter {
-        "    - path: \"$.object.metadata.labels[?!match(@, '[a-z-]+')]\"\n      forbidden: true\n"
+        "  validate:\n    - path: \"$.object.metadata.labels[?!match(@, '[a-z-]+')]\"\n      forbidden: true\n"
     } else {
-        "    - path: $.object.metadata.labels.*\n      pattern: '^[a-z-]+$'\n"
+        "  validate:\n    - path: $.object.metadata.labels.*\n      pattern: '^[a-z-]+$'\n"
     };
+    load::compile(&[bucket_policy("labels", check)]).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// The file of a policy named `name` that warns on Buckets, with `spec` lines `body`.
+fn bucket_policy(name: &str, body: &str) -> (PathBuf, String) {
     let text = format!(
-        "apiVersion: policy.bucketgate.dev/v1alpha1\nkind: BucketPolicy\nmetadata:\n  name: labels\nspec:\n  mode: warn\n  match:\n    kinds: [Bucket]\n  validate:\n{check}"
+        "apiVersion: policy.bucketgate.dev/v1alpha1\nkind: BucketPolicy\nmetadata:\n  name: {name}\nspec:\n  mode: warn\n  match:\n    kinds: [Bucket]\n{body}"
     );
-    load::compile(&[(PathBuf::from("labels.yaml"), text)]).unwrap_or_else(|e| panic!("{e:?}"))
+    (PathBuf::from(format!("{name}.yaml")), text)
 }
 
 /// One decision, decoded body to encoded answer.
