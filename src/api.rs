@@ -327,6 +327,11 @@ impl Bucket {
         self.status.as_ref().and_then(|s| s.phase)
     }
 
+    /// The BucketContent its status names: the one it is bound to, or was until a failure.
+    pub fn status_content(&self) -> Option<&str> {
+        self.status.as_ref()?.bucket_content_name.as_deref()
+    }
+
     /// The condition of type `type_` in the status, if there is one.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)

@@ -208,8 +208,7 @@ impl Context<'_> {
     }
 
     fn bucket_delete_advice(&self, old: &Bucket, verdict: &mut Verdict) {
-        let content =
-            old.status.as_ref().and_then(|s| s.bucket_content_name.as_deref()).and_then(|n| self.catalog.content(n));
+        let content = old.status_content().and_then(|n| self.catalog.content(n));
         if let Some(content) = content {
             let greenfield_owner = old.spec.bucket_content_name.is_none();
             if greenfield_owner && content.spec.release_policy.unwrap_or_default() == ReleasePolicy::Delete {

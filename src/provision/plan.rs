@@ -238,7 +238,7 @@ pub fn revoked_message(bucket: &Bucket, content: &BucketContent, namespace: &str
 /// names a content already, so that a Bucket bound again after a failure is not counted a
 /// second time, with its age.
 pub fn time_to_bound(bucket: &Bucket, now: jiff::Timestamp) -> Option<std::time::Duration> {
-    if bucket.status.as_ref().is_some_and(|s| s.bucket_content_name.is_some()) {
+    if bucket.status_content().is_some() {
         return None;
     }
     let created = bucket.metadata.creation_timestamp.as_ref()?.0;

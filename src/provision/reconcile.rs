@@ -182,7 +182,7 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
     };
     // Admission refuses these too; a content deleted or released since, or while the webhook
     // was away, is not bound now.
-    let bound_before = bucket.status.as_ref().and_then(|s| s.bucket_content_name.as_deref()) == Some(name);
+    let bound_before = bucket.status_content() == Some(name);
     if let Some(closed) = content.closed_to_binding().filter(|_| !bound_before) {
         let (reason, message) = match closed {
             ClosedToBinding::Deleting => {
@@ -287,10 +287,9 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
     let forced = bucket.annotations().get(FORCE_RELEASE_ANNOTATION).map(String::as_str) == Some("true");
     let contents: Api<BucketContent> = Api::all(ctx.client.clone());
     let content_name = bucket
-        .status
-        .as_ref()
-        .and_then(|s| s.bucket_content_name.clone())
-        .or_else(|| bucket.spec.bucket_content_name.clone())
+        .status_content()
+        .or(bucket.spec.bucket_content_name.as_deref())
+        .map(str::to_string)
         .unwrap_or_else(|| crate::naming::content_name_for(&bucket.uid().unwrap_or_default()));
     if let Some(content) = contents.get_opt(&content_name).await? {
         if !ctx.drives(content.spec.provisioner()) {
@@ -391,10 +390,7 @@ async fn bound_to(name: &str, ctx: &Context) -> Result<Vec<String>, Error> {
     }
     let mut bound: Vec<String> = buckets
         .iter()
-        .filter(|b| {
-            b.status.as_ref().and_then(|s| s.bucket_content_name.as_deref()) == Some(name)
-                || b.spec.bucket_content_name.as_deref() == Some(name)
-        })
+        .filter(|b| b.status_content() == Some(name) || b.spec.bucket_content_name.as_deref() == Some(name))
         .map(|b| format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any()))
         .collect();
     bound.sort();
