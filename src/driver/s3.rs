@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, timeout::TimeoutConfig};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -97,6 +97,12 @@ impl S3Driver {
     }
 }
 
+/// An object the store would not delete, and its error code.
+struct Refused {
+    text: String,
+    code: String,
+}
+
 /// Sorts an SDK error into retry or give up, keeping the store's own words.
 fn classify<E, R>(what: &str, error: SdkError<E, R>) -> DriverError
 where
@@ -108,22 +114,40 @@ where
             let code = service.err().code().unwrap_or("Unknown");
             let message = service.err().message().unwrap_or_default();
             let text = format!("{what}: {code}: {message}");
-            match code {
-                "InvalidAccessKeyId"
-                | "SignatureDoesNotMatch"
-                | "AccessDenied"
-                | "InvalidBucketName"
-                | "BucketAlreadyExists"
-                | "InvalidClientTokenId"
-                | "MalformedPolicyDocument" => DriverError::Permanent(text),
-                _ => DriverError::Transient(text),
-            }
+            if permanent(code) { DriverError::Permanent(text) } else { DriverError::Transient(text) }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             DriverError::Transient(format!("{what}: the store did not answer: {}", error_chain(&error)))
         }
         _ => DriverError::Transient(format!("{what}: {}", error_chain(&error))),
     }
+}
+
+/// Store error codes that no retry can help with.
+fn permanent(code: &str) -> bool {
+    matches!(
+        code,
+        "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "AccessDenied"
+            | "InvalidBucketName"
+            | "BucketAlreadyExists"
+            | "InvalidClientTokenId"
+            | "MalformedPolicyDocument"
+            | "IllegalLocationConstraintException"
+            | "InvalidLocationConstraint"
+    )
+}
+
+/// Where CreateBucket asks for the bucket. AWS makes buckets in us-east-1 unless told,
+/// refuses a request to another region's endpoint that does not say its region
+/// (IllegalLocationConstraintException), and refuses `us-east-1` said outright; other
+/// stores follow it (Ceph RGW matches the constraint against its zonegroup's name).
+fn location(region: &str) -> Option<CreateBucketConfiguration> {
+    if region.is_empty() || region == "us-east-1" {
+        return None;
+    }
+    Some(CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region)).build())
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -185,11 +209,21 @@ impl Driver for S3Driver {
             Err(error) if matches!(status(&error), Some(403 | 404)) => {}
             Err(error) => return Err(classify("checking the bucket", error)),
         }
-        match self.s3.create_bucket().bucket(name).send().await {
+        let create = self.s3.create_bucket().bucket(name);
+        match create.set_create_bucket_configuration(location(&self.settings.region)).send().await {
             Ok(_) => Ok(self.connection(name)),
             Err(error) if code(&error) == Some("BucketAlreadyOwnedByYou") => Ok(self.connection(name)),
             Err(error) if code(&error) == Some("BucketAlreadyExists") => {
                 Err(DriverError::Permanent(format!("bucket name {name:?} is taken by another owner of the store")))
+            }
+            Err(error)
+                if matches!(code(&error), Some("IllegalLocationConstraintException" | "InvalidLocationConstraint")) =>
+            {
+                Err(DriverError::Permanent(format!(
+                    "{}: the store is not in region {:?}: set the provisioner's region in bucketgate-config to the store's",
+                    classify("creating the bucket", error),
+                    self.settings.region
+                )))
             }
             Err(error) => Err(classify("creating the bucket", error)),
         }
@@ -198,35 +232,7 @@ impl Driver for S3Driver {
     async fn delete_bucket(&self, name: &str) -> Result<(), DriverError> {
         // Empty it first: S3 deletes only empty buckets, and the KEP's Delete destroys the
         // contents too.
-        let mut pages = self.s3.list_objects_v2().bucket(name).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(page) => page,
-                Err(error) if code(&error) == Some("NoSuchBucket") => return Ok(()),
-                Err(error) => return Err(classify("listing the bucket's objects", error)),
-            };
-            let keys: Vec<ObjectIdentifier> = page
-                .contents()
-                .iter()
-                .filter_map(|object| object.key())
-                .filter_map(|key| ObjectIdentifier::builder().key(key).build().ok())
-                .collect();
-            if keys.is_empty() {
-                continue;
-            }
-            let delete = Delete::builder()
-                .set_objects(Some(keys))
-                .quiet(true)
-                .build()
-                .map_err(|e| DriverError::Permanent(format!("deleting objects: {e}")))?;
-            self.s3
-                .delete_objects()
-                .bucket(name)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(|error| classify("deleting the bucket's objects", error))?;
-        }
+        self.empty_bucket(name).await?;
         match self.s3.delete_bucket().bucket(name).send().await {
             Ok(_) => Ok(()),
             Err(error) if code(&error) == Some("NoSuchBucket") => Ok(()),
@@ -287,6 +293,137 @@ impl Driver for S3Driver {
 }
 
 impl S3Driver {
+    /// Removes everything a bucket holds, so that the store lets it be deleted: unfinished
+    /// multipart uploads (Ceph RGW refuses to delete a bucket that has one), and every
+    /// version and delete marker of every object (a versioned bucket is empty only without
+    /// them). Deletes what it can and then names what it could not (an object lock's
+    /// retention, say). A bucket that is gone has nothing to empty.
+    pub async fn empty_bucket(&self, name: &str) -> Result<(), DriverError> {
+        self.abort_uploads(name).await?;
+        let mut refused = Vec::new();
+        if !self.delete_versions(name, &mut refused).await? {
+            self.delete_current_objects(name, &mut refused).await?;
+        }
+        match refused.len() {
+            0 => Ok(()),
+            n => {
+                let shown: Vec<&str> = refused.iter().take(3).map(|r| r.text.as_str()).collect();
+                let more = if n > 3 { format!("; and {} more", n - 3) } else { String::new() };
+                let text =
+                    format!("deleting the bucket's objects: {n} could not be deleted: {}{more}", shown.join("; "));
+                Err(if refused.iter().any(|r| permanent(&r.code)) {
+                    DriverError::Permanent(text)
+                } else {
+                    DriverError::Transient(text)
+                })
+            }
+        }
+    }
+
+    async fn abort_uploads(&self, bucket: &str) -> Result<(), DriverError> {
+        let (mut key_marker, mut upload_marker) = (None, None);
+        loop {
+            let list = self.s3.list_multipart_uploads().bucket(bucket);
+            let page = match list.set_key_marker(key_marker).set_upload_id_marker(upload_marker).send().await {
+                Ok(page) => page,
+                Err(error) if matches!(code(&error), Some("NoSuchBucket" | "NotImplemented")) => return Ok(()),
+                Err(error) => return Err(classify("listing the bucket's unfinished uploads", error)),
+            };
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else { continue };
+                match self.s3.abort_multipart_upload().bucket(bucket).key(key).upload_id(id).send().await {
+                    Ok(_) => {}
+                    Err(error) if code(&error) == Some("NoSuchUpload") => {}
+                    Err(error) => return Err(classify("aborting an unfinished upload", error)),
+                }
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            upload_marker = page.next_upload_id_marker().map(str::to_string);
+            if page.is_truncated() != Some(true) || (key_marker.is_none() && upload_marker.is_none()) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Deletes every object version and delete marker. False when the store keeps no
+    /// versions to list (its ListObjectVersions is not implemented).
+    async fn delete_versions(&self, bucket: &str, refused: &mut Vec<Refused>) -> Result<bool, DriverError> {
+        let (mut key_marker, mut version_marker) = (None, None);
+        loop {
+            let list = self.s3.list_object_versions().bucket(bucket);
+            let page = match list.set_key_marker(key_marker).set_version_id_marker(version_marker).send().await {
+                Ok(page) => page,
+                Err(error) if code(&error) == Some("NoSuchBucket") => return Ok(true),
+                Err(error) if code(&error) == Some("NotImplemented") => return Ok(false),
+                Err(error) => return Err(classify("listing the bucket's object versions", error)),
+            };
+            let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
+            let objects = versions
+                .chain(markers)
+                .filter_map(|(key, version)| {
+                    ObjectIdentifier::builder().key(key?).set_version_id(version.map(str::to_string)).build().ok()
+                })
+                .collect();
+            self.delete_objects(bucket, objects, refused).await?;
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if page.is_truncated() != Some(true) || (key_marker.is_none() && version_marker.is_none()) {
+                return Ok(true);
+            }
+        }
+    }
+
+    async fn delete_current_objects(&self, bucket: &str, refused: &mut Vec<Refused>) -> Result<(), DriverError> {
+        let mut pages = self.s3.list_objects_v2().bucket(bucket).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(error) if code(&error) == Some("NoSuchBucket") => return Ok(()),
+                Err(error) => return Err(classify("listing the bucket's objects", error)),
+            };
+            let objects = (page.contents().iter())
+                .filter_map(|object| ObjectIdentifier::builder().key(object.key()?).build().ok())
+                .collect();
+            self.delete_objects(bucket, objects, refused).await?;
+        }
+        Ok(())
+    }
+
+    /// One DeleteObjects call (a listing's page holds at most the 1,000 it takes). The
+    /// store answers for each object; those it refused are added to `refused`.
+    async fn delete_objects(
+        &self,
+        bucket: &str,
+        objects: Vec<ObjectIdentifier>,
+        refused: &mut Vec<Refused>,
+    ) -> Result<(), DriverError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| DriverError::Permanent(format!("deleting objects: {e}")))?;
+        let output = match self.s3.delete_objects().bucket(bucket).delete(delete).send().await {
+            Ok(output) => output,
+            Err(error) if code(&error) == Some("NoSuchBucket") => return Ok(()),
+            Err(error) => return Err(classify("deleting the bucket's objects", error)),
+        };
+        for error in output.errors() {
+            let version = error.version_id().map(|v| format!(" (version {v})")).unwrap_or_default();
+            let code = error.code().unwrap_or("Unknown").to_string();
+            let text = format!(
+                "{:?}{version}: {code}: {}",
+                error.key().unwrap_or_default(),
+                error.message().unwrap_or_default()
+            );
+            refused.push(Refused { text, code });
+        }
+        Ok(())
+    }
+
     async fn delete_keys(&self, iam: &aws_sdk_iam::Client, user: &str) -> Result<(), DriverError> {
         let keys = match iam.list_access_keys().user_name(user).send().await {
             Ok(keys) => keys,
@@ -303,5 +440,20 @@ impl S3Driver {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_outside_us_east_1_say_where_they_go() {
+        assert_eq!(location("us-east-1"), None, "AWS refuses us-east-1 said outright");
+        assert_eq!(location(""), None);
+        let eu = location("eu-west-1").expect("a constraint");
+        assert_eq!(eu.location_constraint().map(|c| c.as_str()), Some("eu-west-1"));
+        let rgw = location("my-zonegroup").expect("a constraint");
+        assert_eq!(rgw.location_constraint().map(|c| c.as_str()), Some("my-zonegroup"));
     }
 }
