@@ -90,6 +90,8 @@ pub fn check_dns1123_label(value: &str) -> Result<(), String> {
 /// Class parameters naming the Secret with the provisioner's credentials (the KEP's).
 pub const SECRET_NAME_PARAMETER: &str = "cosi.io/provisioner-secret-name";
 pub const SECRET_NAMESPACE_PARAMETER: &str = "cosi.io/provisioner-secret-namespace";
+/// The class parameters the S3 driver reads: only the provisioner Secret's.
+pub const DRIVER_PARAMETERS: [&str; 2] = [SECRET_NAME_PARAMETER, SECRET_NAMESPACE_PARAMETER];
 /// What the KEP's templating of those parameters replaces, as CSI's Secret templating does.
 const TEMPLATE_TOKENS: [&str; 2] = ["${bucket.name}", "${bucket.namespace}"];
 

@@ -414,6 +414,34 @@ fn provisioner_secret_parameters_are_judged_at_creation() {
     assert!(verdict.errors.iter().all(|e| !e.contains("not replaced")), "{verdict:?}");
 }
 
+/// A class carrying the `region` of a Rook or lib-bucket-provisioner StorageClass would get
+/// buckets in the configured region without a word: the warning says where the region comes from.
+#[test]
+fn class_parameters_the_driver_does_not_read_are_warned_about() {
+    let driving: Config = serde_saphyr::from_str(&format!(
+        "provisioners: [{{name: {SERVED}, s3: {{endpoint: 'http://rgw.example', region: eu-west-1}}}}, {{name: other.example.com}}]"
+    ))
+    .unwrap();
+    let judge = |provisioner: &str, parameters: Value| {
+        let mut object = serde_json::to_value(class("new", provisioner, false, &["s3"])).unwrap();
+        object["parameters"] = parameters;
+        let req = request("BucketClass", "CREATE", None, object, Value::Null);
+        validate::validate(Kind::named("BucketClass").unwrap(), &req, &standard(), &driving)
+    };
+    let verdict = judge(SERVED, json!({"region": "us-west-2", "objectStoreName": "my-store"}));
+    assert!(verdict.errors.is_empty(), "a warning, not a refusal: {verdict:?}");
+    let warning = verdict.warnings.iter().find(|w| w.contains("not read")).expect("a warning");
+    assert!(warning.contains(r#"["objectStoreName", "region"] are not read by bucketgate's S3 driver"#), "{warning}");
+    assert!(warning.contains(r#""http://rgw.example", region "eu-west-1""#), "{warning}");
+
+    let secret = json!({"cosi.io/provisioner-secret-name": "admin", "cosi.io/provisioner-secret-namespace": "s3"});
+    let verdict = judge(SERVED, secret);
+    assert!(verdict.warnings.iter().all(|w| !w.contains("not read")), "{verdict:?}");
+    // Another controller's parameters are its own business.
+    let verdict = judge("other.example.com", json!({"region": "us-west-2"}));
+    assert!(verdict.warnings.iter().all(|w| !w.contains("not read")), "{verdict:?}");
+}
+
 #[test]
 fn static_contents_must_retain_and_name_their_bucket() {
     let object = serde_json::to_value(content("c", json!({"provisioner": "", "releasePolicy": "Delete",

@@ -15,7 +15,9 @@ use crate::api::{
 };
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::naming::{check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters};
+use crate::naming::{
+    DRIVER_PARAMETERS, check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters,
+};
 
 pub fn validate(kind: Kind, req: &Request, catalog: &Catalog, config: &Config) -> Verdict {
     let mut verdict = Verdict::default();
@@ -225,6 +227,7 @@ impl Context<'_> {
             (Operation::Create, Some(new), _) => {
                 self.class_fields(new, verdict);
                 self.secret_parameters(new.spec.provisioner(), &new.spec.parameters, verdict);
+                self.unread_parameters(new.spec.provisioner(), &new.spec.parameters, verdict);
             }
             (Operation::Update, Some(new), Some(old)) => {
                 let (n, o) = (&new.spec, &old.spec);
@@ -425,6 +428,23 @@ impl Context<'_> {
         let driven = self.config.has_driver(provisioner);
         for problem in check_secret_parameters(parameters) {
             if driven { verdict.deny(problem) } else { verdict.warn(problem) }
+        }
+    }
+
+    /// Parameters that the S3 driver does not read, such as the `region` of Rook's and
+    /// lib-bucket-provisioner's classes: they would be copied into every BucketContent and
+    /// silently do nothing, while the store's region and endpoint come from the configuration.
+    fn unread_parameters(&self, provisioner: &str, parameters: &BTreeMap<String, String>, verdict: &mut Verdict) {
+        let Some(s3) = self.config.provisioner(provisioner).and_then(|p| p.s3.as_ref()) else { return };
+        let unread: Vec<&str> =
+            parameters.keys().map(String::as_str).filter(|key| !DRIVER_PARAMETERS.contains(key)).collect();
+        if !unread.is_empty() {
+            verdict.warn(format!(
+                "parameters {unread:?} are not read by bucketgate's S3 driver, which reads only {DRIVER_PARAMETERS:?} \
+                 and takes the store's endpoint and region from bucketgate-config (for {provisioner:?}: {:?}, \
+                 region {:?}): they are copied into each BucketContent and change nothing",
+                s3.endpoint, s3.region
+            ));
         }
     }
 
