@@ -127,6 +127,17 @@ fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ct
     Action::requeue(delay)
 }
 
+/// A Bucket whose revocation its status records already waits only for its deletion,
+/// which its watch brings: nothing else can change it, and looking again every five minutes
+/// would only repeat its Event and log line. One that does not record it yet (its status
+/// could not be written) is looked at again as any failure is.
+fn bucket_error_policy(bucket: Arc<Bucket>, error: &Error, ctx: Arc<Context>) -> Action {
+    if matches!(error, Error::AccessRevoked(_)) && plan::access_revoked(&bucket) {
+        return Action::await_change();
+    }
+    error_policy(bucket, error, ctx)
+}
+
 async fn reconcile_bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
     let result = reconcile::bucket(bucket.clone(), ctx.clone()).await;
     ctx.metrics.reconciled("Bucket", outcome(&result));
@@ -219,7 +230,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             let content = content.name_any();
             refs(for_contents.state_filter(|bucket| plan::binds_content(bucket, &content)))
         })
-        .run(reconcile_bucket, error_policy, ctx.clone())
+        .run(reconcile_bucket, bucket_error_policy, ctx.clone())
         .for_each(|result| report("Bucket", result));
     let contents = Controller::for_shared_stream(for_content_controller, contents_store)
         .run(reconcile_content, error_policy, ctx)

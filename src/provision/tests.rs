@@ -571,6 +571,10 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
     let error = finish(reconciling).await.unwrap_err();
     assert!(error.is_permanent());
     assert_eq!(*driver.calls.lock().unwrap(), [format!("revoke {UID}")]);
+    // Its status did not record the revocation when it was looked at: looked at again.
+    let looked_at: Bucket = serde_json::from_value(shown.clone()).unwrap();
+    let action = super::bucket_error_policy(Arc::new(looked_at), &error, ctx.clone());
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
 
     // Looked at again, still not listed: revoked already, so the store is not asked again.
     // (Without Events from here: the recorder would patch the first one as a series.)
@@ -583,8 +587,11 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
     api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("ns-uid"))).await;
     let again = expect_bucket_status(&mut api, revoked.clone()).await;
     assert_eq!(again["status"]["conditions"][0]["reason"], "AccessRevoked");
-    assert!(finish(reconciling).await.is_err());
+    let error = finish(reconciling).await.unwrap_err();
     assert_eq!(driver.calls.lock().unwrap().len(), 1);
+    // Recorded now: it waits for its deletion rather than being looked at every 5 minutes.
+    let looked_at: Bucket = serde_json::from_value(revoked.clone()).unwrap();
+    assert_eq!(super::bucket_error_policy(Arc::new(looked_at), &error, ctx.clone()), Action::await_change());
 
     // A look that fails on the way (the namespace read answered 404): Ready says Retrying,
     // and the revocation is kept.
