@@ -136,6 +136,9 @@ fn permanent(code: &str) -> bool {
             | "MalformedPolicyDocument"
             | "IllegalLocationConstraintException"
             | "InvalidLocationConstraint"
+            // A store without the operation: S3's code, and the IAM Query API's.
+            | "NotImplemented"
+            | "InvalidAction"
     )
 }
 
@@ -248,6 +251,13 @@ impl Driver for S3Driver {
         match iam.create_user().user_name(&user).send().await {
             Ok(_) => {}
             Err(error) if code(&error) == Some("EntityAlreadyExists") => {}
+            Err(error) if matches!(code(&error), Some("NotImplemented" | "InvalidAction")) => {
+                return Err(DriverError::Permanent(format!(
+                    "{}: the store has no IAM API for users (Ceph RGW has one from Squid on, for an account's root \
+                     user): remove iam from this provisioner's configuration to hand out the provisioner's key instead",
+                    classify("creating the IAM user", error)
+                )));
+            }
             Err(error) => return Err(classify("creating the IAM user", error)),
         }
         iam.put_user_policy()
@@ -446,6 +456,16 @@ impl S3Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_without_the_operation_is_not_asked_again_and_again() {
+        for code in ["NotImplemented", "InvalidAction", "AccessDenied", "IllegalLocationConstraintException"] {
+            assert!(permanent(code), "{code}");
+        }
+        for code in ["SlowDown", "InternalError", "ServiceUnavailable", "BucketNotEmpty"] {
+            assert!(!permanent(code), "{code}");
+        }
+    }
 
     #[test]
     fn buckets_outside_us_east_1_say_where_they_go() {
