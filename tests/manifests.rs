@@ -338,7 +338,7 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
     let lease: Role = serde_json::from_value(find(&objects, "Role", "bucketgate-leader-election").clone()).unwrap();
     let rule = &lease.rules.unwrap()[0];
     assert_eq!(rule.resources.as_deref(), Some(&["leases".to_string()][..]));
-    assert_eq!(rule.verbs, ["get", "create", "patch"]);
+    assert_eq!(rule.verbs, ["get", "create", "patch", "list", "watch"]);
 }
 
 #[test]

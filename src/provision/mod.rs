@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -257,11 +258,16 @@ fn refs(buckets: Vec<Arc<Bucket>>) -> Vec<reflector::ObjectRef<Bucket>> {
     buckets.iter().map(|bucket| reflector::ObjectRef::from_obj(bucket.as_ref())).collect()
 }
 
+/// The Lease whose holder runs the provisioning loop.
+pub const LEASE: &str = "bucketgate-provisioner";
+
 /// Leader election around the controllers: they run while this replica holds the Lease.
 ///
 /// When `shutdown` completes the controllers stop and the Lease is released rather than
-/// left to expire, so that another replica can take over sooner: a rollout then holds up
-/// the Buckets created during it for less time.
+/// left to expire. A follower takes a released Lease at once: kube-lease-manager looks
+/// again only when the Lease it last read expires (up to 15 s on), so a follower also
+/// watches the Lease and, when it sees it released, starts a new manager, which reads it
+/// afresh. A rollout then holds up the Buckets created during it for a moment, not 15 s.
 pub async fn run(
     client: Client,
     config: Config,
@@ -276,48 +282,79 @@ pub async fn run(
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "bucketgate".into(), instance: Some(identity.clone()) });
     let ctx = Arc::new(Context::new(client.clone(), config, Some(recorder), s3_drivers(), metrics.clone()));
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, "bucketgate-provisioner")
-        .with_namespace(lease_namespace)
-        .with_identity(identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await?;
-    let (mut leading, lease) = manager.watch().await;
+    let mut released = std::pin::pin!(released(Api::namespaced(client.clone(), &lease_namespace)));
     let mut running: Option<tokio::task::JoinHandle<()>> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let leader = *leading.borrow_and_update();
-        match (leader, running.is_some()) {
-            (true, false) => {
-                tracing::info!("leading: the provisioning loop runs on this replica");
-                running = Some(tokio::spawn(run_controllers(ctx.clone())));
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE)
+            .with_namespace(&lease_namespace)
+            .with_identity(&identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await?;
+        let (mut leading, lease) = manager.watch().await;
+        let retake = loop {
+            let leader = *leading.borrow_and_update();
+            match (leader, running.is_some()) {
+                (true, false) => {
+                    tracing::info!("leading: the provisioning loop runs on this replica");
+                    running = Some(tokio::spawn(run_controllers(ctx.clone())));
+                }
+                (false, true) => {
+                    tracing::info!("no longer leading: the provisioning loop stops on this replica");
+                    if let Some(task) = running.take() {
+                        task.abort();
+                    }
+                }
+                _ => {}
             }
-            (false, true) => {
-                tracing::info!("no longer leading: the provisioning loop stops on this replica");
-                if let Some(task) = running.take() {
-                    task.abort();
+            metrics.leader.set(i64::from(running.is_some()));
+            tokio::select! {
+                changed = leading.changed() => if changed.is_err() { break false },
+                Some(()) = released.next(), if running.is_none() => break true,
+                () = &mut shutdown => {
+                    tracing::info!("shutting down: the provisioning loop stops and the Lease is released");
+                    break false;
                 }
             }
-            _ => {}
+        };
+        if retake {
+            // A follower holds nothing to release: its manager is stopped where it waits.
+            // (Dropping its channel would make it release the Lease, which another replica
+            // may have taken in the meantime.)
+            lease.abort();
+            let _ = lease.await;
+            continue;
         }
-        metrics.leader.set(i64::from(running.is_some()));
-        tokio::select! {
-            changed = leading.changed() => if changed.is_err() { break },
-            () = &mut shutdown => {
-                tracing::info!("shutting down: the provisioning loop stops and the Lease is released");
-                break;
+        if let Some(task) = running.take() {
+            task.abort();
+        }
+        metrics.leader.set(0);
+        // The manager releases the Lease once nobody listens to it any more.
+        drop(leading);
+        lease.await??;
+        return Ok(());
+    }
+}
+
+/// An item each time the Lease is seen without a holder (released, or not yet taken).
+fn released(leases: Api<Lease>) -> impl futures::Stream<Item = ()> + Send {
+    watcher(leases, watcher::Config::default().fields(&format!("metadata.name={LEASE}")))
+        .default_backoff()
+        .applied_objects()
+        .filter_map(|lease| async move {
+            match lease {
+                Ok(lease) => {
+                    lease.spec.is_none_or(|spec| spec.holder_identity.is_none_or(|h| h.is_empty())).then_some(())
+                }
+                Err(error) => {
+                    // The manager still takes the Lease when it expires.
+                    watch_failed("Lease", Some(error)).await;
+                    None
+                }
             }
-        }
-    }
-    if let Some(task) = running.take() {
-        task.abort();
-    }
-    metrics.leader.set(0);
-    // The manager releases the Lease once nobody listens to it any more.
-    drop(leading);
-    lease.await??;
-    Ok(())
+        })
 }
 
 #[cfg(test)]

@@ -801,7 +801,7 @@ impl Cluster {
                 send.send_response(failure(StatusCode::FORBIDDEN, "Forbidden", &format!("{path} is forbidden")));
                 continue;
             }
-            if path.contains("/leases") {
+            if path.contains("/leases") && verb != "watch" {
                 send.send_response(self.lease_reply(&verb, &body));
                 continue;
             }
@@ -841,6 +841,12 @@ impl Cluster {
             }
             ("patch", Some(current)) => json_patch::merge(current, body),
             ("get", Some(_)) => {}
+            ("list", current) => {
+                let items: Vec<Value> = current.iter().map(|lease| (*lease).clone()).collect();
+                let list =
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items});
+                return Response::new(Body::from(serde_json::to_vec(&list).unwrap()));
+            }
             _ => return failure(StatusCode::NOT_FOUND, "NotFound", "not found"),
         }
         Response::new(Body::from(serde_json::to_vec(lease.as_ref().unwrap()).unwrap()))
@@ -975,6 +981,74 @@ async fn shutting_down_stops_the_loop_and_releases_the_lease() {
     stopped.expect("the loop stops at once on shutdown").unwrap().unwrap();
     assert_eq!(cluster.lease_holder(), None, "released, not left to expire: {:?}", cluster.lease.lock().unwrap());
     assert_eq!((metrics.provisioning_enabled.get(), metrics.leader.get()), (1, 0));
+}
+
+/// A rollout: the leader releases the Lease as it stops, and a follower, which had read it
+/// renewed a moment before, takes it at once rather than when that reading would expire.
+#[tokio::test]
+async fn a_follower_takes_a_released_lease_at_once() {
+    let cluster = Arc::new(Cluster::default());
+    let renewed = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let held = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": LEASE, "namespace": "bucketgate-system", "resourceVersion": "1"},
+        "spec": {"holderIdentity": "replica-a", "leaseDurationSeconds": 15, "acquireTime": renewed, "renewTime": renewed}});
+    *cluster.lease.lock().unwrap() = Some(held.clone());
+    let client = cluster.start(vec![]);
+    let metrics = Arc::new(Metrics::default());
+    let following = tokio::spawn(run(
+        client,
+        test_config(),
+        "bucketgate-system".into(),
+        "replica-b".into(),
+        metrics.clone(),
+        std::future::pending(),
+    ));
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/bucketgate-system/leases";
+    cluster.wait_for("the follower to watch the Lease", |seen| seen.iter().any(|s| s.watches(leases))).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(cluster.lease_holder().as_deref(), Some("replica-a"), "a held Lease is left alone");
+    assert_eq!(metrics.leader.get(), 0);
+
+    // replica-a stops and releases it, as kube-lease-manager does.
+    let release =
+        json!({"spec": {"holderIdentity": null, "acquireTime": null, "renewTime": null, "leaseDurationSeconds": null}});
+    let mut released = held;
+    json_patch::merge(&mut released, &release);
+    released["metadata"]["resourceVersion"] = "2".into();
+    *cluster.lease.lock().unwrap() = Some(released.clone());
+    cluster.deliver(leases, &[json!({"type": "MODIFIED", "object": released})]);
+    cluster
+        .wait_for("the follower to lead (5 s, against the 15 s its last reading had left)", |seen| {
+            seen.iter().any(|s| s.watches("/apis/cosi.io/v1alpha1/buckets"))
+        })
+        .await;
+    assert_eq!(cluster.lease_holder().as_deref(), Some("replica-b"));
+    assert_eq!(metrics.leader.get(), 1);
+    following.abort();
+
+    let seen = cluster.seen.lock().unwrap().clone();
+    let watch = seen.iter().find(|s| s.watches(leases)).unwrap();
+    assert!(watch.uri.contains(&format!("fieldSelector=metadata.name%3D{LEASE}")), "only its own Lease: {}", watch.uri);
+    for request in seen.iter().filter(|s| s.uri.contains("/leases")) {
+        assert!(
+            lease_allowed_by_rbac(&request.method, &request.uri),
+            "RBAC does not allow {} {}",
+            request.method,
+            request.uri
+        );
+    }
+}
+
+/// Whether the leader-election Role in manifests/base/rbac.yaml allows a Lease request.
+fn lease_allowed_by_rbac(method: &str, uri: &str) -> bool {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/rbac.yaml")).unwrap();
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let role = documents.iter().find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "bucketgate-leader-election");
+    let (group, resource, verb) = rbac_request(method, uri);
+    role.unwrap()["rules"].as_array().unwrap().iter().any(|rule| {
+        let has = |field: &str, want: &str| rule[field].as_array().unwrap().iter().any(|v| v == want);
+        has("apiGroups", &group) && has("resources", &resource) && has("verbs", &verb)
+    })
 }
 
 /// Lines logged on this thread while the returned guard lives.
