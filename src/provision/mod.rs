@@ -286,13 +286,9 @@ pub async fn run(
     let mut running: Option<tokio::task::JoinHandle<()>> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE)
-            .with_namespace(&lease_namespace)
-            .with_identity(&identity)
-            .with_duration(15)
-            .with_grace(5)
-            .build()
-            .await?;
+        let Some(manager) = lease_manager(&client, &lease_namespace, &identity, shutdown.as_mut()).await else {
+            return Ok(());
+        };
         let (mut leading, lease) = manager.watch().await;
         let retake = loop {
             let leader = *leading.borrow_and_update();
@@ -335,6 +331,36 @@ pub async fn run(
         drop(leading);
         lease.await??;
         return Ok(());
+    }
+}
+
+/// A manager of the Lease, once the API server lets it read the Lease; `None` when shutdown
+/// comes first. Not reading it is retried, as the watches retry: a replica that started
+/// while the API server was away, or before its Role was granted, would otherwise never
+/// provision while it went on answering admission.
+async fn lease_manager(
+    client: &Client,
+    namespace: &str,
+    identity: &str,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<kube_lease_manager::LeaseManager> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let built = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE)
+            .with_namespace(namespace)
+            .with_identity(identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await;
+        match built {
+            Ok(manager) => return Some(manager),
+            Err(error) => tracing::warn!(%error, retry_in = ?wait, "cannot read the provisioning Lease"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => wait = (wait * 2).min(Duration::from_secs(30)),
+            () = shutdown.as_mut() => return None,
+        }
     }
 }
 

@@ -1039,6 +1039,36 @@ async fn a_follower_takes_a_released_lease_at_once() {
     }
 }
 
+/// A replica that cannot read the Lease at first (the API server away, its Role not yet
+/// granted) keeps trying, rather than answering admission without ever provisioning.
+#[tokio::test]
+async fn a_lease_that_cannot_be_read_at_first_is_tried_again() {
+    let cluster = Arc::new(Cluster::default());
+    let lease = format!("/apis/coordination.k8s.io/v1/namespaces/bucketgate-system/leases/{LEASE}");
+    cluster.forbidden.lock().unwrap().push(lease.clone());
+    let client = cluster.start(vec![]);
+    let metrics = Arc::new(Metrics::default());
+    let replica = tokio::spawn(run(
+        client,
+        test_config(),
+        "bucketgate-system".into(),
+        "replica-a".into(),
+        metrics.clone(),
+        std::future::pending(),
+    ));
+    cluster.wait_for("a first try", |seen| seen.iter().any(|s| s.uri.starts_with(&lease))).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!replica.is_finished(), "the loop gave up: {:?}", replica.await);
+    cluster.forbidden.lock().unwrap().clear();
+    cluster
+        .wait_for("the loop to lead once the Lease can be read", |seen| {
+            seen.iter().any(|s| s.watches("/apis/cosi.io/v1alpha1/buckets"))
+        })
+        .await;
+    assert_eq!(cluster.lease_holder().as_deref(), Some("replica-a"));
+    replica.abort();
+}
+
 /// Whether the leader-election Role in manifests/base/rbac.yaml allows a Lease request.
 fn lease_allowed_by_rbac(method: &str, uri: &str) -> bool {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/rbac.yaml")).unwrap();
