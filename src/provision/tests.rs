@@ -104,9 +104,15 @@ fn rbac_request(method: &str, uri: &str) -> (String, String, String) {
 
 /// Whether the ClusterRole in manifests/base/rbac.yaml allows the request.
 fn allowed_by_rbac(method: &str, uri: &str) -> bool {
+    granted_by("ClusterRole", method, uri)
+}
+
+/// Whether the role of this kind in manifests/base/rbac.yaml (the ClusterRole, or the Role
+/// for leader election in bucketgate's namespace) allows the request.
+fn granted_by(kind: &str, method: &str, uri: &str) -> bool {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/rbac.yaml")).unwrap();
     let documents: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-    let role = documents.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    let role = documents.iter().find(|d| d["kind"] == kind).unwrap();
     let (group, resource, verb) = rbac_request(method, uri);
     role["rules"].as_array().unwrap().iter().any(|rule| {
         let has = |field: &str, want: &str| rule[field].as_array().unwrap().iter().any(|v| v == want);
@@ -950,6 +956,16 @@ async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it(
     }
 }
 
+/// One replica's leader election and loop, as `bucketgate serve` runs it.
+fn replica(
+    client: Client,
+    identity: &str,
+    metrics: &Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(run(client, test_config(), "bucketgate-system".into(), identity.into(), metrics.clone(), shutdown))
+}
+
 #[tokio::test]
 async fn shutting_down_stops_the_loop_and_releases_the_lease() {
     let cluster = Arc::new(Cluster::default());
@@ -959,14 +975,7 @@ async fn shutting_down_stops_the_loop_and_releases_the_lease() {
     let shutdown = async {
         let _ = stopped.await;
     };
-    let running = tokio::spawn(run(
-        client,
-        test_config(),
-        "bucketgate-system".into(),
-        "replica-a".into(),
-        metrics.clone(),
-        shutdown,
-    ));
+    let running = replica(client, "replica-a", &metrics, shutdown);
 
     cluster
         .wait_for("the loop to lead and watch Buckets", |seen| {
@@ -995,14 +1004,7 @@ async fn a_follower_takes_a_released_lease_at_once() {
     *cluster.lease.lock().unwrap() = Some(held.clone());
     let client = cluster.start(vec![]);
     let metrics = Arc::new(Metrics::default());
-    let following = tokio::spawn(run(
-        client,
-        test_config(),
-        "bucketgate-system".into(),
-        "replica-b".into(),
-        metrics.clone(),
-        std::future::pending(),
-    ));
+    let following = replica(client, "replica-b", &metrics, std::future::pending());
     let leases = "/apis/coordination.k8s.io/v1/namespaces/bucketgate-system/leases";
     cluster.wait_for("the follower to watch the Lease", |seen| seen.iter().any(|s| s.watches(leases))).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -1031,7 +1033,7 @@ async fn a_follower_takes_a_released_lease_at_once() {
     assert!(watch.uri.contains(&format!("fieldSelector=metadata.name%3D{LEASE}")), "only its own Lease: {}", watch.uri);
     for request in seen.iter().filter(|s| s.uri.contains("/leases")) {
         assert!(
-            lease_allowed_by_rbac(&request.method, &request.uri),
+            granted_by("Role", &request.method, &request.uri),
             "RBAC does not allow {} {}",
             request.method,
             request.uri
@@ -1048,14 +1050,7 @@ async fn a_lease_that_cannot_be_read_at_first_is_tried_again() {
     cluster.forbidden.lock().unwrap().push(lease.clone());
     let client = cluster.start(vec![]);
     let metrics = Arc::new(Metrics::default());
-    let replica = tokio::spawn(run(
-        client,
-        test_config(),
-        "bucketgate-system".into(),
-        "replica-a".into(),
-        metrics.clone(),
-        std::future::pending(),
-    ));
+    let replica = replica(client, "replica-a", &metrics, std::future::pending());
     cluster.wait_for("a first try", |seen| seen.iter().any(|s| s.uri.starts_with(&lease))).await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(!replica.is_finished(), "the loop gave up: {:?}", replica.await);
@@ -1067,18 +1062,6 @@ async fn a_lease_that_cannot_be_read_at_first_is_tried_again() {
         .await;
     assert_eq!(cluster.lease_holder().as_deref(), Some("replica-a"));
     replica.abort();
-}
-
-/// Whether the leader-election Role in manifests/base/rbac.yaml allows a Lease request.
-fn lease_allowed_by_rbac(method: &str, uri: &str) -> bool {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/rbac.yaml")).unwrap();
-    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-    let role = documents.iter().find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "bucketgate-leader-election");
-    let (group, resource, verb) = rbac_request(method, uri);
-    role.unwrap()["rules"].as_array().unwrap().iter().any(|rule| {
-        let has = |field: &str, want: &str| rule[field].as_array().unwrap().iter().any(|v| v == want);
-        has("apiGroups", &group) && has("resources", &resource) && has("verbs", &verb)
-    })
 }
 
 /// Lines logged on this thread while the returned guard lives.
