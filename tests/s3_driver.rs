@@ -2,9 +2,16 @@
 //! `bash scripts/test`, which exports BUCKETGATE_S3_ENDPOINT and its admin key.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_smithy_runtime_api::box_error::BoxError;
+use base64::Engine;
+use md5::{Digest, Md5};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockMode, VersioningConfiguration};
+use aws_sdk_s3::types::{BucketVersioningStatus, Delete, ObjectIdentifier, ObjectLockMode, VersioningConfiguration};
 use bucketgate::api::AccessMode;
 use bucketgate::config::{EnvCredentials, IamSettings, S3Settings};
 use bucketgate::driver::s3::S3Driver;
@@ -168,6 +175,55 @@ async fn a_bucket_that_cannot_be_emptied_says_what_is_left_and_why() {
     }
     s3.head_bucket().bucket(&name).send().await.expect("the bucket stays while it holds data");
     assert_eq!(left_in(s3, &name).await, (1, 0, 0), "what could be deleted was: only the locked version is left");
+}
+
+/// A request as sent: its Content-MD5 header and its body.
+type SentRequest = (Option<String>, Vec<u8>);
+
+/// What the client sent.
+#[derive(Debug, Default, Clone)]
+struct Sent(Arc<Mutex<Vec<SentRequest>>>);
+
+impl Intercept for Sent {
+    fn name(&self) -> &'static str {
+        "Sent"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let md5 = request.headers().get("content-md5").map(str::to_string);
+        self.0.lock().unwrap().push((md5, request.body().bytes().unwrap_or_default().to_vec()));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn deleting_objects_says_the_content_md5_older_minio_requires() {
+    let driver = S3Driver::new(&settings(false), admin());
+    let s3 = driver.client();
+    let name = unique("md5");
+    driver.create_bucket(&name).await.unwrap();
+    put(s3, &name, "a").await.unwrap();
+    let sent = Sent::default();
+    let objects = Delete::builder().objects(ObjectIdentifier::builder().key("a").build().unwrap()).build().unwrap();
+    let delete = s3.delete_objects().bucket(&name).delete(objects).customize().interceptor(sent.clone());
+    delete.send().await.expect("the store takes it");
+    let listed = s3.list_objects_v2().bucket(&name).customize().interceptor(sent.clone()).send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(0), "deleted");
+
+    let sent = sent.0.lock().unwrap().clone();
+    let (md5, body) = &sent[0];
+    let expected = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body));
+    assert!(String::from_utf8_lossy(body).contains("<Key>a</Key>"), "the DeleteObjects body");
+    assert_eq!(md5.as_deref(), Some(expected.as_str()), "Content-MD5 of the body as sent");
+    assert_eq!(sent[1].0, None, "only DeleteObjects gets one");
+    driver.delete_bucket(&name).await.unwrap();
 }
 
 #[tokio::test]

@@ -4,12 +4,19 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, timeout::TimeoutConfig};
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_s3::config::{
+    BehaviorVersion, ConfigBag, Intercept, Region, RequestChecksumCalculation, RuntimeComponents,
+    timeout::TimeoutConfig,
+};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
+use base64::Engine;
+use md5::{Digest, Md5};
 
 use super::{Connection, Credentials, Driver, DriverError, Grant};
 use crate::api::AccessMode;
@@ -21,6 +28,36 @@ const POLICY_NAME: &str = "bucketgate-bucket";
 /// that first uses it, so share one only within a runtime (the provisioning loop does).
 pub fn http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
+}
+
+/// Content-MD5 on DeleteObjects. S3 requires an integrity header there, and the SDK sends a
+/// CRC32 one only, which MinIO before its 2025 releases refuses (MissingContentMD5), as may
+/// other stores older than S3's newer checksums; every store takes Content-MD5, and AWS
+/// checks both.
+#[derive(Debug)]
+struct DeleteObjectsMd5;
+
+impl Intercept for DeleteObjectsMd5 {
+    fn name(&self) -> &'static str {
+        "DeleteObjectsMd5"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg.load::<Metadata>().map(Metadata::name) != Some("DeleteObjects") {
+            return Ok(());
+        }
+        let request = context.request_mut();
+        // The body is the request's XML, in memory: the SDK never streams this one.
+        let Some(body) = request.body().bytes() else { return Ok(()) };
+        let digest = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body));
+        request.headers_mut().insert("content-md5", digest);
+        Ok(())
+    }
 }
 
 fn timeouts() -> TimeoutConfig {
@@ -62,6 +99,7 @@ impl S3Driver {
             // Checksums only where S3 requires them: older Ceph and MinIO releases refuse the
             // newer default trailers.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .interceptor(DeleteObjectsMd5)
             .build();
         let iam = settings.iam.as_ref().map(|iam| {
             let config = aws_sdk_iam::Config::builder()
