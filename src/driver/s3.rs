@@ -174,6 +174,9 @@ fn permanent(code: &str) -> bool {
             | "MalformedPolicyDocument"
             | "IllegalLocationConstraintException"
             | "InvalidLocationConstraint"
+            // A bucket in another region than the configured one (AWS names the right one).
+            | "PermanentRedirect"
+            | "AuthorizationHeaderMalformed"
             // A store without the operation: S3's code, and the IAM Query API's.
             | "NotImplemented"
             | "InvalidAction"
@@ -497,7 +500,14 @@ mod tests {
 
     #[test]
     fn a_store_without_the_operation_is_not_asked_again_and_again() {
-        for code in ["NotImplemented", "InvalidAction", "AccessDenied", "IllegalLocationConstraintException"] {
+        let permanent_codes = [
+            "NotImplemented",
+            "InvalidAction",
+            "AccessDenied",
+            "IllegalLocationConstraintException",
+            "PermanentRedirect",
+        ];
+        for code in permanent_codes {
             assert!(permanent(code), "{code}");
         }
         for code in ["SlowDown", "InternalError", "ServiceUnavailable", "BucketNotEmpty"] {
