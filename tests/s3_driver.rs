@@ -4,17 +4,19 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_smithy_runtime_api::box_error::BoxError;
+use aws_sdk_s3::config::RuntimeComponents;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use base64::Engine;
 use md5::{Digest, Md5};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketVersioningStatus, Delete, ObjectIdentifier, ObjectLockMode, VersioningConfiguration};
+use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockMode, VersioningConfiguration};
 use bucketgate::api::AccessMode;
 use bucketgate::config::{EnvCredentials, IamSettings, S3Settings};
-use bucketgate::driver::s3::S3Driver;
+use bucketgate::driver::s3::{S3Driver, http_client};
 use bucketgate::driver::{Credentials, Driver, DriverError};
 
 fn env(name: &str) -> String {
@@ -177,64 +179,101 @@ async fn a_bucket_that_cannot_be_emptied_says_what_is_left_and_why() {
     assert_eq!(left_in(s3, &name).await, (1, 0, 0), "what could be deleted was: only the locked version is left");
 }
 
-/// A request as sent: its Content-MD5 header and its body.
-type SentRequest = (Option<String>, Vec<u8>);
+/// A request as the driver sent it: the query, its Content-MD5 header, its body.
+#[derive(Debug, Clone)]
+struct SentRequest {
+    uri: String,
+    md5: Option<String>,
+    body: String,
+}
 
-/// What the client sent.
-#[derive(Debug, Default, Clone)]
-struct Sent(Arc<Mutex<Vec<SentRequest>>>);
+/// The real HTTP client, with each request written down on its way to the store.
+#[derive(Debug, Clone, Default)]
+struct Recording(Arc<Mutex<Vec<SentRequest>>>);
 
-impl Intercept for Sent {
-    fn name(&self) -> &'static str {
-        "Sent"
+#[derive(Debug)]
+struct RecordingConnector {
+    inner: SharedHttpConnector,
+    sent: Recording,
+}
+
+impl HttpClient for Recording {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        let inner = http_client().http_connector(settings, components);
+        SharedHttpConnector::new(RecordingConnector { inner, sent: self.clone() })
+    }
+}
+
+impl HttpConnector for RecordingConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let body = String::from_utf8_lossy(request.body().bytes().unwrap_or_default()).to_string();
+        let md5 = request.headers().get("content-md5").map(str::to_string);
+        self.sent.0.lock().unwrap().push(SentRequest { uri: request.uri().to_string(), md5, body });
+        self.inner.call(request)
+    }
+}
+
+impl Recording {
+    /// A driver whose requests this records.
+    fn driver(&self, settings: &S3Settings) -> S3Driver {
+        S3Driver::with_http_client(settings, admin(), SharedHttpClient::new(self.clone()))
     }
 
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let request = context.request();
-        let md5 = request.headers().get("content-md5").map(str::to_string);
-        self.0.lock().unwrap().push((md5, request.body().bytes().unwrap_or_default().to_vec()));
-        Ok(())
+    fn sent(&self) -> Vec<SentRequest> {
+        self.0.lock().unwrap().clone()
     }
 }
 
 #[tokio::test]
 #[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
 async fn deleting_objects_says_the_content_md5_older_minio_requires() {
-    let driver = S3Driver::new(&settings(false), admin());
-    let s3 = driver.client();
+    let recording = Recording::default();
+    let driver = recording.driver(&settings(false));
     let name = unique("md5");
     driver.create_bucket(&name).await.unwrap();
-    put(s3, &name, "a").await.unwrap();
-    let sent = Sent::default();
-    let objects = Delete::builder().objects(ObjectIdentifier::builder().key("a").build().unwrap()).build().unwrap();
-    let delete = s3.delete_objects().bucket(&name).delete(objects).customize().interceptor(sent.clone());
-    delete.send().await.expect("the store takes it");
-    let listed = s3.list_objects_v2().bucket(&name).customize().interceptor(sent.clone()).send().await.unwrap();
-    assert_eq!(listed.key_count(), Some(0), "deleted");
-
-    let sent = sent.0.lock().unwrap().clone();
-    let (md5, body) = &sent[0];
-    let expected = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body));
-    assert!(String::from_utf8_lossy(body).contains("<Key>a</Key>"), "the DeleteObjects body");
-    assert_eq!(md5.as_deref(), Some(expected.as_str()), "Content-MD5 of the body as sent");
-    assert_eq!(sent[1].0, None, "only DeleteObjects gets one");
+    put(driver.client(), &name, "a").await.unwrap();
     driver.delete_bucket(&name).await.unwrap();
+    assert!(driver.client().head_bucket().bucket(&name).send().await.is_err(), "the bucket is gone");
+
+    let sent = recording.sent();
+    let deletes: Vec<&SentRequest> = sent.iter().filter(|r| r.uri.ends_with("?delete")).collect();
+    assert_eq!(deletes.len(), 1, "one DeleteObjects: {sent:#?}");
+    assert!(deletes[0].body.contains("<Key>a</Key>"), "{:?}", deletes[0].body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(Md5::digest(deletes[0].body.as_bytes()));
+    assert_eq!(deletes[0].md5.as_deref(), Some(expected.as_str()), "Content-MD5 of the body as sent");
+    assert!(
+        sent.iter().filter(|r| !r.uri.ends_with("?delete")).all(|r| r.md5.is_none()),
+        "only DeleteObjects: {sent:#?}"
+    );
 }
 
 #[tokio::test]
 #[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
 async fn a_bucket_outside_us_east_1_is_created_with_its_location() {
-    let mut settings = settings(false);
-    settings.region = "eu-west-1".into();
-    let driver = S3Driver::new(&settings, admin());
+    // SeaweedFS takes the constraint and ignores it: what is checked is that it was sent.
+    let created_with = |recording: &Recording, name: &str| {
+        let path = format!("/{name}");
+        let create =
+            recording.sent().into_iter().find(|r| r.uri.trim_end_matches('/').ends_with(&path) && !r.body.is_empty());
+        create.map(|r| r.body)
+    };
+    let mut elsewhere = settings(false);
+    elsewhere.region = "eu-west-1".into();
+    let recording = Recording::default();
+    let driver = recording.driver(&elsewhere);
     let name = unique("located");
     let connection = driver.create_bucket(&name).await.expect("the store takes the location constraint");
     assert_eq!(connection.region, "eu-west-1");
+    let body = created_with(&recording, &name).expect("CreateBucket with a configuration");
+    assert!(body.contains("<LocationConstraint>eu-west-1</LocationConstraint>"), "{body}");
+    driver.delete_bucket(&name).await.unwrap();
+
+    // us-east-1 is AWS's default, which it refuses to be told.
+    let recording = Recording::default();
+    let driver = recording.driver(&settings(false));
+    let name = unique("default");
+    driver.create_bucket(&name).await.unwrap();
+    assert_eq!(created_with(&recording, &name), None, "no configuration for us-east-1");
     driver.delete_bucket(&name).await.unwrap();
 }
 
