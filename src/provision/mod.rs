@@ -344,7 +344,7 @@ async fn lease_manager(
     identity: &str,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Option<kube_lease_manager::LeaseManager> {
-    let mut wait = Duration::from_secs(1);
+    let mut attempt = 0;
     loop {
         let built = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE)
             .with_namespace(namespace)
@@ -353,12 +353,15 @@ async fn lease_manager(
             .with_grace(5)
             .build()
             .await;
+        // The loop's own backoff, kept short: nothing else makes this replica provision.
+        let wait = backoff(attempt, false).min(Duration::from_secs(30));
+        attempt = attempt.saturating_add(1);
         match built {
             Ok(manager) => return Some(manager),
             Err(error) => tracing::warn!(%error, retry_in = ?wait, "cannot read the provisioning Lease"),
         }
         tokio::select! {
-            () = tokio::time::sleep(wait) => wait = (wait * 2).min(Duration::from_secs(30)),
+            () = tokio::time::sleep(wait) => {}
             () = shutdown.as_mut() => return None,
         }
     }
