@@ -332,9 +332,14 @@ impl Bucket {
         self.status.as_ref()?.bucket_content_name.as_deref()
     }
 
+    /// The conditions in the status; none before it has one.
+    pub fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
+    }
+
     /// The condition of type `type_` in the status, if there is one.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+        self.conditions().iter().find(|c| c.type_ == type_)
     }
 }
 

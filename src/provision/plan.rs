@@ -152,28 +152,24 @@ pub fn condition(
 /// `reason` and `message`.
 pub fn not_ready(bucket: &Bucket, phase: BucketPhase, reason: &str, message: String) -> serde_json::Value {
     let generation = bucket.metadata.generation;
-    let ready = condition(conditions(bucket), "Ready", false, reason, message, generation);
+    let ready = condition(bucket.conditions(), "Ready", false, reason, message, generation);
     status_with(bucket, phase, vec![ready])
 }
 
 /// The status patch of a Bucket whose access was revoked (see [`ACCESS_REVOKED`]): Failed,
 /// and a condition of that type besides Ready, which later failures keep.
 pub fn revoked(bucket: &Bucket, message: String) -> serde_json::Value {
-    let (existing, generation) = (conditions(bucket), bucket.metadata.generation);
+    let (existing, generation) = (bucket.conditions(), bucket.metadata.generation);
     let ready = condition(existing, "Ready", false, ACCESS_REVOKED, message.clone(), generation);
     let revoked = condition(existing, ACCESS_REVOKED, true, "NamespaceNotBindable", message, generation);
     status_with(bucket, BucketPhase::Failed, vec![ready, revoked])
-}
-
-fn conditions(bucket: &Bucket) -> &[Condition] {
-    bucket.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
 }
 
 /// `phase` and the conditions `set`, with the Bucket's other conditions kept (a merge patch
 /// replaces the whole list): `CredentialsScoped` goes on saying what the Secret holds.
 fn status_with(bucket: &Bucket, phase: BucketPhase, mut set: Vec<Condition>) -> serde_json::Value {
     let kept: Vec<Condition> =
-        conditions(bucket).iter().filter(|c| !set.iter().any(|s| s.type_ == c.type_)).cloned().collect();
+        bucket.conditions().iter().filter(|c| !set.iter().any(|s| s.type_ == c.type_)).cloned().collect();
     set.extend(kept);
     serde_json::json!({"status": {"phase": phase, "conditions": set}})
 }

@@ -47,13 +47,13 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
     let grant = credentials(&bucket, &bound, &ctx).await?;
     let Some(scoped) = grant else { return Ok(Action::requeue(Duration::from_secs(60))) };
     let content = bound.content;
-    let conditions = bucket.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let conditions = bucket.conditions();
     let generation = bucket.metadata.generation;
     let ready =
-        plan::condition(&conditions, "Ready", true, "Bound", format!("bound to {}", content.name_any()), generation);
+        plan::condition(conditions, "Ready", true, "Bound", format!("bound to {}", content.name_any()), generation);
     let scoped_condition = match scoped {
         true => plan::condition(
-            &conditions,
+            conditions,
             "CredentialsScoped",
             true,
             "BucketUser",
@@ -61,7 +61,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
             generation,
         ),
         false => plan::condition(
-            &conditions,
+            conditions,
             "CredentialsScoped",
             false,
             "ProvisionerCredentials",
@@ -71,10 +71,8 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
     };
     let was_bound = bucket.phase() == Some(BucketPhase::Bound);
     let unchanged = was_bound
-        && bucket.status.as_ref().is_some_and(|s| {
-            s.bucket_content_name.as_deref() == Some(content.name_any().as_str())
-                && s.conditions == [ready.clone(), scoped_condition.clone()]
-        });
+        && bucket.status_content() == Some(content.name_any().as_str())
+        && conditions == [ready.clone(), scoped_condition.clone()];
     if unchanged {
         return Ok(Action::requeue(RECHECK));
     }
