@@ -45,7 +45,7 @@ fn every_captured_and_kept_review_answers_by_the_properties() {
 fn every_example_and_kept_policy_file_loads_or_is_refused_and_judges_by_the_properties() {
     let repo = Path::new(REPO);
     let (catalog, config) = properties::catalog_and_config(repo);
-    let reviews: Vec<Vec<u8>> = properties::captured(repo).iter().map(|file| std::fs::read(file).unwrap()).collect();
+    let reviews = properties::captured_bodies(repo);
     let mut files: Vec<_> = std::fs::read_dir(repo.join("policies"))
         .unwrap()
         .map(|entry| entry.unwrap().path())

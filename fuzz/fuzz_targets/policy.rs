@@ -14,8 +14,7 @@ use libfuzzer_sys::fuzz_target;
 static STATE: LazyLock<(Catalog, Config, Vec<Vec<u8>>)> = LazyLock::new(|| {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let (catalog, config) = properties::catalog_and_config(&repo);
-    let reviews = properties::captured(&repo).iter().map(|file| std::fs::read(file).unwrap()).collect();
-    (catalog, config, reviews)
+    (catalog, config, properties::captured_bodies(&repo))
 });
 
 fuzz_target!(|file: &[u8]| {

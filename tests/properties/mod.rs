@@ -38,6 +38,11 @@ pub fn captured(repo: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The captured AdmissionReviews' bodies, in order.
+pub fn captured_bodies(repo: &Path) -> Vec<Vec<u8>> {
+    captured(repo).iter().map(|file| std::fs::read(file).unwrap()).collect()
+}
+
 /// The policies in `policies/`.
 pub fn example_policies(repo: &Path) -> PolicySet {
     load::load(&[repo.join("policies")]).unwrap_or_else(|e| panic!("the example policies do not load: {e:?}"))
