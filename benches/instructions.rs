@@ -32,6 +32,13 @@ struct Decision {
 }
 
 impl Decision {
+    /// Answered once already, so that what is counted finds the caches filled.
+    fn warmed(webhook: Webhook, review: fn(&Cases) -> &[u8], policies: PolicySet) -> Decision {
+        let decision = Decision { webhook, review, cases: Cases::load(), policies };
+        decision.answer();
+        decision
+    }
+
     fn answer(&self) -> Vec<u8> {
         decide(self.webhook, black_box((self.review)(&self.cases)), &self.cases.context(&self.policies))
     }
@@ -50,18 +57,13 @@ fn class_update(cases: &Cases) -> &[u8] {
 }
 
 fn warmed(webhook: Webhook, review: fn(&Cases) -> &[u8], n: usize) -> Decision {
-    let decision = Decision { webhook, review, cases: Cases::load(), policies: policies(n) };
-    decision.answer();
-    decision
+    Decision::warmed(webhook, review, policies(n))
 }
 
 /// A Bucket CREATE judged by one policy on its labels, through `pattern` or, with `filter`,
 /// through a JSONPath filter's `match()` (README, Policies).
 fn labels_checked(filter: bool) -> Decision {
-    let decision =
-        Decision { webhook: Webhook::Validate, review: validate, cases: Cases::load(), policies: label_policy(filter) };
-    decision.answer();
-    decision
+    Decision::warmed(Webhook::Validate, validate, label_policy(filter))
 }
 
 // Returns the decision with its answers, so that dropping them and its catalog is not counted.
