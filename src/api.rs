@@ -370,6 +370,32 @@ pub enum ClosedToBinding {
     Released,
 }
 
+impl ClosedToBinding {
+    /// The reason of the Bucket's condition and Event when the loop meets this.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ClosedToBinding::Deleting => "ContentDeleting",
+            ClosedToBinding::Released => "ContentReleased",
+        }
+    }
+
+    /// What the Bucket's owner reads, from the webhook's refusal or from the loop's
+    /// condition alike, with what to do about it.
+    pub fn message(self, content_name: &str) -> String {
+        match self {
+            ClosedToBinding::Deleting => format!(
+                "BucketContent {content_name:?} is being deleted, so it cannot be bound: ask its owner whether it \
+                 stays, or bind another"
+            ),
+            ClosedToBinding::Released => format!(
+                "BucketContent {content_name:?} was released when the Bucket it was made for was deleted, and is \
+                 not bound again: to use its bucket, ask a cluster admin for a BucketContent without a provisioner \
+                 that names the bucket (releasePolicy: Retain)"
+            ),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BucketContentStatus {

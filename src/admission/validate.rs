@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use kube::{Resource, ResourceExt};
 
 use super::{Kind, Objects, Operation, Request, Verdict, objects};
-use crate::api::{
-    Bucket, BucketClass, BucketContent, BucketContentPhase, BucketSpec, ClosedToBinding, Protocol, ReleasePolicy,
-};
+use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketSpec, Protocol, ReleasePolicy};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::naming::{
@@ -96,17 +94,7 @@ impl Context<'_> {
             return;
         };
         if let Some(closed) = content.closed_to_binding() {
-            verdict.deny(match closed {
-                ClosedToBinding::Deleting => format!(
-                    "BucketContent {content_name:?} is being deleted, so it cannot be bound: ask its owner whether \
-                     it stays, or bind another"
-                ),
-                ClosedToBinding::Released => format!(
-                    "BucketContent {content_name:?} was released when the Bucket it was made for was deleted, and \
-                     is not bound again: to use its bucket, ask a cluster admin for a BucketContent without a \
-                     provisioner that names the bucket (releasePolicy: Retain)"
-                ),
-            });
+            verdict.deny(closed.message(content_name));
             return;
         }
         let namespace = self.req.namespace.clone().unwrap_or_default();

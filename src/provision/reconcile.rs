@@ -13,9 +13,7 @@ use serde_json::json;
 
 use super::plan::{self, FORCE_RELEASE_ANNOTATION};
 use super::{Context, Error};
-use crate::api::{
-    Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, ClosedToBinding, FINALIZER, ReleasePolicy,
-};
+use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
 use crate::driver::{Connection, Driver, DriverError, Grant, Metered};
 
 pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -182,14 +180,7 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
     // was away, is not bound now.
     let bound_before = bucket.status_content() == Some(name);
     if let Some(closed) = content.closed_to_binding().filter(|_| !bound_before) {
-        let (reason, message) = match closed {
-            ClosedToBinding::Deleting => {
-                ("ContentDeleting", format!("BucketContent {name} is being deleted and cannot be bound"))
-            }
-            ClosedToBinding::Released => {
-                ("ContentReleased", format!("BucketContent {name} was released and is not bound again"))
-            }
-        };
+        let (reason, message) = (closed.reason(), closed.message(name));
         pending(bucket, reason, message.clone(), ctx).await?;
         ctx.event(bucket, EventType::Warning, reason, "Provision", message).await;
         return Ok(None);

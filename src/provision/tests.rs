@@ -637,8 +637,19 @@ async fn a_content_being_deleted_or_released_is_not_bound_but_keeps_what_it_boun
     released["metadata"].as_object_mut().unwrap().remove("deletionTimestamp");
     released["status"] = json!({"phase": "Released"});
     let refusals = [
-        (shared.clone(), "ContentDeleting", "BucketContent legacy is being deleted and cannot be bound"),
-        (released, "ContentReleased", "BucketContent legacy was released and is not bound again"),
+        (
+            shared.clone(),
+            "ContentDeleting",
+            "BucketContent \"legacy\" is being deleted, so it cannot be bound: ask its owner whether it stays, or \
+             bind another",
+        ),
+        (
+            released,
+            "ContentReleased",
+            "BucketContent \"legacy\" was released when the Bucket it was made for was deleted, and is not bound \
+             again: to use its bucket, ask a cluster admin for a BucketContent without a provisioner that names the \
+             bucket (releasePolicy: Retain)",
+        ),
     ];
     for (content, reason, note) in refusals {
         let target = bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}));
