@@ -12,7 +12,7 @@ use futures::FutureExt;
 
 use crate::admission::{self, Webhook};
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::ConfigStore;
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicySet, store::PolicyStore};
 use crate::provision;
@@ -83,13 +83,15 @@ pub struct Served {
 }
 
 impl Served {
-    fn load(&self, fallback: Option<&Path>) -> anyhow::Result<Config> {
-        let config = match (&self.config, fallback) {
-            (Some(path), _) => Config::load(path)?,
-            (None, Some(path)) if path.exists() => Config::load(path)?,
-            _ => Config::default(),
+    /// The configuration file, or `fallback` where there is none and it exists, with the
+    /// `--provisioner` flags added.
+    fn open(&self, fallback: Option<&Path>) -> anyhow::Result<Arc<ConfigStore>> {
+        let path = match (&self.config, fallback) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(path)) if path.exists() => Some(path.to_path_buf()),
+            _ => None,
         };
-        Ok(config.with_provisioners(self.provisioners.iter().cloned()))
+        Ok(ConfigStore::open(path, self.provisioners.clone())?)
     }
 }
 
@@ -115,6 +117,9 @@ pub struct ServeArgs {
     /// How often to look for changed policy files.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub policy_reload_interval: Duration,
+    /// How often to look for a changed configuration file.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub config_reload_interval: Duration,
     /// Namespace of the Lease that elects the replica running the provisioning loop.
     #[arg(long, env = "POD_NAMESPACE", default_value = "bucketgate-system")]
     pub lease_namespace: String,
@@ -283,7 +288,7 @@ fn review(args: ReviewArgs) -> anyhow::Result<()> {
     let body = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let request = admission::decode(&body).with_context(|| format!("{}", args.file.display()))?;
     let catalog = Catalog::load_dir(&args.catalog)?;
-    let config = args.served.load(None)?;
+    let config = args.served.open(None)?.current();
     let policies = if args.policy_dirs.is_empty() {
         PolicySet::default()
     } else {
@@ -321,9 +326,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Err(error) => return Err(error.context("connecting to the cluster (use --catalog DIR to run without one)")),
         },
     };
-    let config = args.served.load(dev_fallback.then_some(Path::new(DEV_CONFIG)))?;
-    tracing::info!(provisioners = ?config.served_names(), "serving provisioners");
-    for provisioner in config.provisioners.iter().filter(|p| p.s3.is_none()) {
+    let config = args.served.open(dev_fallback.then_some(Path::new(DEV_CONFIG)))?;
+    let in_force = config.current();
+    tracing::info!(provisioners = ?in_force.served_names(), "serving provisioners");
+    for provisioner in in_force.provisioners.iter().filter(|p| p.s3.is_none()) {
         tracing::warn!(provisioner = %provisioner.name, "no driver configured: admission only, another controller must provision its buckets");
     }
 
@@ -331,17 +337,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Both the server and the provisioning loop stop on it.
     let shutdown = shutdown_signal().boxed().shared();
     let mut provisioning = None;
-    // The provisioning loop needs the cluster and at least one driver.
-    if let Some(client) = client.filter(|_| config.has_any_driver()) {
+    // The provisioning loop needs the cluster, and runs while the configuration has a driver.
+    if let Some(client) = client {
         let identity = args.identity.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "bucketgate".into())
         });
-        let (config, namespace, metrics) = (config.clone(), args.lease_namespace.clone(), metrics.clone());
+        let (configs, namespace, metrics) = (config.subscribe(), args.lease_namespace.clone(), metrics.clone());
         let stop = shutdown.clone();
         provisioning = Some(tokio::spawn(async move {
-            if let Err(error) = provision::run(client, config, namespace, identity, metrics, stop).await {
+            if let Err(error) = provision::supervise(client, configs, namespace, identity, metrics, stop).await {
                 tracing::error!(error = %format!("{error:#}"), "the provisioning loop stopped");
             }
         }));
@@ -360,6 +366,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     tokio::spawn(certs.clone().watch(args.cert_reload_interval, metrics.clone()));
     tokio::spawn(policies.clone().watch(args.policy_reload_interval, metrics.clone()));
+    tokio::spawn(config.clone().watch(args.config_reload_interval, metrics.clone()));
     let state = Arc::new(AppState { catalog, config, policies, metrics, certs, shutting_down: AtomicBool::new(false) });
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving admission over HTTPS");

@@ -2,9 +2,14 @@
 //! driver. The admission webhook's "served provisioners" check and the provisioning loop
 //! read the same list.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::metrics::{Metrics, ResultLabel};
 
 /// Read from a YAML file (a ConfigMap in a cluster); `--provisioner` flags add to it.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -93,9 +98,13 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::parse(&read(path)?, path)
+    }
+
+    /// The configuration in `text`, read from `path` (named in errors).
+    fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        let config: Config = serde_saphyr::from_str(&text)
+        let config: Config = serde_saphyr::from_str(text)
             .map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
         if config.provisioners.iter().any(|p| p.name.trim().is_empty()) {
             return Err(ConfigError::EmptyName { path: shown });
@@ -167,9 +176,167 @@ impl Config {
     }
 }
 
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
+}
+
+/// The configuration in force, read again when its file changes: a mounted ConfigMap is
+/// updated in place, and a provisioner added there should be served without a restart, not
+/// refused as unserved until someone thinks of one. A file that does not load never
+/// replaces the configuration in force.
+pub struct ConfigStore {
+    path: Option<PathBuf>,
+    /// `--provisioner` flags, added to every version of the file.
+    flags: Vec<String>,
+    current: watch::Sender<Arc<Config>>,
+    /// The text last tried, so that an unchanged file is not parsed again, nor a broken
+    /// one reported again until it changes.
+    seen: Mutex<Option<String>>,
+}
+
+#[derive(Debug)]
+pub enum Reload {
+    Unchanged,
+    Loaded,
+    Failed(ConfigError),
+}
+
+impl ConfigStore {
+    /// The configuration in `path` (none: only `flags`) with `flags` added; it must load.
+    pub fn open(path: Option<PathBuf>, flags: Vec<String>) -> Result<Arc<ConfigStore>, ConfigError> {
+        let (config, seen) = match &path {
+            Some(path) => {
+                let text = read(path)?;
+                (Config::parse(&text, path)?, Some(text))
+            }
+            None => (Config::default(), None),
+        };
+        let config = Arc::new(config.with_provisioners(flags.iter().cloned()));
+        Ok(Arc::new(ConfigStore { path, flags, current: watch::Sender::new(config), seen: Mutex::new(seen) }))
+    }
+
+    /// A configuration that no file changes.
+    pub fn fixed(config: Config) -> Arc<ConfigStore> {
+        Arc::new(ConfigStore {
+            path: None,
+            flags: Vec::new(),
+            current: watch::Sender::new(Arc::new(config)),
+            seen: Mutex::new(None),
+        })
+    }
+
+    /// The configuration in force; cheap, for every request.
+    pub fn current(&self) -> Arc<Config> {
+        self.current.borrow().clone()
+    }
+
+    /// Each configuration as it comes into force, starting with the current one.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
+        self.current.subscribe()
+    }
+
+    pub fn reload(&self) -> Reload {
+        let Some(path) = &self.path else { return Reload::Unchanged };
+        let text = match read(path) {
+            Ok(text) => text,
+            Err(error) => return Reload::Failed(error),
+        };
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.as_deref() == Some(text.as_str()) {
+                return Reload::Unchanged;
+            }
+            *seen = Some(text.clone());
+        }
+        match Config::parse(&text, path) {
+            Ok(config) => {
+                let config = config.with_provisioners(self.flags.iter().cloned());
+                // A comment edited is no change: the provisioning loop starts again only
+                // for a configuration that differs.
+                let changed = self.current.send_if_modified(|current| {
+                    let changed = **current != config;
+                    if changed {
+                        *current = Arc::new(config);
+                    }
+                    changed
+                });
+                if changed { Reload::Loaded } else { Reload::Unchanged }
+            }
+            Err(error) => Reload::Failed(error),
+        }
+    }
+
+    /// Reads the file again every `interval` until the process ends.
+    pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<Metrics>) {
+        if self.path.is_none() {
+            return;
+        }
+        let store = self.clone();
+        crate::poll::every(
+            interval,
+            "configuration",
+            move || store.reload(),
+            |outcome| match outcome {
+                Reload::Unchanged => {}
+                Reload::Loaded => {
+                    tracing::info!(provisioners = ?self.current().served_names(), "configuration reloaded");
+                    metrics.config_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
+                }
+                Reload::Failed(error) => {
+                    tracing::error!(%error, "configuration not reloaded; the previous one stays in force");
+                    metrics.config_reloads.get_or_create(&ResultLabel { result: "error" }).inc();
+                }
+            },
+        )
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_file_comes_into_force_and_a_broken_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "provisioners:\n- name: rook-ceph.ceph.rook.io/bucket\n").unwrap();
+        let store = ConfigStore::open(Some(path.clone()), vec!["flagged".into()]).unwrap();
+        let mut changes = store.subscribe();
+        assert_eq!(store.current().served_names(), ["rook-ceph.ceph.rook.io/bucket", "flagged"]);
+        assert!(matches!(store.reload(), Reload::Unchanged));
+
+        // A comment is no change: nothing restarts for it.
+        std::fs::write(&path, "# the store of team a\nprovisioners:\n- name: rook-ceph.ceph.rook.io/bucket\n").unwrap();
+        assert!(matches!(store.reload(), Reload::Unchanged));
+        assert!(!changes.has_changed().unwrap());
+
+        std::fs::write(&path, "provisioners:\n- name: rook-ceph.ceph.rook.io/bucket\n- name: minio.example.com\n")
+            .unwrap();
+        assert!(matches!(store.reload(), Reload::Loaded));
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(
+            changes.borrow_and_update().served_names(),
+            ["rook-ceph.ceph.rook.io/bucket", "minio.example.com", "flagged"],
+            "the flags stay added"
+        );
+
+        std::fs::write(&path, "provisioners:\n- nme: typo\n").unwrap();
+        let Reload::Failed(error) = store.reload() else { panic!("a broken file loaded") };
+        assert!(error.to_string().contains("config.yaml"), "{error}");
+        assert!(matches!(store.reload(), Reload::Unchanged), "reported once, not at every look");
+        assert_eq!(store.current().served_names().len(), 3, "the last good configuration stays");
+        assert!(!changes.has_changed().unwrap());
+
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(store.reload(), Reload::Failed(ConfigError::Read { .. })));
+        assert_eq!(store.current().served_names().len(), 3);
+
+        let fixed = ConfigStore::open(None, vec!["flagged".into()]).unwrap();
+        assert!(matches!(fixed.reload(), Reload::Unchanged));
+        assert_eq!(fixed.current().served_names(), ["flagged"]);
+        assert!(ConfigStore::open(Some(path), Vec::new()).is_err(), "the first load must succeed");
+    }
 
     #[test]
     fn loads_and_rejects_unknown_fields() {

@@ -57,6 +57,7 @@ pub struct Metrics {
     pub certificate_reloads: Family<ResultLabel, Counter>,
     pub policy_evaluations: Family<PolicyLabels, Counter>,
     pub policy_reloads: Family<ResultLabel, Counter>,
+    pub config_reloads: Family<ResultLabel, Counter>,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub time_to_bound: Histogram,
     pub backend_requests: Family<BackendLabels, Counter>,
@@ -93,6 +94,8 @@ impl Default for Metrics {
         );
         let policy_reloads = Family::<ResultLabel, Counter>::default();
         registry.register("policy_reloads", "Policy directory reloads after a change", policy_reloads.clone());
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register("config_reloads", "Configuration file reloads after a change", config_reloads.clone());
 
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
@@ -141,6 +144,7 @@ impl Default for Metrics {
             certificate_reloads,
             policy_evaluations,
             policy_reloads,
+            config_reloads,
             reconciles,
             time_to_bound,
             backend_requests,

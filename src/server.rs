@@ -18,7 +18,7 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
 use crate::admission::{self, Context, Kind, Webhook, operation_name};
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::ConfigStore;
 use crate::metrics::{AdmissionLabels, Metrics};
 use crate::policy::store::PolicyStore;
 use crate::tls::{self, CertStore};
@@ -28,7 +28,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 
 pub struct AppState {
     pub catalog: Catalog,
-    pub config: Config,
+    pub config: Arc<ConfigStore>,
     pub policies: Arc<PolicyStore>,
     pub metrics: Arc<Metrics>,
     pub certs: Arc<CertStore>,
@@ -83,8 +83,8 @@ fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>
             return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
         }
     };
-    let policies = state.policies.current();
-    let ctx = Context { catalog: &state.catalog, config: &state.config, policies: &policies };
+    let (policies, config) = (state.policies.current(), state.config.current());
+    let ctx = Context { catalog: &state.catalog, config: &config, policies: &policies };
     let admission::Reviewed { response, records } = admission::review(webhook, &request, &ctx);
     state.metrics.record_policies(&records);
     let result = if response.allowed { "allowed" } else { "denied" };

@@ -3,7 +3,11 @@
 
 mod common;
 
+use std::time::Duration;
+
 use bucketgate::catalog::Catalog;
+use bucketgate::config::ConfigStore;
+use bucketgate::metrics::ResultLabel;
 use common::*;
 use k8s_openapi::api::core::v1::Namespace;
 use serde_json::{Value, json};
@@ -143,6 +147,47 @@ async fn unserved_provisioner_is_refused_at_once() {
         "{message}"
     );
     server.stop().await;
+}
+
+/// The admin's fix for the above, `kubectl edit configmap bucketgate-config`, is served
+/// without a restart once the kubelet has updated the mounted file.
+#[tokio::test]
+async fn a_provisioner_added_to_the_configuration_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, "provisioners:\n- name: minio.example.com\n").unwrap();
+    let config = ConfigStore::open(Some(path.clone()), Vec::new()).unwrap();
+    let server = TestServer::with_config(config.clone()).await;
+    let metrics = server.state.metrics.clone();
+    tokio::spawn(config.watch(Duration::from_millis(20), metrics.clone()));
+    let mut body = fixture("010");
+    body["request"]["object"]["spec"]["bucketClassName"] = json!("ceph-s3");
+    body["request"]["object"]["spec"]["bucketPrefix"] = json!("photos-");
+    let response = server.review("validate", &body).await;
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.contains("which this bucketgate deployment does not serve"), "{message}");
+
+    // A broken edit first: the configuration in force stays, and the metrics say so.
+    std::fs::write(&path, "provisioners:\n- nmae: rook-ceph.ceph.rook.io/bucket\n").unwrap();
+    let reloads = |result: &'static str| metrics.config_reloads.get_or_create(&ResultLabel { result }).get();
+    wait_until("the broken file to be read", || reloads("error") == 1).await;
+    assert_eq!(server.review("validate", &body).await["allowed"], false);
+
+    std::fs::write(&path, "provisioners:\n- name: minio.example.com\n- name: rook-ceph.ceph.rook.io/bucket\n").unwrap();
+    wait_until("the mended file to come into force", || reloads("success") == 1).await;
+    let response = server.review("validate", &body).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    server.stop().await;
+}
+
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("gave up waiting for {what}");
 }
 
 #[tokio::test]

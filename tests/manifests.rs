@@ -451,6 +451,7 @@ fn alerts_query_metrics_that_bucketgate_exports() {
     metrics.observe_backend(backend, std::time::Duration::from_millis(5));
     metrics.reconciled("Bucket", "success");
     metrics.certificate_reloads.get_or_create(&ResultLabel { result: "error" }).inc();
+    metrics.config_reloads.get_or_create(&ResultLabel { result: "error" }).inc();
     // OpenMetrics names a family in its TYPE line: without _total, _bucket, _count or _sum.
     let families: BTreeSet<String> = metrics
         .encode()
@@ -477,5 +478,5 @@ fn alerts_query_metrics_that_bucketgate_exports() {
         }
         alerts += 1;
     }
-    assert_eq!(alerts, 6);
+    assert_eq!(alerts, 7);
 }

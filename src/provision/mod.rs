@@ -25,6 +25,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use tokio::sync::watch;
 
 use crate::api::{Bucket, BucketClass, BucketContent, BucketPhase};
 use crate::config::{Config, S3Settings};
@@ -331,6 +332,50 @@ pub async fn run(
         drop(leading);
         lease.await??;
         return Ok(());
+    }
+}
+
+/// Runs the loop with the configuration in force, and from the start again with each new
+/// one, which may bring other drivers, endpoints and provisioners to drive: the leader
+/// releases its Lease, and the replicas run for it again with what they now read. While the
+/// configuration has no driver, nothing runs and this replica never leads.
+pub async fn supervise(
+    client: Client,
+    mut configs: watch::Receiver<Arc<Config>>,
+    lease_namespace: String,
+    identity: String,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let config = configs.borrow_and_update().clone();
+        if !config.has_any_driver() {
+            metrics.provisioning_enabled.set(0);
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                Ok(()) = configs.changed() => continue,
+            }
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let running =
+            run(client.clone(), (*config).clone(), lease_namespace.clone(), identity.clone(), metrics.clone(), stopped);
+        let mut running = std::pin::pin!(running);
+        // A closed channel (the store gone) is no change: the loop runs on until shutdown.
+        let again = tokio::select! {
+            result = &mut running => return result,
+            () = &mut shutdown => false,
+            Ok(()) = configs.changed() => true,
+        };
+        let _ = stop.send(());
+        running.await?;
+        if !again {
+            return Ok(());
+        }
+        tracing::info!("the configuration changed: the provisioning loop starts again with it");
     }
 }
 

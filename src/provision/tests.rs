@@ -1003,6 +1003,72 @@ async fn shutting_down_stops_the_loop_and_releases_the_lease() {
     assert_eq!((metrics.provisioning_enabled.get(), metrics.leader.get()), (1, 0));
 }
 
+/// An admin edits the configuration: the loop starts again with it, and stops where it has
+/// no driver left to run.
+#[tokio::test]
+async fn a_new_configuration_starts_the_loop_again_with_it() {
+    let cluster = Arc::new(Cluster::default());
+    let client = cluster.start(vec![]);
+    let metrics = Arc::new(Metrics::default());
+    let (configs, watched) = tokio::sync::watch::channel(Arc::new(Config::default()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(supervise(
+        client,
+        watched,
+        "bucketgate-system".into(),
+        "replica-a".into(),
+        metrics.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let bucket_watches = |seen: &[Seen]| seen.iter().filter(|s| s.watches("/apis/cosi.io/v1alpha1/buckets")).count();
+
+    // No driver configured: admission only, nothing runs for the Lease.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(cluster.seen.lock().unwrap().is_empty(), "{:#?}", cluster.seen.lock().unwrap());
+    assert_eq!((metrics.provisioning_enabled.get(), metrics.leader.get()), (0, 0));
+
+    configs.send_replace(Arc::new(test_config()));
+    cluster.wait_for("the loop to lead and watch Buckets", |seen| bucket_watches(seen) == 1).await;
+    assert_eq!(cluster.lease_holder().as_deref(), Some("replica-a"));
+    assert_eq!((metrics.provisioning_enabled.get(), metrics.leader.get()), (1, 1));
+
+    // Another endpoint: the Lease is released and taken again, the watches opened anew.
+    let mut moved = test_config();
+    moved.provisioners[0].s3.as_mut().unwrap().endpoint = "http://s3.example:9000".into();
+    configs.send_replace(Arc::new(moved));
+    cluster.wait_for("the loop to start again", |seen| bucket_watches(seen) == 2).await;
+    let releases = cluster
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s.method == "PATCH"
+                && s.uri.contains("/leases/")
+                && s.body["spec"].get("holderIdentity") == Some(&Value::Null)
+        })
+        .count();
+    assert_eq!(releases, 1, "released once, between the two runs: {:#?}", cluster.seen.lock().unwrap());
+    assert_eq!(cluster.lease_holder().as_deref(), Some("replica-a"));
+
+    // The drivers taken out: the loop stops and lets the Lease go.
+    configs.send_replace(Arc::new(Config::default().with_provisioners(["seaweed".to_string()])));
+    for _ in 0..500 {
+        if metrics.provisioning_enabled.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!((metrics.provisioning_enabled.get(), metrics.leader.get()), (0, 0));
+    assert_eq!(cluster.lease_holder(), None);
+
+    stop.send(()).unwrap();
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), running).await;
+    stopped.expect("shutdown stops the supervisor at once").unwrap().unwrap();
+}
+
 /// A rollout: the leader releases the Lease as it stops, and a follower, which had read it
 /// renewed a moment before, takes it at once rather than when that reading would expire.
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use bucketgate::catalog::Catalog;
-use bucketgate::config::Config;
+use bucketgate::config::{Config, ConfigStore};
 use bucketgate::metrics::Metrics;
 use bucketgate::policy::store::PolicyStore;
 use bucketgate::server::{self, AppState, ServeOptions};
@@ -64,6 +64,14 @@ pub fn served() -> Config {
     Config::default().with_provisioners([SERVED.to_string()])
 }
 
+/// A new CA and serving certificate for localhost, written into a directory of their own.
+fn fresh_certs() -> (tempfile::TempDir, GeneratedCerts) {
+    let cert_dir = tempfile::tempdir().unwrap();
+    let certs = tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
+    certs.write(cert_dir.path()).unwrap();
+    (cert_dir, certs)
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub cert_dir: tempfile::TempDir,
@@ -79,19 +87,31 @@ impl TestServer {
     }
 
     pub async fn start_with(catalog: Catalog, config: Config, options: ServeOptions) -> TestServer {
-        let cert_dir = tempfile::tempdir().unwrap();
-        let certs = tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
-        certs.write(cert_dir.path()).unwrap();
+        let (cert_dir, certs) = fresh_certs();
         Self::start_in(cert_dir, certs, catalog, config, options).await
     }
 
     /// The fixture catalog, with the policies in `dir` (reloaded on [`PolicyStore::reload`]).
     pub async fn with_policies(dir: &Path) -> TestServer {
-        let cert_dir = tempfile::tempdir().unwrap();
-        let certs = tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
-        certs.write(cert_dir.path()).unwrap();
+        let (cert_dir, certs) = fresh_certs();
         let policies = PolicyStore::new(vec![dir.to_path_buf()]);
-        Self::launch(cert_dir, certs, fixture_catalog(), served(), policies, ServeOptions::default()).await
+        Self::launch(
+            cert_dir,
+            certs,
+            fixture_catalog(),
+            ConfigStore::fixed(served()),
+            policies,
+            ServeOptions::default(),
+        )
+        .await
+    }
+
+    /// The fixture catalog, with the configuration of `config` (reloaded on
+    /// [`ConfigStore::reload`] or its `watch`).
+    pub async fn with_config(config: Arc<ConfigStore>) -> TestServer {
+        let (cert_dir, certs) = fresh_certs();
+        let policies = PolicyStore::new(Vec::new());
+        Self::launch(cert_dir, certs, fixture_catalog(), config, policies, ServeOptions::default()).await
     }
 
     /// Serves the certificate already in `cert_dir` (see [`TestServer::start_with`]).
@@ -102,14 +122,14 @@ impl TestServer {
         config: Config,
         options: ServeOptions,
     ) -> TestServer {
-        Self::launch(cert_dir, certs, catalog, config, PolicyStore::new(Vec::new()), options).await
+        Self::launch(cert_dir, certs, catalog, ConfigStore::fixed(config), PolicyStore::new(Vec::new()), options).await
     }
 
     async fn launch(
         cert_dir: tempfile::TempDir,
         certs: GeneratedCerts,
         catalog: Catalog,
-        config: Config,
+        config: Arc<ConfigStore>,
         policies: Arc<PolicyStore>,
         options: ServeOptions,
     ) -> TestServer {
