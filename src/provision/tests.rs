@@ -393,6 +393,38 @@ async fn a_bucket_bound_before_is_not_counted_as_bound_again() {
     assert!(ctx.metrics.backend_count("seaweed", "create_bucket", "success") == 0);
 }
 
+/// Rotating a Bucket's key: its Secret deleted, the loop (woken by the Secret's watch) asks
+/// the store for a new key, which replaces the old one there, and writes the Secret again.
+#[tokio::test]
+async fn a_deleted_secret_is_written_again_with_a_new_key() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let scoped = plan::condition(&[], "CredentialsScoped", true, "BucketUser", "its own key", Some(1));
+    let target = bucket(
+        json!({"protocol": "s3", "bucketClassName": "ceph"}),
+        json!({"bucketContentName": CONTENT, "phase": "Bound", "conditions": [scoped]}),
+    );
+    let backend = plan::backend_bucket_name(&target);
+    let mut content = serde_json::to_value(content_for(&target)).unwrap();
+    content["status"] = json!({"phase": "Bound"});
+    let shown = serde_json::to_value(&target).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::NotFound).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+    let secret = api.expect("POST", "/api/v1/namespaces/team-a/secrets", Reply::Echo).await;
+    assert_eq!(secret["data"]["AWS_ACCESS_KEY_ID"], "QUs=", "the key granted now");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(expect_event(&mut api).await, ("CredentialsIssued".into(), "wrote Secret photos".into()));
+    let status = expect_bucket_status(&mut api, shown).await;
+    assert_eq!(status["status"]["phase"], "Bound");
+    assert_eq!(status["status"]["conditions"][1]["type"], "CredentialsScoped");
+    assert_eq!(status["status"]["conditions"][1]["status"], "True");
+    assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(std::time::Duration::from_secs(3600)));
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("grant {backend} {UID} ReadWrite")]);
+}
+
 #[tokio::test]
 async fn buckets_of_provisioners_without_a_driver_are_left_to_their_controller() {
     let driver = Arc::new(FakeDriver::default());
