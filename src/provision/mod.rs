@@ -291,7 +291,7 @@ pub async fn run(
             return Ok(());
         };
         let (mut leading, lease) = manager.watch().await;
-        let retake = loop {
+        let stop = loop {
             let leader = *leading.borrow_and_update();
             match (leader, running.is_some()) {
                 (true, false) => {
@@ -308,31 +308,43 @@ pub async fn run(
             }
             metrics.leader.set(i64::from(running.is_some()));
             tokio::select! {
-                changed = leading.changed() => if changed.is_err() { break false },
-                Some(()) = released.next(), if running.is_none() => break true,
+                changed = leading.changed() => if changed.is_err() { break Stop::ManagerEnded },
+                Some(()) = released.next(), if running.is_none() => break Stop::Retake,
                 () = &mut shutdown => {
                     tracing::info!("shutting down: the provisioning loop stops and the Lease is released");
-                    break false;
+                    break Stop::Shutdown;
                 }
             }
         };
-        if retake {
-            // A follower holds nothing to release: its manager is stopped where it waits.
-            // (Dropping its channel would make it release the Lease, which another replica
-            // may have taken in the meantime.)
+        let led = running.take().map(|task| task.abort()).is_some();
+        metrics.leader.set(0);
+        if !led && !matches!(stop, Stop::ManagerEnded) {
+            // A follower holds nothing to release: its manager is stopped where it waits, to
+            // read the Lease afresh or for good. (Dropping its channel would make it release
+            // the Lease if it thought it expired, which another replica may have taken in
+            // the meantime.)
             lease.abort();
             let _ = lease.await;
-            continue;
+            if matches!(stop, Stop::Retake) {
+                continue;
+            }
+            return Ok(());
         }
-        if let Some(task) = running.take() {
-            task.abort();
-        }
-        metrics.leader.set(0);
-        // The manager releases the Lease once nobody listens to it any more.
+        // The manager releases the Lease once nobody listens to it any more, and reports
+        // how it ended.
         drop(leading);
         lease.await??;
         return Ok(());
     }
+}
+
+/// Why a replica stopped following its Lease manager.
+enum Stop {
+    /// The Lease was seen released: a new manager reads it afresh.
+    Retake,
+    Shutdown,
+    /// The manager's task ended by itself.
+    ManagerEnded,
 }
 
 /// Runs the loop with the configuration in force, and from the start again with each new
