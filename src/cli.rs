@@ -12,7 +12,7 @@ use futures::FutureExt;
 
 use crate::admission::{self, Webhook};
 use crate::catalog::Catalog;
-use crate::config::ConfigStore;
+use crate::config::{Config, ConfigError, ConfigStore};
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicySet, store::PolicyStore};
 use crate::provision;
@@ -53,6 +53,19 @@ pub enum Command {
     /// Check and test policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Check configuration files before they reach a cluster.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check configuration files, or manifests holding the bucketgate-config ConfigMap, and
+    /// say what each serves.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,7 +230,79 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Review(args) => review(args),
         Command::Policy(PolicyCommand::Lint { dirs }) => lint(&dirs),
         Command::Policy(PolicyCommand::Test { dir, junit }) => policy_test(&dir, junit.as_deref()),
+        Command::Config(ConfigCommand::Check { files }) => config_check(&files),
     }
+}
+
+/// A running bucketgate ignores an edit that does not load; this says so before it is
+/// applied, and what a good one serves.
+fn config_check(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for file in files {
+        for (shown, loaded) in configurations(file)? {
+            match loaded {
+                Ok(config) => println!("{shown}: OK, {}", describe(&config)),
+                Err(error) => {
+                    failed += 1;
+                    println!("{error}");
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} configuration(s) do not load");
+    }
+    Ok(())
+}
+
+/// The configurations in `file`: the file itself, or in a manifest the `config.yaml` of each
+/// ConfigMap that has one (as `manifests/base/config.yaml` holds bucketgate-config's).
+fn configurations(file: &Path) -> anyhow::Result<Vec<(String, Result<Config, ConfigError>)>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let shown = file.display().to_string();
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap_or_default();
+    let embedded: Vec<_> = documents
+        .iter()
+        .filter(|document| document["kind"] == "ConfigMap")
+        .filter_map(|map| {
+            Some((map["metadata"]["name"].as_str().unwrap_or_default(), map["data"]["config.yaml"].as_str()?))
+        })
+        .map(|(name, text)| {
+            let shown = format!("{shown} (ConfigMap {name}, config.yaml)");
+            let loaded = Config::parse(text, &shown);
+            (shown, loaded)
+        })
+        .collect();
+    if !embedded.is_empty() {
+        return Ok(embedded);
+    }
+    let loaded = Config::parse(&text, &shown);
+    Ok(vec![(shown, loaded)])
+}
+
+fn describe(config: &Config) -> String {
+    if config.provisioners.is_empty() {
+        return "serves no provisioner: Buckets of every class will be refused".into();
+    }
+    let each: Vec<String> = config
+        .provisioners
+        .iter()
+        .map(|provisioner| match &provisioner.s3 {
+            Some(s3) => format!(
+                "{} (S3 driver at {}, region {}{})",
+                provisioner.name,
+                s3.endpoint,
+                s3.region,
+                if s3.iam.is_some() {
+                    ", a user and key per Bucket"
+                } else {
+                    ", the provisioner's key for every Bucket"
+                }
+            ),
+            None => format!("{} (admission only: another controller provisions)", provisioner.name),
+        })
+        .collect();
+    format!("serves {}", each.join("; "))
 }
 
 fn lint(dirs: &[PathBuf]) -> anyhow::Result<()> {

@@ -98,12 +98,12 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::parse(&read(path)?, path)
+        Config::parse(&read(path)?, &path.display().to_string())
     }
 
-    /// The configuration in `text`, read from `path` (named in errors).
-    fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let shown = path.display().to_string();
+    /// The configuration in `text`, read from `shown` (named in errors).
+    pub fn parse(text: &str, shown: &str) -> Result<Config, ConfigError> {
+        let shown = shown.to_string();
         let config: Config = serde_saphyr::from_str(text)
             .map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
         if config.provisioners.iter().any(|p| p.name.trim().is_empty()) {
@@ -207,7 +207,7 @@ impl ConfigStore {
         let (config, seen) = match &path {
             Some(path) => {
                 let text = read(path)?;
-                (Config::parse(&text, path)?, Some(text))
+                (Config::parse(&text, &path.display().to_string())?, Some(text))
             }
             None => (Config::default(), None),
         };
@@ -248,7 +248,7 @@ impl ConfigStore {
             }
             *seen = Some(text.clone());
         }
-        match Config::parse(&text, path) {
+        match Config::parse(&text, &path.display().to_string()) {
             Ok(config) => {
                 let config = config.with_provisioners(self.flags.iter().cloned());
                 // A comment edited is no change: the provisioning loop starts again only

@@ -1,5 +1,5 @@
 //! The `bucketgate` binary as users run it: `serve` (with SIGTERM while a request is in
-//! flight, and `--dev` as the README runs it), `review` and `certs`.
+//! flight, and `--dev` as the README runs it), `review`, `config check` and `certs`.
 
 mod common;
 
@@ -224,6 +224,42 @@ async fn review_answers_a_file_offline() {
     let output = run_review(&copy, &["--webhook", "validate"]).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a valid AdmissionReview"));
+}
+
+async fn config_check(files: &[&std::path::Path]) -> (bool, String) {
+    let output = Command::new(BIN).args(["config", "check"]).args(files).output().await.unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn config_check_says_what_a_configuration_serves_and_what_is_wrong() {
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config.yaml");
+    let (ok, out) = config_check(&[&base]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("(ConfigMap bucketgate-config, config.yaml): OK, serves rook-ceph.ceph.rook.io/bucket (S3 driver at http://rook-ceph-rgw-my-store.rook-ceph.svc, region us-east-1, a user and key per Bucket)"),
+        "{out}"
+    );
+
+    let scratch = tempfile::tempdir().unwrap();
+    let plain = scratch.path().join("config.yaml");
+    std::fs::write(&plain, "provisioners:\n  - nme: minio.example.com\n").unwrap();
+    let (ok, out) = config_check(&[&base, &plain]).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("OK, serves rook-ceph"), "every file is checked: {out}");
+    assert!(out.contains("is not valid: error: line 2 column 5: unknown field `nme`"), "{out}");
+
+    let manifest = scratch.path().join("configmap.yaml");
+    let broken = std::fs::read_to_string(&base).unwrap().replace("endpoint: http://", "endpoint: ");
+    std::fs::write(&manifest, broken).unwrap();
+    let (ok, out) = config_check(&[&manifest]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "(ConfigMap bucketgate-config, config.yaml): provisioner \"rook-ceph.ceph.rook.io/bucket\": s3.endpoint"
+        ),
+        "{out}"
+    );
 }
 
 #[tokio::test]
