@@ -311,7 +311,7 @@ pub async fn run(
                 changed = leading.changed() => if changed.is_err() { break Stop::ManagerEnded },
                 Some(()) = released.next(), if running.is_none() => break Stop::Retake,
                 () = &mut shutdown => {
-                    tracing::info!("shutting down: the provisioning loop stops and the Lease is released");
+                    tracing::info!("stopping: the provisioning loop stops and the Lease is released");
                     break Stop::Shutdown;
                 }
             }
@@ -382,12 +382,14 @@ pub async fn supervise(
             () = &mut shutdown => false,
             Ok(()) = configs.changed() => true,
         };
+        if again {
+            tracing::info!("the configuration changed: the provisioning loop starts again with it");
+        }
         let _ = stop.send(());
         running.await?;
         if !again {
             return Ok(());
         }
-        tracing::info!("the configuration changed: the provisioning loop starts again with it");
     }
 }
 
