@@ -412,11 +412,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let config = args.served.open(dev_fallback.then_some(Path::new(DEV_CONFIG)))?;
-    let in_force = config.current();
-    tracing::info!(provisioners = ?in_force.served_names(), "serving provisioners");
-    for provisioner in in_force.provisioners.iter().filter(|p| p.s3.is_none()) {
-        tracing::warn!(provisioner = %provisioner.name, "no driver configured: admission only, another controller must provision its buckets");
-    }
+    config.current().announce("serving provisioners");
 
     let metrics = Arc::new(Metrics::default());
     // Both the server and the provisioning loop stop on it.

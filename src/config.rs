@@ -154,6 +154,15 @@ impl Config {
         self.provisioners.iter().any(ProvisionerConfig::has_driver)
     }
 
+    /// Logs `event` with what this configuration serves, and each provisioner whose buckets
+    /// another controller must provision: at start and at every reload alike.
+    pub fn announce(&self, event: &str) {
+        tracing::info!(provisioners = ?self.served_names(), "{event}");
+        for provisioner in self.provisioners.iter().filter(|p| !p.has_driver()) {
+            tracing::warn!(provisioner = %provisioner.name, "no driver configured: admission only, another controller must provision its buckets");
+        }
+    }
+
     pub fn served_names(&self) -> Vec<&str> {
         self.provisioners.iter().map(|p| p.name.as_str()).collect()
     }
@@ -279,7 +288,7 @@ impl ConfigStore {
             |outcome| match outcome {
                 Reload::Unchanged => {}
                 Reload::Loaded => {
-                    tracing::info!(provisioners = ?self.current().served_names(), "configuration reloaded");
+                    self.current().announce("configuration reloaded");
                     metrics.config_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
                 }
                 Reload::Failed(error) => {
