@@ -395,9 +395,7 @@ fn deployment_is_hardened_and_probed() {
     assert!(pod.termination_grace_period_seconds.unwrap() >= 25, "longer than preStop plus --shutdown-grace");
     // The shipped configuration loads as serve would load it.
     let config = find(&objects, "ConfigMap", "bucketgate-config")["data"]["config.yaml"].as_str().unwrap().to_string();
-    let scratch = tempfile::tempdir().unwrap();
-    std::fs::write(scratch.path().join("config.yaml"), config).unwrap();
-    let config = bucketgate::config::Config::load(&scratch.path().join("config.yaml")).unwrap();
+    let config = bucketgate::config::Config::parse(&config, "bucketgate-config").unwrap();
     assert!(config.provisioners.iter().all(|p| p.s3.is_some()), "the example provisioner has a driver");
     let pdb = find(&objects, "PodDisruptionBudget", "bucketgate");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
