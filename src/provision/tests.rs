@@ -908,13 +908,9 @@ impl Cluster {
 
     /// Waits until the requests seen so far satisfy `done`.
     async fn wait_for(&self, what: &str, done: impl Fn(&[Seen]) -> bool) {
-        for _ in 0..500 {
-            if done(&self.seen.lock().unwrap()) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        if !waited(|| done(&self.seen.lock().unwrap())).await {
+            panic!("waited 5 s for {what}; the API server saw {:#?}", self.seen.lock().unwrap());
         }
-        panic!("waited 5 s for {what}; the API server saw {:#?}", self.seen.lock().unwrap());
     }
 
     /// Ends the open watch of `path` with these watch events.
@@ -997,6 +993,17 @@ async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it(
             request.uri
         );
     }
+}
+
+/// Waits up to 5 s for `done`; whether it came. The caller asserts what it waited for.
+async fn waited(done: impl Fn() -> bool) -> bool {
+    for _ in 0..500 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
 }
 
 /// One replica's leader election and loop, as `bucketgate serve` runs it.
@@ -1087,12 +1094,7 @@ async fn a_new_configuration_starts_the_loop_again_with_it() {
 
     // The drivers taken out: the loop stops and lets the Lease go.
     configs.send_replace(Arc::new(Config::default().with_provisioners(["seaweed".to_string()])));
-    for _ in 0..500 {
-        if metrics.provisioning_enabled.get() == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    waited(|| metrics.provisioning_enabled.get() == 0).await;
     assert_eq!((metrics.provisioning_enabled.get(), metrics.leader.get()), (0, 0));
     assert_eq!(cluster.lease_holder(), None);
 
@@ -1206,13 +1208,11 @@ async fn a_watch_the_loop_may_not_open_is_logged() {
         let controller = format!("controller=\"{controller}\"");
         logged.lines().find(|l| l.contains("a watch failed") && l.contains(&controller)).map(str::to_string)
     };
-    for _ in 0..500 {
+    waited(|| {
         let logged = logged();
-        if forbidden.iter().all(|(controller, _)| line_for(&logged, controller).is_some()) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+        forbidden.iter().all(|(controller, _)| line_for(&logged, controller).is_some())
+    })
+    .await;
     controllers.abort();
     let logged = logged();
     for (controller, path) in forbidden {
