@@ -12,7 +12,7 @@ use futures::FutureExt;
 
 use crate::admission::{self, Webhook};
 use crate::catalog::Catalog;
-use crate::config::{Config, ConfigError, ConfigStore};
+use crate::config::{Config, ConfigStore};
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicySet, store::PolicyStore};
 use crate::provision;
@@ -239,12 +239,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 fn config_check(files: &[PathBuf]) -> anyhow::Result<()> {
     let mut failed = 0;
     for file in files {
-        for (shown, loaded) in configurations(file)? {
+        // A file that cannot be read counts as a problem, and the others are still checked.
+        let found = configurations(file).unwrap_or_else(|error| vec![(file.display().to_string(), Err(error))]);
+        for (shown, loaded) in found {
             match loaded {
                 Ok(config) => println!("{shown}: OK, {}", describe(&config)),
                 Err(error) => {
                     failed += 1;
-                    println!("{error}");
+                    println!("{error:#}");
                 }
             }
         }
@@ -257,7 +259,7 @@ fn config_check(files: &[PathBuf]) -> anyhow::Result<()> {
 
 /// The configurations in `file`: the file itself, or in a manifest the `config.yaml` of each
 /// ConfigMap that has one (as `manifests/base/config.yaml` holds bucketgate-config's).
-fn configurations(file: &Path) -> anyhow::Result<Vec<(String, Result<Config, ConfigError>)>> {
+fn configurations(file: &Path) -> anyhow::Result<Vec<(String, anyhow::Result<Config>)>> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let shown = file.display().to_string();
     let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap_or_default();
@@ -269,14 +271,19 @@ fn configurations(file: &Path) -> anyhow::Result<Vec<(String, Result<Config, Con
         })
         .map(|(name, text)| {
             let shown = format!("{shown} (ConfigMap {name}, config.yaml)");
-            let loaded = Config::parse(text, &shown);
+            let loaded = Config::parse(text, &shown).map_err(anyhow::Error::from);
             (shown, loaded)
         })
         .collect();
     if !embedded.is_empty() {
         return Ok(embedded);
     }
-    let loaded = Config::parse(&text, &shown);
+    // Kubernetes objects, none of them the configuration: read as one, it would be refused
+    // for its `apiVersion`, which says nothing of what is missing.
+    if documents.iter().any(|document| document.get("kind").is_some()) {
+        bail!("{shown}: holds Kubernetes objects but no ConfigMap with a config.yaml (bucketgate-config)");
+    }
+    let loaded = Config::parse(&text, &shown).map_err(anyhow::Error::from);
     Ok(vec![(shown, loaded)])
 }
 

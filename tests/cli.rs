@@ -260,6 +260,17 @@ async fn config_check_says_what_a_configuration_serves_and_what_is_wrong() {
         ),
         "{out}"
     );
+
+    // The policies' ConfigMap alone, and a file that is not there.
+    let policies_only = scratch.path().join("policies.yaml");
+    let text = std::fs::read_to_string(&base).unwrap();
+    std::fs::write(&policies_only, &text[text.find("---").unwrap()..]).unwrap();
+    let missing = scratch.path().join("missing.yaml");
+    let (ok, out) = config_check(&[&policies_only, &missing, &base]).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("holds Kubernetes objects but no ConfigMap with a config.yaml"), "{out}");
+    assert!(out.contains("missing.yaml: No such file"), "{out}");
+    assert!(out.contains("OK, serves rook-ceph"), "the files after them are checked too: {out}");
 }
 
 #[tokio::test]
