@@ -316,9 +316,12 @@ pub async fn run(
                 }
             }
         };
-        let led = running.take().map(|task| task.abort()).is_some();
+        let led = running.take();
+        if let Some(task) = &led {
+            task.abort();
+        }
         metrics.leader.set(0);
-        if !led && !matches!(stop, Stop::ManagerEnded) {
+        if led.is_none() && !matches!(stop, Stop::ManagerEnded) {
             // A follower holds nothing to release: its manager is stopped where it waits, to
             // read the Lease afresh or for good. (Dropping its channel would make it release
             // the Lease if it thought it expired, which another replica may have taken in
