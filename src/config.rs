@@ -154,6 +154,12 @@ impl Config {
         self.provisioners.iter().any(ProvisionerConfig::has_driver)
     }
 
+    /// What the provisioning loop reads of this configuration: the provisioners it drives.
+    /// Two configurations with the same drivers run the same loop.
+    pub fn driven(&self) -> Config {
+        Config { provisioners: self.provisioners.iter().filter(|p| p.has_driver()).cloned().collect() }
+    }
+
     /// Logs `event` with what this configuration serves, and each provisioner whose buckets
     /// another controller must provision: at start and at every reload alike.
     pub fn announce(&self, event: &str) {

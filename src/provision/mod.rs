@@ -364,8 +364,8 @@ pub async fn supervise(
 ) -> anyhow::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let config = configs.borrow_and_update().clone();
-        if !config.has_any_driver() {
+        let driven = configs.borrow_and_update().driven();
+        if !driven.has_any_driver() {
             metrics.provisioning_enabled.set(0);
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
@@ -377,13 +377,21 @@ pub async fn supervise(
             let _ = stopped.await;
         };
         let running =
-            run(client.clone(), (*config).clone(), lease_namespace.clone(), identity.clone(), metrics.clone(), stopped);
+            run(client.clone(), driven.clone(), lease_namespace.clone(), identity.clone(), metrics.clone(), stopped);
         let mut running = std::pin::pin!(running);
         // A closed channel (the store gone) is no change: the loop runs on until shutdown.
-        let again = tokio::select! {
-            result = &mut running => return result,
-            () = &mut shutdown => false,
-            Ok(()) = configs.changed() => true,
+        // Nor is an edit the loop does not read (a provisioner served at admission only): a
+        // restart lists every watch again and hands the Lease over, for nothing.
+        let again = loop {
+            tokio::select! {
+                result = &mut running => return result,
+                () = &mut shutdown => break false,
+                Ok(()) = configs.changed() => {
+                    if configs.borrow_and_update().driven() != driven {
+                        break true;
+                    }
+                }
+            }
         };
         if again {
             tracing::info!("the configuration changed: the provisioning loop starts again with it");

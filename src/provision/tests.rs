@@ -1073,6 +1073,12 @@ async fn a_new_configuration_starts_the_loop_again_with_it() {
     assert_eq!(cluster.lease_holder().as_deref(), Some("replica-a"));
     assert_eq!((metrics.provisioning_enabled.get(), metrics.leader.get()), (1, 1));
 
+    // A provisioner served at admission only changes nothing the loop reads: it runs on.
+    configs.send_replace(Arc::new(test_config().with_provisioners(["other.example/bucket".to_string()])));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(bucket_watches(&cluster.seen.lock().unwrap()), 1, "not started again");
+    assert_eq!(cluster.lease_holder().as_deref(), Some("replica-a"));
+
     // Another endpoint: the Lease is released and taken again, the watches opened anew.
     let mut moved = test_config();
     moved.provisioners[0].s3.as_mut().unwrap().endpoint = "http://s3.example:9000".into();
