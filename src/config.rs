@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::metrics::{Metrics, ResultLabel};
+use crate::metrics::Metrics;
 
 /// Read from a YAML file (a ConfigMap in a cluster); `--provisioner` flags add to it.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -211,8 +211,13 @@ pub struct ConfigStore {
 
 #[derive(Debug)]
 pub enum Reload {
+    /// The file as it was last read.
     Unchanged,
+    /// A new configuration is in force.
     Loaded,
+    /// The file changed and loads, but says what is in force already: comments edited, or
+    /// a broken edit undone.
+    Equivalent,
     Failed(ConfigError),
 }
 
@@ -275,7 +280,7 @@ impl ConfigStore {
                     }
                     changed
                 });
-                if changed { Reload::Loaded } else { Reload::Unchanged }
+                if changed { Reload::Loaded } else { Reload::Equivalent }
             }
             Err(error) => Reload::Failed(error),
         }
@@ -295,11 +300,12 @@ impl ConfigStore {
                 Reload::Unchanged => {}
                 Reload::Loaded => {
                     self.current().announce("configuration reloaded");
-                    metrics.config_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
+                    metrics.config_reloads.succeeded();
                 }
+                Reload::Equivalent => metrics.config_reloads.succeeded(),
                 Reload::Failed(error) => {
                     tracing::error!(%error, "configuration not reloaded; the previous one stays in force");
-                    metrics.config_reloads.get_or_create(&ResultLabel { result: "error" }).inc();
+                    metrics.config_reloads.failed();
                 }
             },
         )
@@ -323,6 +329,7 @@ mod tests {
 
         // A comment is no change: nothing restarts for it.
         std::fs::write(&path, "# the store of team a\nprovisioners:\n- name: rook-ceph.ceph.rook.io/bucket\n").unwrap();
+        assert!(matches!(store.reload(), Reload::Equivalent));
         assert!(matches!(store.reload(), Reload::Unchanged));
         assert!(!changes.has_changed().unwrap());
 
@@ -341,6 +348,12 @@ mod tests {
         assert!(error.to_string().contains("config.yaml"), "{error}");
         assert!(matches!(store.reload(), Reload::Unchanged), "reported once, not at every look");
         assert_eq!(store.current().served_names().len(), 3, "the last good configuration stays");
+        assert!(!changes.has_changed().unwrap());
+
+        // The broken edit undone: the file loads again, and nothing in force changes.
+        std::fs::write(&path, "provisioners:\n- name: rook-ceph.ceph.rook.io/bucket\n- name: minio.example.com\n")
+            .unwrap();
+        assert!(matches!(store.reload(), Reload::Equivalent));
         assert!(!changes.has_changed().unwrap());
 
         std::fs::remove_file(&path).unwrap();

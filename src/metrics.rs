@@ -50,14 +50,59 @@ pub struct BackendLabels {
     pub result: &'static str,
 }
 
+/// Reading a file again after it changed (the certificate, the policies, the
+/// configuration): each attempt counted by result, and whether the file as it now is came
+/// into force. The counter alone cannot say that: a broken file is reported once, not at
+/// every poll, so an alert on its increase would end while the file is still broken.
+#[derive(Clone, Debug)]
+pub struct Reloads {
+    pub total: Family<ResultLabel, Counter>,
+    /// 1 while the last attempt loaded (or none was needed since start), 0 after a failure
+    /// until a version that loads; as Prometheus's own `config_last_reload_successful`.
+    pub last_successful: Gauge,
+}
+
+impl Reloads {
+    fn register(registry: &mut Registry, what: &str, of: &str) -> Reloads {
+        let reloads = Reloads { total: Family::default(), last_successful: Gauge::default() };
+        reloads.last_successful.set(1);
+        registry.register(
+            format!("{what}_reloads"),
+            format!("{of} reloads after a change, by result"),
+            reloads.total.clone(),
+        );
+        registry.register(
+            format!("{what}_last_reload_successful"),
+            format!("1 while the {} on disk is the one in force, 0 after it failed to load", of.to_lowercase()),
+            reloads.last_successful.clone(),
+        );
+        reloads
+    }
+
+    pub fn succeeded(&self) {
+        self.total.get_or_create(&ResultLabel { result: "success" }).inc();
+        self.last_successful.set(1);
+    }
+
+    pub fn failed(&self) {
+        self.total.get_or_create(&ResultLabel { result: "error" }).inc();
+        self.last_successful.set(0);
+    }
+
+    /// Attempts with `result` (`success` or `error`) so far.
+    pub fn count(&self, result: &'static str) -> u64 {
+        self.total.get_or_create(&ResultLabel { result }).get()
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<AdmissionLabels, Counter>,
     pub latency: Family<AdmissionLabels, Histogram>,
-    pub certificate_reloads: Family<ResultLabel, Counter>,
+    pub certificate_reloads: Reloads,
     pub policy_evaluations: Family<PolicyLabels, Counter>,
-    pub policy_reloads: Family<ResultLabel, Counter>,
-    pub config_reloads: Family<ResultLabel, Counter>,
+    pub policy_reloads: Reloads,
+    pub config_reloads: Reloads,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub time_to_bound: Histogram,
     pub backend_requests: Family<BackendLabels, Counter>,
@@ -80,22 +125,15 @@ impl Default for Metrics {
             "Time to decode, decide and encode one review",
             latency.clone(),
         );
-        let certificate_reloads = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "tls_certificate_reloads",
-            "Serving certificate reloads after the files changed",
-            certificate_reloads.clone(),
-        );
+        let certificate_reloads = Reloads::register(&mut registry, "tls_certificate", "Serving certificate");
         let policy_evaluations = Family::<PolicyLabels, Counter>::default();
         registry.register(
             "policy_evaluations",
             "Policy evaluations by policy, mode and result (audit-mode violations show here)",
             policy_evaluations.clone(),
         );
-        let policy_reloads = Family::<ResultLabel, Counter>::default();
-        registry.register("policy_reloads", "Policy directory reloads after a change", policy_reloads.clone());
-        let config_reloads = Family::<ResultLabel, Counter>::default();
-        registry.register("config_reloads", "Configuration file reloads after a change", config_reloads.clone());
+        let policy_reloads = Reloads::register(&mut registry, "policy", "Policy set");
+        let config_reloads = Reloads::register(&mut registry, "config", "Configuration");
 
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(

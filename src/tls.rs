@@ -23,7 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::metrics::{Metrics, ResultLabel};
+use crate::metrics::Metrics;
 
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
@@ -126,12 +126,12 @@ impl CertStore {
             |outcome| match outcome {
                 Ok(true) => {
                     tracing::info!(cert = %self.cert_path.display(), "serving certificate reloaded");
-                    metrics.certificate_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
+                    metrics.certificate_reloads.succeeded();
                 }
                 Ok(false) => {}
                 Err(error) => {
                     tracing::warn!(%error, "serving certificate not reloaded; the previous one stays in use");
-                    metrics.certificate_reloads.get_or_create(&ResultLabel { result: "error" }).inc();
+                    metrics.certificate_reloads.failed();
                 }
             },
         )

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bucketgate::catalog::Catalog;
 use bucketgate::config::ConfigStore;
-use bucketgate::metrics::ResultLabel;
 use common::*;
 use k8s_openapi::api::core::v1::Namespace;
 use serde_json::{Value, json};
@@ -169,12 +168,16 @@ async fn a_provisioner_added_to_the_configuration_is_served_without_a_restart() 
 
     // A broken edit first: the configuration in force stays, and the metrics say so.
     std::fs::write(&path, "provisioners:\n- nmae: rook-ceph.ceph.rook.io/bucket\n").unwrap();
-    let reloads = |result: &'static str| metrics.config_reloads.get_or_create(&ResultLabel { result }).get();
+    let reloads = |result: &'static str| metrics.config_reloads.count(result);
     wait_until("the broken file to be read", || reloads("error") == 1).await;
     assert_eq!(server.review("validate", &body).await["allowed"], false);
+    // Still said after the polls that find the file as it was: what an alert waits on.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(metrics.encode().contains("bucketgate_config_last_reload_successful 0\n"), "{}", metrics.encode());
 
     std::fs::write(&path, "provisioners:\n- name: minio.example.com\n- name: rook-ceph.ceph.rook.io/bucket\n").unwrap();
     wait_until("the mended file to come into force", || reloads("success") == 1).await;
+    assert!(metrics.encode().contains("bucketgate_config_last_reload_successful 1\n"), "{}", metrics.encode());
     let response = server.review("validate", &body).await;
     assert_eq!(response["allowed"], true, "{response}");
     server.stop().await;

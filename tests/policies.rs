@@ -203,6 +203,8 @@ async fn reload_good_broken_fixed_while_serving() {
     assert_eq!(listing["policies"][0]["name"], "team");
     assert_eq!(listing["policies"][0]["mode"], "enforce");
     assert_eq!(server.review("validate", &photos(json!({"app": "gallery"}))).await["allowed"], false);
+    let metrics = server.client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("bucketgate_policy_last_reload_successful 0\n"), "{metrics}");
 
     // Fixed: the new set loads.
     std::fs::write(dir.path().join("broken.yaml"), policy("second", "audit", TEAM_LABEL)).unwrap();
@@ -214,6 +216,7 @@ async fn reload_good_broken_fixed_while_serving() {
     assert!(sent.load(Ordering::SeqCst) > 0, "the load ran alongside the reloads");
     let metrics = server.client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"bucketgate_policy_reloads_total{result="error"} 1"#), "{metrics}");
+    assert!(metrics.contains("bucketgate_policy_last_reload_successful 1\n"), "{metrics}");
     Arc::try_unwrap(server).ok().unwrap().stop().await;
 }
 

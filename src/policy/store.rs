@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::PolicySet;
 use super::load::{self, LoadError};
-use crate::metrics::{Metrics, ResultLabel};
+use crate::metrics::Metrics;
 
 pub struct PolicyStore {
     dirs: Vec<PathBuf>,
@@ -98,18 +98,22 @@ impl PolicyStore {
 
     /// Polls the directories every `interval` until the process ends.
     pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<Metrics>) {
+        // The first load, at start, was logged there; a failed one is counted here.
+        if !self.state().errors.is_empty() {
+            metrics.policy_reloads.failed();
+        }
         let store = self.clone();
         crate::poll::every(interval, "policies", move || store.reload(), |outcome| match outcome {
             Reload::Unchanged => {}
             Reload::Loaded(count) => {
                 tracing::info!(policies = count, "policies reloaded");
-                metrics.policy_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
+                metrics.policy_reloads.succeeded();
             }
             Reload::Failed(errors) => {
                 for error in &errors {
                     tracing::error!(file = %error.file.display(), line = error.line, problem = %error.message, "policy not loaded; the previous policies stay in force");
                 }
-                metrics.policy_reloads.get_or_create(&ResultLabel { result: "error" }).inc();
+                metrics.policy_reloads.failed();
             }
         })
         .await
@@ -151,5 +155,26 @@ mod tests {
         assert!(!store.state().loaded);
         assert!(store.current().policies.is_empty());
         assert!(PolicyStore::new(Vec::new()).state().loaded);
+    }
+
+    /// A policy ConfigMap that never loaded is what the metrics must show most of all.
+    #[tokio::test]
+    async fn a_broken_start_shows_in_the_metrics_until_mended() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "kind: [").unwrap();
+        let store = PolicyStore::new(vec![dir.path().to_path_buf()]);
+        let metrics = Arc::new(Metrics::default());
+        tokio::spawn(store.watch(Duration::from_millis(10), metrics.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!((metrics.policy_reloads.count("error"), metrics.policy_reloads.last_successful.get()), (1, 0));
+
+        std::fs::write(dir.path().join("a.yaml"), POLICY.replace("NAME", "first")).unwrap();
+        for _ in 0..200 {
+            if metrics.policy_reloads.last_successful.get() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!((metrics.policy_reloads.count("success"), metrics.policy_reloads.last_successful.get()), (1, 1));
     }
 }
