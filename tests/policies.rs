@@ -275,6 +275,7 @@ async fn example_policies_pass_their_own_tests() {
         "bucket-quota",
         "default-cost-center",
         "no-delete-in-production",
+        "restricted-data-is-retained",
     ] {
         assert!(stdout.contains(&format!("PASS  {policy} / ")), "no passing test for {policy}: {stdout}");
     }
@@ -284,5 +285,5 @@ async fn example_policies_pass_their_own_tests() {
         .await
         .unwrap();
     assert!(lint.status.success());
-    assert_eq!(String::from_utf8_lossy(&lint.stdout), "6 policies OK\n");
+    assert_eq!(String::from_utf8_lossy(&lint.stdout), "7 policies OK\n");
 }

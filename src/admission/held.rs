@@ -8,6 +8,8 @@
 //! field once. Anything else is a `None`, and `decode` reads the body the general way,
 //! which is also what words the errors.
 
+use std::collections::BTreeMap;
+
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -76,6 +78,20 @@ impl Typed {
             Typed::Bucket(objects) => into(&mut **objects, old, map),
             Typed::BucketClass(objects) => into(&mut **objects, old, map),
             Typed::BucketContent(objects) => into(&mut **objects, old, map),
+        }
+    }
+
+    /// `metadata.labels` of the new and the old object, each `None` where there is no
+    /// object (an object without labels has an empty map).
+    pub(super) fn labels(&self) -> [Option<BTreeMap<String, String>>; 2] {
+        fn of<K: kube::Resource>(objects: &Objects<K>) -> [Option<BTreeMap<String, String>>; 2] {
+            let labels = |o: &K| o.meta().labels.clone().unwrap_or_default();
+            [objects.new.as_ref().map(labels), objects.old.as_ref().map(labels)]
+        }
+        match self {
+            Typed::Bucket(o) => of(o),
+            Typed::BucketClass(o) => of(o),
+            Typed::BucketContent(o) => of(o),
         }
     }
 
@@ -256,6 +272,7 @@ mod tests {
             }
             assert_eq!(one.json_objects(true).unwrap(), general.json_objects(true).unwrap(), "{}", file.display());
             assert_eq!(one.generate_name(), general.generate_name(), "{}", file.display());
+            assert_eq!(one.object_labels(), general.object_labels(), "{}", file.display());
             let fields = |r: &Request| {
                 format!(
                     "{:?}",

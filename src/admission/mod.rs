@@ -454,6 +454,29 @@ impl Request {
         }
     }
 
+    /// `metadata.labels` of the new and the old object, each `None` where the request has
+    /// no such object; an object without labels has an empty map. For policies that select
+    /// objects by label, as a webhook's `objectSelector` does.
+    pub fn object_labels(&self) -> [Option<BTreeMap<String, String>>; 2] {
+        #[derive(Deserialize)]
+        struct Object {
+            #[serde(default)]
+            metadata: Meta,
+        }
+        #[derive(Deserialize, Default)]
+        struct Meta {
+            #[serde(default)]
+            labels: Option<BTreeMap<String, String>>,
+        }
+        match &self.objects {
+            Held::Read { typed, .. } => typed.labels(),
+            Held::Raw { object, old } => [object, old].map(|raw| {
+                let object: Object = serde_json::from_str(raw.as_ref()?.get()).ok()?;
+                Some(object.metadata.labels.unwrap_or_default())
+            }),
+        }
+    }
+
     /// The new object and, when `with_old`, the old one as JSON values, for the policies.
     pub fn json_objects(
         &self,

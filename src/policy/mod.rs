@@ -213,8 +213,12 @@ pub fn apply(
         return Vec::new();
     }
     let labels = req.namespace.as_deref().and_then(|ns| catalog.namespace_labels(ns)).unwrap_or_default();
-    let matching: Vec<&Policy> =
-        set.policies.iter().filter(|p| p.has_work(webhook) && p.matcher.matches(req, kind, &labels)).collect();
+    let objects = ObjectLabels::new(req, &verdict.patch);
+    let matching: Vec<&Policy> = set
+        .policies
+        .iter()
+        .filter(|p| p.has_work(webhook) && p.matcher.matches(req, kind, &labels, &objects))
+        .collect();
     if matching.is_empty() {
         return Vec::new();
     }
@@ -426,6 +430,45 @@ impl std::fmt::Display for Policy {
     }
 }
 
+/// The labels of a request's new and old objects, read only if a policy selects objects.
+struct ObjectLabels<'a> {
+    req: &'a Request,
+    /// The built-in changes so far: in the mutating webhook, the provisioner label.
+    patch: &'a [json_patch::PatchOperation],
+    labels: std::cell::OnceCell<[Option<BTreeMap<String, String>>; 2]>,
+}
+
+impl<'a> ObjectLabels<'a> {
+    fn new(req: &'a Request, patch: &'a [json_patch::PatchOperation]) -> Self {
+        ObjectLabels { req, patch, labels: std::cell::OnceCell::new() }
+    }
+
+    /// Whether the new or the old object, where there is one, matches `selector`.
+    fn either_matches(&self, selector: &Selector) -> bool {
+        let [new, old] = self.labels.get_or_init(|| {
+            let [new, old] = self.req.object_labels();
+            [new.map(|labels| self.with_patch(labels)), old]
+        });
+        [new, old].into_iter().flatten().any(|labels| selector.matches(labels))
+    }
+
+    /// `labels` with the patch's label changes made: policies see the object as the
+    /// validating webhook will.
+    fn with_patch(&self, labels: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let ops: Vec<_> =
+            self.patch.iter().filter(|op| op.path().as_str().starts_with("/metadata/labels")).cloned().collect();
+        if ops.is_empty() {
+            return labels;
+        }
+        // An `add` of the whole map replaces it, so the map is there for either form.
+        let mut object = json!({"metadata": {"labels": labels}});
+        // Made against this object's labels, the operations apply to them; should one not,
+        // json-patch leaves the labels as they were.
+        let _ = json_patch::patch(&mut object, &ops);
+        serde_json::from_value(object["metadata"]["labels"].take()).unwrap_or_default()
+    }
+}
+
 #[derive(Debug)]
 struct Matcher {
     kinds: Vec<Kind>,
@@ -433,6 +476,7 @@ struct Matcher {
     namespaces: Vec<GlobMatcher>,
     exclude_namespaces: Vec<GlobMatcher>,
     namespace_selector: Option<Selector>,
+    object_selector: Option<Selector>,
     users: Vec<GlobMatcher>,
     groups: Vec<GlobMatcher>,
 }
@@ -467,38 +511,60 @@ impl Matcher {
                 other => Err(format!("spec.match.operations: {other:?} is not one of CREATE, UPDATE, DELETE")),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let namespace_selector = spec
-            .namespace_selector
-            .as_ref()
-            .map(|s| {
-                let selector = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
-                    match_labels: Some(s.match_labels.clone()),
-                    match_expressions: Some(
-                        s.match_expressions
-                            .iter()
-                            .map(|e| k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
-                                key: e.key.clone(),
-                                operator: e.operator.clone(),
-                                values: Some(e.values.clone()),
-                            })
-                            .collect(),
-                    ),
-                };
-                Selector::try_from(selector).map_err(|e| format!("spec.match.namespaceSelector: {e}"))
-            })
-            .transpose()?;
+        let selector = |spec: &Option<spec::LabelSelectorSpec>, field: &str| {
+            spec.as_ref()
+                .map(|s| {
+                    // As the API server says of a webhook's selectors; kube takes `In []`,
+                    // which would match nothing and never say so.
+                    for e in &s.match_expressions {
+                        match (e.operator.as_str(), e.values.is_empty()) {
+                            ("In" | "NotIn", true) => {
+                                return Err(format!("spec.match.{field}: {:?} {} needs values", e.key, e.operator));
+                            }
+                            ("Exists" | "DoesNotExist", false) => {
+                                return Err(format!("spec.match.{field}: {:?} {} takes no values", e.key, e.operator));
+                            }
+                            _ => {}
+                        }
+                    }
+                    let selector = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                        match_labels: Some(s.match_labels.clone()),
+                        match_expressions: Some(
+                            s.match_expressions
+                                .iter()
+                                .map(|e| k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                                    key: e.key.clone(),
+                                    operator: e.operator.clone(),
+                                    values: Some(e.values.clone()),
+                                })
+                                .collect(),
+                        ),
+                    };
+                    Selector::try_from(selector).map_err(|e| format!("spec.match.{field}: {e}"))
+                })
+                .transpose()
+        };
+        let namespace_selector = selector(&spec.namespace_selector, "namespaceSelector")?;
+        let object_selector = selector(&spec.object_selector, "objectSelector")?;
         Ok(Matcher {
             kinds,
             operations: if operations.is_empty() { vec![Operation::Create, Operation::Update] } else { operations },
             namespaces: globs(&spec.namespaces, "namespaces")?,
             exclude_namespaces: globs(&spec.exclude_namespaces, "excludeNamespaces")?,
             namespace_selector,
+            object_selector,
             users: globs(&spec.users, "users")?,
             groups: globs(&spec.groups, "groups")?,
         })
     }
 
-    fn matches(&self, req: &Request, kind: Kind, namespace_labels: &BTreeMap<String, String>) -> bool {
+    fn matches(
+        &self,
+        req: &Request,
+        kind: Kind,
+        namespace_labels: &BTreeMap<String, String>,
+        objects: &ObjectLabels,
+    ) -> bool {
         if !self.kinds.is_empty() && !self.kinds.contains(&kind) {
             return false;
         }
@@ -522,6 +588,11 @@ impl Matcher {
                     return false;
                 }
             }
+        }
+        if let Some(selector) = &self.object_selector
+            && !objects.either_matches(selector)
+        {
+            return false;
         }
         let user = &req.user_info;
         if !self.users.is_empty() && !user.username.as_deref().is_some_and(|u| self.users.iter().any(|g| g.is_match(u)))
@@ -565,7 +636,69 @@ mod tests {
             req,
             Kind::Bucket,
             &labels,
+            &ObjectLabels::new(req, &[]),
         )
+    }
+
+    /// A Bucket request whose new and old objects (`None`: no such object) carry `labels`.
+    fn labelled(operation: &str, new: Option<Value>, old: Option<Value>) -> Request {
+        let object = |labels: Option<Value>| match labels {
+            Some(labels) => json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+                "metadata": {"name": "b", "namespace": "team-a", "labels": labels}, "spec": {"protocol": "s3"}}),
+            None => Value::Null,
+        };
+        let user = json!({"username": "alice"});
+        let body =
+            crate::admission::synthetic_review(Kind::Bucket, operation, Some("team-a"), user, object(new), object(old));
+        decode(body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn objects_are_selected_by_the_labels_of_the_new_or_the_old_object() {
+        let gold = json!({"objectSelector": {"matchLabels": {"tier": "gold"}}});
+        let not_gold =
+            json!({"objectSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["gold"]}]}});
+        let all =
+            json!({"objectSelector": {"matchLabels": {"tier": "gold"}}, "operations": ["CREATE", "UPDATE", "DELETE"]});
+        let create = labelled("CREATE", Some(json!({"tier": "gold"})), None);
+        assert!(matches(gold.clone(), &create, &[]));
+        assert!(!matches(not_gold.clone(), &create, &[]));
+        // An object without labels is an object: NotIn matches it.
+        assert!(matches(not_gold.clone(), &labelled("CREATE", Some(json!({})), None), &[]));
+        assert!(!matches(gold.clone(), &labelled("CREATE", Some(json!({"tier": "silver"})), None), &[]));
+        // Either object: a label taken off still matches, as Kubernetes' objectSelector does.
+        let downgraded = labelled("UPDATE", Some(json!({"tier": "silver"})), Some(json!({"tier": "gold"})));
+        assert!(matches(gold.clone(), &downgraded, &[]));
+        assert!(matches(not_gold, &downgraded, &[]));
+        assert!(matches(all.clone(), &labelled("DELETE", None, Some(json!({"tier": "gold"}))), &[]));
+        assert!(!matches(all, &labelled("DELETE", None, Some(json!({"tier": "silver"}))), &[]));
+    }
+
+    /// In the mutating webhook the new object has bucketgate's provisioner label already, as
+    /// the policies' mutations and the validating webhook see it.
+    #[test]
+    fn the_object_selector_sees_the_built_in_label() {
+        let rook = json!({"objectSelector": {"matchLabels": {"cosi.io/provisioner": "rook"}}});
+        let set = PolicySet {
+            policies: vec![policy(json!({"match": rook,
+                "mutate": [{"setDefault": {"path": "$.object.metadata.labels.backup", "value": "daily"}}]}))],
+            loaded_at: SystemTime::now(),
+        };
+        // The two forms of the built-in patch: the whole map added, or one label in it.
+        let whole = json!({"op": "add", "path": "/metadata/labels", "value": {"cosi.io/provisioner": "rook"}});
+        let one = json!({"op": "add", "path": "/metadata/labels/cosi.io~1provisioner", "value": "rook"});
+        for (labels, op) in [(Value::Null, whole), (json!({}), one.clone()), (json!({"app": "gallery"}), one)] {
+            let req = labelled("CREATE", Some(labels.clone()), None);
+            let mut verdict = Verdict::default();
+            verdict.patch.push(serde_json::from_value(op).unwrap());
+            apply(Webhook::Mutate, &req, Kind::Bucket, &Catalog::with_buckets([], [], [], []), &set, &mut verdict);
+            let patched = serde_json::to_string(&verdict.patch).unwrap();
+            assert!(patched.contains("daily"), "{labels}: {patched}");
+
+            let mut unlabelled = Verdict::default();
+            apply(Webhook::Mutate, &req, Kind::Bucket, &Catalog::with_buckets([], [], [], []), &set, &mut unlabelled);
+            assert!(unlabelled.patch.is_empty(), "{labels}: selected without the label");
+        }
     }
 
     #[test]
@@ -607,6 +740,14 @@ mod tests {
         assert!(compile(json!({"match": {"namespaces": ["[a"]}, "validate": validate})).contains("not a glob"));
         let bad_selector = json!({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}});
         assert!(compile(json!({"match": bad_selector, "validate": validate})).contains("namespaceSelector"));
+        let bad_selector = json!({"objectSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}});
+        assert_eq!(
+            compile(json!({"match": bad_selector, "validate": validate})),
+            "spec.match.objectSelector: \"a\" In needs values"
+        );
+        let bad_selector =
+            json!({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["b"]}]}});
+        assert!(compile(json!({"match": bad_selector, "validate": validate})).contains("Exists takes no values"));
         assert!(compile(json!({})).contains("has nothing to do"));
     }
 

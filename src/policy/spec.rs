@@ -94,6 +94,12 @@ pub struct MatchSpec {
     pub exclude_namespaces: Vec<String>,
     #[serde(default)]
     pub namespace_selector: Option<LabelSelectorSpec>,
+    /// The object's labels, as a webhook's `objectSelector`: the policy matches when the
+    /// new or the old object matches (on CREATE only the new one, on DELETE the old one).
+    /// In the mutating webhook the new object's labels include bucketgate's own
+    /// `cosi.io/provisioner`.
+    #[serde(default)]
+    pub object_selector: Option<LabelSelectorSpec>,
     /// Usernames or globs (`system:serviceaccount:*`); anyone when empty.
     #[serde(default)]
     pub users: Vec<String>,
