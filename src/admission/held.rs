@@ -8,8 +8,7 @@
 //! field once. Anything else is a `None`, and `decode` reads the body the general way,
 //! which is also what words the errors.
 
-use std::collections::BTreeMap;
-
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -81,12 +80,10 @@ impl Typed {
         }
     }
 
-    /// `metadata.labels` of the new and the old object, each `None` where there is no
-    /// object (an object without labels has an empty map).
-    pub(super) fn labels(&self) -> [Option<BTreeMap<String, String>>; 2] {
-        fn of<K: kube::Resource>(objects: &Objects<K>) -> [Option<BTreeMap<String, String>>; 2] {
-            let labels = |o: &K| o.meta().labels.clone().unwrap_or_default();
-            [objects.new.as_ref().map(labels), objects.old.as_ref().map(labels)]
+    /// The metadata of the new and the old object, each `None` where there is no object.
+    pub(super) fn metas(&self) -> [Option<&ObjectMeta>; 2] {
+        fn of<K: kube::Resource>(objects: &Objects<K>) -> [Option<&ObjectMeta>; 2] {
+            [objects.new.as_ref().map(K::meta), objects.old.as_ref().map(K::meta)]
         }
         match self {
             Typed::Bucket(o) => of(o),

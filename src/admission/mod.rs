@@ -21,6 +21,7 @@ use std::fmt;
 
 use json_patch::PatchOperation;
 use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 pub use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, Status};
 use serde::Deserialize;
@@ -458,21 +459,28 @@ impl Request {
     /// no such object; an object without labels has an empty map. For policies that select
     /// objects by label, as a webhook's `objectSelector` does.
     pub fn object_labels(&self) -> [Option<BTreeMap<String, String>>; 2] {
+        self.object_metas().map(|meta| meta.map(|meta| meta.labels.clone().unwrap_or_default()))
+    }
+
+    /// Whether this is an UPDATE of an object whose deletion has begun: what is left to
+    /// happen to it is its finalizers going, which must not be held up.
+    pub fn of_a_deleted_object(&self) -> bool {
+        self.operation == Operation::Update
+            && self.object_metas().iter().flatten().any(|meta| meta.deletion_timestamp.is_some())
+    }
+
+    /// The metadata of the new and the old object, each `None` where there is none.
+    fn object_metas(&self) -> [Option<Cow<'_, ObjectMeta>>; 2] {
         #[derive(Deserialize)]
         struct Object {
             #[serde(default)]
-            metadata: Meta,
-        }
-        #[derive(Deserialize, Default)]
-        struct Meta {
-            #[serde(default)]
-            labels: Option<BTreeMap<String, String>>,
+            metadata: ObjectMeta,
         }
         match &self.objects {
-            Held::Read { typed, .. } => typed.labels(),
+            Held::Read { typed, .. } => typed.metas().map(|meta| meta.map(Cow::Borrowed)),
             Held::Raw { object, old } => [object, old].map(|raw| {
                 let object: Object = serde_json::from_str(raw.as_ref()?.get()).ok()?;
-                Some(object.metadata.labels.unwrap_or_default())
+                Some(Cow::Owned(object.metadata))
             }),
         }
     }

@@ -200,7 +200,10 @@ fn limits_violation(limits: &LimitsSpec, facts: &Facts) -> Option<String> {
 }
 
 /// Runs the policies that match the request and writes their effects into `verdict`.
-/// Policies run only on requests the built-in rules admit, and never on `/status`.
+/// Policies run only on requests the built-in rules admit, never on `/status`, and never on
+/// an UPDATE of an object being deleted: that is its finalizers going (bucketgate's own,
+/// once the bucket is released), and a policy the object has come to violate since its
+/// creation, a label required after it was made, would otherwise hold it for ever.
 pub fn apply(
     webhook: Webhook,
     req: &Request,
@@ -209,7 +212,7 @@ pub fn apply(
     set: &PolicySet,
     verdict: &mut Verdict,
 ) -> Vec<Record> {
-    if req.sub_resource.is_some() || !verdict.allowed() || set.policies.is_empty() {
+    if req.sub_resource.is_some() || !verdict.allowed() || set.policies.is_empty() || req.of_a_deleted_object() {
         return Vec::new();
     }
     let labels = req.namespace.as_deref().and_then(|ns| catalog.namespace_labels(ns)).unwrap_or_default();
