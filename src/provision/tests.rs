@@ -1227,3 +1227,114 @@ async fn a_watch_the_loop_may_not_open_is_logged() {
         assert!(line.contains(&format!("{path} is forbidden")), "{line}");
     }
 }
+
+/// The loop's own writes to Buckets and BucketContents pass bucketgate's webhooks, built-in
+/// rules and the example policies alike, sent as the API server would send them. The
+/// end-to-end suite that would show it needs a kube-apiserver; without this, a rule that
+/// refused one of them would leave Buckets stuck with the refusal as their only trace.
+#[test]
+fn the_loops_own_writes_pass_its_webhooks() {
+    use crate::admission::{self, Kind, Webhook};
+    use crate::catalog::Catalog;
+    use k8s_openapi::api::core::v1::Namespace;
+
+    let class: BucketClass = serde_json::from_value(class()).unwrap();
+    let team_a: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": "team-a", "uid": "u", "labels": {"bucketgate.dev/tier": "gold"}}}),
+    )
+    .unwrap();
+    // Made by a user within the example policies (a team label, a prefix of their pattern).
+    let mut made = bucket(json!({"protocol": "s3", "bucketClassName": "ceph", "bucketPrefix": "photos-"}), json!({}));
+    made.metadata.labels = Some([("team".to_string(), "gallery".to_string())].into());
+    let content = content_for(&made);
+    let catalog = Catalog::with_buckets([class], [content.clone()], [team_a], [made.clone()]);
+    let config = test_config();
+    let examples = crate::policy::load::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")])
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let loop_user = json!({"username": "system:serviceaccount:bucketgate-system:bucketgate",
+        "groups": ["system:serviceaccounts", "system:serviceaccounts:bucketgate-system", "system:authenticated"]});
+
+    for policies in [crate::policy::PolicySet::default(), examples] {
+        let ctx = admission::Context { catalog: &catalog, config: &config, policies: &policies };
+        // Mutation, its patch applied, then validation, as the API server runs them; the
+        // object as stored.
+        let admitted = |what: &str, kind: Kind, operation: &str, old: Value, new: Value| -> Value {
+            let namespace = new.pointer("/metadata/namespace").or(old.pointer("/metadata/namespace"));
+            let namespace = namespace.and_then(Value::as_str).map(str::to_string);
+            let mut stored = new;
+            for webhook in [Webhook::Mutate, Webhook::Validate] {
+                let body = admission::synthetic_review(
+                    kind,
+                    operation,
+                    namespace.as_deref(),
+                    loop_user.clone(),
+                    stored.clone(),
+                    old.clone(),
+                );
+                let request = admission::decode(body.to_string().as_bytes()).unwrap();
+                let response = admission::review(webhook, &request, &ctx).response;
+                assert!(
+                    response.allowed,
+                    "{what} ({} policies): {webhook:?} refused it: {}",
+                    policies.policies.len(),
+                    response.result.message
+                );
+                if let Some(patch) = &response.patch {
+                    let patch: json_patch::Patch = serde_json::from_slice(patch).unwrap();
+                    json_patch::patch(&mut stored, &patch).unwrap();
+                }
+            }
+            stored
+        };
+        let merged = |object: &Value, patch: Value| {
+            let mut object = object.clone();
+            json_patch::merge(&mut object, &patch);
+            object
+        };
+
+        // A Bucket made while the webhook was away gets the finalizer from the loop.
+        let mut bare = serde_json::to_value(&made).unwrap();
+        bare["metadata"]["finalizers"] = json!([]);
+        admitted(
+            "the finalizer added",
+            Kind::Bucket,
+            "UPDATE",
+            bare.clone(),
+            merged(&bare, json!({"metadata": {"finalizers": ["cosi.io/finalizer"]}})),
+        );
+
+        // Greenfield: the content created, then what the store said written into it.
+        let created = admitted(
+            "the content created",
+            Kind::BucketContent,
+            "CREATE",
+            Value::Null,
+            serde_json::to_value(&content).unwrap(),
+        );
+        let recorded = json!({"spec": {"protocol": {"s3": {"endpoint": "http://s3.example:8333",
+            "bucketName": content.spec.protocol.s3.as_ref().unwrap().bucket_name, "region": "us-east-1",
+            "signatureVersion": "s3v4"}}}});
+        let bound = admitted(
+            "the connection recorded",
+            Kind::BucketContent,
+            "UPDATE",
+            created.clone(),
+            merged(&created, recorded),
+        );
+        let forced = json!({"metadata": {"annotations": {plan::FORCE_RELEASE_ANNOTATION: "true"}}});
+        admitted("a forced release marked", Kind::BucketContent, "UPDATE", bound.clone(), merged(&bound, forced));
+        admitted("the content deleted", Kind::BucketContent, "DELETE", bound.clone(), Value::Null);
+
+        // Deletion: the finalizers taken off, of a content and of a Bucket that no longer
+        // meets a policy made after it (no team label).
+        let deleting =
+            |object: &Value| merged(object, json!({"metadata": {"deletionTimestamp": "2026-11-22T11:00:00Z"}}));
+        let content_going = deleting(&bound);
+        let released = merged(&content_going, json!({"metadata": {"finalizers": []}}));
+        admitted("the content's finalizer taken off", Kind::BucketContent, "UPDATE", content_going, released);
+        let mut unlabelled = deleting(&serde_json::to_value(&made).unwrap());
+        unlabelled["metadata"]["labels"] = json!({});
+        let released = merged(&unlabelled, json!({"metadata": {"finalizers": []}}));
+        admitted("the Bucket's finalizer taken off", Kind::Bucket, "UPDATE", unlabelled, released);
+    }
+}
