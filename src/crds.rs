@@ -55,6 +55,19 @@ pub fn stream() -> String {
         .join("---\n")
 }
 
+/// Runs a CRD's CEL rules (`x-kubernetes-validations`) as the API server would, without one.
+#[cfg(test)]
+pub(crate) fn cel<K: CustomResourceExt>(
+    new: &serde_json::Value,
+    old: Option<&serde_json::Value>,
+) -> Result<(), kube::core::cel::ValidationErrors> {
+    let crd = K::crd();
+    let schema =
+        serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
+            .unwrap();
+    kube::core::cel::Validator::new().validate(&schema, new, old)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,18 +99,6 @@ mod tests {
         assert_eq!(props["accessMode"]["enum"], json!(["ro", "wo", "rw", null]));
         assert_eq!(class["spec"]["scope"], "Cluster");
         assert_eq!(serde_json::to_value(Bucket::crd()).unwrap()["spec"]["scope"], "Namespaced");
-    }
-
-    /// Runs a CRD's CEL rules as the API server would, without one.
-    fn cel<K: CustomResourceExt>(
-        new: &serde_json::Value,
-        old: Option<&serde_json::Value>,
-    ) -> Result<(), kube::core::cel::ValidationErrors> {
-        let crd = K::crd();
-        let schema =
-            serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
-                .unwrap();
-        kube::core::cel::Validator::new().validate(&schema, new, old)
     }
 
     #[test]

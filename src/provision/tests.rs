@@ -1229,7 +1229,8 @@ async fn a_watch_the_loop_may_not_open_is_logged() {
 }
 
 /// The loop's own writes to Buckets and BucketContents pass bucketgate's webhooks, built-in
-/// rules and the example policies alike, sent as the API server would send them. The
+/// rules and the example policies alike, sent as the API server would send them, and the
+/// CRDs' CEL rules. The
 /// end-to-end suite that would show it needs a kube-apiserver; without this, a rule that
 /// refused one of them would leave Buckets stuck with the refusal as their only trace.
 #[test]
@@ -1283,6 +1284,16 @@ fn the_loops_own_writes_pass_its_webhooks() {
                     let patch: json_patch::Patch = serde_json::from_slice(patch).unwrap();
                     json_patch::patch(&mut stored, &patch).unwrap();
                 }
+            }
+            // Then the CRD's own rules, which the API server runs after the webhooks.
+            if operation != "DELETE" {
+                let old = (operation == "UPDATE").then_some(&old);
+                let cel = match kind {
+                    Kind::Bucket => crate::crds::cel::<Bucket>(&stored, old),
+                    Kind::BucketContent => crate::crds::cel::<BucketContent>(&stored, old),
+                    Kind::BucketClass => crate::crds::cel::<BucketClass>(&stored, old),
+                };
+                assert!(cel.is_ok(), "{what}: the CRD's rules refused it: {cel:?}");
             }
             stored
         };
