@@ -472,6 +472,34 @@ impl<'a> ObjectLabels<'a> {
     }
 }
 
+/// A label selector of `spec.match.FIELD`.
+fn label_selector(spec: &spec::LabelSelectorSpec, field: &str) -> Result<Selector, String> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    // As the API server says of a webhook's selectors; kube takes `In []`, which would
+    // match nothing and never say so.
+    for e in &spec.match_expressions {
+        match (e.operator.as_str(), e.values.is_empty()) {
+            ("In" | "NotIn", true) => {
+                return Err(format!("spec.match.{field}: {:?} {} needs values", e.key, e.operator));
+            }
+            ("Exists" | "DoesNotExist", false) => {
+                return Err(format!("spec.match.{field}: {:?} {} takes no values", e.key, e.operator));
+            }
+            _ => {}
+        }
+    }
+    let requirements = spec.match_expressions.iter().map(|e| LabelSelectorRequirement {
+        key: e.key.clone(),
+        operator: e.operator.clone(),
+        values: Some(e.values.clone()),
+    });
+    let selector = LabelSelector {
+        match_labels: Some(spec.match_labels.clone()),
+        match_expressions: Some(requirements.collect()),
+    };
+    Selector::try_from(selector).map_err(|e| format!("spec.match.{field}: {e}"))
+}
+
 #[derive(Debug)]
 struct Matcher {
     kinds: Vec<Kind>,
@@ -515,37 +543,7 @@ impl Matcher {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let selector = |spec: &Option<spec::LabelSelectorSpec>, field: &str| {
-            spec.as_ref()
-                .map(|s| {
-                    // As the API server says of a webhook's selectors; kube takes `In []`,
-                    // which would match nothing and never say so.
-                    for e in &s.match_expressions {
-                        match (e.operator.as_str(), e.values.is_empty()) {
-                            ("In" | "NotIn", true) => {
-                                return Err(format!("spec.match.{field}: {:?} {} needs values", e.key, e.operator));
-                            }
-                            ("Exists" | "DoesNotExist", false) => {
-                                return Err(format!("spec.match.{field}: {:?} {} takes no values", e.key, e.operator));
-                            }
-                            _ => {}
-                        }
-                    }
-                    let selector = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
-                        match_labels: Some(s.match_labels.clone()),
-                        match_expressions: Some(
-                            s.match_expressions
-                                .iter()
-                                .map(|e| k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
-                                    key: e.key.clone(),
-                                    operator: e.operator.clone(),
-                                    values: Some(e.values.clone()),
-                                })
-                                .collect(),
-                        ),
-                    };
-                    Selector::try_from(selector).map_err(|e| format!("spec.match.{field}: {e}"))
-                })
-                .transpose()
+            spec.as_ref().map(|s| label_selector(s, field)).transpose()
         };
         let namespace_selector = selector(&spec.namespace_selector, "namespaceSelector")?;
         let object_selector = selector(&spec.object_selector, "objectSelector")?;
