@@ -509,7 +509,9 @@ struct Matcher {
     namespace_selector: Option<Selector>,
     object_selector: Option<Selector>,
     users: Vec<GlobMatcher>,
+    exclude_users: Vec<GlobMatcher>,
     groups: Vec<GlobMatcher>,
+    exclude_groups: Vec<GlobMatcher>,
 }
 
 impl Matcher {
@@ -555,7 +557,9 @@ impl Matcher {
             namespace_selector,
             object_selector,
             users: globs(&spec.users, "users")?,
+            exclude_users: globs(&spec.exclude_users, "excludeUsers")?,
             groups: globs(&spec.groups, "groups")?,
+            exclude_groups: globs(&spec.exclude_groups, "excludeGroups")?,
         })
     }
 
@@ -590,21 +594,27 @@ impl Matcher {
                 }
             }
         }
+        let user = &req.user_info;
+        let username = user.username.as_deref();
+        let any = |globs: &[GlobMatcher], name: &str| globs.iter().any(|g| g.is_match(name));
+        if !self.users.is_empty() && !username.is_some_and(|u| any(&self.users, u)) {
+            return false;
+        }
+        if username.is_some_and(|u| any(&self.exclude_users, u)) {
+            return false;
+        }
+        let groups = user.groups.as_deref().unwrap_or_default();
+        if !self.groups.is_empty() && !groups.iter().any(|group| any(&self.groups, group)) {
+            return false;
+        }
+        if groups.iter().any(|group| any(&self.exclude_groups, group)) {
+            return false;
+        }
+        // Last: the only check that may read the objects.
         if let Some(selector) = &self.object_selector
             && !objects.either_matches(selector)
         {
             return false;
-        }
-        let user = &req.user_info;
-        if !self.users.is_empty() && !user.username.as_deref().is_some_and(|u| self.users.iter().any(|g| g.is_match(u)))
-        {
-            return false;
-        }
-        if !self.groups.is_empty() {
-            let groups = user.groups.as_deref().unwrap_or_default();
-            if !groups.iter().any(|group| self.groups.iter().any(|g| g.is_match(group))) {
-                return false;
-            }
         }
         true
     }
@@ -727,6 +737,13 @@ mod tests {
         assert!(!matches(json!({"users": ["bob"]}), &team, &[]));
         assert!(matches(json!({"groups": ["devs"]}), &team, &[]));
         assert!(!matches(json!({"groups": ["admins"]}), &team, &[]));
+        // Exclusions win over inclusions, as excludeNamespaces does.
+        assert!(!matches(json!({"users": ["ali*"], "excludeUsers": ["alice"]}), &team, &[]));
+        assert!(matches(json!({"excludeUsers": ["system:serviceaccount:*"]}), &team, &[]));
+        assert!(!matches(json!({"groups": ["devs"], "excludeGroups": ["d*"]}), &team, &[]));
+        assert!(matches(json!({"excludeGroups": ["system:masters"]}), &team, &[]));
+        let admin = request(Some("team-a"), "CREATE", "root", &["system:masters", "devs"]);
+        assert!(!matches(json!({"excludeGroups": ["system:masters"]}), &admin, &[]), "any of the groups");
     }
 
     #[test]

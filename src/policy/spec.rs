@@ -103,9 +103,16 @@ pub struct MatchSpec {
     /// Usernames or globs (`system:serviceaccount:*`); anyone when empty.
     #[serde(default)]
     pub users: Vec<String>,
+    /// Usernames or globs the policy never judges, whatever `users` says.
+    #[serde(default)]
+    pub exclude_users: Vec<String>,
     /// Groups or globs; any group when empty.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Groups or globs whose members the policy never judges (`system:masters`, say, for a
+    /// way around a policy in an emergency).
+    #[serde(default)]
+    pub exclude_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
