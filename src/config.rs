@@ -259,7 +259,11 @@ impl ConfigStore {
         let Some(path) = &self.path else { return Reload::Unchanged };
         let text = match read(path) {
             Ok(text) => text,
-            Err(error) => return Reload::Failed(error),
+            Err(error) => {
+                // Whatever is read next is news, even the text last read: it loads again.
+                *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                return Reload::Failed(error);
+            }
         };
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -356,13 +360,18 @@ mod tests {
         assert!(matches!(store.reload(), Reload::Equivalent));
         assert!(!changes.has_changed().unwrap());
 
+        let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(store.reload(), Reload::Failed(ConfigError::Read { .. })));
         assert_eq!(store.current().served_names().len(), 3);
+        // Back as it was: it loads, and says so (the metrics' gauge goes back to 1 on it).
+        std::fs::write(&path, text).unwrap();
+        assert!(matches!(store.reload(), Reload::Equivalent));
 
         let fixed = ConfigStore::open(None, vec!["flagged".into()]).unwrap();
         assert!(matches!(fixed.reload(), Reload::Unchanged));
         assert_eq!(fixed.current().served_names(), ["flagged"]);
+        std::fs::remove_file(&path).unwrap();
         assert!(ConfigStore::open(Some(path), Vec::new()).is_err(), "the first load must succeed");
     }
 

@@ -86,7 +86,14 @@ impl CertStore {
     pub fn reload(&self) -> Result<bool, TlsError> {
         let read =
             |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source });
-        let (cert_pem, key_pem) = (read(&self.cert_path)?, read(&self.key_path)?);
+        let (cert_pem, key_pem) = match (read(&self.cert_path), read(&self.key_path)) {
+            (Ok(cert), Ok(key)) => (cert, key),
+            (Err(error), _) | (_, Err(error)) => {
+                // Whatever is read next is news, even the pair last read: it loads again.
+                *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                return Err(error);
+            }
+        };
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.as_ref().is_some_and(|(c, k)| *c == cert_pem && *k == key_pem) {
@@ -242,6 +249,14 @@ mod tests {
         assert!(matches!(store.reload(), Err(TlsError::Read { .. })));
         assert!(store.is_loaded());
         assert!(!first.ca_bundle().is_empty());
+
+        // The pair served, taken away and put back as it was: that loads again, and says so.
+        second.write(dir.path()).unwrap();
+        assert!(store.reload().unwrap());
+        std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
+        assert!(matches!(store.reload(), Err(TlsError::Read { .. })));
+        second.write(dir.path()).unwrap();
+        assert!(store.reload().unwrap(), "the pair as it was, after a failure");
     }
 
     #[cfg(unix)]

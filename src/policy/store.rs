@@ -68,7 +68,11 @@ impl PolicyStore {
         }
         let files = match load::read_files(&self.dirs, false) {
             Ok(files) => files,
-            Err(errors) => return self.failed(errors),
+            Err(errors) => {
+                // Whatever is read next is news, even the files last read: they load again.
+                *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                return self.failed(errors);
+            }
         };
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,6 +149,16 @@ mod tests {
         assert_eq!(store.reload(), Reload::Loaded(2));
         assert_eq!(store.current().names(), ["first", "second"]);
         assert!(store.state().errors.is_empty());
+
+        // A file that cannot be read (a link to nothing), then as it was: that loads again.
+        let b = dir.path().join("b.yaml");
+        let text = std::fs::read_to_string(&b).unwrap();
+        std::fs::remove_file(&b).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), &b).unwrap();
+        assert!(matches!(store.reload(), Reload::Failed(_)));
+        std::fs::remove_file(&b).unwrap();
+        std::fs::write(&b, text).unwrap();
+        assert_eq!(store.reload(), Reload::Loaded(2));
     }
 
     #[test]
