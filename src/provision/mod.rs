@@ -148,7 +148,12 @@ async fn reconcile_bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Acti
             ctx.attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(&*bucket));
         }
         Err(error) if bucket.meta().deletion_timestamp.is_none() => record_failure(&bucket, error, &ctx).await,
-        Err(_) => {}
+        // Being deleted, its phase stays as it was; but a Bucket left Terminating must say
+        // what its deletion waits on where its user looks (`kubectl describe`).
+        Err(error) => {
+            let note = format!("the deletion waits: {error}");
+            ctx.event(&*bucket, kube::runtime::events::EventType::Warning, "ReleaseFailed", "Release", note).await;
+        }
     }
     result
 }

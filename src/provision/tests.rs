@@ -21,6 +21,7 @@ const CONTENT: &str = "bucket-2f845f60-d4c4-4d1e-ab39-3b8cc4e25086";
 struct FakeDriver {
     calls: Mutex<Vec<String>>,
     create_error: Option<DriverError>,
+    revoke_error: Option<DriverError>,
 }
 
 #[async_trait]
@@ -45,7 +46,10 @@ impl Driver for FakeDriver {
     }
     async fn revoke(&self, holder: &str) -> Result<(), DriverError> {
         self.calls.lock().unwrap().push(format!("revoke {holder}"));
-        Ok(())
+        match &self.revoke_error {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -735,6 +739,34 @@ async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
     assert_eq!(patch["metadata"]["finalizers"], json!([]));
     assert_eq!(patch["metadata"]["resourceVersion"], "5", "a stale object cannot drop a finalizer");
     finish(reconciling).await.unwrap();
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("revoke {UID}")]);
+}
+
+/// A Bucket whose release fails keeps its finalizer and its phase, and its Events say what
+/// its deletion waits on: otherwise it would only stay Terminating, saying nothing.
+#[tokio::test]
+async fn a_failing_release_says_what_the_deletion_waits_on() {
+    let driver = Arc::new(FakeDriver {
+        revoke_error: Some(DriverError::Transient("connection refused".into())),
+        ..Default::default()
+    });
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let mut deleting = bucket(
+        json!({"protocol": "s3", "bucketClassName": "ceph"}),
+        json!({"bucketContentName": CONTENT, "phase": "Bound"}),
+    );
+    deleting.metadata.deletion_timestamp = now();
+    let content = serde_json::to_value(content_for(&deleting)).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(deleting), ctx.clone()));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+    assert_eq!(
+        expect_event(&mut api).await,
+        ("ReleaseFailed".into(), "the deletion waits: backend: connection refused".into())
+    );
+    let error = finish(reconciling).await.unwrap_err();
+    assert!(matches!(error, Error::Driver(DriverError::Transient(_))), "{error}");
     assert_eq!(*driver.calls.lock().unwrap(), [format!("revoke {UID}")]);
 }
 
