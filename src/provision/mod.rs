@@ -161,8 +161,17 @@ async fn reconcile_bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Acti
 async fn reconcile_content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<Action, Error> {
     let result = reconcile::content(content.clone(), ctx.clone()).await;
     ctx.metrics.reconciled("BucketContent", outcome(&result));
-    if result.is_ok() {
-        ctx.attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(&*content));
+    match &result {
+        Ok(_) => {
+            ctx.attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(&*content));
+        }
+        // The store's failures are on the content already (its status and a BackendFailed
+        // Event); the others, a provisioner Secret gone say, would only be logged.
+        Err(Error::Driver(_)) => {}
+        Err(error) => {
+            let note = format!("the deletion waits: {error}");
+            ctx.event(&*content, kube::runtime::events::EventType::Warning, "ReleaseFailed", "Release", note).await;
+        }
     }
     result
 }

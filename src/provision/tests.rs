@@ -770,6 +770,28 @@ async fn a_failing_release_says_what_the_deletion_waits_on() {
     assert_eq!(*driver.calls.lock().unwrap(), [format!("revoke {UID}")]);
 }
 
+/// The same for a BucketContent whose bucket cannot be deleted for want of the provisioner's
+/// Secret: not the store's failure, which its status would show, so an Event says it.
+#[tokio::test]
+async fn a_content_whose_release_fails_says_what_its_deletion_waits_on() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let mut content = content_for(&bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({})));
+    content.metadata.deletion_timestamp = now();
+    let list = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketList", "metadata": {}, "items": []});
+    let by =
+        |field: &str| format!("/apis/cosi.io/v1alpha1/buckets?&fieldSelector={field}.bucketContentName%3D{CONTENT}");
+    let reconciling = tokio::spawn(super::reconcile_content(Arc::new(content), ctx.clone()));
+    api.expect("GET", &by("spec"), Reply::Json(list.clone())).await;
+    api.expect("GET", &by("status"), Reply::Json(list)).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::NotFound).await;
+    let (reason, note) = expect_event_on(&mut api, "default", CONTENT).await;
+    assert_eq!(reason, "ReleaseFailed");
+    assert!(note.starts_with("the deletion waits: ") && note.contains("team-a-admin"), "{note}");
+    assert!(finish(reconciling).await.is_err());
+    assert!(driver.calls.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
     let driver = Arc::new(FakeDriver::default());
