@@ -315,7 +315,13 @@ fn describe(config: &Config) -> String {
 fn lint(dirs: &[PathBuf]) -> anyhow::Result<()> {
     let mut errors = Vec::new();
     let count = match policy::load::load(dirs) {
-        Ok(set) => set.policies.len(),
+        Ok(set) => {
+            // Said, not counted: the set loads and runs as written.
+            for warning in set.policies.iter().flat_map(policy::Policy::warnings) {
+                println!("{warning}");
+            }
+            set.policies.len()
+        }
         Err(found) => {
             errors.extend(found);
             0

@@ -287,3 +287,22 @@ async fn example_policies_pass_their_own_tests() {
     assert!(lint.status.success());
     assert_eq!(String::from_utf8_lossy(&lint.stdout), "7 policies OK\n");
 }
+
+/// A warning is said and does not fail the lint: the policy loads and runs as written.
+#[tokio::test]
+async fn lint_warns_of_a_policy_without_kinds_and_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kindless = "apiVersion: policy.bucketgate.dev/v1alpha1\nkind: BucketPolicy\nmetadata: {name: team}\nspec:\n  validate:\n    - path: $.object.metadata.labels.team\n      required: true\n";
+    std::fs::write(dir.path().join("team.yaml"), kindless).unwrap();
+    let lint = tokio::process::Command::new(env!("CARGO_BIN_EXE_bucketgate"))
+        .args(["policy", "lint"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&lint.stdout);
+    assert!(lint.status.success(), "{stdout}");
+    let file = dir.path().join("team.yaml");
+    assert!(stdout.starts_with(&format!("{}:1: warning: policy team names no kinds", file.display())), "{stdout}");
+    assert!(stdout.ends_with("1 policies OK\n"), "{stdout}");
+}

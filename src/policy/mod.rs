@@ -118,6 +118,25 @@ impl Policy {
         })
     }
 
+    /// What `policy lint` should say of this policy though it loads: `file:line: warning: ...`.
+    pub fn warnings(&self) -> Vec<String> {
+        let m = &self.matcher;
+        let namespaced = !m.namespaces.is_empty() || m.namespace_selector.is_some();
+        let mut warnings = Vec::new();
+        // Cluster-scoped kinds never match a policy that names namespaces, so then it is
+        // about Buckets alone anyway.
+        if m.kinds.is_empty() && !namespaced && (!self.validate.is_empty() || !self.mutate.is_empty()) {
+            warnings.push(format!(
+                "{}:{}: warning: policy {} names no kinds, so it judges BucketClasses and BucketContents too, \
+                 those the provisioning loop creates among them: set match.kinds",
+                self.source.display(),
+                self.line,
+                self.name
+            ));
+        }
+        warnings
+    }
+
     fn has_work(&self, webhook: Webhook) -> bool {
         match webhook {
             Webhook::Mutate => !self.mutate.is_empty(),
@@ -744,6 +763,17 @@ mod tests {
         assert!(matches(json!({"excludeGroups": ["system:masters"]}), &team, &[]));
         let admin = request(Some("team-a"), "CREATE", "root", &["system:masters", "devs"]);
         assert!(!matches(json!({"excludeGroups": ["system:masters"]}), &admin, &[]), "any of the groups");
+    }
+
+    #[test]
+    fn a_policy_without_kinds_is_warned_of_unless_it_is_about_namespaces() {
+        let validate = json!([{"path": "$.object.metadata.labels.team", "required": true}]);
+        let warnings = policy(json!({"validate": validate})).warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("p.yaml:1: warning: policy p names no kinds"), "{warnings:?}");
+        assert!(policy(json!({"match": {"kinds": ["Bucket"]}, "validate": validate})).warnings().is_empty());
+        assert!(policy(json!({"match": {"namespaces": ["team-*"]}, "validate": validate})).warnings().is_empty());
+        assert!(policy(json!({"limits": {"maxBuckets": 3}})).warnings().is_empty(), "limits are Buckets' only");
     }
 
     #[test]
