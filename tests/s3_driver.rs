@@ -17,7 +17,7 @@ use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockMode, VersioningConfig
 use bucketgate::api::AccessMode;
 use bucketgate::config::{EnvCredentials, IamSettings, S3Settings};
 use bucketgate::driver::s3::{S3Driver, http_client};
-use bucketgate::driver::{Credentials, Driver, DriverError};
+use bucketgate::driver::{Credentials, Deletion, Driver, DriverError};
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run these tests with bash scripts/test"))
@@ -108,10 +108,11 @@ async fn create_is_idempotent_and_delete_removes_the_objects_too() {
     for key in ["a", "b/c", "d e"] {
         put(driver.client(), &name, key).await.unwrap();
     }
-    driver.delete_bucket(&name).await.unwrap();
+    assert_eq!(driver.delete_bucket(&name).await.unwrap(), Deletion::Deleted);
     let head = driver.client().head_bucket().bucket(&name).send().await;
     assert!(head.is_err(), "the bucket is gone");
-    driver.delete_bucket(&name).await.expect("deleting a deleted bucket is success");
+    // Success, said apart: the loop checks that it looked where the bucket was made.
+    assert_eq!(driver.delete_bucket(&name).await.expect("deleting a deleted bucket is success"), Deletion::NotFound);
 }
 
 /// What is left in a bucket: object versions, delete markers, unfinished uploads.

@@ -43,6 +43,14 @@ pub struct Connection {
     pub signature_version: String,
 }
 
+/// What deleting a bucket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// The store has no bucket of that name (any more).
+    NotFound,
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum DriverError {
     /// Worth retrying: the backend is unreachable, slow or failing.
@@ -59,8 +67,9 @@ pub trait Driver: Send + Sync {
     /// retry after a crash never fails and never makes a second one.
     async fn create_bucket(&self, name: &str) -> Result<Connection, DriverError>;
 
-    /// Deletes the bucket and every object in it. A bucket that is gone is success.
-    async fn delete_bucket(&self, name: &str) -> Result<(), DriverError>;
+    /// Deletes the bucket and every object in it. A bucket that is gone is success, said
+    /// apart: the caller may know it should have been there.
+    async fn delete_bucket(&self, name: &str) -> Result<Deletion, DriverError>;
 
     /// Credentials for `bucket` with `mode`, for the workload identified by `holder` (stable
     /// across retries). Keys made for `holder` before are replaced.
@@ -107,7 +116,7 @@ impl Driver for Metered {
         self.call("create_bucket", self.inner.create_bucket(name)).await
     }
 
-    async fn delete_bucket(&self, name: &str) -> Result<(), DriverError> {
+    async fn delete_bucket(&self, name: &str) -> Result<Deletion, DriverError> {
         self.call("delete_bucket", self.inner.delete_bucket(name)).await
     }
 

@@ -18,7 +18,7 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
 use base64::Engine;
 use md5::{Digest, Md5};
 
-use super::{Connection, Credentials, Driver, DriverError, Grant};
+use super::{Connection, Credentials, Deletion, Driver, DriverError, Grant};
 use crate::api::AccessMode;
 use crate::config::S3Settings;
 
@@ -273,13 +273,13 @@ impl Driver for S3Driver {
         }
     }
 
-    async fn delete_bucket(&self, name: &str) -> Result<(), DriverError> {
+    async fn delete_bucket(&self, name: &str) -> Result<Deletion, DriverError> {
         // Empty it first: S3 deletes only empty buckets, and the KEP's Delete destroys the
         // contents too.
         self.empty_bucket(name).await?;
         match self.s3.delete_bucket().bucket(name).send().await {
-            Ok(_) => Ok(()),
-            Err(error) if code(&error) == Some("NoSuchBucket") => Ok(()),
+            Ok(_) => Ok(Deletion::Deleted),
+            Err(error) if code(&error) == Some("NoSuchBucket") => Ok(Deletion::NotFound),
             Err(error) => Err(classify("deleting the bucket", error)),
         }
     }

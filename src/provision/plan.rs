@@ -241,6 +241,27 @@ pub fn time_to_bound(bucket: &Bucket, now: jiff::Timestamp) -> Option<std::time:
     Some(now.duration_since(created).try_into().unwrap_or_default())
 }
 
+/// Why a bucket to delete that the store did not find must not count as deleted: its
+/// content records it at another endpoint than its provisioner's now. The provisioner was
+/// pointed at another store; taking "not found there" for "deleted" would leave the bucket
+/// and its data behind with no record of them. `None` where it was looked for where it was
+/// made (or the content records no endpoint).
+pub fn recorded_elsewhere(content: &BucketContent, configured: &str) -> Option<String> {
+    let s3 = content.spec.protocol.s3.as_ref()?;
+    let recorded = s3.endpoint.as_deref().filter(|e| !e.is_empty())?;
+    let same = |a: &str, b: &str| a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'));
+    if same(recorded, configured) {
+        return None;
+    }
+    Some(format!(
+        "bucket {} is not at {configured}, where provisioner {} now points, and this BucketContent records it at \
+         {recorded}: point the provisioner back at {recorded} to delete it there, or annotate the BucketContent \
+         {FORCE_RELEASE_ANNOTATION}=true to release it without deleting (whatever is at {recorded} stays)",
+        s3.bucket_name.as_deref().unwrap_or_default(),
+        content.spec.provisioner(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::plan::{self, FORCE_RELEASE_ANNOTATION};
 use super::{Context, Error};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
-use crate::driver::{Connection, Driver, DriverError, Grant, Metered};
+use crate::driver::{Connection, Deletion, Driver, DriverError, Grant, Metered};
 
 pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
     if bucket.meta().deletion_timestamp.is_some() {
@@ -342,17 +342,18 @@ pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<A
             content.labels().get(plan::BUCKET_NAME_LABEL).cloned().unwrap_or_default(),
         );
         let driver = ctx.driver_for(&content, &owner).await?;
-        if let Err(error) = driver.delete_bucket(&backend).await {
-            return Err(content_failed(&content, error, &ctx).await);
-        }
-        ctx.event(
-            &*content,
-            EventType::Normal,
-            "BucketDeleted",
-            "Release",
-            format!("deleted bucket {backend} and its objects"),
-        )
-        .await;
+        let note = match driver.delete_bucket(&backend).await {
+            Ok(Deletion::Deleted) => format!("deleted bucket {backend} and its objects"),
+            Ok(Deletion::NotFound) => {
+                let configured = ctx.config.provisioner(content.spec.provisioner()).and_then(|p| p.s3.as_ref());
+                if let Some(message) = configured.and_then(|s3| plan::recorded_elsewhere(&content, &s3.endpoint)) {
+                    return Err(content_failed(&content, DriverError::Permanent(message), &ctx).await);
+                }
+                format!("bucket {backend} was gone already")
+            }
+            Err(error) => return Err(content_failed(&content, error, &ctx).await),
+        };
+        ctx.event(&*content, EventType::Normal, "BucketDeleted", "Release", note).await;
     }
     remove_finalizer(&Api::<BucketContent>::all(ctx.client.clone()), &*content).await?;
     Ok(Action::await_change())

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::reconcile;
 use super::*;
 use crate::api::AccessMode;
-use crate::driver::{Connection, Grant};
+use crate::driver::{Connection, Deletion, Grant};
 
 const UID: &str = "2f845f60-d4c4-4d1e-ab39-3b8cc4e25086";
 const CONTENT: &str = "bucket-2f845f60-d4c4-4d1e-ab39-3b8cc4e25086";
@@ -22,6 +22,8 @@ struct FakeDriver {
     calls: Mutex<Vec<String>>,
     create_error: Option<DriverError>,
     revoke_error: Option<DriverError>,
+    /// The store has no bucket to delete.
+    nothing_to_delete: bool,
 }
 
 #[async_trait]
@@ -33,9 +35,9 @@ impl Driver for FakeDriver {
         }
         Ok(connection(name))
     }
-    async fn delete_bucket(&self, name: &str) -> Result<(), DriverError> {
+    async fn delete_bucket(&self, name: &str) -> Result<Deletion, DriverError> {
         self.calls.lock().unwrap().push(format!("delete {name}"));
-        Ok(())
+        Ok(if self.nothing_to_delete { Deletion::NotFound } else { Deletion::Deleted })
     }
     async fn grant(&self, bucket: &str, holder: &str, mode: AccessMode) -> Result<Grant, DriverError> {
         self.calls.lock().unwrap().push(format!("grant {bucket} {holder} {mode:?}"));
@@ -841,6 +843,49 @@ async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
     assert_eq!(patch["metadata"]["finalizers"], json!([]));
     finish(reconciling).await.unwrap();
     assert_eq!(*driver.calls.lock().unwrap(), [format!("delete {backend}")]);
+}
+
+/// A bucket to delete that the store does not have is taken for deleted where it was made.
+/// Where its content records another endpoint than its provisioner's now, it is not: the
+/// content fails, saying where the bucket is, rather than leaving it and its data behind
+/// with no record of them.
+#[tokio::test]
+async fn a_bucket_not_found_where_it_was_not_made_is_not_taken_for_deleted() {
+    let driver = Arc::new(FakeDriver { nothing_to_delete: true, ..Default::default() });
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let owner = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
+    let mut content = content_for(&owner);
+    content.metadata.deletion_timestamp = now();
+    let backend = plan::backend_bucket_name(&owner);
+    let list = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketList", "metadata": {}, "items": []});
+    let by =
+        |field: &str| format!("/apis/cosi.io/v1alpha1/buckets?&fieldSelector={field}.bucketContentName%3D{CONTENT}");
+    // The provisioner's endpoint in test_config, as recorded (with a slash), and another.
+    for (recorded, moved) in [("http://s3.example:8333/", false), ("http://old-store:8333", true)] {
+        content.spec.protocol.s3.as_mut().unwrap().endpoint = Some(recorded.into());
+        let reconciling = tokio::spawn(reconcile::content(Arc::new(content.clone()), ctx.clone()));
+        api.expect("GET", &by("spec"), Reply::Json(list.clone())).await;
+        api.expect("GET", &by("status"), Reply::Json(list.clone())).await;
+        let secret = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
+        api.expect("GET", secret, Reply::Json(provisioner_secret())).await;
+        if moved {
+            let status = expect_content_status(&mut api, &content).await;
+            assert_eq!(status["status"]["phase"], "Failed");
+            let message = status["status"]["message"].as_str().unwrap();
+            assert!(message.starts_with(&format!("bucket {backend} is not at http://s3.example:8333")), "{message}");
+            assert!(message.contains("records it at http://old-store:8333"), "{message}");
+            assert!(message.contains("cosi.io/force-release=true"), "{message}");
+            assert_eq!(expect_event_on(&mut api, "default", CONTENT).await.0, "BackendFailed");
+            assert!(finish(reconciling).await.is_err(), "the finalizer stays");
+        } else {
+            let (reason, note) = expect_event_on(&mut api, "default", CONTENT).await;
+            assert_eq!((reason.as_str(), note), ("BucketDeleted", format!("bucket {backend} was gone already")));
+            let merged = Reply::MergeInto(serde_json::to_value(&content).unwrap());
+            let patch = api.expect("PATCH", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), merged).await;
+            assert_eq!(patch["metadata"]["finalizers"], json!([]));
+            finish(reconciling).await.unwrap();
+        }
+    }
 }
 
 /// What the mock API server saw of one request.
