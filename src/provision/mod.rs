@@ -148,12 +148,7 @@ async fn reconcile_bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Acti
             ctx.attempts.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(&*bucket));
         }
         Err(error) if bucket.meta().deletion_timestamp.is_none() => record_failure(&bucket, error, &ctx).await,
-        // Being deleted, its phase stays as it was; but a Bucket left Terminating must say
-        // what its deletion waits on where its user looks (`kubectl describe`).
-        Err(error) => {
-            let note = format!("the deletion waits: {error}");
-            ctx.event(&*bucket, kube::runtime::events::EventType::Warning, "ReleaseFailed", "Release", note).await;
-        }
+        Err(error) => release_failed(&*bucket, error, &ctx).await,
     }
     result
 }
@@ -168,12 +163,16 @@ async fn reconcile_content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Re
         // The store's failures are on the content already (its status and a BackendFailed
         // Event); the others, a provisioner Secret gone say, would only be logged.
         Err(Error::Driver(_)) => {}
-        Err(error) => {
-            let note = format!("the deletion waits: {error}");
-            ctx.event(&*content, kube::runtime::events::EventType::Warning, "ReleaseFailed", "Release", note).await;
-        }
+        Err(error) => release_failed(&*content, error, &ctx).await,
     }
     result
+}
+
+/// Says on an object being deleted what its deletion waits on: its phase stays as it was,
+/// and it would otherwise stay Terminating with nothing in `kubectl describe`.
+async fn release_failed<K: Resource<DynamicType = ()>>(object: &K, error: &Error, ctx: &Context) {
+    let note = format!("the deletion waits: {error}");
+    ctx.event(object, kube::runtime::events::EventType::Warning, "ReleaseFailed", "Release", note).await;
 }
 
 /// Puts a failure on the Bucket, where its user looks: phase Failed when retrying cannot
