@@ -3,13 +3,14 @@
 //! read the same list.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::poll::LastRead;
 
 /// Read from a YAML file (a ConfigMap in a cluster); `--provisioner` flags add to it.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -206,7 +207,7 @@ pub struct ConfigStore {
     current: watch::Sender<Arc<Config>>,
     /// The text last tried, so that an unchanged file is not parsed again, nor a broken
     /// one reported again until it changes.
-    seen: Mutex<Option<String>>,
+    seen: LastRead<String>,
 }
 
 #[derive(Debug)]
@@ -232,7 +233,7 @@ impl ConfigStore {
             None => (Config::default(), None),
         };
         let config = Arc::new(config.with_provisioners(flags.iter().cloned()));
-        Ok(Arc::new(ConfigStore { path, flags, current: watch::Sender::new(config), seen: Mutex::new(seen) }))
+        Ok(Arc::new(ConfigStore { path, flags, current: watch::Sender::new(config), seen: LastRead::new(seen) }))
     }
 
     /// A configuration that no file changes.
@@ -241,7 +242,7 @@ impl ConfigStore {
             path: None,
             flags: Vec::new(),
             current: watch::Sender::new(Arc::new(config)),
-            seen: Mutex::new(None),
+            seen: LastRead::default(),
         })
     }
 
@@ -260,17 +261,12 @@ impl ConfigStore {
         let text = match read(path) {
             Ok(text) => text,
             Err(error) => {
-                // Whatever is read next is news, even the text last read: it loads again.
-                *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.seen.forget();
                 return Reload::Failed(error);
             }
         };
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.as_deref() == Some(text.as_str()) {
-                return Reload::Unchanged;
-            }
-            *seen = Some(text.clone());
+        if !self.seen.is_new(&text) {
+            return Reload::Unchanged;
         }
         match Config::parse(&text, &path.display().to_string()) {
             Ok(config) => {

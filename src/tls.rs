@@ -9,7 +9,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rcgen::{
@@ -24,6 +24,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::metrics::Metrics;
+use crate::poll::LastRead;
 
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
@@ -58,7 +59,7 @@ pub struct CertStore {
     current: RwLock<Option<Arc<CertifiedKey>>>,
     /// The file contents last tried, so that an unchanged pair is not parsed again and a
     /// broken pair is reported once, not on every poll.
-    seen: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+    seen: LastRead<(Vec<u8>, Vec<u8>)>,
 }
 
 impl fmt::Debug for CertStore {
@@ -75,7 +76,7 @@ impl CertStore {
             key_path: dir.join(KEY_FILE),
             provider: provider(),
             current: RwLock::new(None),
-            seen: Mutex::new(None),
+            seen: LastRead::default(),
         });
         store.reload()?;
         Ok(store)
@@ -89,17 +90,12 @@ impl CertStore {
         let (cert_pem, key_pem) = match (read(&self.cert_path), read(&self.key_path)) {
             (Ok(cert), Ok(key)) => (cert, key),
             (Err(error), _) | (_, Err(error)) => {
-                // Whatever is read next is news, even the pair last read: it loads again.
-                *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.seen.forget();
                 return Err(error);
             }
         };
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.as_ref().is_some_and(|(c, k)| *c == cert_pem && *k == key_pem) {
-                return Ok(false);
-            }
-            *seen = Some((cert_pem.clone(), key_pem.clone()));
+        if !self.seen.is_new(&(cert_pem.clone(), key_pem.clone())) {
+            return Ok(false);
         }
         let certs: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();

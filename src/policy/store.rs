@@ -3,19 +3,20 @@
 //! `GET /policies`, the logs and the metrics.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use super::PolicySet;
 use super::load::{self, LoadError};
 use crate::metrics::Metrics;
+use crate::poll::LastRead;
 
 pub struct PolicyStore {
     dirs: Vec<PathBuf>,
     current: RwLock<Arc<PolicySet>>,
     state: RwLock<LoadState>,
     /// The file contents last tried, so that an unchanged directory is not compiled again.
-    seen: Mutex<Option<Vec<(PathBuf, String)>>>,
+    seen: LastRead<Vec<(PathBuf, String)>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -43,7 +44,7 @@ impl PolicyStore {
             dirs,
             current: RwLock::new(Arc::new(PolicySet::default())),
             state: RwLock::new(LoadState { loaded, ..LoadState::default() }),
-            seen: Mutex::new(None),
+            seen: LastRead::default(),
         });
         store.reload();
         store
@@ -69,17 +70,12 @@ impl PolicyStore {
         let files = match load::read_files(&self.dirs, false) {
             Ok(files) => files,
             Err(errors) => {
-                // Whatever is read next is news, even the files last read: they load again.
-                *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.seen.forget();
                 return self.failed(errors);
             }
         };
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.as_ref() == Some(&files) {
-                return Reload::Unchanged;
-            }
-            *seen = Some(files.clone());
+        if !self.seen.is_new(&files) {
+            return Reload::Unchanged;
         }
         match load::compile(&files) {
             Ok(set) => {
