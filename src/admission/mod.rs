@@ -185,6 +185,57 @@ pub fn synthetic_review(
         "userInfo": user, "object": object, "oldObject": old}})
 }
 
+/// What the API server ends with for one write sent through both webhooks.
+#[derive(Debug, Default)]
+pub struct Chained {
+    pub allowed: bool,
+    /// The refusal's message, when not allowed.
+    pub message: String,
+    pub warnings: Vec<String>,
+    pub audit: BTreeMap<String, String>,
+    /// The object with the mutating webhook's patch applied, once that webhook admitted it.
+    pub patched: Option<serde_json::Value>,
+}
+
+/// Sends a write through the admission chain as the API server runs it: the mutating
+/// webhook, its patch applied, then the validating webhook on the patched object. `object`
+/// is `None` for DELETE, `old` for CREATE. An error where the write is not a request
+/// bucketgate reads, or its patch does not apply.
+pub fn chain(
+    ctx: &Context,
+    kind: Kind,
+    operation: &str,
+    namespace: Option<&str>,
+    user: serde_json::Value,
+    object: Option<serde_json::Value>,
+    old: Option<serde_json::Value>,
+) -> Result<Chained, String> {
+    let mut object = object;
+    let old = old.unwrap_or(serde_json::Value::Null);
+    let mut chained = Chained { allowed: true, ..Chained::default() };
+    for webhook in [Webhook::Mutate, Webhook::Validate] {
+        let new = object.clone().unwrap_or(serde_json::Value::Null);
+        let body = synthetic_review(kind, operation, namespace, user.clone(), new, old.clone());
+        let request = decode(body.to_string().as_bytes()).map_err(|e| format!("not a valid request: {e}"))?;
+        let response = review(webhook, &request, ctx).response;
+        chained.warnings.extend(response.warnings.unwrap_or_default());
+        chained.audit.extend(response.audit_annotations);
+        if !response.allowed {
+            chained.allowed = false;
+            chained.message = response.result.message;
+            break;
+        }
+        if let (Some(patch), Some(target)) = (&response.patch, object.as_mut()) {
+            let patch: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| e.to_string())?;
+            json_patch::patch(target, &patch).map_err(|e| format!("the patch does not apply: {e}"))?;
+        }
+        if webhook == Webhook::Mutate {
+            chained.patched = object.clone();
+        }
+    }
+    Ok(chained)
+}
+
 /// Why a body is not an AdmissionReview bucketgate can answer. Each is an HTTP 400.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {

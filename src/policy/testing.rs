@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::PolicySet;
 use super::load::{self, LoadError};
 use super::spec::{API_VERSION, Metadata};
-use crate::admission::{self, Context, Webhook};
+use crate::admission::{self, Chained, Context};
 use crate::catalog::Catalog;
 use crate::config::Config;
 
@@ -154,45 +154,9 @@ fn run_suite(path: &Path, suite: &SuiteDocument, policies: &PolicySet) -> Vec<Ca
         .collect()
 }
 
-/// What the API server would end with for one case.
-struct Outcome {
-    allowed: bool,
-    message: String,
-    warnings: Vec<String>,
-    audit: BTreeMap<String, String>,
-    patched: Option<Value>,
-}
-
 fn run_case(case: &CaseSpec, ctx: &Context) -> Result<(), String> {
     let operation = case.operation.as_deref().unwrap_or("CREATE");
-    let mut object = case.object.clone();
-    let mut outcome =
-        Outcome { allowed: true, message: String::new(), warnings: Vec::new(), audit: BTreeMap::new(), patched: None };
-    for webhook in [Webhook::Mutate, Webhook::Validate] {
-        let body = review_body(case, operation, object.as_ref())?;
-        let request = admission::decode(body.to_string().as_bytes())
-            .map_err(|e| format!("the case is not a valid request: {e}"))?;
-        let response = admission::review(webhook, &request, ctx).response;
-        outcome.warnings.extend(response.warnings.clone().unwrap_or_default());
-        outcome.audit.extend(response.audit_annotations.clone());
-        if !response.allowed {
-            outcome.allowed = false;
-            outcome.message = response.result.message;
-            break;
-        }
-        if let (Some(patch), Some(target)) = (&response.patch, object.as_mut()) {
-            let patch: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| e.to_string())?;
-            json_patch::patch(target, &patch).map_err(|e| format!("the patch does not apply: {e}"))?;
-        }
-        if webhook == Webhook::Mutate {
-            outcome.patched = object.clone();
-        }
-    }
-    check(&case.expect, &outcome)
-}
-
-fn review_body(case: &CaseSpec, operation: &str, object: Option<&Value>) -> Result<Value, String> {
-    let subject = object.or(case.old_object.as_ref()).ok_or("a case needs object or oldObject")?;
+    let subject = case.object.as_ref().or(case.old_object.as_ref()).ok_or("a case needs object or oldObject")?;
     let name = subject["kind"].as_str().ok_or("the object has no kind")?;
     let kind = crate::admission::Kind::named(name)
         .ok_or_else(|| format!("kind {name:?} is not one of Bucket, BucketClass, BucketContent"))?;
@@ -205,12 +169,13 @@ fn review_body(case: &CaseSpec, operation: &str, object: Option<&Value>) -> Resu
         .as_ref()
         .map(|u| json!({"username": u.username, "groups": u.groups}))
         .unwrap_or(json!({"username": "policy-test"}));
-    let new = if operation == "DELETE" { Value::Null } else { object.cloned().unwrap_or(Value::Null) };
-    let old = case.old_object.clone().unwrap_or(Value::Null);
-    Ok(crate::admission::synthetic_review(kind, operation, namespace.as_deref(), user, new, old))
+    let object = if operation == "DELETE" { None } else { case.object.clone() };
+    let outcome = admission::chain(ctx, kind, operation, namespace.as_deref(), user, object, case.old_object.clone())
+        .map_err(|e| format!("the case: {e}"))?;
+    check(&case.expect, &outcome)
 }
 
-fn check(expect: &ExpectSpec, outcome: &Outcome) -> Result<(), String> {
+fn check(expect: &ExpectSpec, outcome: &Chained) -> Result<(), String> {
     let mut problems = Vec::new();
     if expect.allowed != outcome.allowed {
         problems.push(if outcome.allowed {

@@ -1334,7 +1334,7 @@ async fn a_watch_the_loop_may_not_open_is_logged() {
 /// refused one of them would leave Buckets stuck with the refusal as their only trace.
 #[test]
 fn the_loops_own_writes_pass_its_webhooks() {
-    use crate::admission::{self, Kind, Webhook};
+    use crate::admission::{self, Kind};
     use crate::catalog::Catalog;
     use k8s_openapi::api::core::v1::Namespace;
 
@@ -1361,29 +1361,19 @@ fn the_loops_own_writes_pass_its_webhooks() {
         let admitted = |what: &str, kind: Kind, operation: &str, old: Value, new: Value| -> Value {
             let namespace = new.pointer("/metadata/namespace").or(old.pointer("/metadata/namespace"));
             let namespace = namespace.and_then(Value::as_str).map(str::to_string);
-            let mut stored = new;
-            for webhook in [Webhook::Mutate, Webhook::Validate] {
-                let body = admission::synthetic_review(
-                    kind,
-                    operation,
-                    namespace.as_deref(),
-                    loop_user.clone(),
-                    stored.clone(),
-                    old.clone(),
-                );
-                let request = admission::decode(body.to_string().as_bytes()).unwrap();
-                let response = admission::review(webhook, &request, &ctx).response;
-                assert!(
-                    response.allowed,
-                    "{what} ({} policies): {webhook:?} refused it: {}",
-                    policies.policies.len(),
-                    response.result.message
-                );
-                if let Some(patch) = &response.patch {
-                    let patch: json_patch::Patch = serde_json::from_slice(patch).unwrap();
-                    json_patch::patch(&mut stored, &patch).unwrap();
-                }
-            }
+            let some = |object: &Value| (!object.is_null()).then(|| object.clone());
+            let chained = admission::chain(
+                &ctx,
+                kind,
+                operation,
+                namespace.as_deref(),
+                loop_user.clone(),
+                some(&new),
+                some(&old),
+            )
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(chained.allowed, "{what} ({} policies): refused: {}", policies.policies.len(), chained.message);
+            let stored = chained.patched.unwrap_or(Value::Null);
             // Then the CRD's own rules, which the API server runs after the webhooks.
             if operation != "DELETE" {
                 let old = (operation == "UPDATE").then_some(&old);
