@@ -91,16 +91,6 @@ impl Typed {
             Typed::BucketContent(o) => of(o),
         }
     }
-
-    /// `metadata.generateName` of the new object.
-    pub(super) fn generate_name(&self) -> Option<String> {
-        let meta = match self {
-            Typed::Bucket(o) => o.new.as_ref().map(|o| &o.metadata),
-            Typed::BucketClass(o) => o.new.as_ref().map(|o| &o.metadata),
-            Typed::BucketContent(o) => o.new.as_ref().map(|o| &o.metadata),
-        };
-        meta?.generate_name.clone()
-    }
 }
 
 /// The request in `body`, read in one pass, or `None` when the body is not of the shape

@@ -488,22 +488,8 @@ impl fmt::Display for Subject<'_> {
 impl Request {
     /// `metadata.generateName` of the object, for naming an object that has no name yet.
     fn generate_name(&self) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Object {
-            metadata: Meta,
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Meta {
-            generate_name: Option<String>,
-        }
-        match &self.objects {
-            Held::Read { typed, .. } => typed.generate_name(),
-            Held::Raw { object, .. } => {
-                let object: Object = serde_json::from_str(object.as_ref()?.get()).ok()?;
-                object.metadata.generate_name
-            }
-        }
+        let [new, _] = self.object_metas();
+        new?.generate_name.clone()
     }
 
     /// `metadata.labels` of the new and the old object, each `None` where the request has

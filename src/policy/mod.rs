@@ -121,11 +121,10 @@ impl Policy {
     /// What `policy lint` should say of this policy though it loads: `file:line: warning: ...`.
     pub fn warnings(&self) -> Vec<String> {
         let m = &self.matcher;
-        let namespaced = !m.namespaces.is_empty() || m.namespace_selector.is_some();
         let mut warnings = Vec::new();
         // Cluster-scoped kinds never match a policy that names namespaces, so then it is
         // about Buckets alone anyway.
-        if m.kinds.is_empty() && !namespaced && (!self.validate.is_empty() || !self.mutate.is_empty()) {
+        if m.kinds.is_empty() && !m.names_namespaces() && (!self.validate.is_empty() || !self.mutate.is_empty()) {
             warnings.push(format!(
                 "{}:{}: warning: policy {} names no kinds, so it judges BucketClasses and BucketContents too, \
                  those the provisioning loop creates among them: set match.kinds",
@@ -582,6 +581,12 @@ impl Matcher {
         })
     }
 
+    /// Whether the policy is about namespaces (names them or selects them): then it never
+    /// matches cluster-scoped kinds.
+    fn names_namespaces(&self) -> bool {
+        !self.namespaces.is_empty() || self.namespace_selector.is_some()
+    }
+
     fn matches(
         &self,
         req: &Request,
@@ -595,9 +600,8 @@ impl Matcher {
         if !self.operations.contains(&req.operation) {
             return false;
         }
-        let namespaced = !self.namespaces.is_empty() || self.namespace_selector.is_some();
         match req.namespace.as_deref() {
-            None if namespaced => return false,
+            None if self.names_namespaces() => return false,
             None => {}
             Some(ns) => {
                 if !self.namespaces.is_empty() && !self.namespaces.iter().any(|g| g.is_match(ns)) {
