@@ -241,24 +241,76 @@ pub fn time_to_bound(bucket: &Bucket, now: jiff::Timestamp) -> Option<std::time:
     Some(now.duration_since(created).try_into().unwrap_or_default())
 }
 
+/// The endpoint a content records its bucket at, where its provisioner now points at
+/// another (a trailing slash and case aside): the provisioner was pointed at another store,
+/// or the store was given another address. `None` where they agree, or the content records
+/// no endpoint (its bucket is not made yet).
+fn moved_from<'a>(content: &'a BucketContent, configured: &str) -> Option<&'a str> {
+    let recorded = content.spec.protocol.s3.as_ref()?.endpoint.as_deref().filter(|e| !e.is_empty())?;
+    let same = |a: &str, b: &str| a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'));
+    (!same(recorded, configured)).then_some(recorded)
+}
+
+fn backend_name(content: &BucketContent) -> &str {
+    content.spec.protocol.s3.as_ref().and_then(|s3| s3.bucket_name.as_deref()).unwrap_or_default()
+}
+
 /// Why a bucket to delete that the store did not find must not count as deleted: its
 /// content records it at another endpoint than its provisioner's now. The provisioner was
 /// pointed at another store; taking "not found there" for "deleted" would leave the bucket
 /// and its data behind with no record of them. `None` where it was looked for where it was
 /// made (or the content records no endpoint).
 pub fn recorded_elsewhere(content: &BucketContent, configured: &str) -> Option<String> {
-    let s3 = content.spec.protocol.s3.as_ref()?;
-    let recorded = s3.endpoint.as_deref().filter(|e| !e.is_empty())?;
-    let same = |a: &str, b: &str| a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'));
-    if same(recorded, configured) {
-        return None;
-    }
+    let recorded = moved_from(content, configured)?;
     Some(format!(
         "bucket {} is not at {configured}, where provisioner {} now points, and this BucketContent records it at \
          {recorded}: point the provisioner back at {recorded} to delete it there, or annotate the BucketContent \
          {FORCE_RELEASE_ANNOTATION}=true to release it without deleting (whatever is at {recorded} stays)",
-        s3.bucket_name.as_deref().unwrap_or_default(),
+        backend_name(content),
         content.spec.provisioner(),
+    ))
+}
+
+/// What is asked of the store about a Bucket's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWork {
+    /// A key made, for a Secret written again.
+    Grant,
+    /// A key revoked because the namespace was taken off the content.
+    Revoke,
+    /// A key revoked because its Bucket is being deleted.
+    Release,
+}
+
+/// Why a Bucket's key must not be made or revoked at the store its content's provisioner
+/// points at now: the content records its bucket at another endpoint. Keys are the store's
+/// own: a key made there would not reach the bucket, and a revocation there would find
+/// nothing and leave the key where the bucket is working, past the deletion of its Bucket
+/// or the end of its namespace's grant. Deletion asks the store instead
+/// ([`recorded_elsewhere`]): a key has no answer like "no such bucket" to tell the same
+/// store under a new address from another store.
+pub fn key_elsewhere(content: &BucketContent, configured: &str, work: KeyWork) -> Option<String> {
+    let recorded = moved_from(content, configured)?;
+    let (name, bucket, provisioner) = (content.name_any(), backend_name(content), content.spec.provisioner());
+    let what = match work {
+        KeyWork::Grant => "no key can be made for",
+        KeyWork::Revoke | KeyWork::Release => "this Bucket's key cannot be revoked from",
+    };
+    let why = match work {
+        KeyWork::Grant => "a key made there would not reach it".to_string(),
+        KeyWork::Revoke | KeyWork::Release => format!("revoking it there would leave the key at {recorded} working"),
+    };
+    let force = match work {
+        KeyWork::Release => format!(
+            "; or annotate the Bucket {FORCE_RELEASE_ANNOTATION}=true to release it without revoking (the key at \
+             {recorded} then stays until removed there)"
+        ),
+        KeyWork::Grant | KeyWork::Revoke => String::new(),
+    };
+    Some(format!(
+        "{what} bucket {bucket}: BucketContent {name} records it at {recorded}, and provisioner {provisioner} now \
+         points at {configured}, where {why}. Point the provisioner back at {recorded}; or, if {configured} is the \
+         same store under another address, set spec.protocol.s3.endpoint of BucketContent {name} to it{force}"
     ))
 }
 

@@ -11,7 +11,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::plan::{self, FORCE_RELEASE_ANNOTATION};
+use super::plan::{self, FORCE_RELEASE_ANNOTATION, KeyWork};
 use super::{Context, Error};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
 use crate::driver::{Connection, Deletion, Driver, DriverError, Grant, Metered};
@@ -211,7 +211,7 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
         // boundary: it holds for Buckets bound already, not only for new ones, so their key
         // goes too (the Secret stays, owned by the Bucket; its key no longer works).
         if !content.spec.provisioner().is_empty() {
-            let driver = ctx.driver_for(&content, &owner_of(bucket)).await?;
+            let driver = ctx.key_driver(&content, &owner_of(bucket), KeyWork::Revoke).await?;
             driver.revoke(&bucket.uid().unwrap_or_default()).await.map_err(Error::Driver)?;
         }
         return Err(Error::AccessRevoked(plan::revoked_message(bucket, &content, &namespace, false)));
@@ -253,7 +253,7 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Op
     } else {
         let driver = match &bound.driver {
             Some(driver) => driver.clone(),
-            None => ctx.driver_for(content, &owner_of(bucket)).await?,
+            None => ctx.key_driver(content, &owner_of(bucket), KeyWork::Grant).await?,
         };
         Some(driver.grant(&connection.bucket_name, &holder, mode).await.map_err(Error::Driver)?)
     };
@@ -286,7 +286,7 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
         if !forced && !content.spec.provisioner().is_empty() {
-            let driver = ctx.driver_for(&content, &owner_of(bucket)).await?;
+            let driver = ctx.key_driver(&content, &owner_of(bucket), KeyWork::Release).await?;
             driver.revoke(&bucket.uid().unwrap_or_default()).await.map_err(Error::Driver)?;
         }
         if plan::made_for(&content, bucket) {
@@ -345,8 +345,8 @@ pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<A
         let note = match driver.delete_bucket(&backend).await {
             Ok(Deletion::Deleted) => format!("deleted bucket {backend} and its objects"),
             Ok(Deletion::NotFound) => {
-                let configured = ctx.config.provisioner(content.spec.provisioner()).and_then(|p| p.s3.as_ref());
-                if let Some(message) = configured.and_then(|s3| plan::recorded_elsewhere(&content, &s3.endpoint)) {
+                let configured = ctx.endpoint_of(content.spec.provisioner());
+                if let Some(message) = configured.and_then(|endpoint| plan::recorded_elsewhere(&content, endpoint)) {
                     return Err(content_failed(&content, DriverError::Permanent(message), &ctx).await);
                 }
                 format!("bucket {backend} was gone already")
@@ -450,6 +450,26 @@ impl Context {
         if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
             tracing::debug!(%error, "cannot publish an event");
         }
+    }
+
+    /// The store endpoint `provisioner` is configured with, if it has a driver.
+    fn endpoint_of(&self, provisioner: &str) -> Option<&str> {
+        self.config.provisioner(provisioner).and_then(|p| p.s3.as_ref()).map(|s3| s3.endpoint.as_str())
+    }
+
+    /// The driver to make or revoke a Bucket's key on `content`'s bucket: refused where the
+    /// content records its bucket at another endpoint than its provisioner's now.
+    async fn key_driver(
+        &self,
+        content: &BucketContent,
+        owner: &(String, String),
+        work: KeyWork,
+    ) -> Result<Arc<dyn Driver>, Error> {
+        let configured = self.endpoint_of(content.spec.provisioner());
+        if let Some(message) = configured.and_then(|endpoint| plan::key_elsewhere(content, endpoint, work)) {
+            return Err(Error::Permanent(message));
+        }
+        self.driver_for(content, owner).await
     }
 
     /// The driver for a BucketContent's provisioner, with the provisioner's credentials

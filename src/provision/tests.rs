@@ -583,6 +583,7 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
     shared["spec"]["provisioner"] = json!("seaweed");
     shared["spec"]["parameters"] = class()["parameters"].clone();
     shared["spec"]["bindableNamespaces"] = json!([{"name": "team-b", "uid": "b-uid"}]);
+    shared["spec"]["protocol"]["s3"]["endpoint"] = json!("http://s3.example:8333");
     shared["status"] = json!({"phase": "Bound"});
     let conditions = json!([
         {"type": "Ready", "status": "True", "reason": "Bound", "message": "bound to legacy", "lastTransitionTime": "2026-11-22T10:00:01Z"},
@@ -722,7 +723,9 @@ async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
         json!({"protocol": "s3", "bucketClassName": "ceph"}),
         json!({"bucketContentName": CONTENT, "phase": "Bound"}),
     );
-    let content = serde_json::to_value(content_for(&owner)).unwrap();
+    let mut content = serde_json::to_value(content_for(&owner)).unwrap();
+    // Where the provisioner points, written another way: the key is revoked there.
+    content["spec"]["protocol"]["s3"]["endpoint"] = json!("HTTP://s3.example:8333/");
     let mut deleting = owner.clone();
     deleting.metadata.deletion_timestamp = now();
     let reconciling = tokio::spawn(reconcile::bucket(Arc::new(deleting), ctx));
@@ -886,6 +889,83 @@ async fn a_bucket_not_found_where_it_was_not_made_is_not_taken_for_deleted() {
             finish(reconciling).await.unwrap();
         }
     }
+}
+
+/// A key is made or revoked only at the store where its content records the bucket: were
+/// the provisioner pointed at another store since, a key made there would not reach the
+/// bucket, and a revocation there would leave the key where the bucket is working after
+/// its Bucket is gone or its namespace taken off. The Bucket says why, and what to do.
+#[tokio::test]
+async fn a_key_is_neither_made_nor_revoked_where_its_bucket_is_not() {
+    let driver = Arc::new(FakeDriver::default());
+    let moved = |mut content: Value| {
+        content["spec"]["protocol"]["s3"]["endpoint"] = json!("http://old-store:8333");
+        content["status"] = json!({"phase": "Bound"});
+        content
+    };
+    let bound = json!({"bucketContentName": CONTENT, "phase": "Bound"});
+    let greenfield = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), bound);
+    let content = moved(serde_json::to_value(content_for(&greenfield)).unwrap());
+    let content_path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}");
+    let says_where = |message: &str| {
+        assert!(message.contains(&format!("BucketContent {CONTENT} records it at http://old-store:8333")), "{message}");
+        assert!(message.contains("now points at http://s3.example:8333"), "{message}");
+        assert!(message.contains("Point the provisioner back at http://old-store:8333"), "{message}");
+        assert!(message.contains(&format!("set spec.protocol.s3.endpoint of BucketContent {CONTENT}")), "{message}");
+    };
+
+    // Its Secret deleted: no new key at the store the provisioner points at now.
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let shown = serde_json::to_value(&greenfield).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(greenfield.clone()), ctx));
+    api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+    api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::NotFound).await;
+    let status = expect_bucket_status(&mut api, shown).await;
+    assert_eq!(status["status"]["phase"], "Failed");
+    let message = status["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(message.starts_with(&format!("no key can be made for bucket {}", plan::backend_bucket_name(&greenfield))));
+    says_where(message);
+    assert_eq!(expect_event(&mut api).await.0, "Failed");
+    assert!(finish(reconciling).await.unwrap_err().is_permanent());
+
+    // Deleted: the deletion waits rather than revoke nothing, and says how it may go on.
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let mut deleting = greenfield.clone();
+    deleting.metadata.deletion_timestamp = now();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(deleting), ctx));
+    api.expect("GET", &content_path, Reply::Json(content)).await;
+    let (reason, note) = expect_event(&mut api).await;
+    assert_eq!(reason, "ReleaseFailed");
+    assert!(note.starts_with("the deletion waits: this Bucket's key cannot be revoked from bucket"), "{note}");
+    says_where(&note);
+    assert!(note.contains("annotate the Bucket cosi.io/force-release=true"), "{note}");
+    assert!(finish(reconciling).await.is_err(), "the finalizer stays");
+
+    // Its namespace taken off a shared content: nor is its key taken for revoked.
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let mut shared = legacy("ns-uid");
+    shared["spec"]["provisioner"] = json!("seaweed");
+    shared["spec"]["parameters"] = class()["parameters"].clone();
+    shared["spec"]["bindableNamespaces"] = json!([]);
+    let shared = moved(shared);
+    let sharer = bucket(
+        json!({"protocol": "s3", "bucketContentName": "legacy"}),
+        json!({"bucketContentName": "legacy", "phase": "Bound"}),
+    );
+    let shown = serde_json::to_value(&sharer).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(sharer), ctx));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared)).await;
+    api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("ns-uid"))).await;
+    let status = expect_bucket_status(&mut api, shown).await;
+    assert_eq!(status["status"]["phase"], "Failed");
+    assert_eq!(status["status"]["conditions"][0]["reason"], "Failed", "not AccessRevoked: the key still works");
+    let message = status["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(message.contains("BucketContent legacy records it at http://old-store:8333"), "{message}");
+    assert!(!message.contains("force-release"), "{message}");
+    assert_eq!(expect_event(&mut api).await.0, "Failed");
+    assert!(finish(reconciling).await.unwrap_err().is_permanent());
+
+    assert!(driver.calls.lock().unwrap().is_empty(), "{:?}", driver.calls.lock().unwrap());
 }
 
 /// What the mock API server saw of one request.
