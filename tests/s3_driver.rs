@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::config::RuntimeComponents;
+use aws_sdk_s3::primitives::SdkBody;
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
-use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use base64::Engine;
 use md5::{Digest, Md5};
 
@@ -190,7 +191,11 @@ struct SentRequest {
 
 /// The real HTTP client, with each request written down on its way to the store.
 #[derive(Debug, Clone, Default)]
-struct Recording(Arc<Mutex<Vec<SentRequest>>>);
+struct Recording {
+    sent: Arc<Mutex<Vec<SentRequest>>>,
+    /// Answers DeleteObjects as a store without it does, not passing it on.
+    without_delete_objects: bool,
+}
 
 #[derive(Debug)]
 struct RecordingConnector {
@@ -209,7 +214,15 @@ impl HttpConnector for RecordingConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let body = String::from_utf8_lossy(request.body().bytes().unwrap_or_default()).to_string();
         let md5 = request.headers().get("content-md5").map(str::to_string);
-        self.sent.0.lock().unwrap().push(SentRequest { uri: request.uri().to_string(), md5, body });
+        let uri = request.uri().to_string();
+        self.sent.sent.lock().unwrap().push(SentRequest { uri: uri.clone(), md5, body });
+        if self.sent.without_delete_objects && request.method() == "POST" && uri.ends_with("?delete") {
+            // What Google Cloud Storage's XML API answered before it had DeleteObjects.
+            let error = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>NotImplemented</Code><Message>A header \
+                         or query you provided requested a function that is not implemented.</Message></Error>";
+            let response = HttpResponse::new(501.try_into().unwrap(), SdkBody::from(error));
+            return HttpConnectorFuture::ready(Ok(response));
+        }
         self.inner.call(request)
     }
 }
@@ -221,7 +234,7 @@ impl Recording {
     }
 
     fn sent(&self) -> Vec<SentRequest> {
-        self.0.lock().unwrap().clone()
+        self.sent.lock().unwrap().clone()
     }
 }
 
@@ -246,6 +259,46 @@ async fn deleting_objects_says_the_content_md5_older_minio_requires() {
         sent.iter().filter(|r| !r.uri.ends_with("?delete")).all(|r| r.md5.is_none()),
         "only DeleteObjects: {sent:#?}"
     );
+}
+
+/// A store without DeleteObjects (it answers NotImplemented) has its buckets emptied an
+/// object at a time: every version and delete marker, and what an object lock keeps is
+/// named as DeleteObjects would name it.
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn a_store_without_delete_objects_is_emptied_an_object_at_a_time() {
+    let recording = Recording { without_delete_objects: true, ..Default::default() };
+    let driver = recording.driver(&settings(false));
+    let s3 = driver.client();
+    let name = unique("onebyone");
+    s3.create_bucket().bucket(&name).object_lock_enabled_for_bucket(true).send().await.unwrap();
+    for key in ["a", "a", "b/c"] {
+        put(s3, &name, key).await.unwrap();
+    }
+    s3.delete_object().bucket(&name).key("b/c").send().await.unwrap();
+    assert_eq!(left_in(s3, &name).await, (3, 1, 0), "two versions of a, one of b/c, its delete marker");
+    let until = aws_sdk_s3::primitives::DateTime::from_secs(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 86_400,
+    );
+    (s3.put_object().bucket(&name).key("evidence").body(ByteStream::from_static(b"data")))
+        .object_lock_mode(ObjectLockMode::Compliance)
+        .object_lock_retain_until_date(until)
+        .send()
+        .await
+        .unwrap();
+
+    match driver.delete_bucket(&name).await {
+        Err(DriverError::Permanent(message)) => {
+            assert!(message.contains("1 could not be deleted: \"evidence\" (version "), "{message}");
+            assert!(message.contains("AccessDenied"), "{message}");
+        }
+        other => panic!("expected a permanent error naming the locked object, got {other:?}"),
+    }
+    assert_eq!(left_in(s3, &name).await, (1, 0, 0), "all but the locked version went");
+    let sent = recording.sent();
+    assert!(sent.iter().any(|r| r.uri.ends_with("?delete")), "DeleteObjects was tried first: {sent:#?}");
+    let one_by_one = sent.iter().filter(|r| r.uri.contains("versionId=") && !r.uri.contains("?delete")).count();
+    assert!(one_by_one >= 5, "each version and marker deleted on its own: {sent:#?}");
 }
 
 #[tokio::test]

@@ -442,7 +442,9 @@ impl S3Driver {
     }
 
     /// One DeleteObjects call (a listing's page holds at most the 1,000 it takes). The
-    /// store answers for each object; those it refused are added to `refused`.
+    /// store answers for each object; those it refused are added to `refused`. A store
+    /// without DeleteObjects (Google Cloud Storage's XML API until 2026, Riak CS, some
+    /// gateways: they answer NotImplemented) has each object deleted on its own.
     async fn delete_objects(
         &self,
         bucket: &str,
@@ -453,13 +455,16 @@ impl S3Driver {
             return Ok(());
         }
         let delete = Delete::builder()
-            .set_objects(Some(objects))
+            .set_objects(Some(objects.clone()))
             .quiet(true)
             .build()
             .map_err(|e| DriverError::Permanent(format!("deleting objects: {e}")))?;
         let output = match self.s3.delete_objects().bucket(bucket).delete(delete).send().await {
             Ok(output) => output,
             Err(error) if code(&error) == Some("NoSuchBucket") => return Ok(()),
+            Err(error) if code(&error) == Some("NotImplemented") => {
+                return self.delete_one_by_one(bucket, objects, refused).await;
+            }
             Err(error) => return Err(classify("deleting the bucket's objects", error)),
         };
         for error in output.errors() {
@@ -471,6 +476,33 @@ impl S3Driver {
                 error.message().unwrap_or_default()
             );
             refused.push(Refused { text, code });
+        }
+        Ok(())
+    }
+
+    /// DeleteObject for each, where the store has no DeleteObjects. What the store refuses
+    /// (an object lock's retention) is added to `refused`, as DeleteObjects would say it.
+    async fn delete_one_by_one(
+        &self,
+        bucket: &str,
+        objects: Vec<ObjectIdentifier>,
+        refused: &mut Vec<Refused>,
+    ) -> Result<(), DriverError> {
+        for object in objects {
+            let delete = self.s3.delete_object().bucket(bucket).key(object.key());
+            match delete.set_version_id(object.version_id().map(str::to_string)).send().await {
+                Ok(_) => {}
+                Err(error) if matches!(code(&error), Some("NoSuchKey" | "NoSuchVersion")) => {}
+                Err(error) if code(&error) == Some("NoSuchBucket") => return Ok(()),
+                Err(SdkError::ServiceError(service)) => {
+                    let version = object.version_id().map(|v| format!(" (version {v})")).unwrap_or_default();
+                    let code = service.err().code().unwrap_or("Unknown").to_string();
+                    let message = service.err().message().unwrap_or_default();
+                    let text = format!("{:?}{version}: {code}: {message}", object.key());
+                    refused.push(Refused { text, code });
+                }
+                Err(error) => return Err(classify("deleting an object", error)),
+            }
         }
         Ok(())
     }
