@@ -151,6 +151,20 @@ async fn emptying_takes_old_versions_delete_markers_and_unfinished_uploads() {
     assert!(s3.head_bucket().bucket(&name).send().await.is_err(), "the bucket is gone");
 }
 
+/// Writes `key` under an object lock in compliance mode for a day: no one can delete that
+/// version before then.
+async fn put_locked(client: &aws_sdk_s3::Client, bucket: &str, key: &str) {
+    let until = aws_sdk_s3::primitives::DateTime::from_secs(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 86_400,
+    );
+    (client.put_object().bucket(bucket).key(key).body(ByteStream::from_static(b"data")))
+        .object_lock_mode(ObjectLockMode::Compliance)
+        .object_lock_retain_until_date(until)
+        .send()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 #[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
 async fn a_bucket_that_cannot_be_emptied_says_what_is_left_and_why() {
@@ -158,15 +172,7 @@ async fn a_bucket_that_cannot_be_emptied_says_what_is_left_and_why() {
     let s3 = driver.client();
     let name = unique("locked");
     s3.create_bucket().bucket(&name).object_lock_enabled_for_bucket(true).send().await.unwrap();
-    let until = aws_sdk_s3::primitives::DateTime::from_secs(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 86_400,
-    );
-    (s3.put_object().bucket(&name).key("evidence").body(ByteStream::from_static(b"data")))
-        .object_lock_mode(ObjectLockMode::Compliance)
-        .object_lock_retain_until_date(until)
-        .send()
-        .await
-        .unwrap();
+    put_locked(s3, &name, "evidence").await;
     put(s3, &name, "scratch").await.unwrap();
 
     match driver.delete_bucket(&name).await {
@@ -277,15 +283,7 @@ async fn a_store_without_delete_objects_is_emptied_an_object_at_a_time() {
     }
     s3.delete_object().bucket(&name).key("b/c").send().await.unwrap();
     assert_eq!(left_in(s3, &name).await, (3, 1, 0), "two versions of a, one of b/c, its delete marker");
-    let until = aws_sdk_s3::primitives::DateTime::from_secs(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 86_400,
-    );
-    (s3.put_object().bucket(&name).key("evidence").body(ByteStream::from_static(b"data")))
-        .object_lock_mode(ObjectLockMode::Compliance)
-        .object_lock_retain_until_date(until)
-        .send()
-        .await
-        .unwrap();
+    put_locked(s3, &name, "evidence").await;
 
     match driver.delete_bucket(&name).await {
         Err(DriverError::Permanent(message)) => {

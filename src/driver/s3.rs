@@ -141,6 +141,14 @@ struct Refused {
     code: String,
 }
 
+impl Refused {
+    fn new(key: &str, version: Option<&str>, code: Option<&str>, message: Option<&str>) -> Refused {
+        let version = version.map(|v| format!(" (version {v})")).unwrap_or_default();
+        let code = code.unwrap_or("Unknown").to_string();
+        Refused { text: format!("{key:?}{version}: {code}: {}", message.unwrap_or_default()), code }
+    }
+}
+
 /// Sorts an SDK error into retry or give up, keeping the store's own words.
 fn classify<E, R>(what: &str, error: SdkError<E, R>) -> DriverError
 where
@@ -468,14 +476,8 @@ impl S3Driver {
             Err(error) => return Err(classify("deleting the bucket's objects", error)),
         };
         for error in output.errors() {
-            let version = error.version_id().map(|v| format!(" (version {v})")).unwrap_or_default();
-            let code = error.code().unwrap_or("Unknown").to_string();
-            let text = format!(
-                "{:?}{version}: {code}: {}",
-                error.key().unwrap_or_default(),
-                error.message().unwrap_or_default()
-            );
-            refused.push(Refused { text, code });
+            let key = error.key().unwrap_or_default();
+            refused.push(Refused::new(key, error.version_id(), error.code(), error.message()));
         }
         Ok(())
     }
@@ -495,11 +497,8 @@ impl S3Driver {
                 Err(error) if matches!(code(&error), Some("NoSuchKey" | "NoSuchVersion")) => {}
                 Err(error) if code(&error) == Some("NoSuchBucket") => return Ok(()),
                 Err(SdkError::ServiceError(service)) => {
-                    let version = object.version_id().map(|v| format!(" (version {v})")).unwrap_or_default();
-                    let code = service.err().code().unwrap_or("Unknown").to_string();
-                    let message = service.err().message().unwrap_or_default();
-                    let text = format!("{:?}{version}: {code}: {message}", object.key());
-                    refused.push(Refused { text, code });
+                    let (code, message) = (service.err().code(), service.err().message());
+                    refused.push(Refused::new(object.key(), object.version_id(), code, message));
                 }
                 Err(error) => return Err(classify("deleting an object", error)),
             }
