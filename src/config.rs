@@ -260,10 +260,8 @@ impl ConfigStore {
         let Some(path) = &self.path else { return Reload::Unchanged };
         let text = match read(path) {
             Ok(text) => text,
-            Err(error) => {
-                self.seen.forget();
-                return Reload::Failed(error);
-            }
+            Err(error) if self.seen.is_new_failure(error.to_string()) => return Reload::Failed(error),
+            Err(_) => return Reload::Unchanged,
         };
         if !self.seen.is_new(&text) {
             return Reload::Unchanged;
@@ -359,6 +357,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(store.reload(), Reload::Failed(ConfigError::Read { .. })));
+        assert!(matches!(store.reload(), Reload::Unchanged), "reported once, not at every look");
         assert_eq!(store.current().served_names().len(), 3);
         // Back as it was: it loads, and says so (the metrics' gauge goes back to 1 on it).
         std::fs::write(&path, text).unwrap();

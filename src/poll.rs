@@ -25,28 +25,64 @@ where
 }
 
 /// What a store last read of its files, so that files as they were are not loaded again,
-/// nor broken ones reported again at every poll.
-#[derive(Default)]
-pub struct LastRead<T>(Mutex<Option<T>>);
+/// nor files that are broken, or cannot be read, in the same way reported again at every
+/// poll.
+pub struct LastRead<T>(Mutex<Option<Seen<T>>>);
+
+enum Seen<T> {
+    Read(T),
+    /// The files could not be read, for this reason.
+    Unreadable(String),
+}
 
 impl<T: PartialEq + Clone> LastRead<T> {
     pub fn new(read: Option<T>) -> Self {
-        LastRead(Mutex::new(read))
+        LastRead(Mutex::new(read.map(Seen::Read)))
     }
 
-    /// Whether `read` differs from what was read last; it is remembered either way.
+    /// Whether `read` differs from what was read last; it is remembered either way. After
+    /// files that could not be read, anything read is new, even what was read before, so
+    /// that files back as they were load again and say so.
     pub fn is_new(&self, read: &T) -> bool {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if last.as_ref() == Some(read) {
+        if matches!(&*last, Some(Seen::Read(before)) if before == read) {
             return false;
         }
-        *last = Some(read.clone());
+        *last = Some(Seen::Read(read.clone()));
         true
     }
 
-    /// After the files could not be read: whatever is read next is new, even what was read
-    /// before, so that files back as they were load again and say so.
-    pub fn forget(&self) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    /// Whether the files failing to be read for `why` is news: not when the last look
+    /// failed for the same reason. Remembered either way.
+    pub fn is_new_failure(&self, why: String) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(&*last, Some(Seen::Unreadable(before)) if *before == why) {
+            return false;
+        }
+        *last = Some(Seen::Unreadable(why));
+        true
+    }
+}
+
+impl<T> Default for LastRead<T> {
+    fn default() -> Self {
+        LastRead(Mutex::new(None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_news_once_and_what_follows_it_always() {
+        let seen = LastRead::new(Some("a"));
+        assert!(!seen.is_new(&"a"));
+        assert!(seen.is_new_failure("gone".into()));
+        assert!(!seen.is_new_failure("gone".into()), "the same failure again");
+        assert!(seen.is_new_failure("no permission".into()), "another failure");
+        assert!(seen.is_new(&"a"), "back as it was");
+        assert!(!seen.is_new(&"a"));
+        assert!(seen.is_new_failure("gone".into()), "failing again after a read");
     }
 }

@@ -83,16 +83,15 @@ impl CertStore {
     }
 
     /// Reads the files again. `Ok(true)` when a new certificate is now served, `Ok(false)`
-    /// when the files did not change. On error the previous certificate stays in use.
+    /// when the files did not change, or cannot be read as at the last look. On error the
+    /// previous certificate stays in use.
     pub fn reload(&self) -> Result<bool, TlsError> {
         let read =
             |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source });
         let (cert_pem, key_pem) = match (read(&self.cert_path), read(&self.key_path)) {
             (Ok(cert), Ok(key)) => (cert, key),
-            (Err(error), _) | (_, Err(error)) => {
-                self.seen.forget();
-                return Err(error);
-            }
+            (Err(error), _) | (_, Err(error)) if self.seen.is_new_failure(error.to_string()) => return Err(error),
+            _ => return Ok(false),
         };
         if !self.seen.is_new(&(cert_pem.clone(), key_pem.clone())) {
             return Ok(false);
@@ -243,6 +242,7 @@ mod tests {
         assert!(matches!(store.reload(), Err(TlsError::NoCertificate { .. })));
         std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
         assert!(matches!(store.reload(), Err(TlsError::Read { .. })));
+        assert!(!store.reload().unwrap(), "reported once, not at every look");
         assert!(store.is_loaded());
         assert!(!first.ca_bundle().is_empty());
 

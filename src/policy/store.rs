@@ -70,8 +70,10 @@ impl PolicyStore {
         let files = match load::read_files(&self.dirs, false) {
             Ok(files) => files,
             Err(errors) => {
-                self.seen.forget();
-                return self.failed(errors);
+                let why = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+                let news = self.seen.is_new_failure(why);
+                let failed = self.failed(errors);
+                return if news { failed } else { Reload::Unchanged };
             }
         };
         if !self.seen.is_new(&files) {
@@ -152,6 +154,8 @@ mod tests {
         std::fs::remove_file(&b).unwrap();
         std::os::unix::fs::symlink(dir.path().join("gone"), &b).unwrap();
         assert!(matches!(store.reload(), Reload::Failed(_)));
+        assert_eq!(store.reload(), Reload::Unchanged, "reported once, not at every look");
+        assert_eq!(store.state().errors.len(), 1, "and still shown");
         std::fs::remove_file(&b).unwrap();
         std::fs::write(&b, text).unwrap();
         assert_eq!(store.reload(), Reload::Loaded(2));
