@@ -77,6 +77,9 @@ pub trait Driver: Send + Sync {
 
     /// Removes what [`Driver::grant`] made for `holder`. Nothing to remove is success.
     async fn revoke(&self, holder: &str) -> Result<(), DriverError>;
+
+    /// Whether the store has a bucket of that name that these credentials reach.
+    async fn has_bucket(&self, name: &str) -> Result<bool, DriverError>;
 }
 
 /// A driver whose calls are counted and timed in the metrics under its provisioner's name,
@@ -126,5 +129,9 @@ impl Driver for Metered {
 
     async fn revoke(&self, holder: &str) -> Result<(), DriverError> {
         self.call("revoke", self.inner.revoke(holder)).await
+    }
+
+    async fn has_bucket(&self, name: &str) -> Result<bool, DriverError> {
+        self.call("has_bucket", self.inner.has_bucket(name)).await
     }
 }

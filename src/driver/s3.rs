@@ -334,6 +334,15 @@ impl Driver for S3Driver {
         })
     }
 
+    async fn has_bucket(&self, name: &str) -> Result<bool, DriverError> {
+        match self.s3.head_bucket().bucket(name).send().await {
+            Ok(_) => Ok(true),
+            // 403: another owner's bucket; not one these credentials reach.
+            Err(error) if matches!(status(&error), Some(403 | 404)) => Ok(false),
+            Err(error) => Err(classify("checking the bucket", error)),
+        }
+    }
+
     async fn revoke(&self, holder: &str) -> Result<(), DriverError> {
         let Some(iam) = &self.iam else { return Ok(()) };
         let user = Self::user_name(holder);

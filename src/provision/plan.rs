@@ -282,13 +282,14 @@ pub enum KeyWork {
     Release,
 }
 
-/// Why a Bucket's key must not be made or revoked at the store its content's provisioner
-/// points at now: the content records its bucket at another endpoint. Keys are the store's
-/// own: a key made there would not reach the bucket, and a revocation there would find
-/// nothing and leave the key where the bucket is working, past the deletion of its Bucket
-/// or the end of its namespace's grant. Deletion asks the store instead
-/// ([`recorded_elsewhere`]): a key has no answer like "no such bucket" to tell the same
-/// store under a new address from another store.
+/// Why a Bucket's key may not be made or revoked at the store its content's provisioner
+/// points at now, where the content records its bucket at another endpoint: asked before
+/// the store is (`None` where the endpoints agree), used if the store has no such bucket.
+/// Keys are the store's own: a key made at another store would not reach the bucket, and
+/// a revocation there would find nothing and leave the key where the bucket is working,
+/// past the deletion of its Bucket or the end of its namespace's grant. A store that has
+/// the bucket is taken for the same store under another address (a brownfield content may
+/// record the address its workloads use, the provisioner the one bucketgate uses).
 pub fn key_elsewhere(content: &BucketContent, configured: &str, work: KeyWork) -> Option<String> {
     let recorded = moved_from(content, configured)?;
     let (name, bucket, provisioner) = (content.name_any(), backend_name(content), content.spec.provisioner());
@@ -308,9 +309,9 @@ pub fn key_elsewhere(content: &BucketContent, configured: &str, work: KeyWork) -
         KeyWork::Grant | KeyWork::Revoke => String::new(),
     };
     Some(format!(
-        "{what} bucket {bucket}: BucketContent {name} records it at {recorded}, and provisioner {provisioner} now \
-         points at {configured}, where {why}. Point the provisioner back at {recorded}; or, if {configured} is the \
-         same store under another address, set spec.protocol.s3.endpoint of BucketContent {name} to it{force}"
+        "{what} bucket {bucket}: it is not at {configured}, where provisioner {provisioner} now points, and \
+         BucketContent {name} records it at {recorded}; {why}. Point the provisioner back at {recorded}; or, once \
+         the bucket is at {configured}, set spec.protocol.s3.endpoint of BucketContent {name} to it{force}"
     ))
 }
 

@@ -458,18 +458,23 @@ impl Context {
     }
 
     /// The driver to make or revoke a Bucket's key on `content`'s bucket: refused where the
-    /// content records its bucket at another endpoint than its provisioner's now.
+    /// content records its bucket at another endpoint than its provisioner's now and the
+    /// store there has no such bucket.
     async fn key_driver(
         &self,
         content: &BucketContent,
         owner: &(String, String),
         work: KeyWork,
     ) -> Result<Arc<dyn Driver>, Error> {
+        let driver = self.driver_for(content, owner).await?;
         let configured = self.endpoint_of(content.spec.provisioner());
         if let Some(message) = configured.and_then(|endpoint| plan::key_elsewhere(content, endpoint, work)) {
-            return Err(Error::Permanent(message));
+            let bucket = content.spec.protocol.s3.as_ref().and_then(|s3| s3.bucket_name.as_deref());
+            if !driver.has_bucket(bucket.unwrap_or_default()).await.map_err(Error::Driver)? {
+                return Err(Error::Permanent(message));
+            }
         }
-        self.driver_for(content, owner).await
+        Ok(driver)
     }
 
     /// The driver for a BucketContent's provisioner, with the provisioner's credentials

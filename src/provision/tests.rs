@@ -22,8 +22,8 @@ struct FakeDriver {
     calls: Mutex<Vec<String>>,
     create_error: Option<DriverError>,
     revoke_error: Option<DriverError>,
-    /// The store has no bucket to delete.
-    nothing_to_delete: bool,
+    /// The store has no bucket of the name asked for.
+    no_such_bucket: bool,
 }
 
 #[async_trait]
@@ -37,7 +37,7 @@ impl Driver for FakeDriver {
     }
     async fn delete_bucket(&self, name: &str) -> Result<Deletion, DriverError> {
         self.calls.lock().unwrap().push(format!("delete {name}"));
-        Ok(if self.nothing_to_delete { Deletion::NotFound } else { Deletion::Deleted })
+        Ok(if self.no_such_bucket { Deletion::NotFound } else { Deletion::Deleted })
     }
     async fn grant(&self, bucket: &str, holder: &str, mode: AccessMode) -> Result<Grant, DriverError> {
         self.calls.lock().unwrap().push(format!("grant {bucket} {holder} {mode:?}"));
@@ -45,6 +45,10 @@ impl Driver for FakeDriver {
             credentials: Credentials { access_key_id: "AK".into(), secret_access_key: "SK".into() },
             scoped: true,
         })
+    }
+    async fn has_bucket(&self, name: &str) -> Result<bool, DriverError> {
+        self.calls.lock().unwrap().push(format!("has {name}"));
+        Ok(!self.no_such_bucket)
     }
     async fn revoke(&self, holder: &str) -> Result<(), DriverError> {
         self.calls.lock().unwrap().push(format!("revoke {holder}"));
@@ -854,7 +858,7 @@ async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
 /// with no record of them.
 #[tokio::test]
 async fn a_bucket_not_found_where_it_was_not_made_is_not_taken_for_deleted() {
-    let driver = Arc::new(FakeDriver { nothing_to_delete: true, ..Default::default() });
+    let driver = Arc::new(FakeDriver { no_such_bucket: true, ..Default::default() });
     let (ctx, mut api) = context_with_events(driver.clone());
     let owner = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
     let mut content = content_for(&owner);
@@ -891,39 +895,48 @@ async fn a_bucket_not_found_where_it_was_not_made_is_not_taken_for_deleted() {
     }
 }
 
-/// A key is made or revoked only at the store where its content records the bucket: were
-/// the provisioner pointed at another store since, a key made there would not reach the
-/// bucket, and a revocation there would leave the key where the bucket is working after
-/// its Bucket is gone or its namespace taken off. The Bucket says why, and what to do.
+/// A key is made or revoked only at a store that has the bucket: were the provisioner
+/// pointed at another store since the content recorded where its bucket is, a key made
+/// there would not reach the bucket, and a revocation there would leave the key where the
+/// bucket is working after its Bucket is gone or its namespace taken off. The Bucket says
+/// why, and what to do. A store that has it is the same store under another address.
 #[tokio::test]
 async fn a_key_is_neither_made_nor_revoked_where_its_bucket_is_not() {
-    let driver = Arc::new(FakeDriver::default());
     let moved = |mut content: Value| {
         content["spec"]["protocol"]["s3"]["endpoint"] = json!("http://old-store:8333");
         content["status"] = json!({"phase": "Bound"});
         content
     };
-    let bound = json!({"bucketContentName": CONTENT, "phase": "Bound"});
-    let greenfield = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), bound);
+    let greenfield = bucket(
+        json!({"protocol": "s3", "bucketClassName": "ceph"}),
+        json!({"bucketContentName": CONTENT, "phase": "Bound"}),
+    );
+    let backend = plan::backend_bucket_name(&greenfield);
     let content = moved(serde_json::to_value(content_for(&greenfield)).unwrap());
     let content_path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}");
+    let provisioner_secret_path = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
     let says_where = |message: &str| {
-        assert!(message.contains(&format!("BucketContent {CONTENT} records it at http://old-store:8333")), "{message}");
-        assert!(message.contains("now points at http://s3.example:8333"), "{message}");
+        assert!(
+            message.contains("it is not at http://s3.example:8333, where provisioner seaweed now points"),
+            "{message}"
+        );
+        assert!(message.contains("records it at http://old-store:8333"), "{message}");
         assert!(message.contains("Point the provisioner back at http://old-store:8333"), "{message}");
-        assert!(message.contains(&format!("set spec.protocol.s3.endpoint of BucketContent {CONTENT}")), "{message}");
+        assert!(message.contains("set spec.protocol.s3.endpoint of BucketContent"), "{message}");
     };
 
     // Its Secret deleted: no new key at the store the provisioner points at now.
+    let driver = Arc::new(FakeDriver { no_such_bucket: true, ..Default::default() });
     let (ctx, mut api) = context_with_events(driver.clone());
     let shown = serde_json::to_value(&greenfield).unwrap();
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(greenfield.clone()), ctx));
     api.expect("GET", &content_path, Reply::Json(content.clone())).await;
     api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::NotFound).await;
-    let status = expect_bucket_status(&mut api, shown).await;
+    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    let status = expect_bucket_status(&mut api, shown.clone()).await;
     assert_eq!(status["status"]["phase"], "Failed");
     let message = status["status"]["conditions"][0]["message"].as_str().unwrap();
-    assert!(message.starts_with(&format!("no key can be made for bucket {}", plan::backend_bucket_name(&greenfield))));
+    assert!(message.starts_with(&format!("no key can be made for bucket {backend}: ")), "{message}");
     says_where(message);
     assert_eq!(expect_event(&mut api).await.0, "Failed");
     assert!(finish(reconciling).await.unwrap_err().is_permanent());
@@ -933,7 +946,8 @@ async fn a_key_is_neither_made_nor_revoked_where_its_bucket_is_not() {
     let mut deleting = greenfield.clone();
     deleting.metadata.deletion_timestamp = now();
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(deleting), ctx));
-    api.expect("GET", &content_path, Reply::Json(content)).await;
+    api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
     let (reason, note) = expect_event(&mut api).await;
     assert_eq!(reason, "ReleaseFailed");
     assert!(note.starts_with("the deletion waits: this Bucket's key cannot be revoked from bucket"), "{note}");
@@ -947,25 +961,40 @@ async fn a_key_is_neither_made_nor_revoked_where_its_bucket_is_not() {
     shared["spec"]["provisioner"] = json!("seaweed");
     shared["spec"]["parameters"] = class()["parameters"].clone();
     shared["spec"]["bindableNamespaces"] = json!([]);
-    let shared = moved(shared);
     let sharer = bucket(
         json!({"protocol": "s3", "bucketContentName": "legacy"}),
         json!({"bucketContentName": "legacy", "phase": "Bound"}),
     );
-    let shown = serde_json::to_value(&sharer).unwrap();
-    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(sharer), ctx));
-    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared)).await;
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(sharer.clone()), ctx));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(moved(shared))).await;
     api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("ns-uid"))).await;
-    let status = expect_bucket_status(&mut api, shown).await;
+    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    let status = expect_bucket_status(&mut api, serde_json::to_value(&sharer).unwrap()).await;
     assert_eq!(status["status"]["phase"], "Failed");
     assert_eq!(status["status"]["conditions"][0]["reason"], "Failed", "not AccessRevoked: the key still works");
     let message = status["status"]["conditions"][0]["message"].as_str().unwrap();
-    assert!(message.contains("BucketContent legacy records it at http://old-store:8333"), "{message}");
+    assert!(message.starts_with("this Bucket's key cannot be revoked from bucket legacy: "), "{message}");
     assert!(!message.contains("force-release"), "{message}");
     assert_eq!(expect_event(&mut api).await.0, "Failed");
     assert!(finish(reconciling).await.unwrap_err().is_permanent());
+    let asked: Vec<String> = [&backend, &backend, "legacy"].iter().map(|b| format!("has {b}")).collect();
+    assert_eq!(*driver.calls.lock().unwrap(), asked, "the store asked, and nothing granted or revoked");
 
-    assert!(driver.calls.lock().unwrap().is_empty(), "{:?}", driver.calls.lock().unwrap());
+    // A store that has the bucket: the same store under another address. The Secret keeps
+    // the address the content records, where its workloads reach the bucket.
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(greenfield), ctx));
+    api.expect("GET", &content_path, Reply::Json(content)).await;
+    api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::NotFound).await;
+    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    let secret = api.expect("POST", "/api/v1/namespaces/team-a/secrets", Reply::Echo).await;
+    let recorded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "http://old-store:8333");
+    assert_eq!(secret["data"]["AWS_ENDPOINT_URL"], recorded.as_str(), "{secret}");
+    assert_eq!(expect_event(&mut api).await.0, "CredentialsIssued");
+    assert_eq!(expect_bucket_status(&mut api, shown).await["status"]["phase"], "Bound");
+    finish(reconciling).await.unwrap();
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("has {backend}"), format!("grant {backend} {UID} ReadWrite")]);
 }
 
 /// What the mock API server saw of one request.
