@@ -328,12 +328,18 @@ impl Sorted {
 
 fn typed<K: DeserializeOwned>(path: &Path, kind: &str, doc: serde_json::Value) -> Result<K, CatalogError> {
     let name = doc.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
-    crate::api::from_value(doc).map_err(|message| CatalogError::Object {
+    let refused = |message: String| CatalogError::Object {
         path: path.to_path_buf(),
         kind: kind.to_string(),
-        name,
+        name: name.clone(),
         message,
-    })
+    };
+    // The stores index objects by name (and panic on one without); the API server never
+    // stores one, but a file written by hand may hold one.
+    if name.is_empty() {
+        return Err(refused("metadata.name is missing: every object in a catalog needs one".into()));
+    }
+    crate::api::from_value(doc).map_err(refused)
 }
 
 fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), CatalogError> {
@@ -438,6 +444,14 @@ mod tests {
             err.contains("bad.yaml") && err.contains("BucketClass \"x\"") && err.contains("unknown variant `ftp`"),
             "{err}"
         );
+
+        // Found by the fuzzer: a nameless object reached the stores, which panicked on it.
+        for kind in ["BucketClass", "BucketContent", "Namespace", "Bucket"] {
+            std::fs::write(dir.path().join("bad.yaml"), format!("apiVersion: v1\nkind: {kind}\nmetad0ta: {{}}\n"))
+                .unwrap();
+            let err = Catalog::load_dir(dir.path()).err().unwrap().to_string();
+            assert!(err.contains(&format!("bad.yaml: {kind} \"\": metadata.name is missing")), "{err}");
+        }
 
         std::fs::write(dir.path().join("bad.yaml"), "kind: [unclosed\n").unwrap();
         let err = Catalog::load_dir(dir.path()).err().unwrap();

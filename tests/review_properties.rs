@@ -1,5 +1,6 @@
-//! The properties of tests/properties on every captured review, the example policies and
-//! every input in `fuzz/regressions`: what the fuzzer found a failure with, kept once fixed.
+//! The properties of tests/properties on every captured review, the example policies, the
+//! shipped configuration and catalog files, and every input in `fuzz/regressions`: what the
+//! fuzzer found a failure with, kept once fixed.
 
 mod properties;
 
@@ -63,4 +64,43 @@ fn every_example_and_kept_policy_file_loads_or_is_refused_and_judges_by_the_prop
         }
     }
     assert!(loaded >= 6, "{loaded} policy files loaded");
+}
+
+/// The `config.yaml` of each ConfigMap in a manifest, as the pod sees it mounted.
+fn mounted_configs(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    documents.iter().filter_map(|d| d["data"]["config.yaml"].as_str().map(String::from)).collect()
+}
+
+#[test]
+fn the_shipped_and_kept_configuration_and_catalog_files_read_by_the_properties() {
+    let repo = Path::new(REPO);
+    let mut configs = mounted_configs(&repo.join("manifests/base/config.yaml"));
+    configs.push(std::fs::read_to_string(repo.join("manifests/examples/dev/bucketgate-config.yaml")).unwrap());
+    let catalogs = std::fs::read_dir(repo.join("manifests/examples"))
+        .unwrap()
+        .chain(std::fs::read_dir(properties::fixtures(repo).join("catalog")).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_file());
+    let mut files: Vec<_> = catalogs.chain(kept("files")).collect();
+    files.sort();
+    configs.extend(kept("files").iter().map(|file| std::fs::read_to_string(file).unwrap()));
+    let mut parsed = 0;
+    for config in &configs {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| properties::check_config_file(config))) {
+            Ok(parses) => parsed += usize::from(parses),
+            Err(panic) => std::panic::resume_unwind(Box::new(format!("{config}: {panic:?}"))),
+        }
+    }
+    let mut made = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| properties::check_catalog_file(&text))) {
+            Ok(catalog) => made += usize::from(catalog),
+            Err(panic) => std::panic::resume_unwind(Box::new(format!("{}: {panic:?}", file.display()))),
+        }
+    }
+    // The checks ran on files that parse, not only on refusals.
+    assert!(parsed >= 2 && made >= 5, "{parsed} configurations parsed, {made} catalogs made");
 }

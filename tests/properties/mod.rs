@@ -120,3 +120,38 @@ pub fn check_policy_file(text: &str, catalog: &Catalog, config: &Config, reviews
     }
     true
 }
+
+/// Checks `text` as bucketgate's configuration file (`--config`); says whether it parsed.
+///
+/// - Any text parses or is refused with an error, never a panic.
+/// - What parses holds what the parser promises the rest of bucketgate: every provisioner
+///   named, every endpoint an http or https URL with a host, every name served.
+pub fn check_config_file(text: &str) -> bool {
+    let Ok(config) = Config::parse(text, "config.yaml") else { return false };
+    for provisioner in &config.provisioners {
+        assert!(!provisioner.name.trim().is_empty(), "a provisioner without a name: {config:?}");
+        assert!(config.served_names().contains(&provisioner.name.as_str()), "{} not served", provisioner.name);
+        let endpoints = provisioner.s3.iter().flat_map(|s3| {
+            std::iter::once(s3.endpoint.clone()).chain(s3.iam.as_ref().and_then(|iam| iam.endpoint.clone()))
+        });
+        for endpoint in endpoints {
+            let uri: http::Uri = endpoint.parse().unwrap_or_else(|e| panic!("endpoint {endpoint:?}: {e}"));
+            assert!(matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some(), "{endpoint:?}");
+        }
+    }
+    true
+}
+
+/// Checks `text` as a file of the offline catalog (`serve --catalog`, `policy test`); says
+/// whether it made a catalog. Any text makes one or is refused, never a panic, and the
+/// catalog holds no more objects than the file has documents.
+pub fn check_catalog_file(text: &str) -> bool {
+    let Ok(documents) = serde_saphyr::from_multiple::<Value>(text) else { return false };
+    let count = documents.len();
+    let Ok(catalog) = Catalog::from_documents(documents.into_iter().map(|d| (PathBuf::from("catalog.yaml"), d))) else {
+        return false;
+    };
+    let (classes, contents, namespaces) = catalog.len();
+    assert!(classes + contents + namespaces <= count, "{count} documents made more objects");
+    true
+}
