@@ -104,3 +104,21 @@ fn the_shipped_and_kept_configuration_and_catalog_files_read_by_the_properties()
     // The checks ran on files that parse, not only on refusals.
     assert!(parsed >= 2 && made >= 5, "{parsed} configurations parsed, {made} catalogs made");
 }
+
+#[test]
+fn the_example_and_kept_policy_test_files_run_by_the_properties() {
+    let repo = Path::new(REPO);
+    let policies = properties::example_policies(repo);
+    let examples = std::fs::read_dir(repo.join("policies")).unwrap().map(|entry| entry.unwrap().path());
+    let mut files: Vec<_> = examples.filter(|path| load::is_test_file(path)).chain(kept("files")).collect();
+    files.sort();
+    let mut ran = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| properties::check_policy_test_file(&text, &policies))) {
+            Ok(runs) => ran += usize::from(runs),
+            Err(panic) => std::panic::resume_unwind(Box::new(format!("{}: {panic:?}", file.display()))),
+        }
+    }
+    assert!(ran >= 7, "{ran} test files ran");
+}

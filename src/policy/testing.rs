@@ -95,16 +95,19 @@ pub fn run_dir(dir: &Path) -> Result<Vec<CaseResult>, Vec<LoadError>> {
     let mut results = Vec::new();
     let mut errors = Vec::new();
     for (path, text) in files {
-        match parse_suites(&path, &text) {
-            Ok(suites) => {
-                for suite in suites {
-                    results.extend(run_suite(&path, &suite, &policies));
-                }
-            }
+        match run_file(&path, &text, &policies) {
+            Ok(file_results) => results.extend(file_results),
             Err(error) => errors.push(error),
         }
     }
     if errors.is_empty() { Ok(results) } else { Err(errors) }
+}
+
+/// Runs every suite of one test file, `text` read from `path`, against `policies`: a
+/// result for each case, or why the file is not a test file.
+pub fn run_file(path: &Path, text: &str, policies: &PolicySet) -> Result<Vec<CaseResult>, LoadError> {
+    let suites = parse_suites(path, text)?;
+    Ok(suites.iter().flat_map(|suite| run_suite(path, suite, policies)).collect())
 }
 
 pub fn parse_suites(path: &Path, text: &str) -> Result<Vec<SuiteDocument>, LoadError> {

@@ -155,3 +155,16 @@ pub fn check_catalog_file(text: &str) -> bool {
     assert!(classes + contents + namespaces <= count, "{count} documents made more objects");
     true
 }
+
+/// Checks `text` as a policy test file (`bucketgate policy test`) run against `policies`;
+/// says whether it is one. Any text is refused with an error or runs, never a panic, and
+/// running gives one result for each case of each suite, each named for its case.
+pub fn check_policy_test_file(text: &str, policies: &PolicySet) -> bool {
+    let path = Path::new("policy.test.yaml");
+    let Ok(suites) = bucketgate::policy::testing::parse_suites(path, text) else { return false };
+    let results = bucketgate::policy::testing::run_file(path, text, policies).expect("parsed once, parses again");
+    let cases: Vec<&str> = suites.iter().flat_map(|s| s.cases.iter().map(|c| c.name.as_str())).collect();
+    let named: Vec<&str> = results.iter().map(|r| r.case.as_str()).collect();
+    assert_eq!(named, cases, "a result for each case, in order");
+    true
+}
