@@ -22,6 +22,26 @@ fn kept(target: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Each file's name, for a failure's message, and its bytes.
+fn read(files: Vec<PathBuf>) -> Vec<(String, Vec<u8>)> {
+    files.into_iter().map(|file| (file.display().to_string(), std::fs::read(&file).unwrap())).collect()
+}
+
+/// How many of `inputs` `check` says yes to; a property that fails says which input.
+fn passing(inputs: &[(String, Vec<u8>)], check: impl Fn(&[u8]) -> bool) -> usize {
+    let holds = |(shown, bytes): &&(String, Vec<u8>)| match std::panic::catch_unwind(AssertUnwindSafe(|| check(bytes)))
+    {
+        Ok(yes) => yes,
+        Err(panic) => std::panic::resume_unwind(Box::new(format!("{shown}: {panic:?}"))),
+    };
+    inputs.iter().filter(holds).count()
+}
+
+/// The text checks take only text: the fuzz targets skip bytes that are not UTF-8.
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("UTF-8")
+}
+
 #[test]
 fn every_captured_and_kept_review_answers_by_the_properties() {
     let repo = Path::new(REPO);
@@ -30,14 +50,7 @@ fn every_captured_and_kept_review_answers_by_the_properties() {
     let mut files: Vec<_> = properties::captured(repo).into_iter().chain(kept("review")).collect();
     files.sort();
     assert!(files.len() >= 30, "{files:?}");
-    let mut mutated = 0;
-    for file in files {
-        let body = std::fs::read(&file).unwrap();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| properties::check(&body, &ctx))) {
-            Ok(changed) => mutated += usize::from(changed),
-            Err(panic) => std::panic::resume_unwind(Box::new(format!("{}: {panic:?}", file.display()))),
-        }
-    }
+    let mutated = passing(&read(files), |body| properties::check(body, &ctx));
     // The patch and reinvocation checks ran on real patches, not only on empty answers.
     assert!(mutated >= 3, "{mutated} reviews mutated");
 }
@@ -54,30 +67,24 @@ fn every_example_and_kept_policy_file_loads_or_is_refused_and_judges_by_the_prop
         .chain(kept("policy"))
         .collect();
     files.sort();
-    let mut loaded = 0;
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let check = || properties::check_policy_file(&text, &catalog, &config, &reviews);
-        match std::panic::catch_unwind(AssertUnwindSafe(check)) {
-            Ok(loads) => loaded += usize::from(loads),
-            Err(panic) => std::panic::resume_unwind(Box::new(format!("{}: {panic:?}", file.display()))),
-        }
-    }
+    let loaded = passing(&read(files), |file| properties::check_policy_file(text(file), &catalog, &config, &reviews));
     assert!(loaded >= 6, "{loaded} policy files loaded");
 }
 
 /// The `config.yaml` of each ConfigMap in a manifest, as the pod sees it mounted.
-fn mounted_configs(manifest: &Path) -> Vec<String> {
+fn mounted_configs(manifest: &Path) -> Vec<(String, Vec<u8>)> {
     let text = std::fs::read_to_string(manifest).unwrap();
     let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
-    documents.iter().filter_map(|d| d["data"]["config.yaml"].as_str().map(String::from)).collect()
+    let configs = documents.iter().filter_map(|d| d["data"]["config.yaml"].as_str());
+    configs.map(|config| (format!("{} (config.yaml)", manifest.display()), config.as_bytes().to_vec())).collect()
 }
 
 #[test]
 fn the_shipped_and_kept_configuration_and_catalog_files_read_by_the_properties() {
     let repo = Path::new(REPO);
     let mut configs = mounted_configs(&repo.join("manifests/base/config.yaml"));
-    configs.push(std::fs::read_to_string(repo.join("manifests/examples/dev/bucketgate-config.yaml")).unwrap());
+    configs.extend(read(vec![repo.join("manifests/examples/dev/bucketgate-config.yaml")]));
+    configs.extend(read(kept("files")));
     let catalogs = std::fs::read_dir(repo.join("manifests/examples"))
         .unwrap()
         .chain(std::fs::read_dir(properties::fixtures(repo).join("catalog")).unwrap())
@@ -85,22 +92,8 @@ fn the_shipped_and_kept_configuration_and_catalog_files_read_by_the_properties()
         .filter(|path| path.is_file());
     let mut files: Vec<_> = catalogs.chain(kept("files")).collect();
     files.sort();
-    configs.extend(kept("files").iter().map(|file| std::fs::read_to_string(file).unwrap()));
-    let mut parsed = 0;
-    for config in &configs {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| properties::check_config_file(config))) {
-            Ok(parses) => parsed += usize::from(parses),
-            Err(panic) => std::panic::resume_unwind(Box::new(format!("{config}: {panic:?}"))),
-        }
-    }
-    let mut made = 0;
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| properties::check_catalog_file(&text))) {
-            Ok(catalog) => made += usize::from(catalog),
-            Err(panic) => std::panic::resume_unwind(Box::new(format!("{}: {panic:?}", file.display()))),
-        }
-    }
+    let parsed = passing(&configs, |file| properties::check_config_file(text(file)));
+    let made = passing(&read(files), |file| properties::check_catalog_file(text(file)));
     // The checks ran on files that parse, not only on refusals.
     assert!(parsed >= 2 && made >= 5, "{parsed} configurations parsed, {made} catalogs made");
 }
@@ -112,13 +105,6 @@ fn the_example_and_kept_policy_test_files_run_by_the_properties() {
     let examples = std::fs::read_dir(repo.join("policies")).unwrap().map(|entry| entry.unwrap().path());
     let mut files: Vec<_> = examples.filter(|path| load::is_test_file(path)).chain(kept("files")).collect();
     files.sort();
-    let mut ran = 0;
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| properties::check_policy_test_file(&text, &policies))) {
-            Ok(runs) => ran += usize::from(runs),
-            Err(panic) => std::panic::resume_unwind(Box::new(format!("{}: {panic:?}", file.display()))),
-        }
-    }
+    let ran = passing(&read(files), |file| properties::check_policy_test_file(text(file), &policies));
     assert!(ran >= 7, "{ran} test files ran");
 }
