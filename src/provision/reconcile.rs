@@ -306,6 +306,15 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
                 }
             }
         }
+    } else if !forced && bucket.condition("CredentialsScoped").is_some_and(|c| c.status == "True") {
+        // Its content removed by hand under it: nothing says any more which store holds the
+        // key made for this Bucket alone. Said, so that it is not left working unseen.
+        let uid = bucket.uid().unwrap_or_default();
+        let note = format!(
+            "BucketContent {content_name} is gone, so the key made for this Bucket could not be revoked at its \
+             store: remove it there by hand (the S3 driver's IAM user bucketgate-{uid})"
+        );
+        ctx.event(bucket, EventType::Warning, "KeyNotRevoked", "Release", note).await;
     }
     let verb = if forced { "force-released" } else { "released" };
     ctx.event(bucket, EventType::Normal, "Released", "Release", format!("{verb}; removing the finalizer")).await;

@@ -751,6 +751,36 @@ async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
     assert_eq!(*driver.calls.lock().unwrap(), [format!("revoke {UID}")]);
 }
 
+/// A Bucket whose content was removed by hand under it is released, but its own key, which
+/// nothing says where to revoke any more, is named in a Warning rather than left unseen.
+#[tokio::test]
+async fn a_key_that_cannot_be_revoked_for_want_of_its_content_is_said() {
+    for scoped in [true, false] {
+        let driver = Arc::new(FakeDriver::default());
+        let (ctx, mut api) = context_with_events(driver.clone());
+        let condition = plan::condition(&[], "CredentialsScoped", scoped, "BucketUser", "its own key", Some(1));
+        let mut deleting = bucket(
+            json!({"protocol": "s3", "bucketClassName": "ceph"}),
+            json!({"bucketContentName": CONTENT, "phase": "Bound", "conditions": [condition]}),
+        );
+        deleting.metadata.deletion_timestamp = now();
+        let shown = serde_json::to_value(&deleting).unwrap();
+        let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(deleting), ctx));
+        api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::NotFound).await;
+        if scoped {
+            let (reason, note) = expect_event(&mut api).await;
+            assert_eq!(reason, "KeyNotRevoked");
+            assert!(note.starts_with(&format!("BucketContent {CONTENT} is gone")), "{note}");
+            assert!(note.ends_with(&format!("IAM user bucketgate-{UID})")), "{note}");
+        }
+        assert_eq!(expect_event(&mut api).await.0, "Released");
+        let path = "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos";
+        assert_eq!(api.expect("PATCH", path, Reply::Json(shown)).await["metadata"]["finalizers"], json!([]));
+        finish(reconciling).await.unwrap();
+        assert!(driver.calls.lock().unwrap().is_empty());
+    }
+}
+
 /// A Bucket whose release fails keeps its finalizer and its phase, and its Events say what
 /// its deletion waits on: otherwise it would only stay Terminating, saying nothing.
 #[tokio::test]
