@@ -36,21 +36,46 @@ pub async fn resolve(
             .await?
             .ok_or_else(|| Error::Permanent(format!("the provisioner Secret {namespace}/{name} does not exist")))?;
         let data = secret.data.unwrap_or_default();
-        let read =
-            |keys: &[&str]| keys.iter().find_map(|k| data.get(*k)).and_then(|v| String::from_utf8(v.0.clone()).ok());
-        return match (read(&ACCESS_KEYS), read(&SECRET_KEYS)) {
-            (Some(access_key_id), Some(secret_access_key)) => Ok(Credentials { access_key_id, secret_access_key }),
-            _ => Err(Error::Permanent(format!(
-                "the provisioner Secret {namespace}/{name} needs keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            ))),
-        };
+        let read = |keys: &[&str]| keys.iter().find_map(|k| data.get(*k)).map(|v| v.0.as_slice());
+        return key_pair(read(&ACCESS_KEYS), read(&SECRET_KEYS)).ok_or_else(|| {
+            Error::Permanent(format!(
+                "the provisioner Secret {namespace}/{name} needs keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                 each a key in text"
+            ))
+        });
     }
     let env = &settings.credentials_from_env;
-    match (std::env::var(&env.access_key_id), std::env::var(&env.secret_access_key)) {
-        (Ok(access_key_id), Ok(secret_access_key)) => Ok(Credentials { access_key_id, secret_access_key }),
-        _ => Err(Error::Permanent(format!(
+    let read = |name: &str| std::env::var_os(name).map(|v| v.into_encoded_bytes());
+    match key_pair(read(&env.access_key_id).as_deref(), read(&env.secret_access_key).as_deref()) {
+        Some(credentials) => Ok(credentials),
+        None => Err(Error::Permanent(format!(
             "no credentials for the provisioner: set {} and {} in bucketgate's environment, or name a Secret in the class parameter {SECRET_NAME_PARAMETER}",
             env.access_key_id, env.secret_access_key
         ))),
+    }
+}
+
+/// A key pair from what a Secret or the environment holds. Whitespace around either is
+/// dropped: no S3 key has any, and a value made with `echo KEY | base64` ends in a newline,
+/// which would otherwise sign every request wrongly and read as bad credentials.
+fn key_pair(access_key_id: Option<&[u8]>, secret_access_key: Option<&[u8]>) -> Option<Credentials> {
+    let text = |bytes: Option<&[u8]>| {
+        let text = std::str::from_utf8(bytes?).ok()?.trim();
+        (!text.is_empty()).then(|| text.to_string())
+    };
+    Some(Credentials { access_key_id: text(access_key_id)?, secret_access_key: text(secret_access_key)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_read_without_the_newline_echo_leaves() {
+        let pair = key_pair(Some(b"AKIA\n"), Some(b" s3cret\r\n")).unwrap();
+        assert_eq!((pair.access_key_id.as_str(), pair.secret_access_key.as_str()), ("AKIA", "s3cret"));
+        assert!(key_pair(Some(b"AKIA"), None).is_none());
+        assert!(key_pair(Some(b"\n"), Some(b"s3cret")).is_none(), "blank");
+        assert!(key_pair(Some(b"AKIA"), Some(&[0xff, 0xfe])).is_none(), "not text");
     }
 }
