@@ -1,4 +1,4 @@
-//! Command line: `serve`, `certs`, `crds` and `review`.
+//! Command line: `serve`, `certs`, `crds`, `review`, `policy` (lint, test) and `config check`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,22 @@
 //! bucketgate: admission and provisioning for Kubernetes object-storage buckets.
 //!
-//! Decisions are pure functions in [`admission`]; the I/O around them lives in [`server`]
-//! (HTTPS), [`catalog`] (watch caches or a directory of YAML) and [`tls`] (certificates).
+//! Decisions are pure functions over data; the I/O lives at the edges. A map, in the order
+//! a review and a Bucket travel:
+//!
+//! - [`api`]: the three kinds (Bucket, BucketClass, BucketContent); [`crds`] renders their
+//!   CRDs from these types. [`naming`]: the name rules admission and provisioning share.
+//! - [`server`]: the HTTPS routes over rustls; [`tls`] its certificate, reloaded from disk.
+//! - [`admission`]: a review body decoded, the built-in rules (mutate, validate) run over
+//!   it and a [`catalog::Catalog`], the patch and the answer written. [`policy`]: the
+//!   admins' JSONPath policies, run after the built-in rules, loaded and reloaded from
+//!   files, and tested offline.
+//! - [`catalog`]: what admission knows of the cluster, from watches or a directory of YAML.
+//! - [`config`]: which provisioners are served and with which driver, reloaded from disk.
+//! - [`provision`]: the provisioning loop (kube-runtime controllers, one leader), whose
+//!   decisions are in `provision::plan` and whose steps are in `provision::reconcile`;
+//!   [`driver`]: the stores behind one small trait (S3).
+//! - [`metrics`], [`logs`] and [`poll`]: Prometheus metrics, JSON log lines, file polling.
+//! - [`cli`]: the commands (`serve`, `certs`, `crds`, `review`, `policy`, `config`).
 
 pub mod admission;
 pub mod api;

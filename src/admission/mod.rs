@@ -35,7 +35,7 @@ use crate::policy::{PolicySet, Record};
 use held::Held;
 
 /// One admission request, as much of it as the rules read. The objects are parsed
-/// straight into their Rust types (see [`held`]), and only policies, when one matches, need
+/// straight into their Rust types (see the `held` module), and only policies, when one matches, need
 /// them as `serde_json::Value`. (kube's `AdmissionRequest<DynamicObject>` parses each object
 /// into `ObjectMeta` plus a flattened map, which the rules would then have to serialize
 /// again; that was half the cost of a decision.)
