@@ -135,6 +135,9 @@ impl S3Driver {
     }
 }
 
+/// How many DeleteObject calls are under way at once on a store without DeleteObjects.
+const ONE_BY_ONE_AT_ONCE: usize = 16;
+
 /// An object the store would not delete, and its error code.
 struct Refused {
     text: String,
@@ -491,17 +494,24 @@ impl S3Driver {
         Ok(())
     }
 
-    /// DeleteObject for each, where the store has no DeleteObjects. What the store refuses
-    /// (an object lock's retention) is added to `refused`, as DeleteObjects would say it.
+    /// DeleteObject for each, where the store has no DeleteObjects, a few at a time (a page
+    /// holds up to 1,000). What the store refuses (an object lock's retention) is added to
+    /// `refused`, as DeleteObjects would say it.
     async fn delete_one_by_one(
         &self,
         bucket: &str,
         objects: Vec<ObjectIdentifier>,
         refused: &mut Vec<Refused>,
     ) -> Result<(), DriverError> {
-        for object in objects {
-            let delete = self.s3.delete_object().bucket(bucket).key(object.key());
-            match delete.set_version_id(object.version_id().map(str::to_string)).send().await {
+        use futures::StreamExt;
+        let delete = |object: ObjectIdentifier| async move {
+            let request = self.s3.delete_object().bucket(bucket).key(object.key());
+            let result = request.set_version_id(object.version_id().map(str::to_string)).send().await;
+            (object, result)
+        };
+        let mut deletions = futures::stream::iter(objects).map(delete).buffer_unordered(ONE_BY_ONE_AT_ONCE);
+        while let Some((object, result)) = deletions.next().await {
+            match result {
                 Ok(_) => {}
                 Err(error) if matches!(code(&error), Some("NoSuchKey" | "NoSuchVersion")) => {}
                 Err(error) if code(&error) == Some("NoSuchBucket") => return Ok(()),
