@@ -19,7 +19,7 @@ use rcgen::{
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -42,6 +42,10 @@ pub enum TlsError {
     Pair { cert: PathBuf, key: PathBuf, source: rustls::Error },
     #[error("cannot generate certificates: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("{0:?} is not a DNS name a certificate can hold (letters, digits, '-' and '.'; an IP address is given apart, with --ip)")]
+    DnsName(String),
+    #[error("a certificate valid for {0} days: give 1 to {MAX_DAYS}")]
+    Days(i64),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -164,9 +168,21 @@ pub struct GeneratedCerts {
     pub key_pem: String,
 }
 
+/// The longest validity `generate` gives, a hundred years.
+pub const MAX_DAYS: i64 = 36_500;
+
 /// Makes a CA and a serving certificate for `dns_names` and `ips`, valid for `days`. The
 /// CA's key is not kept: to rotate, generate again and update the webhooks' caBundle.
 pub fn generate(dns_names: &[String], ips: &[IpAddr], days: i64) -> Result<GeneratedCerts, TlsError> {
+    // Refused here rather than written into a certificate that no client would accept (a
+    // name the API server cannot match, a validity already over), or past the year 9999
+    // that a certificate's time can say.
+    if !(1..=MAX_DAYS).contains(&days) {
+        return Err(TlsError::Days(days));
+    }
+    if let Some(bad) = dns_names.iter().find(|name| DnsName::try_from(name.as_str()).is_err()) {
+        return Err(TlsError::DnsName(bad.clone()));
+    }
     let now = time::OffsetDateTime::now_utc();
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.distinguished_name.push(DnType::CommonName, "bucketgate webhook CA");

@@ -291,6 +291,34 @@ async fn certs_writes_a_pair_and_prints_the_ca_bundle() {
     assert!(tls::CertStore::open(dir.path()).unwrap().is_loaded());
 }
 
+/// What no client would accept, or cannot be written, is refused with a word on it, once.
+#[tokio::test]
+async fn certs_refuses_what_no_client_would_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let refusals = [
+        (vec!["--dns", "bad name!"], "\"bad name!\" is not a DNS name a certificate can hold"),
+        (vec!["--dns", ""], "\"\" is not a DNS name"),
+        (vec!["--days", "0"], "a certificate valid for 0 days: give 1 to 36500"),
+        // It was a panic: past the last date a certificate can hold.
+        (vec!["--days", "999999999"], "valid for 999999999 days"),
+    ];
+    for (args, said) in refusals {
+        let output = Command::new(BIN).args(["certs", "--out"]).arg(dir.path()).args(&args).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(said) && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing written");
+
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, "").unwrap();
+    let output = Command::new(BIN).args(["certs", "--out"]).arg(blocked.join("certs")).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: cannot write "), "{stderr}");
+    assert_eq!(stderr.matches("Not a directory").count(), 1, "the cause said once: {stderr}");
+}
+
 #[tokio::test]
 async fn serve_refuses_to_start_without_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
