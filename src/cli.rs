@@ -333,6 +333,9 @@ fn lint(dirs: &[PathBuf]) -> anyhow::Result<()> {
         }
         Err(found) => errors.extend(found),
     }
+    // A directory that cannot be read fails both readings above: said once.
+    let mut said = std::collections::HashSet::new();
+    errors.retain(|error| said.insert(error.to_string()));
     for error in &errors {
         println!("{error}");
     }

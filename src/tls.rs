@@ -42,7 +42,9 @@ pub enum TlsError {
     Pair { cert: PathBuf, key: PathBuf, source: rustls::Error },
     #[error("cannot generate certificates: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("{0:?} is not a DNS name a certificate can hold (letters, digits, '-' and '.'; an IP address is given apart, with --ip)")]
+    #[error(
+        "{0:?} is not a DNS name a certificate can hold (letters, digits, '-' and '.'; an IP address is given apart, with --ip)"
+    )]
     DnsName(String),
     #[error("a certificate valid for {0} days: give 1 to {MAX_DAYS}")]
     Days(i64),

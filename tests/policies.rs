@@ -306,3 +306,21 @@ async fn lint_warns_of_a_policy_without_kinds_and_passes() {
     assert!(stdout.starts_with(&format!("{}:1: warning: policy team names no kinds", file.display())), "{stdout}");
     assert!(stdout.ends_with("1 policies OK\n"), "{stdout}");
 }
+
+/// A directory that is not there fails both of lint's readings (policies, test files): one
+/// problem, said once.
+#[tokio::test]
+async fn lint_says_a_missing_directory_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    let lint = tokio::process::Command::new(env!("CARGO_BIN_EXE_bucketgate"))
+        .args(["policy", "lint"])
+        .arg(&missing)
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    assert!(!lint.status.success());
+    assert_eq!(stdout.matches("cannot read directory").count(), 1, "{stdout}");
+    assert!(stderr.contains("1 problem(s) in the policy files"), "{stderr}");
+}
