@@ -130,7 +130,7 @@ impl S3Driver {
     }
 
     /// The IAM user that holds `holder`'s key.
-    fn user_name(holder: &str) -> String {
+    pub fn user_name(holder: &str) -> String {
         format!("bucketgate-{holder}")
     }
 }

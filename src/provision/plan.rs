@@ -251,7 +251,8 @@ fn moved_from<'a>(content: &'a BucketContent, configured: &str) -> Option<&'a st
     (!same(recorded, configured)).then_some(recorded)
 }
 
-fn backend_name(content: &BucketContent) -> &str {
+/// The name of a content's bucket at its store, as the content records it.
+pub fn backend_name(content: &BucketContent) -> &str {
     content.spec.protocol.s3.as_ref().and_then(|s3| s3.bucket_name.as_deref()).unwrap_or_default()
 }
 

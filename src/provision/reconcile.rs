@@ -143,7 +143,7 @@ async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<Bound>, Erro
         return Ok(Some(Bound { content, connection, driver: None }));
     }
     let driver = ctx.driver_for(&content, &owner_of(bucket)).await?;
-    let backend = content.spec.protocol.s3.as_ref().and_then(|s| s.bucket_name.clone()).unwrap_or_default();
+    let backend = plan::backend_name(&content).to_string();
     let connection = match driver.create_bucket(&backend).await {
         Ok(connection) => connection,
         Err(error) => return Err(content_failed(&content, error, ctx).await),
@@ -309,10 +309,10 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
     } else if !forced && bucket.condition("CredentialsScoped").is_some_and(|c| c.status == "True") {
         // Its content removed by hand under it: nothing says any more which store holds the
         // key made for this Bucket alone. Said, so that it is not left working unseen.
-        let uid = bucket.uid().unwrap_or_default();
+        let user = crate::driver::s3::S3Driver::user_name(&bucket.uid().unwrap_or_default());
         let note = format!(
             "BucketContent {content_name} is gone, so the key made for this Bucket could not be revoked at its \
-             store: remove it there by hand (the S3 driver's IAM user bucketgate-{uid})"
+             store: remove it there by hand (the S3 driver's IAM user {user})"
         );
         ctx.event(bucket, EventType::Warning, "KeyNotRevoked", "Release", note).await;
     }
@@ -345,13 +345,13 @@ pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<A
     let forced = content.annotations().get(FORCE_RELEASE_ANNOTATION).map(String::as_str) == Some("true");
     let delete = content.spec.release_policy.unwrap_or_default() == ReleasePolicy::Delete;
     if delete && !forced && !content.spec.provisioner().is_empty() {
-        let backend = content.spec.protocol.s3.as_ref().and_then(|s| s.bucket_name.clone()).unwrap_or_default();
+        let backend = plan::backend_name(&content);
         let owner = (
             content.labels().get(plan::BUCKET_NAMESPACE_LABEL).cloned().unwrap_or_default(),
             content.labels().get(plan::BUCKET_NAME_LABEL).cloned().unwrap_or_default(),
         );
         let driver = ctx.driver_for(&content, &owner).await?;
-        let note = match driver.delete_bucket(&backend).await {
+        let note = match driver.delete_bucket(backend).await {
             Ok(Deletion::Deleted) => format!("deleted bucket {backend} and its objects"),
             Ok(Deletion::NotFound) => {
                 let configured = ctx.endpoint_of(content.spec.provisioner());
@@ -477,11 +477,10 @@ impl Context {
     ) -> Result<Arc<dyn Driver>, Error> {
         let driver = self.driver_for(content, owner).await?;
         let configured = self.endpoint_of(content.spec.provisioner());
-        if let Some(message) = configured.and_then(|endpoint| plan::key_elsewhere(content, endpoint, work)) {
-            let bucket = content.spec.protocol.s3.as_ref().and_then(|s3| s3.bucket_name.as_deref());
-            if !driver.has_bucket(bucket.unwrap_or_default()).await.map_err(Error::Driver)? {
-                return Err(Error::Permanent(message));
-            }
+        if let Some(message) = configured.and_then(|endpoint| plan::key_elsewhere(content, endpoint, work))
+            && !driver.has_bucket(plan::backend_name(content)).await.map_err(Error::Driver)?
+        {
+            return Err(Error::Permanent(message));
         }
         Ok(driver)
     }
