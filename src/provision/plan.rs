@@ -72,6 +72,36 @@ pub fn greenfield_content(bucket: &Bucket, class: &BucketClass, namespace_uid: &
     Ok(content)
 }
 
+/// The loop's writes, as JSON merge patches; the contract test sends these same bodies
+/// through bucketgate's webhooks and the CRDs' rules.
+///
+/// bucketgate's finalizer added beside the others (a merge patch replaces the whole list).
+/// The resourceVersion makes this, and its removal, fail rather than drop another
+/// controller's finalizer on a race.
+pub fn finalizer_added(meta: &ObjectMeta) -> serde_json::Value {
+    let mut finalizers = meta.finalizers.clone().unwrap_or_default();
+    finalizers.push(FINALIZER.to_string());
+    serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version}})
+}
+
+/// bucketgate's finalizer taken off, the others kept.
+pub fn finalizer_removed(meta: &ObjectMeta) -> serde_json::Value {
+    let keep: Vec<&String> = meta.finalizers.iter().flatten().filter(|f| *f != FINALIZER).collect();
+    serde_json::json!({"metadata": {"finalizers": keep, "resourceVersion": meta.resource_version}})
+}
+
+/// Where the store made a content's bucket, written into the content.
+pub fn connection_recorded(connection: &Connection) -> serde_json::Value {
+    serde_json::json!({"spec": {"protocol": {"s3": {
+        "endpoint": connection.endpoint, "bucketName": connection.bucket_name,
+        "region": connection.region, "signatureVersion": connection.signature_version}}}})
+}
+
+/// A content marked to be released without asking its store.
+pub fn force_release_marked() -> serde_json::Value {
+    serde_json::json!({"metadata": {"annotations": {FORCE_RELEASE_ANNOTATION: "true"}}})
+}
+
 /// Whether `content` was made for `bucket`.
 pub fn made_for(content: &BucketContent, bucket: &Bucket) -> bool {
     content.labels().get(BUCKET_UID_LABEL) == bucket.uid().as_ref()

@@ -24,10 +24,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
     let buckets: Api<Bucket> = Api::namespaced(ctx.client.clone(), &namespace);
     if !bucket.finalizers().iter().any(|f| f == FINALIZER) {
         // Admission adds it; this covers Buckets created while the webhook was away.
-        // A merge patch replaces the whole list: keep the finalizers others put there.
-        let mut finalizers = bucket.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_string());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": bucket.resource_version()}});
+        let patch = plan::finalizer_added(bucket.meta());
         buckets.patch(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         return Ok(Action::await_change());
     }
@@ -148,10 +145,7 @@ async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<Bound>, Erro
         Ok(connection) => connection,
         Err(error) => return Err(content_failed(&content, error, ctx).await),
     };
-    let spec = json!({"spec": {"protocol": {"s3": {
-        "endpoint": connection.endpoint, "bucketName": connection.bucket_name,
-        "region": connection.region, "signatureVersion": connection.signature_version}}}});
-    contents.patch(&name, &PatchParams::default(), &Patch::Merge(&spec)).await?;
+    contents.patch(&name, &PatchParams::default(), &Patch::Merge(&plan::connection_recorded(&connection))).await?;
     let status =
         json!({"status": {"phase": BucketContentPhase::Bound, "message": format!("bucket {backend} created")}});
     let content = contents.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
@@ -294,7 +288,7 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
                 ReleasePolicy::Delete => {
                     if forced {
                         // The content's own release must not call the backend either.
-                        let patch = json!({"metadata": {"annotations": {FORCE_RELEASE_ANNOTATION: "true"}}});
+                        let patch = plan::force_release_marked();
                         contents.patch(&content_name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
                     }
                     contents.delete(&content_name, &DeleteParams::default()).await?;
@@ -405,9 +399,7 @@ async fn remove_finalizer<K>(api: &Api<K>, object: &K) -> Result<(), Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let keep: Vec<&String> = object.meta().finalizers.iter().flatten().filter(|f| *f != FINALIZER).collect();
-    // The resourceVersion makes this fail, rather than drop another finalizer, on a race.
-    let patch = json!({"metadata": {"finalizers": keep, "resourceVersion": object.meta().resource_version}});
+    let patch = plan::finalizer_removed(object.meta());
     api.patch(&object.meta().name.clone().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
 }

@@ -1534,13 +1534,8 @@ fn the_loops_own_writes_pass_its_webhooks() {
         // A Bucket made while the webhook was away gets the finalizer from the loop.
         let mut bare = serde_json::to_value(&made).unwrap();
         bare["metadata"]["finalizers"] = json!([]);
-        admitted(
-            "the finalizer added",
-            Kind::Bucket,
-            "UPDATE",
-            bare.clone(),
-            merged(&bare, json!({"metadata": {"finalizers": ["cosi.io/finalizer"]}})),
-        );
+        let added = merged(&bare, plan::finalizer_added(&serde_json::from_value(bare["metadata"].clone()).unwrap()));
+        admitted("the finalizer added", Kind::Bucket, "UPDATE", bare, added);
 
         // Greenfield: the content created, then what the store said written into it.
         let created = admitted(
@@ -1550,9 +1545,7 @@ fn the_loops_own_writes_pass_its_webhooks() {
             Value::Null,
             serde_json::to_value(&content).unwrap(),
         );
-        let recorded = json!({"spec": {"protocol": {"s3": {"endpoint": "http://s3.example:8333",
-            "bucketName": content.spec.protocol.s3.as_ref().unwrap().bucket_name, "region": "us-east-1",
-            "signatureVersion": "s3v4"}}}});
+        let recorded = plan::connection_recorded(&connection(plan::backend_name(&content)));
         let bound = admitted(
             "the connection recorded",
             Kind::BucketContent,
@@ -1560,7 +1553,7 @@ fn the_loops_own_writes_pass_its_webhooks() {
             created.clone(),
             merged(&created, recorded),
         );
-        let forced = json!({"metadata": {"annotations": {plan::FORCE_RELEASE_ANNOTATION: "true"}}});
+        let forced = plan::force_release_marked();
         admitted("a forced release marked", Kind::BucketContent, "UPDATE", bound.clone(), merged(&bound, forced));
         admitted("the content deleted", Kind::BucketContent, "DELETE", bound.clone(), Value::Null);
 
@@ -1568,12 +1561,15 @@ fn the_loops_own_writes_pass_its_webhooks() {
         // meets a policy made after it (no team label).
         let deleting =
             |object: &Value| merged(object, json!({"metadata": {"deletionTimestamp": "2026-11-22T11:00:00Z"}}));
+        let removed = |object: &Value| {
+            merged(object, plan::finalizer_removed(&serde_json::from_value(object["metadata"].clone()).unwrap()))
+        };
         let content_going = deleting(&bound);
-        let released = merged(&content_going, json!({"metadata": {"finalizers": []}}));
+        let released = removed(&content_going);
         admitted("the content's finalizer taken off", Kind::BucketContent, "UPDATE", content_going, released);
         let mut unlabelled = deleting(&serde_json::to_value(&made).unwrap());
         unlabelled["metadata"]["labels"] = json!({});
-        let released = merged(&unlabelled, json!({"metadata": {"finalizers": []}}));
+        let released = removed(&unlabelled);
         admitted("the Bucket's finalizer taken off", Kind::Bucket, "UPDATE", unlabelled, released);
     }
 }
