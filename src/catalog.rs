@@ -109,13 +109,17 @@ impl Catalog {
         for path in files {
             let text =
                 std::fs::read_to_string(&path).map_err(|source| CatalogError::Read { path: path.clone(), source })?;
-            let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
-                .map_err(|e| CatalogError::Parse { path: path.clone(), message: e.to_string() })?;
-            for doc in docs {
+            for doc in Catalog::documents(&path, &text)? {
                 sorted.add(&path, doc)?;
             }
         }
         Ok(sorted.into_catalog())
+    }
+
+    /// The YAML (or JSON) documents of one catalog file, `text` read from `path`.
+    pub fn documents(path: &Path, text: &str) -> Result<Vec<serde_json::Value>, CatalogError> {
+        serde_saphyr::from_multiple(text)
+            .map_err(|e| CatalogError::Parse { path: path.to_path_buf(), message: e.to_string() })
     }
 
     /// Sorts documents by kind into a catalog; `path` says where each came from, for errors.

@@ -146,11 +146,10 @@ pub fn check_config_file(text: &str) -> bool {
 /// whether it made a catalog. Any text makes one or is refused, never a panic, and the
 /// catalog holds no more objects than the file has documents.
 pub fn check_catalog_file(text: &str) -> bool {
-    let Ok(documents) = serde_saphyr::from_multiple::<Value>(text) else { return false };
+    let path = PathBuf::from("catalog.yaml");
+    let Ok(documents) = Catalog::documents(&path, text) else { return false };
     let count = documents.len();
-    let Ok(catalog) = Catalog::from_documents(documents.into_iter().map(|d| (PathBuf::from("catalog.yaml"), d))) else {
-        return false;
-    };
+    let Ok(catalog) = Catalog::from_documents(documents.into_iter().map(|d| (path.clone(), d))) else { return false };
     let (classes, contents, namespaces) = catalog.len();
     assert!(classes + contents + namespaces <= count, "{count} documents made more objects");
     true
