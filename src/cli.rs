@@ -12,7 +12,7 @@ use futures::FutureExt;
 
 use crate::admission::{self, Webhook};
 use crate::catalog::Catalog;
-use crate::config::{Config, ConfigStore};
+use crate::config::{self, Config, ConfigStore};
 use crate::metrics::Metrics;
 use crate::policy::{self, PolicySet, store::PolicyStore};
 use crate::provision;
@@ -257,34 +257,17 @@ fn config_check(files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The configurations in `file`: the file itself, or in a manifest the `config.yaml` of each
-/// ConfigMap that has one (as `manifests/base/config.yaml` holds bucketgate-config's).
+/// The configurations in `file` (see [`config::texts_in`]), each parsed.
 fn configurations(file: &Path) -> anyhow::Result<Vec<(String, anyhow::Result<Config>)>> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let shown = file.display().to_string();
-    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap_or_default();
-    let embedded: Vec<_> = documents
-        .iter()
-        .filter(|document| document["kind"] == "ConfigMap")
-        .filter_map(|map| {
-            Some((map["metadata"]["name"].as_str().unwrap_or_default(), map["data"]["config.yaml"].as_str()?))
-        })
-        .map(|(name, text)| {
-            let shown = format!("{shown} (ConfigMap {name}, config.yaml)");
-            let loaded = Config::parse(text, &shown).map_err(anyhow::Error::from);
+    let texts = config::texts_in(&text, &file.display().to_string()).map_err(anyhow::Error::msg)?;
+    Ok(texts
+        .into_iter()
+        .map(|(shown, text)| {
+            let loaded = Config::parse(&text, &shown).map_err(anyhow::Error::from);
             (shown, loaded)
         })
-        .collect();
-    if !embedded.is_empty() {
-        return Ok(embedded);
-    }
-    // Kubernetes objects, none of them the configuration: read as one, it would be refused
-    // for its `apiVersion`, which says nothing of what is missing.
-    if documents.iter().any(|document| document.get("kind").is_some()) {
-        bail!("{shown}: holds Kubernetes objects but no ConfigMap with a config.yaml (bucketgate-config)");
-    }
-    let loaded = Config::parse(&text, &shown).map_err(anyhow::Error::from);
-    Ok(vec![(shown, loaded)])
+        .collect())
 }
 
 fn describe(config: &Config) -> String {

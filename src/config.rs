@@ -196,6 +196,33 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
 }
 
+/// The configurations in a file's `text`, each with how to name it: the file itself, or in
+/// a manifest the `config.yaml` of each ConfigMap that has one (as
+/// `manifests/base/config.yaml` holds bucketgate-config's). `shown` names the file.
+pub fn texts_in(text: &str, shown: &str) -> Result<Vec<(String, String)>, String> {
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).unwrap_or_default();
+    let embedded: Vec<_> = documents
+        .iter()
+        .filter(|document| document["kind"] == "ConfigMap")
+        .filter_map(|map| {
+            let name = map["metadata"]["name"].as_str().unwrap_or_default();
+            let config = map["data"]["config.yaml"].as_str()?;
+            Some((format!("{shown} (ConfigMap {name}, config.yaml)"), config.to_string()))
+        })
+        .collect();
+    if !embedded.is_empty() {
+        return Ok(embedded);
+    }
+    // Kubernetes objects, none of them the configuration: read as one, it would be refused
+    // for its `apiVersion`, which says nothing of what is missing.
+    if documents.iter().any(|document| document.get("kind").is_some()) {
+        return Err(format!(
+            "{shown}: holds Kubernetes objects but no ConfigMap with a config.yaml (bucketgate-config)"
+        ));
+    }
+    Ok(vec![(shown.to_string(), text.to_string())])
+}
+
 /// The configuration in force, read again when its file changes: a mounted ConfigMap is
 /// updated in place, and a provisioner added there should be served without a restart, not
 /// refused as unserved until someone thinks of one. A file that does not load never

@@ -71,19 +71,19 @@ fn every_example_and_kept_policy_file_loads_or_is_refused_and_judges_by_the_prop
     assert!(loaded >= 6, "{loaded} policy files loaded");
 }
 
-/// The `config.yaml` of each ConfigMap in a manifest, as the pod sees it mounted.
-fn mounted_configs(manifest: &Path) -> Vec<(String, Vec<u8>)> {
-    let text = std::fs::read_to_string(manifest).unwrap();
-    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
-    let configs = documents.iter().filter_map(|d| d["data"]["config.yaml"].as_str());
-    configs.map(|config| (format!("{} (config.yaml)", manifest.display()), config.as_bytes().to_vec())).collect()
+/// The configurations in a file, as `bucketgate config check` reads it: the file, or the
+/// `config.yaml` of each ConfigMap in a manifest, as the pod sees it mounted.
+fn configurations(file: &Path) -> Vec<(String, Vec<u8>)> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let texts = bucketgate::config::texts_in(&text, &file.display().to_string()).unwrap();
+    texts.into_iter().map(|(shown, text)| (shown, text.into_bytes())).collect()
 }
 
 #[test]
 fn the_shipped_and_kept_configuration_and_catalog_files_read_by_the_properties() {
     let repo = Path::new(REPO);
-    let mut configs = mounted_configs(&repo.join("manifests/base/config.yaml"));
-    configs.extend(read(vec![repo.join("manifests/examples/dev/bucketgate-config.yaml")]));
+    let mut configs = configurations(&repo.join("manifests/base/config.yaml"));
+    configs.extend(configurations(&repo.join("manifests/examples/dev/bucketgate-config.yaml")));
     configs.extend(read(kept("files")));
     let catalogs = std::fs::read_dir(repo.join("manifests/examples"))
         .unwrap()
