@@ -1,6 +1,7 @@
 //! The time of one admission decision, decoded body to encoded answer: a mutate and a
 //! validate decision on the captured reviews (a Bucket CREATE each, and a BucketClass
-//! UPDATE that is denied), then Bucket decisions with 1, 10 and 100 policies in force.
+//! UPDATE that is denied), then Bucket decisions with 1, 10 and 100 policies in force, and
+//! with a quota policy counting a namespace's Buckets among 10,000.
 //! Run with `cargo bench --bench admission`; `benches/instructions.rs` counts the same
 //! decisions' instructions.
 
@@ -8,8 +9,9 @@ mod common;
 
 use std::hint::black_box;
 
+use bucketgate::admission::Context;
 use bucketgate::admission::Webhook;
-use common::{Cases, decide, label_policy, policies};
+use common::{Cases, decide, label_policy, policies, quota_policy};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
@@ -33,6 +35,13 @@ fn bench(c: &mut Criterion) {
             b.iter(|| decide(Webhook::Validate, black_box(&cases.validate), &ctx))
         });
     }
+
+    let quota = quota_policy();
+    let crowded = Cases::catalog_with_buckets(10_000);
+    let ctx = Context { catalog: &crowded, ..cases.context(&quota) };
+    c.bench_function("validate Bucket CREATE, a quota policy, 10,000 Buckets in the cluster", |b| {
+        b.iter(|| decide(Webhook::Validate, black_box(&cases.validate), &ctx))
+    });
 
     for n in [1, 10, 100] {
         let set = policies(n);

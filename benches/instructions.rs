@@ -16,7 +16,7 @@ use std::hint::black_box;
 
 use bucketgate::admission::Webhook;
 use bucketgate::policy::PolicySet;
-use common::{Cases, decide, label_policy, policies};
+use common::{Cases, decide, label_policy, policies, quota_policy};
 use gungraun::{LibraryBenchmarkConfig, library_benchmark, library_benchmark_group, main};
 use serde::de::IgnoredAny;
 
@@ -33,8 +33,8 @@ struct Decision {
 
 impl Decision {
     /// Answered once already, so that what is counted finds the caches filled.
-    fn warmed(webhook: Webhook, review: fn(&Cases) -> &[u8], policies: PolicySet) -> Decision {
-        let decision = Decision { webhook, review, cases: Cases::load(), policies };
+    fn warmed(webhook: Webhook, review: fn(&Cases) -> &[u8], cases: Cases, policies: PolicySet) -> Decision {
+        let decision = Decision { webhook, review, cases, policies };
         decision.answer();
         decision
     }
@@ -57,13 +57,20 @@ fn class_update(cases: &Cases) -> &[u8] {
 }
 
 fn warmed(webhook: Webhook, review: fn(&Cases) -> &[u8], n: usize) -> Decision {
-    Decision::warmed(webhook, review, policies(n))
+    Decision::warmed(webhook, review, Cases::load(), policies(n))
 }
 
 /// A Bucket CREATE judged by one policy on its labels, through `pattern` or, with `filter`,
 /// through a JSONPath filter's `match()` (README, Policies).
 fn labels_checked(filter: bool) -> Decision {
-    Decision::warmed(Webhook::Validate, validate, label_policy(filter))
+    Decision::warmed(Webhook::Validate, validate, Cases::load(), label_policy(filter))
+}
+
+/// A Bucket CREATE under a quota policy, which counts the Buckets of its namespace, with
+/// `buckets` Buckets in the cluster.
+fn quota_counted(buckets: usize) -> Decision {
+    let cases = Cases { catalog: Cases::catalog_with_buckets(buckets), ..Cases::load() };
+    Decision::warmed(Webhook::Validate, validate, cases, quota_policy())
 }
 
 // Returns the decision with its answers, so that dropping them and its catalog is not counted.
@@ -75,6 +82,7 @@ fn labels_checked(filter: bool) -> Decision {
 #[benches::mutate_bucket_create_policies(args = [(Webhook::Mutate, mutate, 1), (Webhook::Mutate, mutate, 10), (Webhook::Mutate, mutate, 100)], setup = warmed)]
 #[bench::labels_checked_by_pattern(args = (false), setup = labels_checked)]
 #[bench::labels_checked_by_a_filter_match(args = (true), setup = labels_checked)]
+#[bench::quota_counted_among_10000_buckets(args = (10_000), setup = quota_counted)]
 fn decision(decision: Decision) -> (Vec<Vec<u8>>, Decision) {
     ((0..DECISIONS).map(|_| decision.answer()).collect(), decision)
 }

@@ -1,11 +1,12 @@
 //! What admission needs to know about the cluster, held in memory: BucketClasses,
-//! BucketContents, Namespaces (uids and labels) and Bucket metadata (for quotas). The webhook never calls the API server per request.
+//! BucketContents, Namespaces (uids and labels) and the names of the Buckets in each
+//! namespace (for quotas). The webhook never calls the API server per request.
 //!
 //! Both sources fill the same kube-runtime reflector stores: [`Catalog::watch`] from the
 //! API server, [`Catalog::load_dir`] from a directory of YAML or JSON (for running without
 //! a cluster and for the CLI).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -29,9 +30,64 @@ pub struct Catalog {
     classes: Store<BucketClass>,
     contents: Store<BucketContent>,
     namespaces: Store<NamespaceMeta>,
-    buckets: Store<BucketMeta>,
+    buckets: Arc<BucketNames>,
     synced: Arc<AtomicBool>,
     defaults: Arc<Defaults>,
+}
+
+/// The names of the Buckets in each namespace, kept from the Bucket watch's events.
+///
+/// A quota policy counts a namespace's Buckets on every Bucket CREATE. Counted through a
+/// store of the Buckets, which copies out every entry to filter them, that took 140 µs
+/// with 10,000 Buckets in the cluster, and grew with them; here it is a lookup.
+#[derive(Default)]
+struct BucketNames {
+    by_namespace: RwLock<HashMap<String, HashSet<String>>>,
+}
+
+type NamesByNamespace = HashMap<String, HashSet<String>>;
+
+fn add_name(names: &mut NamesByNamespace, meta: &kube::core::ObjectMeta) {
+    if let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name) {
+        names.entry(namespace.clone()).or_default().insert(name.clone());
+    }
+}
+
+/// Applies the Bucket watch's events to [`BucketNames`] as kube's reflector applies them
+/// to a store: a (re)list is gathered apart and replaces the names when it is complete, so
+/// that a count never reads a list half received.
+struct BucketNamesWriter {
+    names: Arc<BucketNames>,
+    relisting: Option<NamesByNamespace>,
+}
+
+impl BucketNamesWriter {
+    /// Applies `event`; true when it completed a list.
+    fn apply(&mut self, event: &watcher::Event<BucketMeta>) -> bool {
+        let live = || self.names.by_namespace.write().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Init => self.relisting = Some(NamesByNamespace::new()),
+            watcher::Event::InitApply(bucket) => add_name(self.relisting.get_or_insert_default(), &bucket.metadata),
+            watcher::Event::InitDone => {
+                *live() = self.relisting.take().unwrap_or_default();
+                return true;
+            }
+            watcher::Event::Apply(bucket) => add_name(&mut live(), &bucket.metadata),
+            watcher::Event::Delete(bucket) => {
+                let (Some(namespace), Some(name)) = (&bucket.metadata.namespace, &bucket.metadata.name) else {
+                    return false;
+                };
+                let mut live = live();
+                if let Some(names) = live.get_mut(namespace) {
+                    names.remove(name);
+                    if names.is_empty() {
+                        live.remove(namespace);
+                    }
+                }
+            }
+        }
+        false
+    }
 }
 
 /// The default classes, found again only after the classes changed: every Bucket CREATE
@@ -83,13 +139,15 @@ impl Catalog {
             metadata: ns.metadata,
             _phantom: Default::default(),
         });
-        let buckets =
-            buckets.into_iter().map(|b| BucketMeta { types: None, metadata: b.metadata, _phantom: Default::default() });
+        let mut names = NamesByNamespace::new();
+        for bucket in buckets {
+            add_name(&mut names, &bucket.metadata);
+        }
         Catalog {
             classes: filled(classes),
             contents: filled(contents),
             namespaces: filled(namespaces),
-            buckets: filled(buckets),
+            buckets: Arc::new(BucketNames { by_namespace: RwLock::new(names) }),
             synced: Arc::new(AtomicBool::new(true)),
             defaults: Arc::default(),
         }
@@ -140,12 +198,11 @@ impl Catalog {
         let (classes, classes_writer) = reflector::store();
         let (contents, contents_writer) = reflector::store();
         let (namespaces, namespaces_writer) = reflector::store();
-        let (buckets, buckets_writer) = reflector::store();
         let catalog = Catalog {
             classes,
             contents,
             namespaces,
-            buckets,
+            buckets: Arc::default(),
             synced: Arc::new(AtomicBool::new(false)),
             defaults: Arc::default(),
         };
@@ -170,7 +227,10 @@ impl Catalog {
             "Namespace",
             || {},
         );
-        let buckets_run = drive(watcher(Api::<BucketMeta>::all(client), config), buckets_writer, "Bucket", || {});
+        let (buckets_listed, buckets_ready) = futures::channel::oneshot::channel();
+        let buckets_writer = BucketNamesWriter { names: catalog.buckets.clone(), relisting: None };
+        let buckets_run =
+            drive_bucket_names(watcher(Api::<BucketMeta>::all(client), config), buckets_writer, buckets_listed);
         let ready = {
             let catalog = catalog.clone();
             async move {
@@ -178,7 +238,7 @@ impl Catalog {
                     catalog.classes.wait_until_ready(),
                     catalog.contents.wait_until_ready(),
                     catalog.namespaces.wait_until_ready(),
-                    catalog.buckets.wait_until_ready(),
+                    buckets_ready,
                 )
                 .await;
                 if let (Ok(()), Ok(()), Ok(()), Ok(())) = synced {
@@ -251,7 +311,8 @@ impl Catalog {
 
     /// Buckets in `namespace`, from the watch cache.
     pub fn bucket_count(&self, namespace: &str) -> usize {
-        self.buckets.state().iter().filter(|b| b.metadata.namespace.as_deref() == Some(namespace)).count()
+        let names = self.buckets.by_namespace.read().unwrap_or_else(|e| e.into_inner());
+        names.get(namespace).map_or(0, HashSet::len)
     }
 
     pub fn len(&self) -> (usize, usize, usize) {
@@ -290,6 +351,29 @@ where
             match event {
                 Ok(_) => changed(),
                 Err(error) => tracing::warn!(kind, %error, "catalog watch failed; retrying with backoff"),
+            }
+            async {}
+        })
+        .await;
+}
+
+/// Keeps the Bucket names up to date from `stream`, and says when the first list is in.
+async fn drive_bucket_names<S>(stream: S, mut writer: BucketNamesWriter, listed: futures::channel::oneshot::Sender<()>)
+where
+    S: futures::Stream<Item = Result<watcher::Event<BucketMeta>, watcher::Error>> + Send,
+{
+    let mut listed = Some(listed);
+    stream
+        .default_backoff()
+        .for_each(|event| {
+            match event {
+                Ok(event) => {
+                    if writer.apply(&event) {
+                        // The receiver is gone only when the catalog's readiness was dropped.
+                        listed.take().map(|listed| listed.send(()));
+                    }
+                }
+                Err(error) => tracing::warn!(kind = "Bucket", %error, "catalog watch failed; retrying with backoff"),
             }
             async {}
         })
@@ -406,6 +490,42 @@ mod tests {
         until(&["a"]).await;
         send(watcher::Event::Delete(class("a", true)));
         until(&[]).await;
+    }
+
+    /// Counts follow the watch as a store would: an update is not a new Bucket, a delete
+    /// takes one away, and a relist replaces the names only once it is complete.
+    #[test]
+    fn bucket_counts_follow_the_watch() {
+        let bucket = |namespace: &str, name: &str| BucketMeta {
+            types: None,
+            metadata: kube::core::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            },
+            _phantom: Default::default(),
+        };
+        let catalog = Catalog::from_objects([], [], []);
+        let mut writer = BucketNamesWriter { names: catalog.buckets.clone(), relisting: None };
+        let counts = || (catalog.bucket_count("team-a"), catalog.bucket_count("team-b"));
+        assert!(!writer.apply(&watcher::Event::Init));
+        writer.apply(&watcher::Event::InitApply(bucket("team-a", "photos")));
+        writer.apply(&watcher::Event::InitApply(bucket("team-a", "logs")));
+        assert_eq!(counts(), (0, 0), "a list half received is not counted");
+        assert!(writer.apply(&watcher::Event::InitDone));
+        assert_eq!(counts(), (2, 0));
+        writer.apply(&watcher::Event::Apply(bucket("team-a", "photos")));
+        writer.apply(&watcher::Event::Apply(bucket("team-b", "photos")));
+        assert_eq!(counts(), (2, 1));
+        writer.apply(&watcher::Event::Delete(bucket("team-a", "logs")));
+        writer.apply(&watcher::Event::Delete(bucket("team-b", "never-seen")));
+        assert_eq!(counts(), (1, 1));
+        // A relist after a watch error: what was deleted meanwhile is gone after it.
+        writer.apply(&watcher::Event::Init);
+        writer.apply(&watcher::Event::InitApply(bucket("team-b", "photos")));
+        assert_eq!(counts(), (1, 1));
+        assert!(writer.apply(&watcher::Event::InitDone));
+        assert_eq!(counts(), (0, 1));
     }
 
     #[test]

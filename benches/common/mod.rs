@@ -46,6 +46,13 @@ pub fn label_policy(filter: bool) -> PolicySet {
     load::compile(&[bucket_policy("labels", check)]).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
+/// A quota of 20 Buckets a namespace, which counts the namespace's Buckets on every Bucket
+/// CREATE.
+pub fn quota_policy() -> PolicySet {
+    let text = "apiVersion: policy.bucketgate.dev/v1alpha1\nkind: BucketPolicy\nmetadata:\n  name: quota\nspec:\n  mode: enforce\n  match:\n    kinds: [Bucket]\n    operations: [CREATE]\n  limits:\n    maxBuckets: 20\n";
+    load::compile(&[(PathBuf::from("quota.yaml"), text.to_string())]).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
 /// The file of a policy named `name` that warns on Buckets, with `spec` lines `body`.
 fn bucket_policy(name: &str, body: &str) -> (PathBuf, String) {
     let text = format!(
@@ -89,6 +96,28 @@ impl Cases {
         assert!(allowed(Webhook::Validate, &cases.validate, &ctx));
         assert!(!allowed(Webhook::Validate, &cases.class_update, &ctx));
         cases
+    }
+
+    /// The fixture catalog with `buckets` Buckets spread over 1,000 namespaces, ten of them
+    /// in the reviews' namespace.
+    pub fn catalog_with_buckets(buckets: usize) -> Catalog {
+        let dir = fixtures().join("catalog");
+        let mut documents = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            documents.extend(Catalog::documents(&path, &text).unwrap().into_iter().map(|doc| (path.clone(), doc)));
+        }
+        documents.extend((0..buckets).map(|i| {
+            let namespace = if i < 10 { "team-a".to_string() } else { format!("team-{i}") };
+            let bucket = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+                "metadata": {"name": format!("bucket-{i}"), "namespace": namespace, "uid": format!("uid-{i}")},
+                "spec": {"protocol": "s3", "bucketClassName": "ceph-s3"}});
+            (PathBuf::from("generated"), bucket)
+        }));
+        let catalog = Catalog::from_documents(documents).unwrap();
+        assert_eq!(catalog.bucket_count("team-a"), 10);
+        catalog
     }
 
     pub fn context<'a>(&'a self, policies: &'a PolicySet) -> Context<'a> {
