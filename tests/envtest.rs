@@ -108,10 +108,48 @@ async fn control_plane(assets: &Path) -> ControlPlane {
 
 async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let old = minor_version(client).await <= 20;
     for crd in bucketgate::crds::all() {
+        let crd = if old { for_1_20(crd) } else { crd };
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// The API server's minor version (`31` for 1.31).
+async fn minor_version(client: &Client) -> u32 {
+    let minor = client.apiserver_version().await.unwrap().minor;
+    minor.trim_end_matches('+').parse().unwrap()
+}
+
+/// A CRD as kube-apiserver 1.20 takes it (the API server `scripts/envtest-assets` builds).
+///
+/// Its CRD conversion mishandles two things of kube's schemas, a `null` among an enum's
+/// values (kube lists it for an optional enum, so that an explicit null passes the enum
+/// check) and an empty string as a default, and then refuses the CRD with a misleading
+/// "per-version schemas may not all be set to identical values" or "must be of type
+/// string". Both are taken out here, nothing else: the rest of the schemas is under test.
+/// 1.20 also ignores what came later (CEL rules, selectable fields), as any server of
+/// its age does.
+fn for_1_20(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(members) => {
+                if let Some(Value::Array(values)) = members.get_mut("enum") {
+                    values.retain(|v| !v.is_null());
+                }
+                if members.get("default") == Some(&json!("")) {
+                    members.remove("default");
+                }
+                members.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).unwrap();
+    strip(&mut value);
+    serde_json::from_value(value).unwrap()
 }
 
 /// Starts `bucketgate serve` against the control plane; returns it, its port and its CA.
@@ -248,13 +286,18 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
     let data = secret.data.unwrap();
     assert!(data.contains_key("AWS_ACCESS_KEY_ID") && data.contains_key("BUCKET_NAME"));
     let content = bound.status.unwrap().bucket_content_name.unwrap();
-    // The CRD's selectable fields, which a content's deletion lists Buckets by.
+    // The CRD's selectable fields, which a content's deletion lists Buckets by. An API
+    // server before 1.31 refuses them, and the deletion below lists all Buckets instead.
     let all = Api::<Bucket>::all(plane.client.clone());
-    let holding =
-        all.list(&ListParams::default().fields(&format!("status.bucketContentName={content}"))).await.unwrap();
-    assert_eq!(holding.items.iter().map(|b| b.metadata.name.clone().unwrap()).collect::<Vec<_>>(), ["photos"]);
-    let none = all.list(&ListParams::default().fields("spec.bucketContentName=elsewhere")).await.unwrap();
-    assert!(none.items.is_empty());
+    let holding = all.list(&ListParams::default().fields(&format!("status.bucketContentName={content}"))).await;
+    if minor_version(&plane.client).await >= 31 {
+        let holding = holding.unwrap().items;
+        assert_eq!(holding.iter().map(|b| b.metadata.name.clone().unwrap()).collect::<Vec<_>>(), ["photos"]);
+        let none = all.list(&ListParams::default().fields("spec.bucketContentName=elsewhere")).await.unwrap();
+        assert!(none.items.is_empty());
+    } else {
+        assert!(matches!(holding, Err(kube::Error::Api(status)) if status.code == 400));
+    }
 
     buckets.delete("photos", &DeleteParams::default()).await.unwrap();
     let started = Instant::now();
