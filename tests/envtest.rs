@@ -5,6 +5,8 @@
 //! when bash scripts/test has started SeaweedFS, from creation to Bound to deletion.
 //! Without the binaries every test says it was skipped and passes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -13,7 +15,9 @@ use base64::Engine;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
@@ -46,7 +50,9 @@ struct ControlPlane {
     _etcd: Child,
     _apiserver: Child,
     _dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
+    /// bucketgate's, as the ServiceAccount of manifests/base.
+    bucketgate_kubeconfig: PathBuf,
+    /// The suite's, as an admin.
     client: Client,
 }
 
@@ -66,7 +72,15 @@ async fn control_plane(assets: &Path) -> ControlPlane {
     let key = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.path().join("sa.key"), key.serialize_pem()).unwrap();
     std::fs::write(dir.path().join("sa.pub"), key.public_key_pem()).unwrap();
-    std::fs::write(dir.path().join("tokens.csv"), "envtest-token,admin,admin,system:masters\n").unwrap();
+    // An admin for the suite, and bucketgate as the ServiceAccount of manifests/base, so that
+    // it runs with the RBAC the manifests grant it and no more.
+    std::fs::write(
+        dir.path().join("tokens.csv"),
+        format!(
+            "envtest-token,admin,admin,system:masters\nbucketgate-token,system:serviceaccount:{NAMESPACE}:bucketgate,bucketgate,\"system:serviceaccounts,system:serviceaccounts:{NAMESPACE},system:authenticated\"\n"
+        ),
+    )
+    .unwrap();
     let apiserver = Command::new(assets.join("kube-apiserver"))
         .args(["--etcd-servers", &format!("http://127.0.0.1:{etcd_port}")])
         .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
@@ -83,14 +97,18 @@ async fn control_plane(assets: &Path) -> ControlPlane {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: envtest-token\ncontexts:\n- name: envtest\n  context: {{cluster: envtest, user: admin}}\ncurrent-context: envtest\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig_for = |token: &str| {
+        let path = dir.path().join(format!("{token}.kubeconfig"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: envtest\n  context: {{cluster: envtest, user: user}}\ncurrent-context: envtest\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (kubeconfig, bucketgate_kubeconfig) = (kubeconfig_for("envtest-token"), kubeconfig_for("bucketgate-token"));
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
         &kube::config::KubeConfigOptions::default(),
@@ -103,7 +121,7 @@ async fn control_plane(assets: &Path) -> ControlPlane {
         assert!(started.elapsed() < Duration::from_secs(60), "kube-apiserver did not start");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    ControlPlane { _etcd: etcd, _apiserver: apiserver, _dir: dir, kubeconfig, client }
+    ControlPlane { _etcd: etcd, _apiserver: apiserver, _dir: dir, bucketgate_kubeconfig, client }
 }
 
 async fn install_crds(client: &Client) {
@@ -152,6 +170,38 @@ fn for_1_20(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     serde_json::from_value(value).unwrap()
 }
 
+/// bucketgate's namespace, as manifests/base sets it.
+const NAMESPACE: &str = "bucketgate-system";
+
+/// The Namespace and RBAC of manifests/base, created as `kubectl apply -k` would create
+/// them (their namespace set as kustomize sets it), so that bucketgate runs with them.
+async fn install_rbac(client: &Client) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
+    for file in ["namespace.yaml", "rbac.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for document in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
+            create(client, document, false).await.unwrap();
+        }
+    }
+}
+
+/// Creates any object, in bucketgate's namespace where its kind is namespaced; with
+/// `dry_run`, only asks whether the API server would.
+async fn create(client: &Client, object: Value, dry_run: bool) -> Result<DynamicObject, kube::Error> {
+    let mut object: DynamicObject = serde_json::from_value(object).unwrap();
+    let types = object.types.clone().unwrap();
+    let gvk = GroupVersionKind::try_from(&types).unwrap();
+    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let api: Api<DynamicObject> = match capabilities.scope {
+        Scope::Namespaced => {
+            object.metadata.namespace = Some(NAMESPACE.into());
+            Api::namespaced_with(client.clone(), NAMESPACE, &resource)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    api.create(&PostParams { dry_run, ..PostParams::default() }, &object).await
+}
+
 /// Starts `bucketgate serve` against the control plane; returns it, its port and its CA.
 async fn bucketgate(plane: &ControlPlane, config: &str, certs_dir: &Path) -> (Child, u16, String) {
     let certs = bucketgate::tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
@@ -162,8 +212,8 @@ async fn bucketgate(plane: &ControlPlane, config: &str, certs_dir: &Path) -> (Ch
         .arg(certs_dir)
         .arg("--config")
         .arg(certs_dir.join("config.yaml"))
-        .args(["--lease-namespace", "default", "--identity", "envtest"])
-        .env("KUBECONFIG", &plane.kubeconfig)
+        .args(["--lease-namespace", NAMESPACE, "--identity", "envtest"])
+        .env("KUBECONFIG", &plane.bucketgate_kubeconfig)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -214,6 +264,7 @@ async fn setup(config: &str) -> Option<(ControlPlane, Child, tempfile::TempDir)>
     let assets = assets()?;
     let plane = control_plane(&assets).await;
     install_crds(&plane.client).await;
+    install_rbac(&plane.client).await;
     let certs = tempfile::tempdir().unwrap();
     let (server, port, ca) = bucketgate(&plane, config, certs.path()).await;
     register_webhooks(&plane.client, port, &ca).await;
@@ -308,6 +359,76 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// What `kubectl apply -k manifests/` sends, asked of the API server object by object (a
+/// server-side dry run: its own validation, defaulting and admission judge each), after
+/// the Namespace and RBAC that setup created for real and the CRDs, which are installed
+/// from the same source (tests/manifests.rs checks manifests/crds against it). A kind the
+/// server is too old to serve is named and passed over; any other refusal fails.
+#[tokio::test]
+async fn the_api_server_takes_every_object_of_the_manifests() {
+    let _ = require_assets!();
+    let (plane, _server, _certs) = setup("provisioners:\n  - name: admission.example/only\n").await.unwrap();
+    let minor = minor_version(&plane.client).await;
+    let mut asked = 0;
+    for object in common::manifests::rendered() {
+        let (kind, name) = (object["kind"].as_str().unwrap().to_string(), object["metadata"]["name"].clone());
+        let api_version = object["apiVersion"].as_str().unwrap().to_string();
+        let created_by_setup =
+            ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+        if kind == "CustomResourceDefinition" || created_by_setup.contains(&kind.as_str()) {
+            continue;
+        }
+        let mut object =
+            if kind == "Deployment" && minor < SLEEP_ACTION_SINCE { with_exec_pause(object) } else { object };
+        if kind.ends_with("WebhookConfiguration") {
+            // Setup registered these under their names, pointed at the local server.
+            object["metadata"]["name"] = json!(format!("{}-as-shipped", name.as_str().unwrap()));
+        }
+        let served_since =
+            NEWER_APIS.iter().find(|(v, k, _)| *v == api_version && *k == kind).map(|(.., since)| *since);
+        match create(&plane.client, object, true).await {
+            Ok(_) => asked += 1,
+            Err(error) if not_served(&error) && served_since.is_some_and(|since| minor < since) => {
+                eprintln!(
+                    "SKIPPED {api_version} {kind} {name}: served from Kubernetes 1.{} on, this is 1.{minor}",
+                    served_since.unwrap()
+                );
+            }
+            Err(error) => panic!("the API server refuses {api_version} {kind} {name}: {error}"),
+        }
+    }
+    // The Deployment, Service, ConfigMaps, Secret and both webhook configurations at least.
+    assert!(asked >= 7, "only {asked} objects asked about");
+}
+
+/// Whether discovery found no such API: a 404 for the group version, or no such kind in it.
+fn not_served(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Discovery(_) => true,
+        kube::Error::Api(status) => status.code == 404,
+        _ => false,
+    }
+}
+
+/// The minor version whose API server takes a `sleep` lifecycle action (on by default).
+const SLEEP_ACTION_SINCE: u32 = 30;
+
+/// The Deployment with its preStop `sleep` given as an `exec` instead, for a server that
+/// does not know the action (it refuses the Deployment: "must specify a handler type"), so
+/// that it judges the rest of the Deployment.
+fn with_exec_pause(mut deployment: Value) -> Value {
+    for container in deployment.pointer_mut("/spec/template/spec/containers").unwrap().as_array_mut().unwrap() {
+        if let Some(pre_stop) = container.pointer_mut("/lifecycle/preStop").filter(|p| p.get("sleep").is_some()) {
+            *pre_stop = json!({"exec": {"command": ["/bucketgate", "--version"]}});
+        }
+    }
+    deployment
+}
+
+/// The API versions of manifests/ that came after 1.20, and the minor version that
+/// serves each first.
+const NEWER_APIS: [(&str, &str, u32); 1] = [("policy/v1", "PodDisruptionBudget", 21)];
 
 async fn wait_bound(buckets: &Api<Bucket>, name: &str, limit: Duration) -> Bucket {
     let started = Instant::now();

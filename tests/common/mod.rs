@@ -2,6 +2,8 @@
 //! loopback port with its own CA, reached over TLS.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod manifests;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
