@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
-use bucketgate::api::{Bucket, BucketClass, BucketPhase};
+use bucketgate::api::{Bucket, BucketClass, BucketContent, BucketPhase};
 
 fn assets() -> Option<PathBuf> {
     let dir = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS")?);
@@ -319,6 +319,79 @@ async fn admission_through_a_real_api_server() {
 
     let refused = buckets.create(&PostParams::default(), &new_bucket("kep", "YosemitePhotos-")).await.unwrap_err();
     assert!(refused.to_string().contains("use \"yosemitephotos-\""), "{refused}");
+}
+
+/// What the seed report's cluster let through to fail silently later, and the tenancy
+/// boundary, refused through a real API server with a message that says what to fix; a
+/// dry run is answered and leaves nothing behind. Admission only: no store needed.
+#[tokio::test]
+async fn what_would_fail_later_and_other_tenants_are_refused_through_a_real_api_server() {
+    let _ = require_assets!();
+    let (plane, _server, _certs) = setup("provisioners:\n  - name: admission.example/only\n").await.unwrap();
+    let client = plane.client.clone();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team-b"}})).unwrap())
+        .await
+        .unwrap();
+    let team_a_uid = namespaces.get("team-a").await.unwrap().metadata.uid.unwrap();
+    let classes: Api<BucketClass> = Api::all(client.clone());
+    classes.create(&PostParams::default(), &class("admission.example/only")).await.unwrap();
+    let mut rook = class("rook-ceph.ceph.rook.io/bucket");
+    rook.metadata.name = Some("rook".into());
+    rook.spec.is_default_bucket_class = false;
+    classes.create(&PostParams::default(), &rook).await.unwrap();
+    // team-a may bind the brownfield content by its real uid; team-b is listed with a uid
+    // it does not have, as after the namespace was deleted and recreated.
+    let content: BucketContent = serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent",
+        "metadata": {"name": "legacy-logs"},
+        "spec": {"provisioner": "", "releasePolicy": "Retain", "accessMode": "ro",
+            "bindableNamespaces": [{"name": "team-a", "uid": team_a_uid}, {"name": "team-b", "uid": "4d2f9c1e-0000-4000-8000-000000000000"}],
+            "protocol": {"type": "s3", "s3": {"bucketName": "legacy-logs", "endpoint": "https://s3.example.internal", "region": "us-east-1"}}}}))
+    .unwrap();
+    Api::<BucketContent>::all(client.clone()).create(&PostParams::default(), &content).await.unwrap();
+
+    let refusal = |namespace: &'static str, bucket: Value, says: &'static str| {
+        let buckets: Api<Bucket> = Api::namespaced(client.clone(), namespace);
+        async move {
+            let bucket: Bucket = serde_json::from_value(bucket).unwrap();
+            // Until the catalog's watch has seen the objects above, the refusal may say so.
+            let started = Instant::now();
+            loop {
+                let error = buckets.create(&PostParams::default(), &bucket).await.unwrap_err().to_string();
+                if error.contains(says) {
+                    return;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "refused, but not with {says:?}: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let bucket = |name: &str, spec: Value| json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket", "metadata": {"name": name}, "spec": spec});
+    // The "unsupported provisioner" that left ObjectBucketClaims pending, now refused at once.
+    refusal("team-a", bucket("stuck", json!({"protocol": "s3", "bucketClassName": "rook"})), "admission.example/only")
+        .await;
+    refusal(
+        "team-b",
+        bucket("logs", json!({"protocol": "s3", "bucketContentName": "legacy-logs"})),
+        "was deleted and recreated",
+    )
+    .await;
+    refusal("team-b", bucket("other", json!({"protocol": "s3", "bucketContentName": "nowhere"})), "nowhere").await;
+
+    // A dry run is answered (the webhooks are NoneOnDryRun) and nothing is stored.
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    let dry =
+        serde_json::from_value(bucket("logs", json!({"protocol": "s3", "bucketContentName": "legacy-logs"}))).unwrap();
+    let answered = buckets.create(&PostParams { dry_run: true, ..PostParams::default() }, &dry).await.unwrap();
+    assert!(answered.finalizers().iter().any(|f| f == "cosi.io/finalizer"));
+    assert!(buckets.get_opt("logs").await.unwrap().is_none());
+
+    // A class's parameters stay what its Buckets were provisioned with.
+    let mut changed = classes.get("standard").await.unwrap();
+    changed.spec.parameters.insert("objectStoreName".into(), "other".into());
+    let error = classes.replace("standard", &PostParams::default(), &changed).await.unwrap_err().to_string();
+    assert!(error.contains("parameters are immutable"), "{error}");
 }
 
 #[tokio::test]
