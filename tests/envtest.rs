@@ -15,7 +15,7 @@ use base64::Engine;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 use kube::{Client, ResourceExt};
@@ -24,6 +24,9 @@ use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
 use bucketgate::api::{Bucket, BucketClass, BucketContent, BucketPhase};
+use bucketgate::config::{EnvCredentials, S3Settings};
+use bucketgate::driver::Credentials;
+use bucketgate::driver::s3::S3Driver;
 
 fn assets() -> Option<PathBuf> {
     let dir = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS")?);
@@ -404,7 +407,7 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
     let buckets: Api<Bucket> = Api::namespaced(plane.client.clone(), "team-a");
     let started = Instant::now();
     buckets.create(&PostParams::default(), &new_bucket("photos", "photos-")).await.unwrap();
-    let bound = wait_bound(&buckets, "photos", Duration::from_secs(30)).await;
+    let bound = wait_phase(&buckets, "photos", BucketPhase::Bound, Duration::from_secs(30)).await;
     eprintln!("creation to Bound: {:?}", started.elapsed());
     let secret = Api::<Secret>::namespaced(plane.client.clone(), "team-a").get("photos").await.unwrap();
     let data = secret.data.unwrap();
@@ -503,14 +506,105 @@ fn with_exec_pause(mut deployment: Value) -> Value {
 /// serves each first.
 const NEWER_APIS: [(&str, &str, u32); 1] = [("policy/v1", "PodDisruptionBudget", 21)];
 
-async fn wait_bound(buckets: &Api<Bucket>, name: &str, limit: Duration) -> Bucket {
+/// A bucket shared with a second namespace: its Bucket there gets a key of its own, which
+/// reads the bucket; taking the namespace off `bindableNamespaces` revokes that key at the
+/// store and fails the Bucket with `AccessRevoked`, while the first Bucket's key still works.
+#[tokio::test]
+async fn a_shared_bucket_gives_each_namespace_its_own_key_and_takes_it_back() {
+    let _ = require_assets!();
+    let Some(config) = seaweedfs_config(true) else { return };
+    let (plane, _server, _certs) = setup(&config).await.unwrap();
+    let client = plane.client.clone();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team-b"}})).unwrap())
+        .await
+        .unwrap();
+    let team_b_uid = namespaces.get("team-b").await.unwrap().metadata.uid.unwrap();
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &class("seaweedfs")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let team_a: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    team_a.create(&PostParams::default(), &new_bucket("photos", "photos-")).await.unwrap();
+    let content_name = wait_phase(&team_a, "photos", BucketPhase::Bound, Duration::from_secs(30))
+        .await
+        .status
+        .unwrap()
+        .bucket_content_name
+        .unwrap();
+
+    let contents: Api<BucketContent> = Api::all(client.clone());
+    let content = contents.get(&content_name).await.unwrap();
+    let only_team_a = serde_json::to_value(&content.spec.bindable_namespaces).unwrap();
+    let mut with_team_b = only_team_a.clone();
+    with_team_b.as_array_mut().unwrap().push(json!({"name": "team-b", "uid": team_b_uid}));
+    let bindable = |list: &Value| Patch::Merge(json!({"spec": {"bindableNamespaces": list}}));
+    contents.patch(&content_name, &PatchParams::default(), &bindable(&with_team_b)).await.unwrap();
+    let team_b: Api<Bucket> = Api::namespaced(client.clone(), "team-b");
+    let shared = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket", "metadata": {"name": "photos"},
+        "spec": {"protocol": "s3", "bucketContentName": content_name}});
+    // Until the catalog's watch has seen team-b listed, admission refuses it.
+    let started = Instant::now();
+    while let Err(error) = team_b.create(&PostParams::default(), &serde_json::from_value(shared.clone()).unwrap()).await
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "{error}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_phase(&team_b, "photos", BucketPhase::Bound, Duration::from_secs(30)).await;
+
+    let key = |namespace: &'static str| {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        async move {
+            let data = secrets.get("photos").await.unwrap().data.unwrap();
+            let text = |name: &str| String::from_utf8(data[name].0.clone()).unwrap();
+            (
+                text("BUCKET_NAME"),
+                Credentials {
+                    access_key_id: text("AWS_ACCESS_KEY_ID"),
+                    secret_access_key: text("AWS_SECRET_ACCESS_KEY"),
+                },
+            )
+        }
+    };
+    let ((bucket, a_key), (b_bucket, b_key)) = (key("team-a").await, key("team-b").await);
+    assert_eq!(bucket, b_bucket);
+    assert_ne!(a_key.access_key_id, b_key.access_key_id, "each namespace has a key of its own");
+    assert_eq!(lists(&b_key, &bucket).await, Ok(()));
+
+    contents.patch(&content_name, &PatchParams::default(), &bindable(&only_team_a)).await.unwrap();
+    let revoked = wait_phase(&team_b, "photos", BucketPhase::Failed, Duration::from_secs(30)).await;
+    assert!(revoked.status.unwrap().conditions.iter().any(|c| c.type_ == "AccessRevoked"));
+    let started = Instant::now();
+    while lists(&b_key, &bucket).await.is_ok() {
+        assert!(started.elapsed() < Duration::from_secs(10), "team-b's key still reads the bucket");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(lists(&a_key, &bucket).await, Ok(()), "team-a's key is untouched");
+}
+
+/// Lists `bucket` at the SeaweedFS of the suite with `key`: Ok, or the store's error code.
+async fn lists(key: &Credentials, bucket: &str) -> Result<(), String> {
+    let settings = S3Settings {
+        endpoint: std::env::var("BUCKETGATE_S3_ENDPOINT").unwrap(),
+        region: "us-east-1".into(),
+        path_style: true,
+        iam: None,
+        credentials_from_env: EnvCredentials::default(),
+    };
+    let store = S3Driver::new(&settings, key.clone());
+    match store.client().list_objects_v2().bucket(bucket).send().await {
+        Ok(_) => Ok(()),
+        Err(error) => Err(aws_sdk_s3::error::ProvideErrorMetadata::code(&error).unwrap_or("no code").to_string()),
+    }
+}
+
+async fn wait_phase(buckets: &Api<Bucket>, name: &str, phase: BucketPhase, limit: Duration) -> Bucket {
     let started = Instant::now();
     loop {
         let bucket = buckets.get(name).await.unwrap();
-        if bucket.status.as_ref().and_then(|s| s.phase) == Some(BucketPhase::Bound) {
+        if bucket.status.as_ref().and_then(|s| s.phase) == Some(phase) {
             return bucket;
         }
-        assert!(started.elapsed() < limit, "{name} not Bound: {:?}", bucket.status);
+        assert!(started.elapsed() < limit, "{name} not {phase:?}: {:?}", bucket.status);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -528,7 +622,7 @@ async fn benchmark_creation_to_bound() {
     let buckets: Api<Bucket> = Api::namespaced(plane.client.clone(), "team-a");
     let started = Instant::now();
     buckets.create(&PostParams::default(), &new_bucket("one", "one-")).await.unwrap();
-    wait_bound(&buckets, "one", Duration::from_secs(30)).await;
+    wait_phase(&buckets, "one", BucketPhase::Bound, Duration::from_secs(30)).await;
     println!("creation to Bound, one Bucket: {:?}", started.elapsed());
 
     let started = Instant::now();
@@ -538,7 +632,7 @@ async fn benchmark_creation_to_bound() {
     });
     futures::future::join_all(creates).await;
     for i in 0..1000 {
-        wait_bound(&buckets, &format!("b{i}"), Duration::from_secs(600)).await;
+        wait_phase(&buckets, &format!("b{i}"), BucketPhase::Bound, Duration::from_secs(600)).await;
     }
     println!("creation to Bound, 1,000 Buckets at once: {:?} for all", started.elapsed());
 }
