@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
-use bucketgate::api::{Bucket, BucketClass, BucketContent, BucketPhase};
+use bucketgate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, ReleasePolicy};
 use bucketgate::config::{EnvCredentials, S3Settings};
 use bucketgate::driver::Credentials;
 use bucketgate::driver::s3::S3Driver;
@@ -551,38 +551,78 @@ async fn a_shared_bucket_gives_each_namespace_its_own_key_and_takes_it_back() {
     }
     wait_phase(&team_b, "photos", BucketPhase::Bound, Duration::from_secs(30)).await;
 
-    let key = |namespace: &'static str| {
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        async move {
-            let data = secrets.get("photos").await.unwrap().data.unwrap();
-            let text = |name: &str| String::from_utf8(data[name].0.clone()).unwrap();
-            (
-                text("BUCKET_NAME"),
-                Credentials {
-                    access_key_id: text("AWS_ACCESS_KEY_ID"),
-                    secret_access_key: text("AWS_SECRET_ACCESS_KEY"),
-                },
-            )
-        }
-    };
-    let ((bucket, a_key), (b_bucket, b_key)) = (key("team-a").await, key("team-b").await);
+    let (bucket, a_key) = secret_key(&client, "team-a", "photos").await;
+    let (b_bucket, b_key) = secret_key(&client, "team-b", "photos").await;
     assert_eq!(bucket, b_bucket);
     assert_ne!(a_key.access_key_id, b_key.access_key_id, "each namespace has a key of its own");
-    assert_eq!(lists(&b_key, &bucket).await, Ok(()));
+    objects(&b_key, &bucket).await.unwrap();
 
     contents.patch(&content_name, &PatchParams::default(), &bindable(&only_team_a)).await.unwrap();
     let revoked = wait_phase(&team_b, "photos", BucketPhase::Failed, Duration::from_secs(30)).await;
     assert!(revoked.status.unwrap().conditions.iter().any(|c| c.type_ == "AccessRevoked"));
     let started = Instant::now();
-    while lists(&b_key, &bucket).await.is_ok() {
+    while objects(&b_key, &bucket).await.is_ok() {
         assert!(started.elapsed() < Duration::from_secs(10), "team-b's key still reads the bucket");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(lists(&a_key, &bucket).await, Ok(()), "team-a's key is untouched");
+    objects(&a_key, &bucket).await.expect("team-a's key is untouched");
 }
 
-/// Lists `bucket` at the SeaweedFS of the suite with `key`: Ok, or the store's error code.
-async fn lists(key: &Credentials, bucket: &str) -> Result<(), String> {
+/// `releasePolicy: Retain` (the KEP: the bucket and its data outlive the Bucket): deleting
+/// the Bucket keeps the bucket and what it holds, marks its BucketContent Released, and the
+/// content is not bound again.
+#[tokio::test]
+async fn a_retained_bucket_keeps_its_data_and_is_not_bound_again() {
+    let _ = require_assets!();
+    let Some(config) = seaweedfs_config(true) else { return };
+    let (plane, _server, _certs) = setup(&config).await.unwrap();
+    let client = plane.client.clone();
+    let mut retained = class("seaweedfs");
+    retained.spec.release_policy = Some(ReleasePolicy::Retain);
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &retained).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    buckets.create(&PostParams::default(), &new_bucket("archive", "archive-")).await.unwrap();
+    let bound = wait_phase(&buckets, "archive", BucketPhase::Bound, Duration::from_secs(30)).await;
+    let content_name = bound.status.unwrap().bucket_content_name.unwrap();
+    let (bucket, key) = secret_key(&client, "team-a", "archive").await;
+    store(&key)
+        .client()
+        .put_object()
+        .bucket(&bucket)
+        .key("kept.txt")
+        .body(b"kept".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+
+    buckets.delete("archive", &DeleteParams::default()).await.unwrap();
+    let started = Instant::now();
+    let contents: Api<BucketContent> = Api::all(client.clone());
+    loop {
+        let content = contents.get(&content_name).await.unwrap();
+        if buckets.get_opt("archive").await.unwrap().is_none() && content.phase() == Some(BucketContentPhase::Released)
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not released: {:?}", content.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let admin = Credentials {
+        access_key_id: std::env::var("BUCKETGATE_S3_ACCESS_KEY").unwrap(),
+        secret_access_key: std::env::var("BUCKETGATE_S3_SECRET_KEY").unwrap(),
+    };
+    assert_eq!(objects(&admin, &bucket).await.unwrap(), ["kept.txt"]);
+
+    let again: Bucket = serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "again"}, "spec": {"protocol": "s3", "bucketContentName": content_name}}))
+    .unwrap();
+    let error = buckets.create(&PostParams::default(), &again).await.unwrap_err().to_string();
+    assert!(error.contains("was released"), "{error}");
+}
+
+/// The suite's SeaweedFS, reached with `key`.
+fn store(key: &Credentials) -> S3Driver {
     let settings = S3Settings {
         endpoint: std::env::var("BUCKETGATE_S3_ENDPOINT").unwrap(),
         region: "us-east-1".into(),
@@ -590,11 +630,24 @@ async fn lists(key: &Credentials, bucket: &str) -> Result<(), String> {
         iam: None,
         credentials_from_env: EnvCredentials::default(),
     };
-    let store = S3Driver::new(&settings, key.clone());
-    match store.client().list_objects_v2().bucket(bucket).send().await {
-        Ok(_) => Ok(()),
+    S3Driver::new(&settings, key.clone())
+}
+
+/// The keys of the objects in `bucket`, listed with `key`, or the store's error code.
+async fn objects(key: &Credentials, bucket: &str) -> Result<Vec<String>, String> {
+    match store(key).client().list_objects_v2().bucket(bucket).send().await {
+        Ok(listed) => Ok(listed.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()),
         Err(error) => Err(aws_sdk_s3::error::ProvideErrorMetadata::code(&error).unwrap_or("no code").to_string()),
     }
+}
+
+/// The key of the Secret `name` in `namespace`, and the bucket it names.
+async fn secret_key(client: &Client, namespace: &str, name: &str) -> (String, Credentials) {
+    let data = Api::<Secret>::namespaced(client.clone(), namespace).get(name).await.unwrap().data.unwrap();
+    let text = |name: &str| String::from_utf8(data[name].0.clone()).unwrap();
+    let key =
+        Credentials { access_key_id: text("AWS_ACCESS_KEY_ID"), secret_access_key: text("AWS_SECRET_ACCESS_KEY") };
+    (text("BUCKET_NAME"), key)
 }
 
 async fn wait_phase(buckets: &Api<Bucket>, name: &str, phase: BucketPhase, limit: Duration) -> Bucket {
