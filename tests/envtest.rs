@@ -271,12 +271,15 @@ async fn setup(config: &str) -> Option<(ControlPlane, Child, tempfile::TempDir)>
     let certs = tempfile::tempdir().unwrap();
     let (server, port, ca) = bucketgate(&plane, config, certs.path()).await;
     register_webhooks(&plane.client, port, &ca).await;
-    let namespaces: Api<Namespace> = Api::all(plane.client.clone());
-    namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap())
-        .await
-        .unwrap();
+    create_namespace(&plane.client, "team-a").await;
     Some((plane, server, certs))
+}
+
+/// Creates the namespace `name`; returns its uid.
+async fn create_namespace(client: &Client, name: &str) -> String {
+    let namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    let created = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
+    created.metadata.uid.unwrap()
 }
 
 /// bucketgate's configuration for the SeaweedFS that bash scripts/test started, if any.
@@ -332,12 +335,8 @@ async fn what_would_fail_later_and_other_tenants_are_refused_through_a_real_api_
     let _ = require_assets!();
     let (plane, _server, _certs) = setup("provisioners:\n  - name: admission.example/only\n").await.unwrap();
     let client = plane.client.clone();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team-b"}})).unwrap())
-        .await
-        .unwrap();
-    let team_a_uid = namespaces.get("team-a").await.unwrap().metadata.uid.unwrap();
+    create_namespace(&client, "team-b").await;
+    let team_a_uid = Api::<Namespace>::all(client.clone()).get("team-a").await.unwrap().metadata.uid.unwrap();
     let classes: Api<BucketClass> = Api::all(client.clone());
     classes.create(&PostParams::default(), &class("admission.example/only")).await.unwrap();
     let mut rook = class("rook-ceph.ceph.rook.io/bucket");
@@ -515,12 +514,7 @@ async fn a_shared_bucket_gives_each_namespace_its_own_key_and_takes_it_back() {
     let Some(config) = seaweedfs_config(true) else { return };
     let (plane, _server, _certs) = setup(&config).await.unwrap();
     let client = plane.client.clone();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team-b"}})).unwrap())
-        .await
-        .unwrap();
-    let team_b_uid = namespaces.get("team-b").await.unwrap().metadata.uid.unwrap();
+    let team_b_uid = create_namespace(&client, "team-b").await;
     Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &class("seaweedfs")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let team_a: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
