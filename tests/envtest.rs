@@ -615,6 +615,56 @@ async fn a_retained_bucket_keeps_its_data_and_is_not_bound_again() {
     assert!(error.contains("was released"), "{error}");
 }
 
+/// The seed report's claims waited with no word. A store that does not answer: the Bucket
+/// says so in its Ready condition (reason `Retrying`, the store's address in the message)
+/// and its content is `Retrying`; deleting it waits on the store, until an admin
+/// force-releases it, and then it goes.
+#[tokio::test]
+async fn an_unreachable_store_is_said_and_force_release_lets_the_bucket_go() {
+    let _ = require_assets!();
+    // The suite's store credentials, for a store that is not there.
+    if seaweedfs_config(false).is_none() {
+        return;
+    }
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let config = format!(
+        "provisioners:\n  - name: gone\n    s3:\n      endpoint: {nowhere}\n      pathStyle: true\n      credentialsFromEnv: {{accessKeyId: BUCKETGATE_S3_ACCESS_KEY, secretAccessKey: BUCKETGATE_S3_SECRET_KEY}}\n"
+    );
+    let (plane, _server, _certs) = setup(&config).await.unwrap();
+    let client = plane.client.clone();
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &class("gone")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    buckets.create(&PostParams::default(), &new_bucket("waiting", "waiting-")).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let bucket = buckets.get("waiting").await.unwrap();
+        let ready = bucket.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+        if let Some(ready) = ready.filter(|ready| ready.reason == "Retrying") {
+            assert!(ready.message.contains(&format!("the store at {nowhere} did not answer")), "{}", ready.message);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no word of the store: {:?}", bucket.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its content, the one the loop made for it, says the same.
+    let contents = Api::<BucketContent>::all(client.clone()).list(&ListParams::default()).await.unwrap().items;
+    let [content] = contents.as_slice() else { panic!("one content, not {}", contents.len()) };
+    assert_eq!(content.phase(), Some(BucketContentPhase::Retrying), "{:?}", content.status);
+    assert!(content.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains(&nowhere)));
+
+    buckets.delete("waiting", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(buckets.get_opt("waiting").await.unwrap().is_some(), "its deletion waits on the store");
+    let force = Patch::Merge(json!({"metadata": {"annotations": {"cosi.io/force-release": "true"}}}));
+    buckets.patch("waiting", &PatchParams::default(), &force).await.unwrap();
+    let started = Instant::now();
+    while buckets.get_opt("waiting").await.unwrap().is_some() {
+        assert!(started.elapsed() < Duration::from_secs(30), "not released by force");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The suite's SeaweedFS, reached with `key`.
 fn store(key: &Credentials) -> S3Driver {
     let settings = S3Settings {

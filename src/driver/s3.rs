@@ -115,6 +115,25 @@ impl S3Driver {
         S3Driver { s3: aws_sdk_s3::Client::from_conf(s3), iam, settings: settings.clone(), credentials }
     }
 
+    /// An S3 call's failure, sorted (see [`classify`]).
+    fn failed<E, R>(&self, what: &str, error: SdkError<E, R>) -> DriverError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        classify(what, &self.settings.endpoint, error)
+    }
+
+    /// An IAM call's failure, sorted: its endpoint may be another than S3's.
+    fn iam_failed<E, R>(&self, what: &str, error: SdkError<E, R>) -> DriverError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        let endpoint = self.settings.iam.as_ref().and_then(|iam| iam.endpoint.as_deref());
+        classify(what, endpoint.unwrap_or(&self.settings.endpoint), error)
+    }
+
     /// The S3 client with the provisioner's credentials.
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.s3
@@ -152,8 +171,10 @@ impl Refused {
     }
 }
 
-/// Sorts an SDK error into retry or give up, keeping the store's own words.
-fn classify<E, R>(what: &str, error: SdkError<E, R>) -> DriverError
+/// Sorts an SDK error into retry or give up, keeping the store's own words; a store that
+/// does not answer is named by its address (`endpoint`), which the connection error does
+/// not say.
+fn classify<E, R>(what: &str, endpoint: &str, error: SdkError<E, R>) -> DriverError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
@@ -166,7 +187,7 @@ where
             if permanent(code) { DriverError::Permanent(text) } else { DriverError::Transient(text) }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            DriverError::Transient(format!("{what}: the store did not answer: {}", error_chain(&error)))
+            DriverError::Transient(format!("{what}: the store at {endpoint} did not answer: {}", error_chain(&error)))
         }
         _ => DriverError::Transient(format!("{what}: {}", error_chain(&error))),
     }
@@ -262,7 +283,7 @@ impl Driver for S3Driver {
             // 404: not there yet. 403: another owner's bucket, or a key the store refuses;
             // a HEAD answer has no body to tell which, so the create below says.
             Err(error) if matches!(status(&error), Some(403 | 404)) => {}
-            Err(error) => return Err(classify("checking the bucket", error)),
+            Err(error) => return Err(self.failed("checking the bucket", error)),
         }
         let create = self.s3.create_bucket().bucket(name);
         match create.set_create_bucket_configuration(location(&self.settings.region)).send().await {
@@ -276,11 +297,11 @@ impl Driver for S3Driver {
             {
                 Err(DriverError::Permanent(format!(
                     "{}: the store is not in region {:?}: set the provisioner's region in bucketgate-config to the store's",
-                    classify("creating the bucket", error),
+                    self.failed("creating the bucket", error),
                     self.settings.region
                 )))
             }
-            Err(error) => Err(classify("creating the bucket", error)),
+            Err(error) => Err(self.failed("creating the bucket", error)),
         }
     }
 
@@ -291,7 +312,7 @@ impl Driver for S3Driver {
         match self.s3.delete_bucket().bucket(name).send().await {
             Ok(_) => Ok(Deletion::Deleted),
             Err(error) if code(&error) == Some("NoSuchBucket") => Ok(Deletion::NotFound),
-            Err(error) => Err(classify("deleting the bucket", error)),
+            Err(error) => Err(self.failed("deleting the bucket", error)),
         }
     }
 
@@ -307,10 +328,10 @@ impl Driver for S3Driver {
                 return Err(DriverError::Permanent(format!(
                     "{}: the store has no IAM API for users (Ceph RGW has one from Squid on, for an account's root \
                      user): remove iam from this provisioner's configuration to hand out the provisioner's key instead",
-                    classify("creating the IAM user", error)
+                    self.iam_failed("creating the IAM user", error)
                 )));
             }
-            Err(error) => return Err(classify("creating the IAM user", error)),
+            Err(error) => return Err(self.iam_failed("creating the IAM user", error)),
         }
         iam.put_user_policy()
             .user_name(&user)
@@ -318,7 +339,7 @@ impl Driver for S3Driver {
             .policy_document(bucket_policy(bucket, mode))
             .send()
             .await
-            .map_err(|error| classify("limiting the IAM user to its bucket", error))?;
+            .map_err(|error| self.iam_failed("limiting the IAM user to its bucket", error))?;
         // Keys from an attempt that crashed before its Secret was written are no one's.
         self.delete_keys(iam, &user).await?;
         let key = iam
@@ -326,7 +347,7 @@ impl Driver for S3Driver {
             .user_name(&user)
             .send()
             .await
-            .map_err(|error| classify("creating an access key", error))?;
+            .map_err(|error| self.iam_failed("creating an access key", error))?;
         let key = key.access_key().ok_or_else(|| DriverError::Transient("the store returned no access key".into()))?;
         Ok(Grant {
             credentials: Credentials {
@@ -342,7 +363,7 @@ impl Driver for S3Driver {
             Ok(_) => Ok(true),
             // 403: another owner's bucket; not one these credentials reach.
             Err(error) if matches!(status(&error), Some(403 | 404)) => Ok(false),
-            Err(error) => Err(classify("checking the bucket", error)),
+            Err(error) => Err(self.failed("checking the bucket", error)),
         }
     }
 
@@ -353,12 +374,12 @@ impl Driver for S3Driver {
         match iam.delete_user_policy().user_name(&user).policy_name(POLICY_NAME).send().await {
             Ok(_) => {}
             Err(error) if code(&error) == Some("NoSuchEntity") => {}
-            Err(error) => return Err(classify("removing the IAM user's policy", error)),
+            Err(error) => return Err(self.iam_failed("removing the IAM user's policy", error)),
         }
         match iam.delete_user().user_name(&user).send().await {
             Ok(_) => Ok(()),
             Err(error) if code(&error) == Some("NoSuchEntity") => Ok(()),
-            Err(error) => Err(classify("deleting the IAM user", error)),
+            Err(error) => Err(self.iam_failed("deleting the IAM user", error)),
         }
     }
 }
@@ -398,14 +419,14 @@ impl S3Driver {
             let page = match list.set_key_marker(key_marker).set_upload_id_marker(upload_marker).send().await {
                 Ok(page) => page,
                 Err(error) if matches!(code(&error), Some("NoSuchBucket" | "NotImplemented")) => return Ok(()),
-                Err(error) => return Err(classify("listing the bucket's unfinished uploads", error)),
+                Err(error) => return Err(self.failed("listing the bucket's unfinished uploads", error)),
             };
             for upload in page.uploads() {
                 let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else { continue };
                 match self.s3.abort_multipart_upload().bucket(bucket).key(key).upload_id(id).send().await {
                     Ok(_) => {}
                     Err(error) if code(&error) == Some("NoSuchUpload") => {}
-                    Err(error) => return Err(classify("aborting an unfinished upload", error)),
+                    Err(error) => return Err(self.failed("aborting an unfinished upload", error)),
                 }
             }
             key_marker = page.next_key_marker().map(str::to_string);
@@ -426,7 +447,7 @@ impl S3Driver {
                 Ok(page) => page,
                 Err(error) if code(&error) == Some("NoSuchBucket") => return Ok(true),
                 Err(error) if code(&error) == Some("NotImplemented") => return Ok(false),
-                Err(error) => return Err(classify("listing the bucket's object versions", error)),
+                Err(error) => return Err(self.failed("listing the bucket's object versions", error)),
             };
             let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
             let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
@@ -451,7 +472,7 @@ impl S3Driver {
             let page = match page {
                 Ok(page) => page,
                 Err(error) if code(&error) == Some("NoSuchBucket") => return Ok(()),
-                Err(error) => return Err(classify("listing the bucket's objects", error)),
+                Err(error) => return Err(self.failed("listing the bucket's objects", error)),
             };
             let objects = (page.contents().iter())
                 .filter_map(|object| ObjectIdentifier::builder().key(object.key()?).build().ok())
@@ -485,7 +506,7 @@ impl S3Driver {
             Err(error) if code(&error) == Some("NotImplemented") => {
                 return self.delete_one_by_one(bucket, objects, refused).await;
             }
-            Err(error) => return Err(classify("deleting the bucket's objects", error)),
+            Err(error) => return Err(self.failed("deleting the bucket's objects", error)),
         };
         for error in output.errors() {
             let key = error.key().unwrap_or_default();
@@ -519,7 +540,7 @@ impl S3Driver {
                     let (code, message) = (service.err().code(), service.err().message());
                     refused.push(Refused::new(object.key(), object.version_id(), code, message));
                 }
-                Err(error) => return Err(classify("deleting an object", error)),
+                Err(error) => return Err(self.failed("deleting an object", error)),
             }
         }
         Ok(())
@@ -529,14 +550,14 @@ impl S3Driver {
         let keys = match iam.list_access_keys().user_name(user).send().await {
             Ok(keys) => keys,
             Err(error) if code(&error) == Some("NoSuchEntity") => return Ok(()),
-            Err(error) => return Err(classify("listing access keys", error)),
+            Err(error) => return Err(self.iam_failed("listing access keys", error)),
         };
         for key in keys.access_key_metadata() {
             if let Some(id) = key.access_key_id() {
                 match iam.delete_access_key().user_name(user).access_key_id(id).send().await {
                     Ok(_) => {}
                     Err(error) if code(&error) == Some("NoSuchEntity") => {}
-                    Err(error) => return Err(classify("deleting an old access key", error)),
+                    Err(error) => return Err(self.iam_failed("deleting an old access key", error)),
                 }
             }
         }
