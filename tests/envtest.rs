@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -27,6 +28,7 @@ use bucketgate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, Bu
 use bucketgate::config::{EnvCredentials, S3Settings};
 use bucketgate::driver::Credentials;
 use bucketgate::driver::s3::S3Driver;
+use bucketgate::provision::LEASE;
 
 fn assets() -> Option<PathBuf> {
     let dir = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS")?);
@@ -206,7 +208,7 @@ async fn create(client: &Client, object: Value, dry_run: bool) -> Result<Dynamic
 }
 
 /// Starts `bucketgate serve` against the control plane; returns it, its port and its CA.
-async fn bucketgate(plane: &ControlPlane, config: &str, certs_dir: &Path) -> (Child, u16, String) {
+async fn bucketgate(plane: &ControlPlane, config: &str, certs_dir: &Path, identity: &str) -> (Child, u16, String) {
     let certs = bucketgate::tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
     certs.write(certs_dir).unwrap();
     std::fs::write(certs_dir.join("config.yaml"), config).unwrap();
@@ -215,7 +217,7 @@ async fn bucketgate(plane: &ControlPlane, config: &str, certs_dir: &Path) -> (Ch
         .arg(certs_dir)
         .arg("--config")
         .arg(certs_dir.join("config.yaml"))
-        .args(["--lease-namespace", NAMESPACE, "--identity", "envtest"])
+        .args(["--lease-namespace", NAMESPACE, "--identity", identity])
         .env("KUBECONFIG", &plane.bucketgate_kubeconfig)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -269,7 +271,7 @@ async fn setup(config: &str) -> Option<(ControlPlane, Child, tempfile::TempDir)>
     install_crds(&plane.client).await;
     install_rbac(&plane.client).await;
     let certs = tempfile::tempdir().unwrap();
-    let (server, port, ca) = bucketgate(&plane, config, certs.path()).await;
+    let (server, port, ca) = bucketgate(&plane, config, certs.path(), "envtest").await;
     register_webhooks(&plane.client, port, &ca).await;
     create_namespace(&plane.client, "team-a").await;
     Some((plane, server, certs))
@@ -663,6 +665,53 @@ async fn an_unreachable_store_is_said_and_force_release_lets_the_bucket_go() {
         assert!(started.elapsed() < Duration::from_secs(30), "not released by force");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Two replicas, as the Deployment runs them: one leads the provisioning loop and the Lease
+/// names it. Stopped as on a rollout (SIGTERM), it releases the Lease, the other takes
+/// over without waiting for it to expire, and Buckets go on being bound.
+#[tokio::test]
+async fn the_other_replica_takes_over_when_the_leader_stops() {
+    let _ = require_assets!();
+    let Some(config) = seaweedfs_config(false) else { return };
+    let (plane, mut first, _certs) = setup(&config).await.unwrap();
+    let client = plane.client.clone();
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &class("seaweedfs")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    buckets.create(&PostParams::default(), &new_bucket("first", "first-")).await.unwrap();
+    wait_phase(&buckets, "first", BucketPhase::Bound, Duration::from_secs(30)).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
+    let holder = || async { leases.get(LEASE).await.unwrap().spec.and_then(|spec| spec.holder_identity) };
+    assert_eq!(holder().await.as_deref(), Some("envtest"));
+
+    let second_certs = tempfile::tempdir().unwrap();
+    let (_second, port, ca) = bucketgate(&plane, &config, second_certs.path(), "replica-b").await;
+    // The Service would send reviews to the replica that stays; here the webhooks say so.
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .delete("bucketgate", &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .delete("bucketgate", &DeleteParams::default())
+        .await
+        .unwrap();
+    register_webhooks(&client, port, &ca).await;
+    // SAFETY: kill(2) on the pid of a child this test started and has not yet waited for.
+    assert_eq!(unsafe { libc::kill(first.id().unwrap() as i32, libc::SIGTERM) }, 0);
+    let stopped = tokio::time::timeout(Duration::from_secs(30), first.wait()).await.expect("the leader did not stop");
+    assert!(stopped.unwrap().success());
+
+    let started = Instant::now();
+    while holder().await.as_deref() != Some("replica-b") {
+        // The Lease lasts 15 s and is renewed 5 s before it ends, so left to expire it would
+        // still be held 5 s after the leader stopped: taken sooner, it was released.
+        assert!(started.elapsed() < Duration::from_secs(4), "not taken over: {:?}", holder().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("the Lease taken over {:?} after the leader stopped", started.elapsed());
+    buckets.create(&PostParams::default(), &new_bucket("second", "second-")).await.unwrap();
+    wait_phase(&buckets, "second", BucketPhase::Bound, Duration::from_secs(30)).await;
 }
 
 /// The suite's SeaweedFS, reached with `key`.
