@@ -773,6 +773,7 @@ async fn benchmark_creation_to_bound() {
     wait_phase(&buckets, "one", BucketPhase::Bound, Duration::from_secs(30)).await;
     println!("creation to Bound, one Bucket: {:?}", started.elapsed());
 
+    let before = api_counts(&plane.client).await;
     let started = Instant::now();
     let creates = (0..1000).map(|i| {
         let buckets = buckets.clone();
@@ -783,4 +784,44 @@ async fn benchmark_creation_to_bound() {
         wait_phase(&buckets, &format!("b{i}"), BucketPhase::Bound, Duration::from_secs(600)).await;
     }
     println!("creation to Bound, 1,000 Buckets at once: {:?} for all", started.elapsed());
+    // What the API server did for them: its writes (the loop's and the 1,000 creates; not
+    // the reads this test polls with) and the reviews it sent bucketgate's webhooks.
+    let after = api_counts(&plane.client).await;
+    let per_bucket: Vec<String> = after
+        .iter()
+        .map(|(what, n)| (what, (n - before.get(what).copied().unwrap_or(0.0)) / 1000.0))
+        .filter(|(_, n)| *n >= 0.005)
+        .map(|(what, n)| format!("{what} {n:.2}"))
+        .collect();
+    println!("per Bucket: {}", per_bucket.join(", "));
+}
+
+/// The API server's counts, from its metrics, of write requests by verb and resource and of
+/// the reviews it sent each webhook.
+async fn api_counts(client: &Client) -> std::collections::BTreeMap<String, f64> {
+    let text = client.request_text(http::Request::get("/metrics").body(Vec::new()).unwrap()).await.unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default()
+        };
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        let what = if line.starts_with("apiserver_request_total{")
+            && matches!(label("verb"), "POST" | "PATCH" | "PUT" | "DELETE")
+        {
+            let subresource = label("subresource");
+            let resource = if subresource.is_empty() {
+                label("resource").to_string()
+            } else {
+                format!("{}/{subresource}", label("resource"))
+            };
+            format!("{} {resource}", label("verb"))
+        } else if line.starts_with("apiserver_admission_webhook_admission_duration_seconds_count{") {
+            format!("review by {} ({})", label("name"), label("operation"))
+        } else {
+            continue;
+        };
+        *counts.entry(what).or_default() += value;
+    }
+    counts
 }
