@@ -278,12 +278,10 @@ pub fn bucket_policy(bucket: &str, mode: AccessMode) -> String {
 #[async_trait]
 impl Driver for S3Driver {
     async fn create_bucket(&self, name: &str) -> Result<Connection, DriverError> {
-        match self.s3.head_bucket().bucket(name).send().await {
-            Ok(_) => return Ok(self.connection(name)),
-            // 404: not there yet. 403: another owner's bucket, or a key the store refuses;
-            // a HEAD answer has no body to tell which, so the create below says.
-            Err(error) if matches!(status(&error), Some(403 | 404)) => {}
-            Err(error) => return Err(self.failed("checking the bucket", error)),
+        // Not had: not there yet, or (403) another owner's bucket or a key the store
+        // refuses; a HEAD answer has no body to tell which, so the create below says.
+        if self.has_bucket(name).await? {
+            return Ok(self.connection(name));
         }
         let create = self.s3.create_bucket().bucket(name);
         match create.set_create_bucket_configuration(location(&self.settings.region)).send().await {
