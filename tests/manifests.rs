@@ -202,6 +202,7 @@ const CALLS: &[(&str, &str, &str)] = &[
     ("cosi.io", "bucketcontents", "patch"),
     ("cosi.io", "bucketcontents", "delete"),
     ("cosi.io", "bucketcontents/status", "patch"),
+    ("cosi.io", "buckets", "get"),
     ("cosi.io", "buckets", "patch"),
     ("cosi.io", "buckets/status", "patch"),
     ("", "namespaces", "get"),

@@ -12,7 +12,7 @@ use crate::api::{
     BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentSpec, BucketPhase, FINALIZER,
     PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
 };
-use crate::driver::{Connection, Credentials};
+use crate::driver::{Connection, Grant};
 use crate::naming::{BUCKET_NAME_SUFFIX_LEN, content_name_for, label_value, short_hash};
 
 /// Labels that tie a greenfield BucketContent to the Bucket it was made for.
@@ -108,8 +108,9 @@ pub fn made_for(content: &BucketContent, bucket: &Bucket) -> bool {
 }
 
 /// The workload's Secret: the keys ObjectBucketClaim users already read, plus the variables
-/// AWS SDKs pick up on their own. Owned by the Bucket, so it goes when the Bucket goes.
-pub fn credentials_secret(bucket: &Bucket, connection: &Connection, credentials: Option<&Credentials>) -> Secret {
+/// AWS SDKs pick up on their own. Owned by the Bucket, so it goes when the Bucket goes; it
+/// says which key it holds ([`KEY_ANNOTATION`]).
+pub fn credentials_secret(bucket: &Bucket, connection: &Connection, grant: Option<&Grant>) -> Secret {
     let (host, port) = host_and_port(&connection.endpoint);
     let mut data = BTreeMap::from([
         ("BUCKET_NAME".to_string(), connection.bucket_name.clone()),
@@ -119,15 +120,16 @@ pub fn credentials_secret(bucket: &Bucket, connection: &Connection, credentials:
         ("AWS_REGION".to_string(), connection.region.clone()),
         ("AWS_ENDPOINT_URL".to_string(), connection.endpoint.clone()),
     ]);
-    if let Some(credentials) = credentials {
-        data.insert("AWS_ACCESS_KEY_ID".into(), credentials.access_key_id.clone());
-        data.insert("AWS_SECRET_ACCESS_KEY".into(), credentials.secret_access_key.clone());
+    if let Some(grant) = grant {
+        data.insert("AWS_ACCESS_KEY_ID".into(), grant.credentials.access_key_id.clone());
+        data.insert("AWS_SECRET_ACCESS_KEY".into(), grant.credentials.secret_access_key.clone());
     }
     Secret {
         metadata: ObjectMeta {
             name: Some(secret_name(bucket)),
             namespace: bucket.namespace(),
             labels: Some(BTreeMap::from([(BUCKET_NAME_LABEL.to_string(), label_value(&bucket.name_any()))])),
+            annotations: Some(BTreeMap::from([(KEY_ANNOTATION.to_string(), Key::of(grant).value().to_string())])),
             owner_references: bucket.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
         },
@@ -135,6 +137,87 @@ pub fn credentials_secret(bucket: &Bucket, connection: &Connection, credentials:
         type_: Some("Opaque".into()),
         ..Default::default()
     }
+}
+
+/// On a Bucket's Secret: which [`Key`] it holds.
+pub const KEY_ANNOTATION: &str = "cosi.io/key";
+
+/// The key a Bucket's Secret holds, which its `CredentialsScoped` condition reports. Kept
+/// on the Secret, which is read from the API server, rather than worked out again from the
+/// Bucket's status, which a watch cache may not have yet when the Secret is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// Made for this Bucket alone (an IAM user): it reaches its bucket only.
+    BucketUser,
+    /// The provisioner's own key: the store has no IAM API configured.
+    Provisioner,
+    /// None: a brownfield bucket that no provisioner manages; the Secret says where it is.
+    None,
+}
+
+impl Key {
+    pub fn of(grant: Option<&Grant>) -> Key {
+        match grant {
+            Some(grant) if grant.scoped => Key::BucketUser,
+            Some(_) => Key::Provisioner,
+            None => Key::None,
+        }
+    }
+
+    fn value(self) -> &'static str {
+        match self {
+            Key::BucketUser => "bucket-user",
+            Key::Provisioner => "provisioner",
+            Key::None => "none",
+        }
+    }
+
+    /// What `secret` says it holds; `None` for a Secret without the annotation (written
+    /// by an earlier bucketgate, or changed by hand).
+    pub fn recorded(secret: &Secret) -> Option<Key> {
+        let value = secret.annotations().get(KEY_ANNOTATION)?;
+        [Key::BucketUser, Key::Provisioner, Key::None].into_iter().find(|key| key.value() == value)
+    }
+
+    /// For a Secret that does not say: what `bucket`'s condition said when the Secret was
+    /// written, and no key where no provisioner manages `content`.
+    pub fn assumed(bucket: &Bucket, content: &BucketContent) -> Key {
+        if content.spec.provisioner().is_empty() {
+            Key::None
+        } else if bucket.condition("CredentialsScoped").is_some_and(|c| c.status == "True") {
+            Key::BucketUser
+        } else {
+            Key::Provisioner
+        }
+    }
+
+    fn condition(self, existing: &[Condition], generation: Option<i64>) -> Condition {
+        let (status, reason, message) = match self {
+            Key::BucketUser => (true, "BucketUser", "the Secret's key reaches this bucket only"),
+            Key::Provisioner => (
+                false,
+                "ProvisionerCredentials",
+                "the store has no IAM API configured: the Secret holds the provisioner's own key",
+            ),
+            Key::None => {
+                (false, "NoKey", "no provisioner manages this bucket: the Secret says where it is, and holds no key")
+            }
+        };
+        condition(existing, "CredentialsScoped", status, reason, message, generation)
+    }
+}
+
+/// The status patch that marks `bucket` Bound to the BucketContent `content`, its Secret
+/// holding `key`; `None` when its status says so already.
+pub fn bound_status(bucket: &Bucket, content: &str, key: Key) -> Option<serde_json::Value> {
+    let (conditions, generation) = (bucket.conditions(), bucket.metadata.generation);
+    let ready = condition(conditions, "Ready", true, "Bound", format!("bound to {content}"), generation);
+    let scoped = key.condition(conditions, generation);
+    let unchanged = bucket.phase() == Some(BucketPhase::Bound)
+        && bucket.status_content() == Some(content)
+        && conditions == [ready.clone(), scoped.clone()];
+    let status = serde_json::json!({"status": {"bucketContentName": content, "phase": BucketPhase::Bound, "conditions": [ready, scoped]}});
+    (!unchanged).then_some(status)
 }
 
 /// Whether `secret` belongs to `bucket` (it is the Secret's controller).
@@ -349,6 +432,7 @@ pub fn key_elsewhere(content: &BucketContent, configured: &str, work: KeyWork) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::Credentials;
     use serde_json::json;
 
     fn bucket(spec: serde_json::Value) -> Bucket {
@@ -449,7 +533,8 @@ mod tests {
             signature_version: "s3v4".into(),
         };
         let keys = Credentials { access_key_id: "AK".into(), secret_access_key: "SK".into() };
-        let secret = credentials_secret(&b, &connection, Some(&keys));
+        let grant = Grant { credentials: keys, scoped: true };
+        let secret = credentials_secret(&b, &connection, Some(&grant));
         let data = secret.data.as_ref().unwrap();
         let get = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
         assert_eq!(secret.metadata.name.as_deref(), Some("photos-creds"));
@@ -459,6 +544,12 @@ mod tests {
         assert_eq!(get("BUCKET_NAME"), "photos-0123");
         assert_eq!(get("AWS_ENDPOINT_URL"), "http://rgw.rook-ceph.svc:8080");
         assert!(owned_by(&secret, &b));
+        assert_eq!(Key::recorded(&secret), Some(Key::BucketUser));
+        let unscoped = Grant { scoped: false, ..grant };
+        assert_eq!(Key::recorded(&credentials_secret(&b, &connection, Some(&unscoped))), Some(Key::Provisioner));
+        let keyless = credentials_secret(&b, &connection, None);
+        assert_eq!(Key::recorded(&keyless), Some(Key::None));
+        assert!(!keyless.data.as_ref().unwrap().contains_key("AWS_ACCESS_KEY_ID"));
         assert_eq!(host_and_port("https://s3.amazonaws.com"), ("s3.amazonaws.com".into(), 443));
         let unnamed = bucket(json!({"protocol": "s3"}));
         assert_eq!(secret_name(&unnamed), "photos");

@@ -11,7 +11,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::plan::{self, FORCE_RELEASE_ANNOTATION, KeyWork};
+use super::plan::{self, FORCE_RELEASE_ANNOTATION, Key, KeyWork};
 use super::{Context, Error};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
 use crate::driver::{Connection, Deletion, Driver, DriverError, Grant, Metered};
@@ -39,39 +39,28 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
             None => return Ok(Action::await_change()),
         },
     };
-    let grant = credentials(&bucket, &bound, &ctx).await?;
-    let Some(scoped) = grant else { return Ok(Action::requeue(Duration::from_secs(60))) };
-    let content = bound.content;
-    let conditions = bucket.conditions();
-    let generation = bucket.metadata.generation;
-    let ready =
-        plan::condition(conditions, "Ready", true, "Bound", format!("bound to {}", content.name_any()), generation);
-    let scoped_condition = match scoped {
-        true => plan::condition(
-            conditions,
-            "CredentialsScoped",
-            true,
-            "BucketUser",
-            "the Secret's key reaches this bucket only",
-            generation,
-        ),
-        false => plan::condition(
-            conditions,
-            "CredentialsScoped",
-            false,
-            "ProvisionerCredentials",
-            "the store has no IAM API configured: the Secret holds the provisioner's own key",
-            generation,
-        ),
+    let Some(secret) = credentials(&bucket, &bound, &ctx).await? else {
+        return Ok(Action::requeue(Duration::from_secs(60)));
     };
+    let content = bound.content.name_any();
+    let (bucket, key) = match secret {
+        Issued::Written(key) => (bucket, key),
+        Issued::Found(recorded) => {
+            let key = recorded.unwrap_or_else(|| Key::assumed(&bucket, &bound.content));
+            if plan::bound_status(&bucket, &content, key).is_none() {
+                return Ok(Action::requeue(RECHECK));
+            }
+            // The Secret was written, but the Bucket in the watch cache is not Bound: most
+            // often the Secret's own watch event woke this reconcile before the Bucket's
+            // brought the status written a moment ago. The API server's copy decides
+            // whether to write, so that each Bucket is written Bound, and told so, once.
+            let Some(current) = buckets.get_opt(&bucket.name_any()).await? else { return Ok(Action::await_change()) };
+            let key = recorded.unwrap_or_else(|| Key::assumed(&current, &bound.content));
+            (Arc::new(current), key)
+        }
+    };
+    let Some(status) = plan::bound_status(&bucket, &content, key) else { return Ok(Action::requeue(RECHECK)) };
     let was_bound = bucket.phase() == Some(BucketPhase::Bound);
-    let unchanged = was_bound
-        && bucket.status_content() == Some(content.name_any().as_str())
-        && conditions == [ready.clone(), scoped_condition.clone()];
-    if unchanged {
-        return Ok(Action::requeue(RECHECK));
-    }
-    let status = json!({"status": {"bucketContentName": content.name_any(), "phase": BucketPhase::Bound, "conditions": [ready, scoped_condition]}});
     buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
     let took = plan::time_to_bound(&bucket, jiff::Timestamp::now());
     if let Some(took) = took {
@@ -80,7 +69,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
     if !was_bound {
         // What the seed report's users timed by hand, in `kubectl describe bucket`.
         let after = took.map(|t| format!(", {} s after the Bucket was created", t.as_secs())).unwrap_or_default();
-        let note = format!("bound to BucketContent {}{after}", content.name_any());
+        let note = format!("bound to BucketContent {content}{after}");
         ctx.event(&*bucket, EventType::Normal, "Bound", "Provision", note).await;
     }
     Ok(Action::requeue(RECHECK))
@@ -222,17 +211,23 @@ struct Bound {
     driver: Option<Arc<dyn Driver>>,
 }
 
-/// Writes the workload's Secret unless a Secret the Bucket owns is there already. Returns
-/// whether the key is scoped to the bucket, or `None` when the name is taken by a Secret
-/// the Bucket does not own (reported, never overwritten).
-async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Option<bool>, Error> {
+/// What [`credentials`] found or did about a Bucket's Secret.
+enum Issued {
+    /// Written now, holding this key.
+    Written(Key),
+    /// There already, owned by the Bucket; the key it says it holds, if it says.
+    Found(Option<Key>),
+}
+
+/// Writes the workload's Secret unless a Secret the Bucket owns is there already; `None`
+/// when the name is taken by a Secret the Bucket does not own (reported, never overwritten).
+async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Option<Issued>, Error> {
     let (content, connection) = (&bound.content, &bound.connection);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
     let name = plan::secret_name(bucket);
-    let scoped_before = bucket.condition("CredentialsScoped").map(|c| c.status == "True");
     if let Some(existing) = secrets.get_opt(&name).await? {
         if plan::owned_by(&existing, bucket) {
-            return Ok(Some(scoped_before.unwrap_or(false)));
+            return Ok(Some(Issued::Found(Key::recorded(&existing))));
         }
         let message = format!("Secret {name} exists and is not owned by this Bucket: choose another spec.secretName");
         pending(bucket, "SecretConflict", message.clone(), ctx).await?;
@@ -251,14 +246,9 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Op
         };
         Some(driver.grant(&connection.bucket_name, &holder, mode).await.map_err(Error::Driver)?)
     };
-    secrets
-        .create(
-            &PostParams::default(),
-            &plan::credentials_secret(bucket, connection, grant.as_ref().map(|g| &g.credentials)),
-        )
-        .await?;
+    secrets.create(&PostParams::default(), &plan::credentials_secret(bucket, connection, grant.as_ref())).await?;
     ctx.event(bucket, EventType::Normal, "CredentialsIssued", "Credentials", format!("wrote Secret {name}")).await;
-    Ok(Some(grant.is_some_and(|g| g.scoped)))
+    Ok(Some(Issued::Written(Key::of(grant.as_ref()))))
 }
 
 /// A Bucket going away: its key is revoked; a greenfield Bucket's BucketContent is deleted

@@ -380,6 +380,8 @@ async fn a_bucket_bound_before_is_not_counted_as_bound_again() {
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
     api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
     api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret.clone())).await;
+    // The Secret is there and the Bucket not Bound: the API server's copy is asked.
+    api.expect("GET", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos", Reply::Json(shown.clone())).await;
     let status = expect_bucket_status(&mut api, shown.clone()).await;
     assert_eq!(status["status"]["phase"], "Bound");
     finish(reconciling).await.unwrap();
@@ -401,6 +403,50 @@ async fn a_bucket_bound_before_is_not_counted_as_bound_again() {
     api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret)).await;
     assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(std::time::Duration::from_secs(3600)));
     assert!(ctx.metrics.backend_count("seaweed", "create_bucket", "success") == 0);
+}
+
+/// A reconcile woken by the Bucket's own Secret, with the watch cache still showing the
+/// Bucket as it was before the status written a moment ago (as many Buckets created at once
+/// have it): the API server's copy is Bound already, and nothing is written or said again.
+/// Where that copy is not Bound either (its status lost, as a restore from backup leaves
+/// it), the condition says what the Secret says it holds, not what a status without
+/// conditions would suggest.
+#[tokio::test]
+async fn a_bucket_seen_before_its_bound_status_is_not_written_again() {
+    let ready = plan::condition(&[], "Ready", true, "Bound", format!("bound to {CONTENT}"), Some(1));
+    let key = json!({"type": "CredentialsScoped", "status": "True", "reason": "BucketUser",
+        "message": "the Secret's key reaches this bucket only", "lastTransitionTime": "2026-11-22T10:00:01Z", "observedGeneration": 1});
+    let stale = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!(null));
+    let mut content = serde_json::to_value(content_for(&stale)).unwrap();
+    content["status"] = json!({"phase": "Bound"});
+    let grant =
+        Grant { credentials: Credentials { access_key_id: "AK".into(), secret_access_key: "SK".into() }, scoped: true };
+    let mut secret = serde_json::to_value(plan::credentials_secret(&stale, &connection("b"), Some(&grant))).unwrap();
+    secret["metadata"]["namespace"] = json!("team-a");
+    let mut current = serde_json::to_value(&stale).unwrap();
+    current["status"] = json!({"bucketContentName": CONTENT, "phase": "Bound", "conditions": [ready, key]});
+
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(stale.clone()), ctx.clone()));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
+    api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret.clone())).await;
+    api.expect("GET", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos", Reply::Json(current)).await;
+    assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(std::time::Duration::from_secs(3600)));
+    assert_eq!(bound_count(&ctx), 0, "not counted a second time");
+
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let shown = serde_json::to_value(&stale).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(stale), ctx.clone()));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret)).await;
+    api.expect("GET", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos", Reply::Json(shown.clone())).await;
+    let status = expect_bucket_status(&mut api, shown).await;
+    assert_eq!(status["status"]["conditions"][1]["status"], "True", "{status}");
+    assert_eq!(status["status"]["conditions"][1]["reason"], "BucketUser");
+    assert_eq!(expect_event(&mut api).await.0, "Bound");
+    finish(reconciling).await.unwrap();
+    assert!(driver.calls.lock().unwrap().is_empty(), "nothing asked of the store");
 }
 
 /// Rotating a Bucket's key: its Secret deleted, the loop (woken by the Secret's watch) asks
