@@ -425,9 +425,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "bucketgate".into())
         });
         let (configs, namespace, metrics) = (config.subscribe(), args.lease_namespace.clone(), metrics.clone());
-        let stop = shutdown.clone();
+        let (stop, catalog) = (shutdown.clone(), catalog.clone());
         provisioning = Some(tokio::spawn(async move {
-            if let Err(error) = provision::supervise(client, configs, namespace, identity, metrics, stop).await {
+            if let Err(error) = provision::supervise(client, catalog, configs, namespace, identity, metrics, stop).await
+            {
                 tracing::error!(error = %format!("{error:#}"), "the provisioning loop stopped");
             }
         }));

@@ -19,7 +19,6 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
@@ -28,6 +27,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::watch;
 
 use crate::api::{Bucket, BucketClass, BucketContent, BucketPhase};
+use crate::catalog::Catalog;
 use crate::config::{Config, S3Settings};
 use crate::driver::{Credentials, Driver, DriverError};
 use crate::metrics::Metrics;
@@ -194,10 +194,6 @@ async fn record_failure(bucket: &Bucket, error: &Error, ctx: &Context) {
     ctx.event(bucket, kube::runtime::events::EventType::Warning, reason, "Provision", error.to_string()).await;
 }
 
-/// How many changes a shared watch holds for a controller that has not taken them yet;
-/// when it is full the watch waits, so nothing is dropped.
-const SHARED_BUFFER: usize = 256;
-
 /// A watch that retries with backoff and keeps no managedFields: the loop never reads
 /// them, and they are most of an object's size in its controller's store.
 fn trimmed<K>(api: Api<K>) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
@@ -211,46 +207,34 @@ where
 
 /// Runs both controllers, for as long as the task that runs them is not aborted.
 ///
-/// Four watches, each kind once: Buckets, BucketContents (one watch feeds both
-/// controllers), and by metadata only BucketClasses and the Secrets bucketgate wrote.
-pub async fn run_controllers(ctx: Arc<Context>) {
+/// Two watches of their own: Buckets, and by metadata the Secrets bucketgate wrote.
+/// BucketContents and BucketClasses come from the admission `catalog`, which every replica
+/// keeps anyway: the leader holds one copy of each, not two.
+pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog) {
     let client = ctx.client.clone();
     let (buckets_store, buckets_writer) = reflector::store();
     let buckets_watch = trimmed(Api::<Bucket>::all(client.clone())).reflect(buckets_writer).applied_objects();
-    let (contents_store, contents_writer) = reflector::store_shared(SHARED_BUFFER);
-    let (for_content_controller, for_bucket_controller) =
-        match (contents_writer.subscribe(), contents_writer.subscribe()) {
-            (Some(one), Some(other)) => (one, other),
-            _ => unreachable!("a shared store always takes subscribers"),
-        };
-    // Its failures reach neither controller's queue: they are reported here.
-    let contents_watch = trimmed(Api::<BucketContent>::all(client.clone()))
-        .reflect_shared(contents_writer)
-        .for_each(|event| watch_failed("BucketContent", event.err()));
     // A Bucket that waits on its class, or on the content it binds, goes on as soon as that
-    // appears or changes, rather than at its next retry. Only names are needed of classes.
+    // appears or changes, rather than at its next retry.
     let (for_classes, for_contents) = (buckets_store.clone(), buckets_store.clone());
-    let classes = watcher(Api::<PartialObjectMeta<BucketClass>>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
     let buckets = Controller::for_stream(buckets_watch, buckets_store)
         // Only the Secrets bucketgate wrote carry this label; no need to watch the others.
         // kube-runtime watches owned objects by their metadata: no credentials are held here.
         .owns(Api::<Secret>::all(client), watcher::Config::default().labels(plan::BUCKET_NAME_LABEL))
-        .watches_stream(classes, move |class| {
+        .watches_shared_stream(catalog.class_updates(), move |class: Arc<BucketClass>| {
             let class = class.name_any();
             refs(for_classes.state_filter(|bucket| plan::waits_on_class(bucket, &class)))
         })
-        .watches_shared_stream(for_bucket_controller, move |content: Arc<BucketContent>| {
+        .watches_shared_stream(catalog.content_updates(), move |content: Arc<BucketContent>| {
             let content = content.name_any();
             refs(for_contents.state_filter(|bucket| plan::binds_content(bucket, &content)))
         })
         .run(reconcile_bucket, bucket_error_policy, ctx.clone())
         .for_each(|result| report("Bucket", result));
-    let contents = Controller::for_shared_stream(for_content_controller, contents_store)
+    let contents = Controller::for_shared_stream(catalog.content_updates(), catalog.contents_store())
         .run(reconcile_content, error_policy, ctx)
         .for_each(|result| report("BucketContent", result));
-    futures::future::join3(contents_watch, buckets, contents).await;
+    futures::future::join(buckets, contents).await;
 }
 
 /// Logs what a controller reports that nothing else does: a watch of its failing (no RBAC
@@ -284,6 +268,7 @@ pub const LEASE: &str = "bucketgate-provisioner";
 /// afresh. A rollout then holds up the Buckets created during it for a moment, not 15 s.
 pub async fn run(
     client: Client,
+    catalog: Catalog,
     config: Config,
     lease_namespace: String,
     identity: String,
@@ -309,7 +294,7 @@ pub async fn run(
             match (leader, running.is_some()) {
                 (true, false) => {
                     tracing::info!("leading: the provisioning loop runs on this replica");
-                    running = Some(tokio::spawn(run_controllers(ctx.clone())));
+                    running = Some(tokio::spawn(run_controllers(ctx.clone(), catalog.clone())));
                 }
                 (false, true) => {
                     tracing::info!("no longer leading: the provisioning loop stops on this replica");
@@ -369,6 +354,7 @@ enum Stop {
 /// configuration has no driver, nothing runs and this replica never leads.
 pub async fn supervise(
     client: Client,
+    catalog: Catalog,
     mut configs: watch::Receiver<Arc<Config>>,
     lease_namespace: String,
     identity: String,
@@ -389,8 +375,15 @@ pub async fn supervise(
         let stopped = async {
             let _ = stopped.await;
         };
-        let running =
-            run(client.clone(), driven.clone(), lease_namespace.clone(), identity.clone(), metrics.clone(), stopped);
+        let running = run(
+            client.clone(),
+            catalog.clone(),
+            driven.clone(),
+            lease_namespace.clone(),
+            identity.clone(),
+            metrics.clone(),
+            stopped,
+        );
         let mut running = std::pin::pin!(running);
         // A closed channel (the store gone) is no change: the loop runs on until shutdown.
         // Nor is an edit the loop does not read (a provisioner served at admission only): a

@@ -1212,31 +1212,37 @@ async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it(
     let waiting = bucket(json!({"protocol": "s3", "bucketContentName": "shared"}), json!({}));
     let cluster = Arc::new(Cluster::default());
     let client = cluster.start(vec![serde_json::to_value(&waiting).unwrap()]);
-    let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false)));
+    // As `serve` runs them: the admission catalog on every replica, the controllers on the
+    // leader, fed by the catalog's BucketContents and BucketClasses.
+    let (catalog, watches) = Catalog::watch(client.clone());
+    let catalog_watches = tokio::spawn(watches);
+    let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false), catalog));
 
     let content_path = "/apis/cosi.io/v1alpha1/bucketcontents/shared";
     let looked_up = |seen: &[Seen]| seen.iter().filter(|s| s.method == "GET" && s.uri == content_path).count();
     cluster.wait_for("the listed Bucket to look for its content", |seen| looked_up(seen) == 1).await;
+    // (path, by metadata only): the loop's Buckets and Secrets (it holds no credentials it
+    // does not need), the catalog's Bucket names, contents, classes and namespaces.
     let watched = [
-        "/apis/cosi.io/v1alpha1/buckets",
-        "/apis/cosi.io/v1alpha1/bucketcontents",
-        "/apis/cosi.io/v1alpha1/bucketclasses",
-        "/api/v1/secrets",
+        ("/apis/cosi.io/v1alpha1/buckets", false),
+        ("/api/v1/secrets", true),
+        ("/apis/cosi.io/v1alpha1/buckets", true),
+        ("/apis/cosi.io/v1alpha1/bucketcontents", false),
+        ("/apis/cosi.io/v1alpha1/bucketclasses", false),
+        ("/api/v1/namespaces", true),
     ];
-    cluster
-        .wait_for("a watch of each kind", |seen| watched.iter().all(|path| seen.iter().any(|s| s.watches(path))))
-        .await;
+    let watching = |seen: &[Seen], (path, metadata): (&str, bool)| -> usize {
+        seen.iter().filter(|s| s.watches(path) && s.accept.contains("as=PartialObjectMetadata") == metadata).count()
+    };
+    cluster.wait_for("a watch of each kind", |seen| watched.iter().all(|w| watching(seen, *w) > 0)).await;
     // Time for a second watch of a kind, had one been opened.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let seen = cluster.seen.lock().unwrap().clone();
-    for path in watched {
-        let watches: Vec<&Seen> = seen.iter().filter(|s| s.watches(path)).collect();
-        assert_eq!(watches.len(), 1, "{path} watched {} times: {watches:#?}", watches.len());
+    for w in watched {
+        assert_eq!(watching(&seen, w), 1, "{w:?} watched {} times: {seen:#?}", watching(&seen, w));
     }
-    let metadata_only =
-        |path: &str| seen.iter().filter(|s| s.watches(path)).all(|s| s.accept.contains("as=PartialObjectMetadata"));
-    assert!(metadata_only("/api/v1/secrets"), "the loop holds no credentials it does not need: {seen:#?}");
-    assert!(metadata_only("/apis/cosi.io/v1alpha1/bucketclasses"), "{seen:#?}");
+    let all_watches = seen.iter().filter(|s| s.uri.contains("watch=true")).count();
+    assert_eq!(all_watches, watched.len(), "no other watch: {seen:#?}");
     assert!(
         seen.iter()
             .filter(|s| s.watches("/api/v1/secrets"))
@@ -1268,6 +1274,7 @@ async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it(
         })
         .await;
     controllers.abort();
+    catalog_watches.abort();
 
     for request in cluster.seen.lock().unwrap().iter() {
         assert!(
@@ -1277,6 +1284,11 @@ async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it(
             request.uri
         );
     }
+}
+
+/// A catalog with nothing in it, for the loop's tests that need no content or class.
+fn empty_catalog() -> Catalog {
+    Catalog::from_objects(Vec::new(), Vec::new(), Vec::new())
 }
 
 /// Waits up to 5 s for `done`; whether it came. The caller asserts what it waited for.
@@ -1297,7 +1309,15 @@ fn replica(
     metrics: &Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(run(client, test_config(), "bucketgate-system".into(), identity.into(), metrics.clone(), shutdown))
+    tokio::spawn(run(
+        client,
+        empty_catalog(),
+        test_config(),
+        "bucketgate-system".into(),
+        identity.into(),
+        metrics.clone(),
+        shutdown,
+    ))
 }
 
 #[tokio::test]
@@ -1337,6 +1357,7 @@ async fn a_new_configuration_starts_the_loop_again_with_it() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(supervise(
         client,
+        empty_catalog(),
         watched,
         "bucketgate-system".into(),
         "replica-a".into(),
@@ -1487,26 +1508,33 @@ fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
 async fn a_watch_the_loop_may_not_open_is_logged() {
     let (logs, _guard) = capture_logs();
     let cluster = Arc::new(Cluster::default());
-    // One watch a controller opens itself, and the BucketContent watch the two share.
-    let forbidden = [("Bucket", "/api/v1/secrets"), ("BucketContent", "/apis/cosi.io/v1alpha1/bucketcontents")];
-    cluster.forbidden.lock().unwrap().extend(forbidden.map(|(_, path)| path.to_string()));
+    // One watch a controller opens itself, and the BucketContent watch of the catalog,
+    // which feeds both controllers.
+    let forbidden = [
+        ("controller", "Bucket", "/api/v1/secrets"),
+        ("kind", "BucketContent", "/apis/cosi.io/v1alpha1/bucketcontents"),
+    ];
+    cluster.forbidden.lock().unwrap().extend(forbidden.map(|(_, _, path)| path.to_string()));
     let client = cluster.start(vec![]);
-    let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false)));
+    let (catalog, watches) = Catalog::watch(client.clone());
+    let catalog_watches = tokio::spawn(watches);
+    let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false), catalog));
 
     let logged = || String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
-    let line_for = |logged: &str, controller: &str| {
-        let controller = format!("controller=\"{controller}\"");
-        logged.lines().find(|l| l.contains("a watch failed") && l.contains(&controller)).map(str::to_string)
+    let line_for = |logged: &str, field: &str, kind: &str| {
+        let field = format!("{field}=\"{kind}\"");
+        logged.lines().find(|l| l.contains("watch failed") && l.contains(&field)).map(str::to_string)
     };
     waited(|| {
         let logged = logged();
-        forbidden.iter().all(|(controller, _)| line_for(&logged, controller).is_some())
+        forbidden.iter().all(|(field, kind, _)| line_for(&logged, field, kind).is_some())
     })
     .await;
     controllers.abort();
+    catalog_watches.abort();
     let logged = logged();
-    for (controller, path) in forbidden {
-        let line = line_for(&logged, controller).unwrap_or_else(|| panic!("{controller}: not logged:\n{logged}"));
+    for (field, kind, path) in forbidden {
+        let line = line_for(&logged, field, kind).unwrap_or_else(|| panic!("{kind}: not logged:\n{logged}"));
         assert!(line.contains("WARN"), "{line}");
         assert!(line.contains(&format!("{path} is forbidden")), "{line}");
     }
