@@ -345,7 +345,7 @@ impl Catalog {
         (self.classes.len(), self.contents.len(), self.namespaces.len())
     }
 
-    /// The BucketContents, as the catalog holds them (without managedFields).
+    /// The BucketContents, as the catalog holds them (see [`trim`]).
     pub fn contents_store(&self) -> Store<BucketContent> {
         self.contents.clone()
     }
@@ -421,6 +421,19 @@ where
     writer.as_reader()
 }
 
+/// The annotation in which `kubectl apply` keeps a whole copy of what it applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no reader of a cached object reads, admission, policies (`$.class`,
+/// `$.content`) and the provisioning loop alike: managedFields and kubectl's copy of the
+/// object, which together are most of a stored object's size where objects are applied.
+pub(crate) fn trim(meta: &mut kube::core::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 /// Keeps `writer`'s store up to date from `stream`, calling `changed` with each event once
 /// it has been applied to the store.
 async fn drive<K, S>(stream: S, writer: Writer<K>, kind: &'static str, changed: impl Fn(&watcher::Event<K>) + Send)
@@ -431,8 +444,7 @@ where
 {
     stream
         .default_backoff()
-        // Admission never reads managedFields; dropping them keeps the cache small.
-        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .modify(|object: &mut K| trim(object.meta_mut()))
         .reflect(writer)
         .for_each(|event| {
             match event {
@@ -481,9 +493,12 @@ impl Sorted {
         if doc.is_null() {
             return Ok(());
         }
-        // As the watch does: nothing reads them, and they are most of a stored object.
+        // As the watch does ([`trim`]).
         if let Some(metadata) = doc.get_mut("metadata").and_then(|m| m.as_object_mut()) {
             metadata.remove("managedFields");
+            if let Some(annotations) = metadata.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+                annotations.remove(LAST_APPLIED);
+            }
         }
         let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
         match kind.as_str() {
@@ -631,6 +646,37 @@ mod tests {
         given.sort();
         given.dedup();
         assert_eq!(given, ["b", "d", "e", "f", "g", "h", "i", "j"]);
+    }
+
+    /// Neither source keeps managedFields or kubectl's copy of an object; other annotations
+    /// stay (the loop reads `cosi.io/force-release` from the catalog's contents).
+    #[tokio::test]
+    async fn cached_objects_keep_no_managed_fields_or_last_applied_copy() {
+        let metadata = serde_json::json!({"name": "standard", "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+            "annotations": {LAST_APPLIED: "{\"kind\":\"BucketClass\"}", "cosi.io/force-release": "true"}});
+        let document = serde_json::json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass", "metadata": metadata,
+            "provisioner": "p", "supportedProtocols": ["s3"]});
+        let kept = |class: &BucketClass| {
+            assert!(class.metadata.managed_fields.is_none());
+            let annotations = class.metadata.annotations.clone().unwrap_or_default();
+            assert_eq!(annotations.keys().collect::<Vec<_>>(), ["cosi.io/force-release"]);
+        };
+        let from_file = Catalog::from_documents([(PathBuf::from("classes.yaml"), document.clone())]).unwrap();
+        kept(&from_file.class("standard").unwrap());
+
+        let (classes, writer) = reflector::store();
+        let catalog = Catalog { classes, ..Catalog::from_objects([], [], []) };
+        let (events, stream) = futures::channel::mpsc::unbounded();
+        tokio::spawn(drive(stream, writer, "BucketClass", |_| {}));
+        let class: BucketClass = crate::api::from_value(document).unwrap();
+        assert!(class.metadata.managed_fields.is_some(), "the watch delivers them");
+        for event in [watcher::Event::Init, watcher::Event::InitApply(class), watcher::Event::InitDone] {
+            events.unbounded_send(Ok(event)).unwrap();
+        }
+        while catalog.class("standard").is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        kept(&catalog.class("standard").unwrap());
     }
 
     /// Counts follow the watch as a store would: an update is not a new Bucket, a delete

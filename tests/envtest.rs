@@ -864,8 +864,8 @@ async fn benchmark_creation_to_bound() {
 }
 
 /// The benchmark: memory of `serve` with 10,000 BucketContents and 1,000 BucketClasses in
-/// the cluster (#6's catalog), as a deployment has them: read through watches from the API
-/// server, not from a directory as the load generator's. Printed for the replica that took
+/// the cluster (#6's catalog), as a deployment has them: applied with kubectl, and read
+/// through watches from the API server, not from a directory as the load generator's. Printed for the replica that took
 /// them all through admission, then for a leader (the admission catalog and the
 /// provisioning loop's caches) and a follower (the catalog only) started afresh.
 #[tokio::test]
@@ -883,9 +883,9 @@ async fn benchmark_memory_with_a_large_catalog() {
         let api: Api<BucketClass> = Api::all(client.clone());
         async move {
             let class: BucketClass =
-                serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass",
+                serde_json::from_value(applied(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass",
                 "metadata": {"name": format!("class-{i}")}, "provisioner": "seaweedfs", "supportedProtocols": ["s3"],
-                "releasePolicy": "Delete", "parameters": {"objectStoreName": format!("store-{i}")}}))
+                "releasePolicy": "Delete", "parameters": {"objectStoreName": format!("store-{i}")}})))
                 .unwrap();
             api.create(&PostParams::default(), &class).await.unwrap();
         }
@@ -894,12 +894,12 @@ async fn benchmark_memory_with_a_large_catalog() {
     let contents = (0..10_000).map(|i| {
         let (api, team, endpoint) = (Api::<BucketContent>::all(client.clone()), team.clone(), endpoint.clone());
         async move {
-            let content: BucketContent = serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent",
+            let content: BucketContent = serde_json::from_value(applied(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent",
                 "metadata": {"name": format!("content-{i}")},
                 "spec": {"provisioner": "seaweedfs", "releasePolicy": "Retain", "bucketClassName": format!("class-{}", i % 1_000),
                     "bindableNamespaces": [{"name": "team-a", "uid": team}],
                     "protocol": {"type": "s3", "s3": {"bucketName": format!("bucket-{i}"), "endpoint": endpoint, "region": "us-east-1"}},
-                    "parameters": {"objectStoreName": format!("store-{}", i % 1_000)}}}))
+                    "parameters": {"objectStoreName": format!("store-{}", i % 1_000)}}})))
             .unwrap();
             // The catalog may not have the content's class yet: as a user would, again.
             let mut tries = 0;
@@ -931,6 +931,13 @@ async fn benchmark_memory_with_a_large_catalog() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     println!("memory of a leader started afresh: {}", memory(leader.id().unwrap()));
     println!("memory of a follower started afresh: {}", memory(follower.id().unwrap()));
+}
+
+/// `object` as `kubectl apply` creates it: with its own JSON in an annotation.
+fn applied(mut object: Value) -> Value {
+    let text = object.to_string();
+    object["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/last-applied-configuration": text});
+    object
 }
 
 /// Peak and current resident memory of the process `pid`, as /proc says them.

@@ -194,15 +194,15 @@ async fn record_failure(bucket: &Bucket, error: &Error, ctx: &Context) {
     ctx.event(bucket, kube::runtime::events::EventType::Warning, reason, "Provision", error.to_string()).await;
 }
 
-/// A watch that retries with backoff and keeps no managedFields: the loop never reads
-/// them, and they are most of an object's size in its controller's store.
+/// A watch that retries with backoff and keeps what the catalog keeps of an object (see
+/// [`crate::catalog::trim`]).
 fn trimmed<K>(api: Api<K>) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .modify(|object: &mut K| crate::catalog::trim(object.meta_mut()))
 }
 
 /// Runs both controllers, for as long as the task that runs them is not aborted.
@@ -231,7 +231,11 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog) {
         })
         .run(reconcile_bucket, bucket_error_policy, ctx.clone())
         .for_each(|result| report("Bucket", result));
-    let contents = Controller::for_shared_stream(catalog.content_updates(), catalog.contents_store())
+    // The content controller acts only on contents being deleted (reconcile::content): the
+    // others are not queued, at the start or after a list, 10,000 reconciles for nothing.
+    let deleting =
+        catalog.content_updates().filter(|content| std::future::ready(content.metadata.deletion_timestamp.is_some()));
+    let contents = Controller::for_shared_stream(deleting, catalog.contents_store())
         .run(reconcile_content, error_policy, ctx)
         .for_each(|result| report("BucketContent", result));
     futures::future::join(buckets, contents).await;
