@@ -1,6 +1,8 @@
 //! What admission needs to know about the cluster, held in memory: BucketClasses,
 //! BucketContents, Namespaces (uids and labels) and the names of the Buckets in each
-//! namespace (for quotas). The webhook never calls the API server per request.
+//! namespace (for quotas). The webhook never calls the API server per request. On the
+//! leader the provisioning loop's controllers read the classes and contents from here too
+//! ([`Catalog::content_updates`]), so that no replica holds them twice.
 //!
 //! Both sources fill the same kube-runtime reflector stores: [`Catalog::watch`] from the
 //! API server, [`Catalog::load_dir`] from a directory of YAML or JSON (for running without
@@ -345,7 +347,8 @@ impl Catalog {
         (self.classes.len(), self.contents.len(), self.namespaces.len())
     }
 
-    /// The BucketContents, as the catalog holds them (see [`trim`]).
+    /// The BucketContents, as the catalog holds them: without managedFields and kubectl's
+    /// last-applied copy.
     pub fn contents_store(&self) -> Store<BucketContent> {
         self.contents.clone()
     }
