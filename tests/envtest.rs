@@ -725,9 +725,7 @@ async fn the_other_replica_takes_over_when_the_leader_stops() {
     let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
     create_once_class_seen(&buckets, &new_bucket("first", "first-")).await;
     wait_phase(&buckets, "first", BucketPhase::Bound, Duration::from_secs(30)).await;
-    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
-    let holder = || async { leases.get(LEASE).await.unwrap().spec.and_then(|spec| spec.holder_identity) };
-    assert_eq!(holder().await.as_deref(), Some("envtest"));
+    assert_eq!(lease_holder(&client).await.as_deref(), Some("envtest"));
 
     let second_certs = tempfile::tempdir().unwrap();
     let (_second, port, ca) = bucketgate(&plane, &config, second_certs.path(), "replica-b").await;
@@ -741,16 +739,13 @@ async fn the_other_replica_takes_over_when_the_leader_stops() {
         .await
         .unwrap();
     register_webhooks(&client, port, &ca).await;
-    // SAFETY: kill(2) on the pid of a child this test started and has not yet waited for.
-    assert_eq!(unsafe { libc::kill(first.id().unwrap() as i32, libc::SIGTERM) }, 0);
-    let stopped = tokio::time::timeout(Duration::from_secs(30), first.wait()).await.expect("the leader did not stop");
-    assert!(stopped.unwrap().success());
+    assert!(stop(&mut first).await.success());
 
     let started = Instant::now();
-    while holder().await.as_deref() != Some("replica-b") {
+    while lease_holder(&client).await.as_deref() != Some("replica-b") {
         // The Lease lasts 15 s and is renewed 5 s before it ends, so left to expire it would
         // still be held 5 s after the leader stopped: taken sooner, it was released.
-        assert!(started.elapsed() < Duration::from_secs(4), "not taken over: {:?}", holder().await);
+        assert!(started.elapsed() < Duration::from_secs(4), "not taken over: {:?}", lease_holder(&client).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("the Lease taken over {:?} after the leader stopped", started.elapsed());
@@ -803,6 +798,19 @@ async fn create_once_class_seen(buckets: &Api<Bucket>, bucket: &Bucket) -> Bucke
             Err(error) => panic!("{error}"),
         }
     }
+}
+
+/// Stops a replica as a rollout does (SIGTERM), and waits for it to exit; returns how.
+async fn stop(replica: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on the pid of a child this test started and has not yet waited for.
+    assert_eq!(unsafe { libc::kill(replica.id().unwrap() as i32, libc::SIGTERM) }, 0);
+    tokio::time::timeout(Duration::from_secs(30), replica.wait()).await.expect("the replica did not stop").unwrap()
+}
+
+/// The replica holding the provisioning Lease, if any.
+async fn lease_holder(client: &Client) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
+    leases.get(LEASE).await.unwrap().spec.and_then(|spec| spec.holder_identity)
 }
 
 async fn wait_phase(buckets: &Api<Bucket>, name: &str, phase: BucketPhase, limit: Duration) -> Bucket {
@@ -914,14 +922,11 @@ async fn benchmark_memory_with_a_large_catalog() {
     println!("1,000 BucketClasses and 10,000 BucketContents created through admission in {:?}", started.elapsed());
     println!("memory of the replica that admitted them (leader): {}", memory(first.id().unwrap()));
 
-    // SAFETY: kill(2) on the pid of a child this test started and has not yet waited for.
-    assert_eq!(unsafe { libc::kill(first.id().unwrap() as i32, libc::SIGTERM) }, 0);
-    tokio::time::timeout(Duration::from_secs(30), first.wait()).await.expect("the leader did not stop").unwrap();
-    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
+    stop(&mut first).await;
     let (leader_certs, follower_certs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (leader, _, _) = bucketgate(&plane, &config, leader_certs.path(), "leader").await;
     let started = Instant::now();
-    while leases.get(LEASE).await.unwrap().spec.and_then(|spec| spec.holder_identity).as_deref() != Some("leader") {
+    while lease_holder(&client).await.as_deref() != Some("leader") {
         assert!(started.elapsed() < Duration::from_secs(30), "the new replica did not lead");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
