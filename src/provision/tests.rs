@@ -1216,7 +1216,8 @@ async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it(
     // leader, fed by the catalog's BucketContents and BucketClasses.
     let (catalog, watches) = Catalog::watch(client.clone());
     let catalog_watches = tokio::spawn(watches);
-    let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false), catalog));
+    let ctx = context_for(client, Arc::default(), false);
+    let controllers = tokio::spawn(run_controllers(ctx.clone(), catalog));
 
     let content_path = "/apis/cosi.io/v1alpha1/bucketcontents/shared";
     let looked_up = |seen: &[Seen]| seen.iter().filter(|s| s.method == "GET" && s.uri == content_path).count();
@@ -1252,15 +1253,22 @@ async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it(
 
     // The content appears, being deleted: the Bucket waiting on it looks again at once (its
     // next retry is 30 s away), and the content controller, fed by the same watch, finds
-    // the Bucket that holds its deletion.
+    // the Bucket that holds its deletion. Another content, not being deleted, comes first:
+    // the content controller, which acts only on deletions, is not given it.
+    let mut other = content_for(&waiting);
+    other.metadata.name = Some("other".into());
+    other.metadata.resource_version = Some("2".into());
     let mut shared = content_for(&waiting);
     shared.metadata.name = Some("shared".into());
-    shared.metadata.resource_version = Some("2".into());
+    shared.metadata.resource_version = Some("3".into());
     shared.metadata.deletion_timestamp = now();
     shared.metadata.finalizers = Some(vec![crate::api::FINALIZER.into()]);
     cluster.deliver(
         "/apis/cosi.io/v1alpha1/bucketcontents",
-        &[json!({"type": "ADDED", "object": serde_json::to_value(&shared).unwrap()})],
+        &[
+            json!({"type": "ADDED", "object": serde_json::to_value(&other).unwrap()}),
+            json!({"type": "ADDED", "object": serde_json::to_value(&shared).unwrap()}),
+        ],
     );
     cluster.wait_for("the Bucket to look for its content again", |seen| looked_up(seen) == 2).await;
     let status_path = format!("{content_path}/status");
@@ -1275,6 +1283,10 @@ async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it(
         .await;
     controllers.abort();
     catalog_watches.abort();
+    // The one reconcile of a content is the deletion's, which the mock API server refuses
+    // to record (it has no such content): a retry, and no success.
+    assert_eq!(ctx.metrics.reconcile_count("BucketContent", "success"), 0, "a content not being deleted was queued");
+    assert!(ctx.metrics.reconcile_count("BucketContent", "retry") >= 1);
 
     for request in cluster.seen.lock().unwrap().iter() {
         assert!(
