@@ -442,15 +442,20 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
 /// write's worth of truth, whatever order the watches bring their events in. A reconcile
 /// woken by the Bucket's own Secret can run before the watch cache has the Bound status
 /// written a moment before; what it writes then must still say what the Secret holds.
+///
+/// Without IAM: the race is the watches', not the store's, and SeaweedFS's IAM API slows
+/// with every user it holds (a hundred keys at once took it two minutes on two cores, and
+/// timed out in CI: a measure of SeaweedFS, not of this race). The IAM case of the race is
+/// `a_bucket_seen_before_its_bound_status_is_not_written_again` (src/provision/tests.rs).
 #[tokio::test]
 async fn many_buckets_at_once_each_say_what_their_secret_holds() {
     let _ = require_assets!();
-    let Some(config) = seaweedfs_config(true) else { return };
+    let Some(config) = seaweedfs_config(false) else { return };
     let (plane, _server, _certs) = setup(&config).await.unwrap();
     Api::<BucketClass>::all(plane.client.clone()).create(&PostParams::default(), &class("seaweedfs")).await.unwrap();
     let buckets: Api<Bucket> = Api::namespaced(plane.client.clone(), "team-a");
     create_once_class_seen(&buckets, &new_bucket("first", "")).await;
-    let names: Vec<String> = (0..100).map(|i| format!("many-{i}")).collect();
+    let names: Vec<String> = (0..200).map(|i| format!("many-{i}")).collect();
     let creates = names.iter().map(|name| {
         let buckets = buckets.clone();
         async move { buckets.create(&PostParams::default(), &new_bucket(name, "")).await.unwrap() }
@@ -468,11 +473,11 @@ async fn many_buckets_at_once_each_say_what_their_secret_holds() {
         let scoped = bucket.condition("CredentialsScoped").cloned();
         assert_eq!(
             scoped.as_ref().map(|c| (c.status.as_str(), c.reason.as_str())),
-            Some(("True", "BucketUser")),
+            Some(("False", "ProvisionerCredentials")),
             "{name}: {scoped:?}"
         );
         let secret = secrets.get(name).await.unwrap();
-        assert_eq!(secret.annotations().get("cosi.io/key").map(String::as_str), Some("bucket-user"));
+        assert_eq!(secret.annotations().get("cosi.io/key").map(String::as_str), Some("provisioner"));
         let bound: Vec<&Event> = events
             .items
             .iter()
