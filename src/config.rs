@@ -2,6 +2,7 @@
 //! driver. The admission webhook's "served provisioners" check and the provisioning loop
 //! read the same list.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,19 @@ pub struct IamSettings {
     /// The IAM endpoint; the S3 endpoint when omitted (Ceph RGW, SeaweedFS).
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// How many IAM requests may be in flight to this endpoint at once, for all Buckets
+    /// together; the others wait their turn in bucketgate, not at the store.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<NonZeroUsize>,
+}
+
+impl IamSettings {
+    /// SeaweedFS answers no faster with more in flight, and AWS throttles IAM writes.
+    pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4;
+
+    pub fn max_requests(&self) -> usize {
+        self.max_concurrent_requests.map_or(Self::DEFAULT_MAX_CONCURRENT_REQUESTS, NonZeroUsize::get)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -423,7 +437,20 @@ mod tests {
         let settings = config.provisioner("seaweed").unwrap().s3.as_ref().unwrap();
         assert_eq!(settings.region, "us-east-1");
         assert!(settings.path_style && settings.iam.is_some());
+        assert_eq!(settings.iam.as_ref().unwrap().max_requests(), IamSettings::DEFAULT_MAX_CONCURRENT_REQUESTS);
         assert_eq!(settings.credentials_from_env.access_key_id, "AWS_ACCESS_KEY_ID");
+
+        let iam = |bound: &str| {
+            let text = format!(
+                "provisioners:\n- name: seaweed\n  s3:\n    endpoint: http://127.0.0.1:8333\n    iam: {{maxConcurrentRequests: {bound}}}\n"
+            );
+            Config::parse(&text, "bounds.yaml")
+        };
+        let config = iam("1").unwrap();
+        assert_eq!(config.provisioner("seaweed").unwrap().s3.as_ref().unwrap().iam.as_ref().unwrap().max_requests(), 1);
+        // No request would ever be sent.
+        let err = iam("0").unwrap_err().to_string();
+        assert!(err.contains("bounds.yaml") && err.contains("nonzero"), "{err}");
 
         std::fs::write(&s3, "provisioners:\n- name: seaweed\n  s3:\n    endpoint: 127.0.0.1:8333\n").unwrap();
         let err = Config::load(&s3).unwrap_err().to_string();

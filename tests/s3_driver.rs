@@ -1,6 +1,7 @@
 //! The S3 driver against a real S3 server that checks signatures: SeaweedFS, started by
 //! `bash scripts/test`, which exports BUCKETGATE_S3_ENDPOINT and its admin key.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +18,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockMode, VersioningConfiguration};
 use bucketgate::api::AccessMode;
 use bucketgate::config::{EnvCredentials, IamSettings, S3Settings};
-use bucketgate::driver::s3::{S3Driver, http_client};
+use bucketgate::driver::s3::{S3Driver, S3Drivers, http_client};
 use bucketgate::driver::{Credentials, Deletion, Driver, DriverError};
 
 fn env(name: &str) -> String {
@@ -202,6 +203,9 @@ struct Recording {
     sent: Arc<Mutex<Vec<SentRequest>>>,
     /// Answers DeleteObjects as a store without it does, not passing it on.
     without_delete_objects: bool,
+    /// IAM requests sent and not yet answered, and the most there were at once.
+    iam_in_flight: Arc<AtomicUsize>,
+    iam_most_in_flight: Arc<AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -230,7 +234,18 @@ impl HttpConnector for RecordingConnector {
             let response = HttpResponse::new(501.try_into().unwrap(), SdkBody::from(error));
             return HttpConnectorFuture::ready(Ok(response));
         }
-        self.inner.call(request)
+        if !request.body().bytes().unwrap_or_default().starts_with(b"Action=") {
+            return self.inner.call(request);
+        }
+        // An IAM request (a form with its Action): counted until its answer comes.
+        let (in_flight, most) = (self.sent.iam_in_flight.clone(), self.sent.iam_most_in_flight.clone());
+        most.fetch_max(in_flight.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+        let answer = self.inner.call(request);
+        HttpConnectorFuture::new(async move {
+            let answer = answer.await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            answer
+        })
     }
 }
 
@@ -328,6 +343,34 @@ async fn a_bucket_outside_us_east_1_is_created_with_its_location() {
     driver.create_bucket(&name).await.unwrap();
     assert_eq!(created_with(&recording, &name), None, "no configuration for us-east-1");
     driver.delete_bucket(&name).await.unwrap();
+}
+
+/// Keys for many Buckets at once, each through a driver of its own as the loop makes them:
+/// the store's IAM API is asked no more than its bound at once, whichever driver asks, and
+/// every key comes. (Unbounded, a hundred at once timed out against SeaweedFS.)
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn keys_asked_for_at_once_reach_the_iam_api_no_more_than_its_bound_at_once() {
+    let recording = Recording::default();
+    let mut settings = settings(true);
+    settings.iam = Some(IamSettings { max_concurrent_requests: NonZeroUsize::new(2), ..IamSettings::default() });
+    let drivers = S3Drivers::new(SharedHttpClient::new(recording.clone()));
+    let bucket = unique("keys");
+    drivers.driver(&settings, admin()).create_bucket(&bucket).await.unwrap();
+    let grants = (0..8).map(|_| {
+        let (driver, holder, bucket) = (drivers.driver(&settings, admin()), unique("holder"), bucket.clone());
+        async move { (driver.grant(&bucket, &holder, AccessMode::ReadWrite).await, driver, holder) }
+    });
+    let granted = futures::future::join_all(grants).await;
+    let keys: std::collections::BTreeSet<String> =
+        granted.iter().map(|(grant, ..)| grant.as_ref().unwrap().credentials.access_key_id.clone()).collect();
+    assert_eq!(keys.len(), 8, "a key each");
+    assert_eq!(recording.iam_most_in_flight.load(Ordering::SeqCst), 2, "the bound, and no more");
+    assert!(recording.sent().iter().filter(|r| r.body.starts_with("Action=")).count() >= 8 * 4);
+    for (_, driver, holder) in granted {
+        driver.revoke(&holder).await.unwrap();
+    }
+    drivers.driver(&settings, admin()).delete_bucket(&bucket).await.unwrap();
 }
 
 #[tokio::test]

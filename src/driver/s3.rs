@@ -1,6 +1,8 @@
 //! The S3 driver, for any S3-compatible endpoint (AWS, Ceph RGW, MinIO, SeaweedFS), with
 //! per-bucket users through the IAM API where the store has one.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +19,7 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
 use base64::Engine;
 use md5::{Digest, Md5};
+use tokio::sync::Semaphore;
 
 use super::{Connection, Credentials, Deletion, Driver, DriverError, Grant};
 use crate::api::AccessMode;
@@ -68,19 +71,24 @@ fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-pub struct S3Driver {
-    s3: aws_sdk_s3::Client,
-    iam: Option<aws_sdk_iam::Client>,
-    settings: S3Settings,
-    credentials: Credentials,
+/// What the S3 drivers of one process share, whichever provisioner and credentials each is
+/// for: the connection pool, and for each IAM endpoint the permits for its requests in
+/// flight. The loop makes a driver per reconcile; a bound per driver would bound nothing.
+#[derive(Clone)]
+pub struct S3Drivers {
+    http: SharedHttpClient,
+    iam_permits: Arc<Mutex<IamPermits>>,
 }
 
-impl S3Driver {
-    pub fn new(settings: &S3Settings, credentials: Credentials) -> S3Driver {
-        S3Driver::with_http_client(settings, credentials, http_client())
+/// By endpoint and bound: a configuration that changes the bound starts afresh.
+type IamPermits = HashMap<(String, usize), Arc<Semaphore>>;
+
+impl S3Drivers {
+    pub fn new(http: SharedHttpClient) -> S3Drivers {
+        S3Drivers { http, iam_permits: Arc::default() }
     }
 
-    pub fn with_http_client(settings: &S3Settings, credentials: Credentials, http: SharedHttpClient) -> S3Driver {
+    pub fn driver(&self, settings: &S3Settings, credentials: Credentials) -> S3Driver {
         let provider = aws_sdk_s3::config::Credentials::new(
             &credentials.access_key_id,
             &credentials.secret_access_key,
@@ -94,7 +102,7 @@ impl S3Driver {
             .endpoint_url(&settings.endpoint)
             .force_path_style(settings.path_style)
             .credentials_provider(provider.clone())
-            .http_client(http.clone())
+            .http_client(self.http.clone())
             .timeout_config(timeouts())
             // Checksums only where S3 requires them: older Ceph and MinIO releases refuse the
             // newer default trailers.
@@ -102,17 +110,63 @@ impl S3Driver {
             .interceptor(DeleteObjectsMd5)
             .build();
         let iam = settings.iam.as_ref().map(|iam| {
+            let endpoint = iam.endpoint.as_deref().unwrap_or(&settings.endpoint);
             let config = aws_sdk_iam::Config::builder()
                 .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
                 .region(aws_sdk_iam::config::Region::new(settings.region.clone()))
-                .endpoint_url(iam.endpoint.as_deref().unwrap_or(&settings.endpoint))
+                .endpoint_url(endpoint)
                 .credentials_provider(provider)
-                .http_client(http.clone())
+                .http_client(self.http.clone())
                 .timeout_config(timeouts())
                 .build();
-            aws_sdk_iam::Client::from_conf(config)
+            Iam {
+                client: aws_sdk_iam::Client::from_conf(config),
+                permits: self.iam_permits(endpoint, iam.max_requests()),
+            }
         });
         S3Driver { s3: aws_sdk_s3::Client::from_conf(s3), iam, settings: settings.clone(), credentials }
+    }
+
+    fn iam_permits(&self, endpoint: &str, bound: usize) -> Arc<Semaphore> {
+        let mut permits = self.iam_permits.lock().unwrap_or_else(|e| e.into_inner());
+        permits.entry((endpoint.to_string(), bound)).or_insert_with(|| Arc::new(Semaphore::new(bound))).clone()
+    }
+}
+
+/// A store's IAM API, asked no more than its bound allows at once. Stores serialise IAM
+/// writes (SeaweedFS rewrites every identity it holds on each one; AWS throttles them):
+/// a hundred Buckets' keys asked for at once queue at the store until its answers come
+/// after the SDK's 30 s attempt timeout, and the retries queue behind the abandoned
+/// attempts, which the store still carries out. Queued here, each attempt waits only for
+/// the few in flight.
+struct Iam {
+    client: aws_sdk_iam::Client,
+    permits: Arc<Semaphore>,
+}
+
+impl Iam {
+    async fn send<T>(&self, request: impl Future<Output = T>) -> T {
+        // The semaphore is never closed: acquiring fails only then.
+        let _permit = self.permits.acquire().await;
+        request.await
+    }
+}
+
+pub struct S3Driver {
+    s3: aws_sdk_s3::Client,
+    iam: Option<Iam>,
+    settings: S3Settings,
+    credentials: Credentials,
+}
+
+impl S3Driver {
+    /// A driver sharing nothing with others: for tools and tests.
+    pub fn new(settings: &S3Settings, credentials: Credentials) -> S3Driver {
+        S3Driver::with_http_client(settings, credentials, http_client())
+    }
+
+    pub fn with_http_client(settings: &S3Settings, credentials: Credentials, http: SharedHttpClient) -> S3Driver {
+        S3Drivers::new(http).driver(settings, credentials)
     }
 
     /// An S3 call's failure, sorted (see [`classify`]).
@@ -319,7 +373,7 @@ impl Driver for S3Driver {
             return Ok(Grant { credentials: self.credentials.clone(), scoped: false });
         };
         let user = Self::user_name(holder);
-        match iam.create_user().user_name(&user).send().await {
+        match iam.send(iam.client.create_user().user_name(&user).send()).await {
             Ok(_) => {}
             Err(error) if code(&error) == Some("EntityAlreadyExists") => {}
             Err(error) if matches!(code(&error), Some("NotImplemented" | "InvalidAction")) => {
@@ -331,19 +385,13 @@ impl Driver for S3Driver {
             }
             Err(error) => return Err(self.iam_failed("creating the IAM user", error)),
         }
-        iam.put_user_policy()
-            .user_name(&user)
-            .policy_name(POLICY_NAME)
-            .policy_document(bucket_policy(bucket, mode))
-            .send()
-            .await
-            .map_err(|error| self.iam_failed("limiting the IAM user to its bucket", error))?;
+        let policy = bucket_policy(bucket, mode);
+        let put = iam.client.put_user_policy().user_name(&user).policy_name(POLICY_NAME).policy_document(policy);
+        iam.send(put.send()).await.map_err(|error| self.iam_failed("limiting the IAM user to its bucket", error))?;
         // Keys from an attempt that crashed before its Secret was written are no one's.
         self.delete_keys(iam, &user).await?;
         let key = iam
-            .create_access_key()
-            .user_name(&user)
-            .send()
+            .send(iam.client.create_access_key().user_name(&user).send())
             .await
             .map_err(|error| self.iam_failed("creating an access key", error))?;
         let key = key.access_key().ok_or_else(|| DriverError::Transient("the store returned no access key".into()))?;
@@ -369,12 +417,12 @@ impl Driver for S3Driver {
         let Some(iam) = &self.iam else { return Ok(()) };
         let user = Self::user_name(holder);
         self.delete_keys(iam, &user).await?;
-        match iam.delete_user_policy().user_name(&user).policy_name(POLICY_NAME).send().await {
+        match iam.send(iam.client.delete_user_policy().user_name(&user).policy_name(POLICY_NAME).send()).await {
             Ok(_) => {}
             Err(error) if code(&error) == Some("NoSuchEntity") => {}
             Err(error) => return Err(self.iam_failed("removing the IAM user's policy", error)),
         }
-        match iam.delete_user().user_name(&user).send().await {
+        match iam.send(iam.client.delete_user().user_name(&user).send()).await {
             Ok(_) => Ok(()),
             Err(error) if code(&error) == Some("NoSuchEntity") => Ok(()),
             Err(error) => Err(self.iam_failed("deleting the IAM user", error)),
@@ -544,15 +592,15 @@ impl S3Driver {
         Ok(())
     }
 
-    async fn delete_keys(&self, iam: &aws_sdk_iam::Client, user: &str) -> Result<(), DriverError> {
-        let keys = match iam.list_access_keys().user_name(user).send().await {
+    async fn delete_keys(&self, iam: &Iam, user: &str) -> Result<(), DriverError> {
+        let keys = match iam.send(iam.client.list_access_keys().user_name(user).send()).await {
             Ok(keys) => keys,
             Err(error) if code(&error) == Some("NoSuchEntity") => return Ok(()),
             Err(error) => return Err(self.iam_failed("listing access keys", error)),
         };
         for key in keys.access_key_metadata() {
             if let Some(id) = key.access_key_id() {
-                match iam.delete_access_key().user_name(user).access_key_id(id).send().await {
+                match iam.send(iam.client.delete_access_key().user_name(user).access_key_id(id).send()).await {
                     Ok(_) => {}
                     Err(error) if code(&error) == Some("NoSuchEntity") => {}
                     Err(error) => return Err(self.iam_failed("deleting an old access key", error)),

@@ -35,12 +35,10 @@ use crate::metrics::Metrics;
 /// Makes a driver for a provisioner's settings and credentials.
 pub type DriverFactory = Box<dyn Fn(&S3Settings, Credentials) -> Arc<dyn Driver> + Send + Sync>;
 
-/// S3 drivers sharing one connection pool.
+/// S3 drivers sharing one connection pool, and each store's bound on IAM requests.
 pub fn s3_drivers() -> DriverFactory {
-    let http = crate::driver::s3::http_client();
-    Box::new(move |settings, credentials| {
-        Arc::new(crate::driver::s3::S3Driver::with_http_client(settings, credentials, http.clone()))
-    })
+    let drivers = crate::driver::s3::S3Drivers::new(crate::driver::s3::http_client());
+    Box::new(move |settings, credentials| Arc::new(drivers.driver(settings, credentials)))
 }
 
 pub struct Context {
