@@ -319,13 +319,12 @@ pub fn access_revoked(bucket: &Bucket) -> bool {
 /// `bindableNamespaces`, but the key stays revoked.
 pub fn revoked_message(bucket: &Bucket, content: &BucketContent, namespace: &str, listed_again: bool) -> String {
     let name = content.metadata.name.as_deref().unwrap_or_default();
-    let scoped = bucket.condition("CredentialsScoped");
-    let key = if content.spec.provisioner().is_empty() {
-        "its Secret holds connection data only"
-    } else if scoped.is_some_and(|c| c.status == "False") {
-        "its Secret holds the provisioner's own key, which bucketgate cannot revoke: rotate that key at the store"
-    } else {
-        "its key was revoked at the store"
+    let key = match Key::assumed(bucket, content) {
+        Key::None => "its Secret holds connection data only",
+        Key::Provisioner => {
+            "its Secret holds the provisioner's own key, which bucketgate cannot revoke: rotate that key at the store"
+        }
+        Key::BucketUser => "its key was revoked at the store",
     };
     if listed_again {
         format!(
@@ -521,6 +520,28 @@ mod tests {
         assert!(made_for(&content, &b));
         let gcs = bucket(json!({"protocol": "gcs", "bucketClassName": "ceph"}));
         assert!(greenfield_content(&gcs, &class(), "u").unwrap_err().contains("gcs"));
+    }
+
+    /// What a revoked Bucket is told of its Secret's key follows what the key is: only a key
+    /// of its own was revoked; the provisioner's is the admin's to rotate.
+    #[test]
+    fn a_revoked_bucket_is_told_what_became_of_its_key() {
+        let content = greenfield_content(&bucket(json!({"protocol": "s3"})), &class(), "u").unwrap();
+        let with_key = |status: &str| {
+            let mut b = bucket(json!({"protocol": "s3"}));
+            let scoped = condition(&[], "CredentialsScoped", status == "True", "R", "m", Some(1));
+            b.status = Some(crate::api::BucketStatus { conditions: vec![scoped], ..Default::default() });
+            b
+        };
+        let told = |b: &Bucket, content: &BucketContent| revoked_message(b, content, "team-a", false);
+        assert!(told(&with_key("True"), &content).contains("and its key was revoked at the store;"));
+        let own = told(&with_key("False"), &content);
+        assert!(own.contains("the provisioner's own key, which bucketgate cannot revoke: rotate"), "{own}");
+        let mut brownfield = content.clone();
+        brownfield.spec.provisioner = None;
+        assert!(told(&with_key("False"), &brownfield).contains("its Secret holds connection data only"));
+        let again = revoked_message(&with_key("True"), &content, "team-a", true);
+        assert!(again.contains("the namespace is listed again, but this Bucket does not bind again"), "{again}");
     }
 
     #[test]
