@@ -436,3 +436,48 @@ async fn bad_credentials_fail_for_good_and_an_unreachable_store_is_retried() {
         other => panic!("expected a transient error, got {other:?}"),
     }
 }
+
+/// A team's hundred Buckets at once, their keys made through the store's IAM API: with
+/// `maxConcurrentRequests` at its default, and with no effective bound. Prints the time to
+/// the last key, the median, and the failures; asserts nothing. Each round's users are
+/// deleted after it: SeaweedFS's IAM writes slow with every user it holds.
+/// `bash scripts/bench`, or with SeaweedFS started:
+/// `cargo test --release --test s3_driver benchmark_ -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a benchmark: bash scripts/bench"]
+async fn benchmark_keys_for_many_buckets_at_once() {
+    const BUCKETS: usize = 100;
+    let bucket = unique("keys-bench");
+    S3Driver::new(&settings(true), admin()).create_bucket(&bucket).await.unwrap();
+    for bound in [IamSettings::DEFAULT_MAX_CONCURRENT_REQUESTS, BUCKETS] {
+        let mut settings = settings(true);
+        settings.iam =
+            Some(IamSettings { max_concurrent_requests: NonZeroUsize::new(bound), ..IamSettings::default() });
+        let drivers = S3Drivers::new(http_client());
+        let started = std::time::Instant::now();
+        let grants = (0..BUCKETS).map(|_| {
+            let (driver, holder, bucket) = (drivers.driver(&settings, admin()), unique("bench"), bucket.clone());
+            async move {
+                let result = driver.grant(&bucket, &holder, AccessMode::ReadWrite).await;
+                (result.map(|_| started.elapsed()), holder)
+            }
+        });
+        let done = futures::future::join_all(grants).await;
+        let total = started.elapsed();
+        let mut times: Vec<_> = done.iter().filter_map(|(result, _)| result.as_ref().ok().copied()).collect();
+        times.sort();
+        let failures: Vec<String> = done.iter().filter_map(|(r, _)| r.as_ref().err().map(|e| e.to_string())).collect();
+        println!(
+            "{BUCKETS} keys at once, at most {bound} IAM requests in flight: the last after {total:.1?}, the median \
+             after {:.1?}; {} failed{}",
+            times.get(times.len() / 2).copied().unwrap_or_default(),
+            failures.len(),
+            failures.first().map(|f| format!(", the first: {f}")).unwrap_or_default()
+        );
+        let driver = drivers.driver(&settings, admin());
+        for (_, holder) in &done {
+            let _ = driver.revoke(holder).await;
+        }
+    }
+    S3Driver::new(&settings(false), admin()).delete_bucket(&bucket).await.unwrap();
+}
