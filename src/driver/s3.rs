@@ -134,7 +134,7 @@ impl S3Drivers {
 }
 
 /// A store's IAM API, asked no more than its bound allows at once. Stores serialise IAM
-/// writes (SeaweedFS rewrites every identity it holds on each one; AWS throttles them):
+/// writes (SeaweedFS's each take longer the more users it holds; AWS throttles them):
 /// a hundred Buckets' keys asked for at once queue at the store until its answers come
 /// after the SDK's 30 s attempt timeout, and the retries queue behind the abandoned
 /// attempts, which the store still carries out. Queued here, each attempt waits only for
