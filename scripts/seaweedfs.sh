@@ -4,6 +4,17 @@
 # The server and its data go away when the calling shell exits.
 
 start_seaweedfs() {
+  # A port taken by another process ends SeaweedFS at start: other ports, another try.
+  local attempt
+  for attempt in 1 2 3; do
+    start_seaweedfs_once && return 0
+    stop_seaweedfs
+    [ "$attempt" = 3 ] || echo "scripts/seaweedfs.sh: starting SeaweedFS again, on other ports" >&2
+  done
+  return 1
+}
+
+start_seaweedfs_once() {
   local weed
   weed="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/weed"
   if [ ! -x "$weed" ]; then
@@ -22,8 +33,10 @@ start_seaweedfs() {
 {"identities": [{"name": "admin", "credentials": [{"accessKey": "bucketgate-admin", "secretKey": "$secret"}],
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 JSON
-  # Ports below 55535, so that SeaweedFS's gRPC ports (each +10000) stay valid.
-  local base=$(( 20000 + RANDOM % 20000 ))
+  # Every port, gRPC ones (each +10000) included, below Linux's ephemeral range (from
+  # 32768), where an outgoing connection of the tests' own can hold one: SeaweedFS then
+  # dies at start with "bind: address already in use", as seen for its S3 gRPC port.
+  local base=$(( 10000 + RANDOM % 12700 ))
   local s3_port=$(( base + 3 ))
   # -volume.minFreeSpace: SeaweedFS keeps 1% of the disk free by default (2.5 GB of a 250 GB
   # disk) and then refuses every write; the tests write kilobytes.
@@ -65,6 +78,7 @@ JSON
 # Every step may fail (the server already gone, or killed): under the caller's `set -e` a
 # failure here would replace the caller's exit status with its own.
 stop_seaweedfs() {
+  [ -n "${SEAWEEDFS_PID:-}" ] || return 0
   kill "$SEAWEEDFS_PID" 2>/dev/null || true
   for _ in $(seq 1 20); do
     kill -0 "$SEAWEEDFS_PID" 2>/dev/null || break

@@ -236,7 +236,14 @@ async fn bucketgate(plane: &ControlPlane, config: &str, certs_dir: &Path, identi
         }
     }
     assert_ne!(port, 0, "bucketgate did not start");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Its warnings and errors join the test's own output, which a failed test shows.
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(r#""level":"WARN""#) || line.contains(r#""level":"ERROR""#) {
+                eprintln!("bucketgate {line}");
+            }
+        }
+    });
     (child, port, certs.ca_pem)
 }
 
@@ -663,7 +670,18 @@ async fn a_retained_bucket_keeps_its_data_and_is_not_bound_again() {
     let again: Bucket = serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
         "metadata": {"name": "again"}, "spec": {"protocol": "s3", "bucketContentName": content_name}}))
     .unwrap();
-    let error = buckets.create(&PostParams::default(), &again).await.unwrap_err().to_string();
+    // The webhook knows contents from its watch cache, which this API server (1.20) at times
+    // has relist ("too old resource version", logged as "catalog watch failed"): until it
+    // has, a content is unknown to it. Seen once in CI; the cause is not settled yet.
+    let started = Instant::now();
+    let error = loop {
+        let error = buckets.create(&PostParams::default(), &again).await.unwrap_err().to_string();
+        if !error.contains("names no BucketContent") || started.elapsed() > Duration::from_secs(30) {
+            break error;
+        }
+        eprintln!("the webhook does not know BucketContent {content_name} yet: {error}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(error.contains("was released"), "{error}");
 }
 
