@@ -492,16 +492,9 @@ struct Sorted {
 }
 
 impl Sorted {
-    fn add(&mut self, path: &Path, mut doc: serde_json::Value) -> Result<(), CatalogError> {
+    fn add(&mut self, path: &Path, doc: serde_json::Value) -> Result<(), CatalogError> {
         if doc.is_null() {
             return Ok(());
-        }
-        // As the watch does ([`trim`]).
-        if let Some(metadata) = doc.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-            metadata.remove("managedFields");
-            if let Some(annotations) = metadata.get_mut("annotations").and_then(|a| a.as_object_mut()) {
-                annotations.remove(LAST_APPLIED);
-            }
         }
         let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
         match kind.as_str() {
@@ -519,7 +512,8 @@ impl Sorted {
     }
 }
 
-fn typed<K: DeserializeOwned>(path: &Path, kind: &str, doc: serde_json::Value) -> Result<K, CatalogError> {
+/// `doc` as a `K`, kept as the watch keeps it ([`trim`]).
+fn typed<K: DeserializeOwned + Resource>(path: &Path, kind: &str, doc: serde_json::Value) -> Result<K, CatalogError> {
     let name = doc.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
     let refused = |message: String| CatalogError::Object {
         path: path.to_path_buf(),
@@ -532,7 +526,9 @@ fn typed<K: DeserializeOwned>(path: &Path, kind: &str, doc: serde_json::Value) -
     if name.is_empty() {
         return Err(refused("metadata.name is missing: every object in a catalog needs one".into()));
     }
-    crate::api::from_value(doc).map_err(refused)
+    let mut object: K = crate::api::from_value(doc).map_err(refused)?;
+    trim(object.meta_mut());
+    Ok(object)
 }
 
 fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), CatalogError> {
