@@ -74,6 +74,9 @@ pub struct IamSettings {
 impl IamSettings {
     /// SeaweedFS answers no faster with more in flight, and AWS throttles IAM writes.
     pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4;
+    /// The most a configuration may set: more means a typo, and a bound past tokio's
+    /// semaphore limit would end the loop in a panic.
+    pub const MOST_CONCURRENT_REQUESTS: usize = 1000;
 
     pub fn max_requests(&self) -> usize {
         self.max_concurrent_requests.map_or(Self::DEFAULT_MAX_CONCURRENT_REQUESTS, NonZeroUsize::get)
@@ -109,6 +112,12 @@ pub enum ConfigError {
         "configuration {path}: provisioner {name:?}: s3.endpoint {endpoint:?} is not an http:// or https:// URL with a host"
     )]
     Endpoint { path: String, name: String, endpoint: String },
+    #[error(
+        "configuration {path}: provisioner {name:?}: s3.iam.maxConcurrentRequests {bound} is more than {}: no IAM API \
+         answers that many at once",
+        IamSettings::MOST_CONCURRENT_REQUESTS
+    )]
+    IamBound { path: String, name: String, bound: usize },
 }
 
 impl Config {
@@ -126,6 +135,10 @@ impl Config {
         }
         // The S3 client would only fail on its first request, far from the typo.
         for provisioner in &config.provisioners {
+            let bound = provisioner.s3.as_ref().and_then(|s3| s3.iam.as_ref()).map_or(0, IamSettings::max_requests);
+            if bound > IamSettings::MOST_CONCURRENT_REQUESTS {
+                return Err(ConfigError::IamBound { path: shown, name: provisioner.name.clone(), bound });
+            }
             let endpoints = provisioner.s3.iter().flat_map(|s3| {
                 std::iter::once(&s3.endpoint).chain(s3.iam.as_ref().and_then(|iam| iam.endpoint.as_ref()))
             });
@@ -451,6 +464,9 @@ mod tests {
         // No request would ever be sent.
         let err = iam("0").unwrap_err().to_string();
         assert!(err.contains("bounds.yaml") && err.contains("nonzero"), "{err}");
+        assert!(iam("1000").is_ok());
+        let err = iam("3000000000000000000").unwrap_err().to_string();
+        assert!(err.contains("maxConcurrentRequests 3000000000000000000 is more than 1000"), "{err}");
 
         std::fs::write(&s3, "provisioners:\n- name: seaweed\n  s3:\n    endpoint: 127.0.0.1:8333\n").unwrap();
         let err = Config::load(&s3).unwrap_err().to_string();
