@@ -35,6 +35,12 @@ fn settings(iam: bool) -> S3Settings {
     }
 }
 
+/// With IAM, at most `bound` of its requests in flight.
+fn iam_bounded(bound: usize) -> S3Settings {
+    let iam = IamSettings { max_concurrent_requests: NonZeroUsize::new(bound), ..IamSettings::default() };
+    S3Settings { iam: Some(iam), ..settings(true) }
+}
+
 fn admin() -> Credentials {
     Credentials { access_key_id: env("BUCKETGATE_S3_ACCESS_KEY"), secret_access_key: env("BUCKETGATE_S3_SECRET_KEY") }
 }
@@ -352,8 +358,7 @@ async fn a_bucket_outside_us_east_1_is_created_with_its_location() {
 #[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
 async fn keys_asked_for_at_once_reach_the_iam_api_no_more_than_its_bound_at_once() {
     let recording = Recording::default();
-    let mut settings = settings(true);
-    settings.iam = Some(IamSettings { max_concurrent_requests: NonZeroUsize::new(2), ..IamSettings::default() });
+    let settings = iam_bounded(2);
     let drivers = S3Drivers::new(SharedHttpClient::new(recording.clone()));
     let bucket = unique("keys");
     drivers.driver(&settings, admin()).create_bucket(&bucket).await.unwrap();
@@ -450,9 +455,7 @@ async fn benchmark_keys_for_many_buckets_at_once() {
     let bucket = unique("keys-bench");
     S3Driver::new(&settings(true), admin()).create_bucket(&bucket).await.unwrap();
     for bound in [IamSettings::DEFAULT_MAX_CONCURRENT_REQUESTS, BUCKETS] {
-        let mut settings = settings(true);
-        settings.iam =
-            Some(IamSettings { max_concurrent_requests: NonZeroUsize::new(bound), ..IamSettings::default() });
+        let settings = iam_bounded(bound);
         let drivers = S3Drivers::new(http_client());
         let started = std::time::Instant::now();
         let grants = (0..BUCKETS).map(|_| {
