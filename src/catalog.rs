@@ -1,7 +1,8 @@
 //! What admission needs to know about the cluster, held in memory: BucketClasses,
 //! BucketContents, Namespaces (uids and labels) and the names of the Buckets in each
-//! namespace (for quotas). The webhook never calls the API server per request. On the
-//! leader the provisioning loop's controllers read the classes and contents from here too
+//! namespace (for quotas). The webhook calls the API server only for an object a review
+//! turned on and the catalog did not hold yet ([`fetch`]). On the leader the provisioning
+//! loop's controllers read the classes and contents from here too
 //! ([`Catalog::content_updates`]), so that no replica holds them twice.
 //!
 //! Both sources fill the same kube-runtime reflector stores: [`Catalog::watch`] from the
@@ -25,6 +26,9 @@ use tokio::sync::broadcast;
 
 use crate::api::{Bucket, BucketClass, BucketContent};
 
+mod fetch;
+pub use fetch::{Fetched, Lookup, Missing, fetch};
+
 type NamespaceMeta = PartialObjectMeta<Namespace>;
 type BucketMeta = PartialObjectMeta<Bucket>;
 
@@ -38,6 +42,9 @@ pub struct Catalog {
     defaults: Arc<Defaults>,
     content_changes: broadcast::Sender<Change<BucketContent>>,
     class_changes: broadcast::Sender<Change<BucketClass>>,
+    /// Objects read from the API server for one review, newer than the stores' copies
+    /// (see [`Catalog::with_fetched`]).
+    fetched: Option<Arc<Fetched>>,
 }
 
 /// A change the catalog's watch applied to one of its stores, announced to the
@@ -172,6 +179,7 @@ impl Catalog {
             defaults: Arc::default(),
             content_changes: broadcast::channel(CHANGES_BUFFER).0,
             class_changes: broadcast::channel(CHANGES_BUFFER).0,
+            fetched: None,
         }
     }
 
@@ -229,6 +237,7 @@ impl Catalog {
             defaults: Arc::default(),
             content_changes: broadcast::channel(CHANGES_BUFFER).0,
             class_changes: broadcast::channel(CHANGES_BUFFER).0,
+            fetched: None,
         };
 
         let config = watcher::Config::default();
@@ -286,8 +295,16 @@ impl Catalog {
         self.synced.load(Ordering::Acquire)
     }
 
+    /// This catalog with `fetched` before its own objects of the same names: for deciding
+    /// once more a review that turned on objects the watches may not have brought yet (or
+    /// not their latest version). Kept for that one review only, so that nothing read
+    /// outside the watches outlives it (a later change would not reach it).
+    pub fn with_fetched(&self, fetched: Fetched) -> Catalog {
+        Catalog { fetched: Some(Arc::new(fetched)), ..self.clone() }
+    }
+
     pub fn class(&self, name: &str) -> Option<Arc<BucketClass>> {
-        self.classes.get(&ObjectRef::new(name))
+        self.fetched(|f| f.classes.get(name)).or_else(|| self.classes.get(&ObjectRef::new(name)))
     }
 
     /// The classes `keep` accepts, by name. Filtered under the store's lock, so that a
@@ -326,15 +343,23 @@ impl Catalog {
     }
 
     pub fn content(&self, name: &str) -> Option<Arc<BucketContent>> {
-        self.contents.get(&ObjectRef::new(name))
+        self.fetched(|f| f.contents.get(name)).or_else(|| self.contents.get(&ObjectRef::new(name)))
+    }
+
+    fn namespace(&self, name: &str) -> Option<Arc<NamespaceMeta>> {
+        self.fetched(|f| f.namespaces.get(name)).or_else(|| self.namespaces.get(&ObjectRef::new(name)))
+    }
+
+    fn fetched<K>(&self, find: impl Fn(&Fetched) -> Option<&Arc<K>>) -> Option<Arc<K>> {
+        self.fetched.as_deref().and_then(find).cloned()
     }
 
     pub fn namespace_uid(&self, name: &str) -> Option<String> {
-        self.namespaces.get(&ObjectRef::new(name)).and_then(|ns| ns.metadata.uid.clone())
+        self.namespace(name).and_then(|ns| ns.metadata.uid.clone())
     }
 
     pub fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
-        self.namespaces.get(&ObjectRef::new(name)).map(|ns| ns.metadata.labels.clone().unwrap_or_default())
+        self.namespace(name).map(|ns| ns.metadata.labels.clone().unwrap_or_default())
     }
 
     /// Buckets in `namespace`, from the watch cache.
@@ -552,6 +577,29 @@ mod tests {
         crate::api::from_value(serde_json::json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass",
             "metadata": {"name": name}, "provisioner": "p", "supportedProtocols": ["s3"], "isDefaultBucketClass": default}))
         .unwrap()
+    }
+
+    /// Objects read for one review come before the watches' copies of the same names, and
+    /// stay with that review's catalog.
+    #[test]
+    fn fetched_objects_come_first_for_the_review_they_were_read_for() {
+        let content = |grant: &str| -> BucketContent {
+            crate::api::from_value(serde_json::json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent",
+                "metadata": {"name": "shared"}, "spec": {"bindableNamespaces": [{"name": grant, "uid": "u"}]}}))
+            .unwrap()
+        };
+        let namespace = |uid: &str| -> Namespace {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "team-a", "uid": uid}})).unwrap()
+        };
+        let watched = Catalog::from_objects([], [content("team-a")], [namespace("old")]);
+        let fetched = Fetched::of([class("new", false)], [content("team-b")], [namespace("new")]);
+        let review = watched.with_fetched(fetched);
+        assert_eq!(review.content("shared").unwrap().spec.bindable_namespaces[0].name, "team-b");
+        assert_eq!(review.namespace_uid("team-a").as_deref(), Some("new"));
+        assert!(review.class("new").is_some());
+        assert_eq!(watched.content("shared").unwrap().spec.bindable_namespaces[0].name, "team-a");
+        assert_eq!(watched.namespace_uid("team-a").as_deref(), Some("old"));
+        assert!(watched.class("new").is_none());
     }
 
     /// The default classes are kept between calls, and found again after the watch

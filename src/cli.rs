@@ -417,6 +417,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Both the server and the provisioning loop stop on it.
     let shutdown = shutdown_signal().boxed().shared();
     let mut provisioning = None;
+    let api = client.clone();
     // The provisioning loop needs the cluster, and runs while the configuration has a driver.
     if let Some(client) = client {
         let identity = args.identity.clone().unwrap_or_else(|| {
@@ -448,7 +449,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(certs.clone().watch(args.cert_reload_interval, metrics.clone()));
     tokio::spawn(policies.clone().watch(args.policy_reload_interval, metrics.clone()));
     tokio::spawn(config.clone().watch(args.config_reload_interval, metrics.clone()));
-    let state = Arc::new(AppState { catalog, config, policies, metrics, certs, shutting_down: AtomicBool::new(false) });
+    let state =
+        Arc::new(AppState { catalog, api, config, policies, metrics, certs, shutting_down: AtomicBool::new(false) });
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving admission over HTTPS");
     let options = ServeOptions { max_body_bytes: args.max_body_bytes, shutdown_grace: args.shutdown_grace };

@@ -24,6 +24,14 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    /// BucketClass, BucketContent or Namespace.
+    pub kind: &'static str,
+    /// found (the catalog was behind), absent, or error.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub policy: String,
     pub mode: &'static str,
@@ -99,6 +107,7 @@ pub struct Metrics {
     registry: Registry,
     pub requests: Family<AdmissionLabels, Counter>,
     pub latency: Family<AdmissionLabels, Histogram>,
+    pub lookups: Family<LookupLabels, Counter>,
     pub certificate_reloads: Reloads,
     pub policy_evaluations: Family<PolicyLabels, Counter>,
     pub policy_reloads: Reloads,
@@ -124,6 +133,13 @@ impl Default for Metrics {
             "admission_duration_seconds",
             "Time to decode, decide and encode one review",
             latency.clone(),
+        );
+        let lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            "admission_lookups",
+            "Objects a review turned on that the catalog did not hold (or held refusing), read from the API server, \
+             by kind and result (found: the catalog's watch was behind)",
+            lookups.clone(),
         );
         let certificate_reloads = Reloads::register(&mut registry, "tls_certificate", "Serving certificate");
         let policy_evaluations = Family::<PolicyLabels, Counter>::default();
@@ -179,6 +195,7 @@ impl Default for Metrics {
             registry,
             requests,
             latency,
+            lookups,
             certificate_reloads,
             policy_evaluations,
             policy_reloads,
@@ -197,6 +214,15 @@ impl Metrics {
     pub fn observe(&self, labels: AdmissionLabels, elapsed: Duration) {
         self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
+    }
+
+    pub fn looked_up(&self, kind: &'static str, result: &'static str) {
+        self.lookups.get_or_create(&LookupLabels { kind, result }).inc();
+    }
+
+    /// How often an object of `kind` the catalog did not hold was read with `result`.
+    pub fn lookup_count(&self, kind: &'static str, result: &'static str) -> u64 {
+        self.lookups.get(&LookupLabels { kind, result }).map(|c| c.get()).unwrap_or(0)
     }
 
     pub fn record_policies(&self, records: &[crate::policy::Record]) {

@@ -17,7 +17,7 @@ use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
 use crate::admission::{self, Context, Kind, Webhook, operation_name};
-use crate::catalog::Catalog;
+use crate::catalog::{self, Catalog};
 use crate::config::ConfigStore;
 use crate::metrics::{AdmissionLabels, Metrics};
 use crate::policy::store::PolicyStore;
@@ -26,8 +26,16 @@ use crate::tls::{self, CertStore};
 /// Large enough for an object and its old version at the API server's own 3 MiB limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 
+/// How long a review waits for the API server's answer about objects the catalog did not
+/// hold: well inside the webhooks' 5 s timeout, so that the refusal the catalog alone gives
+/// still reaches the user when the API server is slow.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub struct AppState {
     pub catalog: Catalog,
+    /// The API server the catalog watches, asked for what a review turned on and the
+    /// catalog did not hold yet; `None` where the catalog is a directory.
+    pub api: Option<kube::Client>,
     pub config: Arc<ConfigStore>,
     pub policies: Arc<PolicyStore>,
     pub metrics: Arc<Metrics>,
@@ -56,14 +64,14 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    admit(Webhook::Mutate, &state, body)
+    admit(Webhook::Mutate, &state, body).await
 }
 
 async fn validate(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    admit(Webhook::Validate, &state, body)
+    admit(Webhook::Validate, &state, body).await
 }
 
-fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>) -> Response {
+async fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
     let error_labels =
         || AdmissionLabels { webhook: webhook.as_str(), kind: "unknown", operation: "unknown", result: "error" };
@@ -85,7 +93,7 @@ fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>
     };
     let (policies, config) = (state.policies.current(), state.config.current());
     let ctx = Context { catalog: &state.catalog, config: &config, policies: &policies };
-    let admission::Reviewed { response, records } = admission::review(webhook, &request, &ctx);
+    let admission::Reviewed { response, records, .. } = review_looking_up(webhook, &request, ctx, state).await;
     state.metrics.record_policies(&records);
     let result = if response.allowed { "allowed" } else { "denied" };
     // Refusals at info, as Gatekeeper's --log-denies does; every review at debug (the API
@@ -128,6 +136,41 @@ fn admit(webhook: Webhook, state: &AppState, body: Result<Bytes, BytesRejection>
     };
     state.metrics.observe(labels, started.elapsed());
     reply
+}
+
+/// Reviews `request`; where the answer turned on objects the catalog did not hold (or held
+/// refusing), reads them from the API server and reviews again with them, until nothing
+/// new is asked for or [`LOOKUP_TIMEOUT`] has passed. A second round happens when the first
+/// object found lets the rules get further (a grant just given, then the namespace it names).
+async fn review_looking_up(
+    webhook: Webhook,
+    request: &admission::Request,
+    ctx: Context<'_>,
+    state: &AppState,
+) -> admission::Reviewed {
+    let mut reviewed = admission::review(webhook, request, &ctx);
+    let Some(client) = &state.api else { return reviewed };
+    let deadline = Instant::now() + LOOKUP_TIMEOUT;
+    let (mut asked, mut fetched) = (Vec::new(), catalog::Fetched::default());
+    loop {
+        let new: Vec<_> = reviewed.missing.iter().filter(|m| !asked.contains(*m)).cloned().collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if new.is_empty() || left.is_zero() {
+            return reviewed;
+        }
+        let (found, lookups) = catalog::fetch(client, &new, left).await;
+        for (missing, lookup) in &lookups {
+            state.metrics.looked_up(missing.kind(), lookup.as_str());
+        }
+        tracing::debug!(uid = request.uid.as_str(), ?lookups, "read from the API server what the catalog did not hold");
+        asked.extend(new);
+        if found.is_empty() {
+            return reviewed;
+        }
+        fetched.extend(found);
+        let catalog = state.catalog.with_fetched(fetched.clone());
+        reviewed = admission::review(webhook, request, &Context { catalog: &catalog, ..ctx });
+    }
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

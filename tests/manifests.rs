@@ -192,6 +192,10 @@ const CALLS: &[(&str, &str, &str)] = &[
     ("", "namespaces", "watch"),
     ("cosi.io", "buckets", "list"),
     ("cosi.io", "buckets", "watch"),
+    // src/catalog/fetch.rs: admission reads what its catalog does not hold yet.
+    ("cosi.io", "bucketclasses", "get"),
+    ("cosi.io", "bucketcontents", "get"),
+    ("", "namespaces", "get"),
     // src/provision/mod.rs: the controllers' watches (Secrets by label).
     ("", "secrets", "list"),
     ("", "secrets", "watch"),

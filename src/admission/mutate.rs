@@ -5,7 +5,7 @@ use kube::Resource;
 use super::patch::{add, ensure_finalizer, ensure_label};
 use super::{Kind, Operation, Request, Verdict, objects};
 use crate::api::{Bucket, BucketContent, FINALIZER, PROVISIONER_LABEL, Protocol};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Missing};
 use crate::naming::label_value;
 
 pub fn mutate(kind: Kind, req: &Request, catalog: &Catalog) -> Verdict {
@@ -56,8 +56,13 @@ fn mutate_bucket(create: bool, bucket: &Bucket, catalog: &Catalog, verdict: &mut
                 verdict.patch.push(add(&["spec", "protocol"], protocol.as_str().into()));
             }
             provisioner = Some(content.spec.provisioner().to_string());
+        } else if create {
+            // Refused by the validating webhook, with its message, unless the catalog is
+            // only behind: then the content's protocol and provisioner belong here. (Not on
+            // updates: a Bucket outlives its content's deletion, and each of its updates
+            // would ask the API server again.)
+            verdict.missing(Missing::BucketContent(content_name.clone()));
         }
-        // An unknown content is the validating webhook's to refuse, with its message.
     } else {
         let class_name = match &spec.bucket_class_name {
             Some(name) => Some(name.clone()),
@@ -73,7 +78,14 @@ fn mutate_bucket(create: bool, bucket: &Bucket, catalog: &Catalog, verdict: &mut
             },
             None => None,
         };
-        if let Some(class) = class_name.and_then(|name| catalog.class(&name)) {
+        let class = class_name.and_then(|name| {
+            let class = catalog.class(&name);
+            if class.is_none() && create {
+                verdict.missing(Missing::BucketClass(name));
+            }
+            class
+        });
+        if let Some(class) = class {
             if create
                 && spec.protocol.is_none()
                 && let [only] = class.spec.supported_protocols.as_slice()

@@ -539,3 +539,64 @@ fn deleting_a_bucket_warns_when_its_data_goes_too() {
     let warning = allowed(Webhook::Validate, &req, &catalog).warnings.unwrap().remove(0);
     assert!(warning.contains("every object in it will be destroyed"), "{warning}");
 }
+
+/// What a refusal (or a short patch) turned on and the catalog did not hold, or held in a
+/// version that refused, is named, so that the server can read it from the API server and
+/// decide again. Nothing is named where the request is admitted as it stands.
+#[test]
+fn answers_given_for_want_of_a_catalog_object_name_it() {
+    let missing = |webhook: Webhook, req: &Request, catalog: &Catalog| {
+        let ctx = Context { catalog, config: &config(), policies: &crate::policy::PolicySet::default() };
+        review(webhook, req, &ctx).missing
+    };
+    let content = |name: &str| Missing::BucketContent(name.into());
+    let class = |name: &str| Missing::BucketClass(name.into());
+    let team_a = || Missing::Namespace("team-a".into());
+
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "fresh"}));
+    assert_eq!(missing(Webhook::Validate, &req, &standard()), [content("fresh")]);
+    // The mutating webhook admits it, but without the content's protocol and label.
+    assert_eq!(missing(Webhook::Mutate, &req, &standard()), [content("fresh")]);
+
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketClassName": "fresh"}));
+    assert_eq!(missing(Webhook::Validate, &req, &standard()), [class("fresh")]);
+    assert_eq!(missing(Webhook::Mutate, &req, &standard()), [class("fresh")]);
+
+    // Not granted, as far as the catalog knows: the grant may be newer.
+    let req = create_bucket("team-b", json!({"protocol": "s3", "bucketContentName": "legacy"}));
+    assert_eq!(missing(Webhook::Validate, &req, &standard()), [content("legacy")]);
+
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "legacy"}));
+    let no_namespaces = Catalog::from_objects([], [legacy()], []);
+    assert_eq!(missing(Webhook::Validate, &req, &no_namespaces), [team_a()]);
+    // Either the namespace or the grant may be the newer.
+    let recreated = Catalog::from_objects([], [legacy()], [namespace("team-a", "uid-new")]);
+    assert_eq!(missing(Webhook::Validate, &req, &recreated), [team_a(), content("legacy")]);
+
+    // Admitted: nothing to ask.
+    assert_eq!(missing(Webhook::Validate, &req, &standard()), []);
+    assert_eq!(missing(Webhook::Mutate, &req, &standard()), []);
+    let req = create_bucket("team-a", json!({"protocol": "s3"}));
+    assert_eq!(missing(Webhook::Mutate, &req, &standard()), []);
+    // A Bucket outlives its content: its updates do not ask for it each time.
+    let object = bucket(json!({"protocol": "s3", "bucketContentName": "gone"}));
+    let req = request("Bucket", "UPDATE", Some("team-a"), object.clone(), object);
+    assert_eq!(missing(Webhook::Mutate, &req, &standard()), []);
+    assert_eq!(missing(Webhook::Validate, &req, &standard()), []);
+}
+
+/// With what the API server gave, the same request is decided as if the watch had
+/// brought it: the content's protocol patched in, the grant honoured.
+#[test]
+fn objects_read_from_the_api_server_decide_the_review_again() {
+    let req = create_bucket("team-a", json!({"bucketContentName": "legacy"}));
+    let empty = Catalog::from_objects([], [], [namespace("team-a", TEAM_A_UID)]);
+    let (_, patched) = run(Webhook::Mutate, &req, &empty);
+    assert_eq!(patched.unwrap()["spec"].get("protocol"), None);
+
+    let fetched = empty.with_fetched(crate::catalog::Fetched::of([], [legacy()], []));
+    let (_, patched) = run(Webhook::Mutate, &req, &fetched);
+    assert_eq!(patched.unwrap()["spec"]["protocol"], "s3");
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "legacy"}));
+    allowed(Webhook::Validate, &req, &fetched);
+}

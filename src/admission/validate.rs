@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 
 use super::{Kind, Objects, Operation, Request, Verdict, objects};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketSpec, Protocol, ReleasePolicy};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Missing};
 use crate::config::Config;
 use crate::naming::{
     DRIVER_PARAMETERS, check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters,
@@ -87,6 +87,7 @@ impl Context<'_> {
     /// namespace must be bindable by name and uid. This is the tenancy boundary.
     fn bucket_binding(&self, spec: &BucketSpec, protocol: Protocol, content_name: &str, verdict: &mut Verdict) {
         let Some(content) = self.catalog.content(content_name) else {
+            verdict.missing(Missing::BucketContent(content_name.to_string()));
             verdict.deny(format!(
                 "spec.bucketContentName {content_name:?} names no BucketContent: check the name, or ask the \
                  bucket's owner to create the BucketContent first"
@@ -100,6 +101,8 @@ impl Context<'_> {
         let namespace = self.req.namespace.clone().unwrap_or_default();
         let allowed: Vec<_> = content.spec.bindable_namespaces.iter().filter(|b| b.name == namespace).collect();
         if allowed.is_empty() {
+            // The owner may have just added the namespace, and the watch not brought it yet.
+            verdict.missing(Missing::BucketContent(content_name.to_string()));
             let listed: Vec<&str> = content.spec.bindable_namespaces.iter().map(|b| b.name.as_str()).collect();
             verdict.forbid(format!(
                 "namespace {namespace:?} may not bind BucketContent {content_name:?}: it is not in \
@@ -109,16 +112,25 @@ impl Context<'_> {
             return;
         }
         match self.catalog.namespace_uid(&namespace) {
-            None => verdict.forbid(format!(
-                "the uid of namespace {namespace:?} is not known to bucketgate yet, so binding to BucketContent \
+            None => {
+                verdict.missing(Missing::Namespace(namespace.clone()));
+                verdict.forbid(format!(
+                    "the uid of namespace {namespace:?} is not known to bucketgate yet, so binding to BucketContent \
                  {content_name:?} cannot be checked: retry in a few seconds"
-            )),
-            Some(uid) if !allowed.iter().any(|b| b.uid == uid) => verdict.forbid(format!(
-                "BucketContent {content_name:?} lets namespace {namespace:?} bind only with uid {}, but {namespace:?} \
-                 now has uid {uid}: the namespace was deleted and recreated, and the grant does not carry over. \
-                 Ask the owner of {content_name:?} to update the uid in spec.bindableNamespaces",
-                allowed.iter().map(|b| b.uid.as_str()).collect::<Vec<_>>().join(", ")
-            )),
+                ));
+            }
+            Some(uid) if !allowed.iter().any(|b| b.uid == uid) => {
+                // Either may be newer than the catalog's copy: a namespace just recreated, or
+                // a grant just updated to its new uid.
+                verdict.missing(Missing::Namespace(namespace.clone()));
+                verdict.missing(Missing::BucketContent(content_name.to_string()));
+                verdict.forbid(format!(
+                    "BucketContent {content_name:?} lets namespace {namespace:?} bind only with uid {}, but {namespace:?} \
+                     now has uid {uid}: the namespace was deleted and recreated, and the grant does not carry over. \
+                     Ask the owner of {content_name:?} to update the uid in spec.bindableNamespaces",
+                    allowed.iter().map(|b| b.uid.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
             Some(_) => {}
         }
         match content.spec.protocol.protocol_type {
@@ -166,6 +178,7 @@ impl Context<'_> {
             return;
         };
         let Some(class) = self.catalog.class(class_name) else {
+            verdict.missing(Missing::BucketClass(class_name.clone()));
             let supporting = self.class_names(|c| c.spec.supported_protocols.contains(&protocol));
             verdict.deny(format!(
                 "spec.bucketClassName {class_name:?} names no BucketClass; classes that support {protocol}: {}",

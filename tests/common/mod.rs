@@ -104,6 +104,7 @@ impl TestServer {
             ConfigStore::fixed(served()),
             policies,
             ServeOptions::default(),
+            None,
         )
         .await
     }
@@ -113,7 +114,15 @@ impl TestServer {
     pub async fn with_config(config: Arc<ConfigStore>) -> TestServer {
         let (cert_dir, certs) = fresh_certs();
         let policies = PolicyStore::new(Vec::new());
-        Self::launch(cert_dir, certs, fixture_catalog(), config, policies, ServeOptions::default()).await
+        Self::launch(cert_dir, certs, fixture_catalog(), config, policies, ServeOptions::default(), None).await
+    }
+
+    /// `catalog`, and `api` to ask for what the catalog does not hold, as `serve` does
+    /// with the API server its catalog watches.
+    pub async fn with_api(catalog: Catalog, api: kube::Client) -> TestServer {
+        let (cert_dir, certs) = fresh_certs();
+        let (config, policies) = (ConfigStore::fixed(served()), PolicyStore::new(Vec::new()));
+        Self::launch(cert_dir, certs, catalog, config, policies, ServeOptions::default(), Some(api)).await
     }
 
     /// Serves the certificate already in `cert_dir` (see [`TestServer::start_with`]).
@@ -124,7 +133,8 @@ impl TestServer {
         config: Config,
         options: ServeOptions,
     ) -> TestServer {
-        Self::launch(cert_dir, certs, catalog, ConfigStore::fixed(config), PolicyStore::new(Vec::new()), options).await
+        let policies = PolicyStore::new(Vec::new());
+        Self::launch(cert_dir, certs, catalog, ConfigStore::fixed(config), policies, options, None).await
     }
 
     async fn launch(
@@ -134,10 +144,12 @@ impl TestServer {
         config: Arc<ConfigStore>,
         policies: Arc<PolicyStore>,
         options: ServeOptions,
+        api: Option<kube::Client>,
     ) -> TestServer {
         let store = CertStore::open(cert_dir.path()).unwrap();
         let state = Arc::new(AppState {
             catalog,
+            api,
             config,
             policies,
             metrics: Arc::new(Metrics::default()),

@@ -1,0 +1,173 @@
+//! Reading from the API server what a review looked for and the catalog did not hold.
+//!
+//! The catalog is a watch cache, and a watch is behind by design: a BucketContent and a
+//! Bucket naming it in one `kubectl apply`, or a namespace and a Bucket in it, reach the
+//! webhook faster than the first object's watch event reaches the catalog; after a watch
+//! error the catalog catches up only at its next list. Seen against a real API server: a
+//! Bucket refused as naming "no BucketContent" for a content created a moment before.
+//! Rather than refuse, or patch short, on the catalog's word alone, the webhook asks the
+//! API server for just the objects its answer turned on, and decides again with them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kube::core::PartialObjectMetaExt;
+use kube::{Client, Resource};
+
+use super::NamespaceMeta;
+use crate::api::{BucketClass, BucketContent};
+
+/// An object a rule answered on the catalog's word for, where the catalog may only be
+/// behind: it did not hold the object, or held a version that refused (a grant, a
+/// namespace's uid). Rules note one only where the answer was a refusal or a patch short
+/// of what the object would give, so that admitted requests never wait on the API server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Missing {
+    BucketClass(String),
+    BucketContent(String),
+    Namespace(String),
+}
+
+impl Missing {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Missing::BucketClass(_) => "BucketClass",
+            Missing::BucketContent(_) => "BucketContent",
+            Missing::Namespace(_) => "Namespace",
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Missing::BucketClass(name) | Missing::BucketContent(name) | Missing::Namespace(name) => name,
+        }
+    }
+}
+
+/// Objects read from the API server for one review (see [`super::Catalog::with_fetched`]).
+#[derive(Default, Clone)]
+pub struct Fetched {
+    pub(super) classes: HashMap<String, Arc<BucketClass>>,
+    pub(super) contents: HashMap<String, Arc<BucketContent>>,
+    pub(super) namespaces: HashMap<String, Arc<NamespaceMeta>>,
+}
+
+impl Fetched {
+    /// Objects in hand, as a lookup would have read them.
+    pub fn of(
+        classes: impl IntoIterator<Item = BucketClass>,
+        contents: impl IntoIterator<Item = BucketContent>,
+        namespaces: impl IntoIterator<Item = Namespace>,
+    ) -> Fetched {
+        fn by_name<K: Resource>(objects: impl IntoIterator<Item = K>) -> HashMap<String, Arc<K>> {
+            objects.into_iter().map(|o| (o.meta().name.clone().unwrap_or_default(), trimmed(o))).collect()
+        }
+        let namespaces = namespaces.into_iter().map(|ns| ns.metadata.into_response_partial::<Namespace>());
+        Fetched { classes: by_name(classes), contents: by_name(contents), namespaces: by_name(namespaces) }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty() && self.contents.is_empty() && self.namespaces.is_empty()
+    }
+
+    pub fn extend(&mut self, more: Fetched) {
+        self.classes.extend(more.classes);
+        self.contents.extend(more.contents);
+        self.namespaces.extend(more.namespaces);
+    }
+}
+
+/// What the API server said of one missing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// It exists: the catalog was behind.
+    Found,
+    /// It does not exist: the catalog was right.
+    Absent,
+    /// No answer within the time, or an error (logged): the catalog's word stands.
+    Failed,
+}
+
+impl Lookup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lookup::Found => "found",
+            Lookup::Absent => "absent",
+            Lookup::Failed => "error",
+        }
+    }
+}
+
+/// Reads each of `missing` from the API server, all at once, each within `timeout`.
+pub async fn fetch(client: &Client, missing: &[Missing], timeout: Duration) -> (Fetched, Vec<(Missing, Lookup)>) {
+    let lookups = missing.iter().map(|m| async move {
+        let name = m.name();
+        let read = match m {
+            Missing::BucketClass(_) => within(timeout, Api::<BucketClass>::all(client.clone()).get_opt(name))
+                .await
+                .map(|found| found.map(|c| Got::Class(trimmed(c)))),
+            Missing::BucketContent(_) => within(timeout, Api::<BucketContent>::all(client.clone()).get_opt(name))
+                .await
+                .map(|found| found.map(|c| Got::Content(trimmed(c)))),
+            Missing::Namespace(_) => within(timeout, Api::<Namespace>::all(client.clone()).get_metadata_opt(name))
+                .await
+                .map(|found| found.map(|ns| Got::Namespace(Arc::new(ns)))),
+        };
+        (m.clone(), read)
+    });
+    let mut fetched = Fetched::default();
+    let mut outcomes = Vec::with_capacity(missing.len());
+    for (missing, read) in futures::future::join_all(lookups).await {
+        let lookup = match read {
+            Ok(Some(got)) => {
+                let name = missing.name().to_string();
+                match got {
+                    Got::Class(class) => {
+                        fetched.classes.insert(name, class);
+                    }
+                    Got::Content(content) => {
+                        fetched.contents.insert(name, content);
+                    }
+                    Got::Namespace(namespace) => {
+                        fetched.namespaces.insert(name, namespace);
+                    }
+                }
+                Lookup::Found
+            }
+            Ok(None) => Lookup::Absent,
+            Err(error) => {
+                tracing::warn!(
+                    kind = missing.kind(),
+                    name = missing.name(),
+                    %error,
+                    "could not read from the API server an object the catalog does not hold; deciding without it"
+                );
+                Lookup::Failed
+            }
+        };
+        outcomes.push((missing, lookup));
+    }
+    (fetched, outcomes)
+}
+
+enum Got {
+    Class(Arc<BucketClass>),
+    Content(Arc<BucketContent>),
+    Namespace(Arc<NamespaceMeta>),
+}
+
+/// As the catalog keeps its objects (see [`super::trim`]).
+fn trimmed<K: Resource>(mut object: K) -> Arc<K> {
+    super::trim(object.meta_mut());
+    Arc::new(object)
+}
+
+async fn within<T>(timeout: Duration, read: impl Future<Output = kube::Result<T>>) -> Result<T, String> {
+    match tokio::time::timeout(timeout, read).await {
+        Ok(read) => read.map_err(|error| error.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}

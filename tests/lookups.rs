@@ -1,0 +1,173 @@
+//! The webhook's catalog is a watch cache, behind the API server by design. Where a
+//! review's answer turned on an object the catalog did not hold (or held refusing), the
+//! server reads it from the API server and decides again. Here the real server over TLS,
+//! with kube-rs's mock client (tower-test) as the API server; tests/envtest.rs does it
+//! against a real one.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bucketgate::api::BucketContent;
+use bucketgate::catalog::Catalog;
+use bucketgate::server::LOOKUP_TIMEOUT;
+use common::*;
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+const CONTENT_PATH: &str = "/apis/cosi.io/v1alpha1/bucketcontents/legacy-logs";
+const NAMESPACE_PATH: &str = "/api/v1/namespaces/team-a";
+const TEAM_A_UID: &str = "7239d61f-6c63-4400-865a-b393ebab86df";
+
+/// How the mock API server answers.
+enum Answer {
+    /// Each GET from these objects by path, a 404 Status for any other.
+    From(Vec<(&'static str, Value)>),
+    /// Never.
+    Silence,
+}
+
+/// A client of a mock API server answering as `answer` says, and the requests it got
+/// (method and path).
+fn api_server(answer: Answer) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut unanswered = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let path = request.uri().path().to_string();
+            log.lock().unwrap().push(format!("{} {path}", request.method()));
+            let Answer::From(objects) = &answer else {
+                unanswered.push(send);
+                continue;
+            };
+            let response = match objects.iter().find(|(p, _)| *p == path) {
+                Some((_, object)) => Response::new(Body::from(serde_json::to_vec(object).unwrap())),
+                None => {
+                    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": format!("{path} not found")});
+                    let body = Body::from(serde_json::to_vec(&status).unwrap());
+                    Response::builder().status(StatusCode::NOT_FOUND).body(body).unwrap()
+                }
+            };
+            send.send_response(response);
+        }
+    });
+    (kube::Client::new(service, "default"), seen)
+}
+
+/// The fixture catalog without its BucketContent, or with `content` in its place.
+fn catalog_with(content: Option<BucketContent>) -> Catalog {
+    let fixtures = fixture_catalog();
+    let classes = fixtures.classes().iter().map(|c| (**c).clone()).collect::<Vec<_>>();
+    let team_a = serde_json::from_value(json!({"metadata": {"name": "team-a", "uid": TEAM_A_UID}})).unwrap();
+    Catalog::from_objects(classes, content, [team_a])
+}
+
+/// The fixture content `legacy-logs`, as the API server would return it.
+fn legacy_logs() -> Value {
+    serde_json::to_value(&*fixture_catalog().content("legacy-logs").unwrap()).unwrap()
+}
+
+/// The captured generateName Bucket bound to `legacy-logs` (013 mutate, 014 validate),
+/// without its protocol: the mutating webhook fills it in from the content.
+fn binding(prefix: &str) -> Value {
+    let mut review = fixture(prefix);
+    review["request"]["object"]["spec"].as_object_mut().unwrap().remove("protocol");
+    review
+}
+
+/// A BucketContent and a Bucket naming it, applied together: the Bucket's reviews reach
+/// the webhook before the content's watch event reaches its catalog.
+#[tokio::test]
+async fn a_bucket_naming_a_content_the_catalog_has_not_seen_yet_is_decided_with_the_api_servers_copy() {
+    // What the catalog alone says: the reason for this change.
+    let alone = TestServer::start(catalog_with(None), served()).await;
+    let response = alone.review("validate", &fixture("014")).await;
+    assert_eq!(response["allowed"], false);
+    assert!(response["status"]["message"].as_str().unwrap().contains("names no BucketContent"), "{response}");
+    alone.stop().await;
+
+    let (api, seen) = api_server(Answer::From(vec![(CONTENT_PATH, legacy_logs())]));
+    let server = TestServer::with_api(catalog_with(None), api).await;
+    let mutate = binding("013");
+    let patched = apply_patch(&mutate, &server.review("mutate", &mutate).await);
+    assert_eq!(patched["spec"]["protocol"], "s3", "the content's protocol");
+    assert_eq!(patched["metadata"]["finalizers"], json!(["cosi.io/finalizer"]));
+    let response = server.review("validate", &fixture("014")).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(*seen.lock().unwrap(), [format!("GET {CONTENT_PATH}"), format!("GET {CONTENT_PATH}")]);
+    assert_eq!(server.state.metrics.lookup_count("BucketContent", "found"), 2);
+    server.stop().await;
+}
+
+/// The owner adds a namespace to the grant, and a Bucket is created in it at once: the
+/// catalog's copy of the content does not list the namespace yet, nor does it know the
+/// (new) namespace. The first object read lets the rules get to the second.
+#[tokio::test]
+async fn a_grant_and_a_namespace_newer_than_the_catalog_are_read_in_turn() {
+    let mut before: BucketContent = serde_json::from_value(legacy_logs()).unwrap();
+    before.spec.bindable_namespaces.retain(|b| b.name != "team-a");
+    let catalog = {
+        let fixtures = fixture_catalog();
+        Catalog::from_objects(fixtures.classes().iter().map(|c| (**c).clone()), [before], [])
+    };
+    let namespace = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+        "metadata": {"name": "team-a", "uid": TEAM_A_UID}});
+    let (api, seen) = api_server(Answer::From(vec![(CONTENT_PATH, legacy_logs()), (NAMESPACE_PATH, namespace)]));
+    let server = TestServer::with_api(catalog, api).await;
+    let response = server.review("validate", &fixture("014")).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(*seen.lock().unwrap(), [format!("GET {CONTENT_PATH}"), format!("GET {NAMESPACE_PATH}")]);
+    assert_eq!(server.state.metrics.lookup_count("Namespace", "found"), 1);
+    server.stop().await;
+}
+
+/// Where the API server has no such object either, the refusal is the catalog's, word for
+/// word; and admitted requests never wait on the API server.
+#[tokio::test]
+async fn what_the_api_server_does_not_have_either_is_refused_as_before_and_admitted_requests_ask_nothing() {
+    let expected = {
+        let alone = TestServer::start(catalog_with(None), served()).await;
+        let response = alone.review("validate", &fixture("014")).await;
+        alone.stop().await;
+        response
+    };
+    let (api, seen) = api_server(Answer::From(Vec::new()));
+    let server = TestServer::with_api(catalog_with(None), api).await;
+    let response = server.review("validate", &fixture("014")).await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"], expected["status"]);
+    assert_eq!(*seen.lock().unwrap(), [format!("GET {CONTENT_PATH}")]);
+    assert_eq!(server.state.metrics.lookup_count("BucketContent", "absent"), 1);
+
+    // A Bucket with a default class, and the class itself: all in the catalog.
+    for (webhook, prefix) in [("mutate", "009"), ("validate", "008")] {
+        let response = server.review(webhook, &fixture(prefix)).await;
+        assert_eq!(response["allowed"], true, "{prefix}: {response}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1, "no further request");
+    server.stop().await;
+}
+
+/// An API server that does not answer costs the review at most the lookup's time, and the
+/// catalog's refusal still comes back inside the webhook's 5 s timeout.
+#[tokio::test]
+async fn an_api_server_that_does_not_answer_leaves_the_catalogs_refusal_in_time() {
+    let (api, seen) = api_server(Answer::Silence);
+    let server = TestServer::with_api(catalog_with(None), api).await;
+    let started = Instant::now();
+    let response = server.review("validate", &fixture("014")).await;
+    let took = started.elapsed();
+    assert_eq!(response["allowed"], false);
+    assert!(response["status"]["message"].as_str().unwrap().contains("names no BucketContent"), "{response}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(server.state.metrics.lookup_count("BucketContent", "error"), 1);
+    // Not a measure of speed: past 5 s the API server has given up on the webhook, and with
+    // failurePolicy Fail refuses the write with a timeout instead of the reason.
+    assert!(took >= LOOKUP_TIMEOUT && took < Duration::from_secs(5), "{took:?}");
+    server.stop().await;
+}
