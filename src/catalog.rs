@@ -304,12 +304,26 @@ impl Catalog {
     }
 
     pub fn class(&self, name: &str) -> Option<Arc<BucketClass>> {
-        self.fetched(|f| f.classes.get(name)).or_else(|| self.classes.get(&ObjectRef::new(name)))
+        if let Some(class) = self.fetched(|f| f.classes.get(name)) {
+            return Some(class);
+        }
+        match self.listed_classes() {
+            Some(all) => all.iter().find(|c| c.metadata.name.as_deref() == Some(name)).cloned(),
+            None => self.classes.get(&ObjectRef::new(name)),
+        }
+    }
+
+    /// Every class, where this review listed them from the API server.
+    fn listed_classes(&self) -> Option<&[Arc<BucketClass>]> {
+        self.fetched.as_deref()?.all_classes.as_deref()
     }
 
     /// The classes `keep` accepts, by name. Filtered under the store's lock, so that a
     /// lookup on the admission path copies only the few classes it is after.
     pub fn classes_where(&self, keep: impl Fn(&BucketClass) -> bool) -> Vec<Arc<BucketClass>> {
+        if let Some(all) = self.listed_classes() {
+            return all.iter().filter(|c| keep(c)).cloned().collect();
+        }
         let mut classes = self.classes.state_filter(keep);
         // Stable order, so that messages listing classes do not change between calls.
         classes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -318,6 +332,9 @@ impl Catalog {
 
     /// The classes marked `isDefaultBucketClass`, by name.
     pub fn default_classes(&self) -> Vec<Arc<BucketClass>> {
+        if self.listed_classes().is_some() {
+            return self.classes_where(|c| c.spec.is_default_bucket_class);
+        }
         let version = self.defaults.version.load(Ordering::Acquire);
         let fresh = |found: &Option<(u64, Vec<Arc<BucketClass>>)>| match found {
             Some((at, classes)) if *at == version => Some(classes.clone()),

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 const CONTENT_PATH: &str = "/apis/cosi.io/v1alpha1/bucketcontents/legacy-logs";
 const NAMESPACE_PATH: &str = "/api/v1/namespaces/team-a";
+const CLASSES_PATH: &str = "/apis/cosi.io/v1alpha1/bucketclasses";
 const TEAM_A_UID: &str = "7239d61f-6c63-4400-865a-b393ebab86df";
 
 /// How the mock API server answers.
@@ -123,6 +124,24 @@ async fn a_grant_and_a_namespace_newer_than_the_catalog_are_read_in_turn() {
     assert_eq!(response["allowed"], true, "{response}");
     assert_eq!(*seen.lock().unwrap(), [format!("GET {CONTENT_PATH}"), format!("GET {NAMESPACE_PATH}")]);
     assert_eq!(server.state.metrics.lookup_count("Namespace", "found"), 1);
+    server.stop().await;
+}
+
+/// A platform team's default class applied with a Bucket that names no class: the classes
+/// are listed, and the default chosen from them.
+#[tokio::test]
+async fn a_default_class_the_catalog_has_not_seen_yet_is_chosen_from_the_api_servers_list() {
+    let mut class = (*fixture_catalog().class("ceph-s3").unwrap()).clone();
+    let listed = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClassList",
+        "metadata": {"resourceVersion": "7"}, "items": [class]});
+    class.spec.is_default_bucket_class = false;
+    let team_a = serde_json::from_value(json!({"metadata": {"name": "team-a", "uid": TEAM_A_UID}})).unwrap();
+    let catalog = Catalog::from_objects([class], [], [team_a]);
+    let (api, seen) = api_server(Answer::From(vec![(CLASSES_PATH, listed)]));
+    let server = TestServer::with_api(catalog, api).await;
+    let response = server.review("mutate", &fixture("009")).await;
+    assert_eq!(apply_patch(&fixture("009"), &response)["spec"]["bucketClassName"], "ceph-s3", "{response}");
+    assert_eq!(*seen.lock().unwrap(), [format!("GET {CLASSES_PATH}")]);
     server.stop().await;
 }
 

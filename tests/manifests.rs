@@ -194,6 +194,7 @@ const CALLS: &[(&str, &str, &str)] = &[
     ("cosi.io", "buckets", "watch"),
     // src/catalog/fetch.rs: admission reads what its catalog does not hold yet.
     ("cosi.io", "bucketclasses", "get"),
+    ("cosi.io", "bucketclasses", "list"),
     ("cosi.io", "bucketcontents", "get"),
     ("", "namespaces", "get"),
     // src/provision/mod.rs: the controllers' watches (Secrets by label).

@@ -72,6 +72,11 @@ fn mutate_bucket(create: bool, bucket: &Bucket, catalog: &Catalog, verdict: &mut
                     Some(name)
                 }
                 Err(message) => {
+                    // No default, or several: the classes may have changed since the watch
+                    // last said (a default class applied with the Bucket, or switched).
+                    if spec.protocol.is_some() {
+                        verdict.missing(Missing::BucketClasses);
+                    }
                     verdict.deny(message);
                     return;
                 }

@@ -550,7 +550,7 @@ fn answers_given_for_want_of_a_catalog_object_name_it() {
         review(webhook, req, &ctx).missing
     };
     let content = |name: &str| Missing::BucketContent(name.into());
-    let class = |name: &str| Missing::BucketClass(name.into());
+    let named_class = |name: &str| Missing::BucketClass(name.into());
     let team_a = || Missing::Namespace("team-a".into());
 
     let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "fresh"}));
@@ -559,8 +559,8 @@ fn answers_given_for_want_of_a_catalog_object_name_it() {
     assert_eq!(missing(Webhook::Mutate, &req, &standard()), [content("fresh")]);
 
     let req = create_bucket("team-a", json!({"protocol": "s3", "bucketClassName": "fresh"}));
-    assert_eq!(missing(Webhook::Validate, &req, &standard()), [class("fresh")]);
-    assert_eq!(missing(Webhook::Mutate, &req, &standard()), [class("fresh")]);
+    assert_eq!(missing(Webhook::Validate, &req, &standard()), [named_class("fresh")]);
+    assert_eq!(missing(Webhook::Mutate, &req, &standard()), [named_class("fresh")]);
 
     // Not granted, as far as the catalog knows: the grant may be newer.
     let req = create_bucket("team-b", json!({"protocol": "s3", "bucketContentName": "legacy"}));
@@ -573,7 +573,20 @@ fn answers_given_for_want_of_a_catalog_object_name_it() {
     let recreated = Catalog::from_objects([], [legacy()], [namespace("team-a", "uid-new")]);
     assert_eq!(missing(Webhook::Validate, &req, &recreated), [team_a(), content("legacy")]);
 
+    // No default class for the protocol, or two: the classes may have changed since.
+    let req = create_bucket("team-a", json!({"protocol": "s3"}));
+    let no_default = catalog(vec![class("ceph", SERVED, false, &["s3"])]);
+    assert_eq!(missing(Webhook::Mutate, &req, &no_default), [Missing::BucketClasses]);
+    let two = catalog(vec![class("a", SERVED, true, &["s3"]), class("b", SERVED, true, &["s3"])]);
+    assert_eq!(missing(Webhook::Mutate, &req, &two), [Missing::BucketClasses]);
+    // Without a protocol no class could be chosen anyway.
+    assert_eq!(missing(Webhook::Mutate, &create_bucket("team-a", json!({})), &no_default), []);
+    let new_default = class("new", SERVED, true, &["s3"]);
+    let req = request("BucketClass", "CREATE", None, serde_json::to_value(&new_default).unwrap(), Value::Null);
+    assert_eq!(missing(Webhook::Validate, &req, &standard()), [Missing::BucketClasses]);
+
     // Admitted: nothing to ask.
+    let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "legacy"}));
     assert_eq!(missing(Webhook::Validate, &req, &standard()), []);
     assert_eq!(missing(Webhook::Mutate, &req, &standard()), []);
     let req = create_bucket("team-a", json!({"protocol": "s3"}));
@@ -599,4 +612,12 @@ fn objects_read_from_the_api_server_decide_the_review_again() {
     assert_eq!(patched.unwrap()["spec"]["protocol"], "s3");
     let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "legacy"}));
     allowed(Webhook::Validate, &req, &fetched);
+
+    // A default class applied with the Bucket; listed, the classes are all there are.
+    let req = create_bucket("team-a", json!({"protocol": "s3"}));
+    let old = catalog(vec![class("old", SERVED, true, &["s3"]), class("ceph", SERVED, false, &["s3"])]);
+    let listed = old.with_fetched(crate::catalog::Fetched::listing([class("ceph", SERVED, true, &["s3"])]));
+    let (_, patched) = run(Webhook::Mutate, &req, &listed);
+    assert_eq!(patched.unwrap()["spec"]["bucketClassName"], "ceph");
+    assert!(listed.class("old").is_none() && old.class("old").is_some());
 }

@@ -292,6 +292,8 @@ impl Context<'_> {
                     .map(|c| c.name_any())
                     .collect();
                 if !others.is_empty() {
+                    // The other may have just stopped being the default (defaults switched).
+                    verdict.missing(Missing::BucketClasses);
                     verdict.deny(format!(
                         "cannot be the default BucketClass for {protocol}: {} already is. Set isDefaultBucketClass: \
                          false here, or on {}",

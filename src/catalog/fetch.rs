@@ -27,6 +27,8 @@ use crate::api::{BucketClass, BucketContent};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Missing {
     BucketClass(String),
+    /// Every BucketClass: choosing the default class, and keeping it to one, read them all.
+    BucketClasses,
     BucketContent(String),
     Namespace(String),
 }
@@ -34,15 +36,26 @@ pub enum Missing {
 impl Missing {
     pub fn kind(&self) -> &'static str {
         match self {
-            Missing::BucketClass(_) => "BucketClass",
+            Missing::BucketClass(_) | Missing::BucketClasses => "BucketClass",
             Missing::BucketContent(_) => "BucketContent",
             Missing::Namespace(_) => "Namespace",
         }
     }
 
+    /// The object's name; empty for [`Missing::BucketClasses`].
     pub fn name(&self) -> &str {
         match self {
             Missing::BucketClass(name) | Missing::BucketContent(name) | Missing::Namespace(name) => name,
+            Missing::BucketClasses => "",
+        }
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missing::BucketClasses => f.write_str("every BucketClass"),
+            named => write!(f, "{} {:?}", named.kind(), named.name()),
         }
     }
 }
@@ -53,6 +66,8 @@ pub struct Fetched {
     pub(super) classes: HashMap<String, Arc<BucketClass>>,
     pub(super) contents: HashMap<String, Arc<BucketContent>>,
     pub(super) namespaces: HashMap<String, Arc<NamespaceMeta>>,
+    /// Every class, by name, where they were listed: then the only classes there are.
+    pub(super) all_classes: Option<Vec<Arc<BucketClass>>>,
 }
 
 impl Fetched {
@@ -66,17 +81,30 @@ impl Fetched {
             objects.into_iter().map(|o| (o.meta().name.clone().unwrap_or_default(), trimmed(o))).collect()
         }
         let namespaces = namespaces.into_iter().map(|ns| ns.metadata.into_response_partial::<Namespace>());
-        Fetched { classes: by_name(classes), contents: by_name(contents), namespaces: by_name(namespaces) }
+        Fetched {
+            classes: by_name(classes),
+            contents: by_name(contents),
+            namespaces: by_name(namespaces),
+            all_classes: None,
+        }
+    }
+
+    /// Every class there is, as a list would have read them.
+    pub fn listing(classes: impl IntoIterator<Item = BucketClass>) -> Fetched {
+        Fetched { all_classes: Some(by_name_order(classes.into_iter().map(trimmed).collect())), ..Fetched::default() }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.classes.is_empty() && self.contents.is_empty() && self.namespaces.is_empty()
+        self.classes.is_empty() && self.contents.is_empty() && self.namespaces.is_empty() && self.all_classes.is_none()
     }
 
     pub fn extend(&mut self, more: Fetched) {
         self.classes.extend(more.classes);
         self.contents.extend(more.contents);
         self.namespaces.extend(more.namespaces);
+        if more.all_classes.is_some() {
+            self.all_classes = more.all_classes;
+        }
     }
 }
 
@@ -109,6 +137,11 @@ pub async fn fetch(client: &Client, missing: &[Missing], timeout: Duration) -> (
             Missing::BucketClass(_) => within(timeout, Api::<BucketClass>::all(client.clone()).get_opt(name))
                 .await
                 .map(|found| found.map(|c| Got::Class(trimmed(c)))),
+            Missing::BucketClasses => {
+                within(timeout, Api::<BucketClass>::all(client.clone()).list(&Default::default()))
+                    .await
+                    .map(|list| Some(Got::AllClasses(by_name_order(list.items.into_iter().map(trimmed).collect()))))
+            }
             Missing::BucketContent(_) => within(timeout, Api::<BucketContent>::all(client.clone()).get_opt(name))
                 .await
                 .map(|found| found.map(|c| Got::Content(trimmed(c)))),
@@ -134,14 +167,14 @@ pub async fn fetch(client: &Client, missing: &[Missing], timeout: Duration) -> (
                     Got::Namespace(namespace) => {
                         fetched.namespaces.insert(name, namespace);
                     }
+                    Got::AllClasses(classes) => fetched.all_classes = Some(classes),
                 }
                 Lookup::Found
             }
             Ok(None) => Lookup::Absent,
             Err(error) => {
                 tracing::warn!(
-                    kind = missing.kind(),
-                    name = missing.name(),
+                    object = %missing,
                     %error,
                     "could not read from the API server an object the catalog does not hold; deciding without it"
                 );
@@ -157,6 +190,13 @@ enum Got {
     Class(Arc<BucketClass>),
     Content(Arc<BucketContent>),
     Namespace(Arc<NamespaceMeta>),
+    AllClasses(Vec<Arc<BucketClass>>),
+}
+
+/// In the order the catalog gives classes, so that messages listing them do not change.
+fn by_name_order(mut classes: Vec<Arc<BucketClass>>) -> Vec<Arc<BucketClass>> {
+    classes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    classes
 }
 
 /// As the catalog keeps its objects (see [`super::trim`]).
