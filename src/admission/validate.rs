@@ -116,7 +116,7 @@ impl Context<'_> {
                 verdict.missing(Missing::Namespace(namespace.clone()));
                 verdict.forbid(format!(
                     "the uid of namespace {namespace:?} is not known to bucketgate yet, so binding to BucketContent \
-                 {content_name:?} cannot be checked: retry in a few seconds"
+                     {content_name:?} cannot be checked: retry in a few seconds"
                 ));
             }
             Some(uid) if !allowed.iter().any(|b| b.uid == uid) => {
