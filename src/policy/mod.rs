@@ -20,7 +20,7 @@ use kube::core::{Selector, SelectorExt};
 use serde_json::{Map, Value, json};
 
 use crate::admission::{Kind, Operation, Request, Verdict, Webhook};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Missing};
 use rule::{Condition, Eval, Mutation};
 use spec::{LimitsSpec, MatchSpec, Mode, OnError, PolicyDocument};
 
@@ -233,7 +233,15 @@ pub fn apply(
     if req.sub_resource.is_some() || !verdict.allowed() || set.policies.is_empty() || req.of_a_deleted_object() {
         return Vec::new();
     }
-    let labels = req.namespace.as_deref().and_then(|ns| catalog.namespace_labels(ns)).unwrap_or_default();
+    let labels = match req.namespace.as_deref() {
+        Some(namespace) => catalog.namespace_labels(namespace).unwrap_or_else(|| {
+            // The request's namespace exists: the catalog has not seen it yet (one created
+            // a moment ago), and policies select by its labels and read them.
+            verdict.missing(Missing::Namespace(namespace.to_string()));
+            BTreeMap::new()
+        }),
+        None => BTreeMap::new(),
+    };
     let objects = ObjectLabels::new(req, &verdict.patch);
     let matching: Vec<&Policy> = set
         .policies
@@ -849,6 +857,34 @@ mod tests {
         let mut denied = Verdict::default();
         denied.deny("built-in");
         assert!(apply(Webhook::Validate, &req, Kind::Bucket, &catalog, &set, &mut denied).is_empty());
+    }
+
+    /// A namespace created a moment ago, and a Bucket in it: the policies select by its
+    /// labels, so it is named for the server to read, and with it read they apply.
+    #[test]
+    fn a_namespace_the_catalog_has_not_seen_is_named_and_its_labels_read_from_the_api_server_apply() {
+        let set = PolicySet {
+            policies: vec![policy(json!({"limits": {
+                "allowedClassesByNamespaceLabel": {"label": "tier", "values": {"bronze": ["fast"]}, "default": []}}}))],
+            loaded_at: SystemTime::now(),
+        };
+        let req = request(Some("lab"), "CREATE", "alice", &[]);
+        let behind = Catalog::from_objects([], [], []);
+        let mut verdict = Verdict::default();
+        apply(Webhook::Validate, &req, Kind::Bucket, &behind, &set, &mut verdict);
+        assert_eq!(verdict.missing, [Missing::Namespace("lab".into())]);
+        assert_eq!(
+            verdict.errors,
+            ["policy p: namespace \"lab\" (without label tier) may use BucketClasses none, not \"fast\""]
+        );
+
+        let lab: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "lab", "uid": "u", "labels": {"tier": "bronze"}}}))
+                .unwrap();
+        let read = behind.with_fetched(crate::catalog::Fetched::of([], [], [lab]));
+        let mut verdict = Verdict::default();
+        apply(Webhook::Validate, &req, Kind::Bucket, &read, &set, &mut verdict);
+        assert_eq!((verdict.errors.len(), verdict.missing.len()), (0, 0), "{:?}", verdict.errors);
     }
 
     /// The patch holds what the policies changed, whether they add a member the object
