@@ -361,6 +361,7 @@ fn alerts_query_metrics_that_bucketgate_exports() {
     let backend = BackendLabels { provisioner: "p".into(), operation: "grant", result: "success" };
     metrics.observe_backend(backend, std::time::Duration::from_millis(5));
     metrics.reconciled("Bucket", "success");
+    metrics.looked_up("BucketContent", "found");
     // OpenMetrics names a family in its TYPE line: without _total, _bucket, _count or _sum.
     let families: BTreeSet<String> = metrics
         .encode()
@@ -387,5 +388,5 @@ fn alerts_query_metrics_that_bucketgate_exports() {
         }
         alerts += 1;
     }
-    assert_eq!(alerts, 8);
+    assert_eq!(alerts, 9);
 }
