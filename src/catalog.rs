@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 use crate::api::{Bucket, BucketClass, BucketContent};
 
 mod fetch;
-pub use fetch::{Fetched, Lookup, Missing, fetch};
+pub use fetch::{Fetched, Lookup, Recheck, fetch};
 
 type NamespaceMeta = PartialObjectMeta<Namespace>;
 type BucketMeta = PartialObjectMeta<Bucket>;

@@ -153,14 +153,14 @@ async fn review_looking_up(
     let deadline = Instant::now() + LOOKUP_TIMEOUT;
     let (mut asked, mut fetched) = (Vec::new(), catalog::Fetched::default());
     loop {
-        let new: Vec<_> = reviewed.missing.iter().filter(|m| !asked.contains(*m)).cloned().collect();
+        let new: Vec<_> = reviewed.rechecks.iter().filter(|m| !asked.contains(*m)).cloned().collect();
         let left = deadline.saturating_duration_since(Instant::now());
         if new.is_empty() || left.is_zero() {
             return reviewed;
         }
         let (found, lookups) = catalog::fetch(client, &new, left).await;
-        for (missing, lookup) in &lookups {
-            state.metrics.looked_up(missing.kind(), lookup.as_str());
+        for (object, lookup) in &lookups {
+            state.metrics.looked_up(object.kind(), lookup.as_str());
         }
         tracing::debug!(uid = request.uid.as_str(), ?lookups, "read from the API server what the catalog did not hold");
         asked.extend(new);

@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::api::{GROUP, VERSION};
-use crate::catalog::{Catalog, Missing};
+use crate::catalog::{Catalog, Recheck};
 use crate::config::Config;
 use crate::policy::{PolicySet, Record};
 use held::Held;
@@ -367,9 +367,9 @@ pub struct Context<'a> {
 pub struct Reviewed {
     pub response: Response,
     pub records: Vec<Record>,
-    /// Objects the decision turned on that the catalog did not hold: worth reading from
-    /// the API server and deciding again, as the catalog may only be behind.
-    pub missing: Vec<Missing>,
+    /// Objects the decision turned on that the catalog lacked, or held refusing: worth
+    /// reading from the API server and deciding again, as the catalog may only be behind.
+    pub rechecks: Vec<Recheck>,
 }
 
 /// Answers one admission request: the built-in rules, then the admins' policies. Pure:
@@ -380,15 +380,15 @@ pub fn review(webhook: Webhook, req: &Request, ctx: &Context) -> Reviewed {
             "bucketgate does not handle {}/{} {}: the webhook's rules should not send it here",
             req.kind.group, req.kind.version, req.kind.kind
         ));
-        return Reviewed { response: verdict.into_response(req), records: Vec::new(), missing: Vec::new() };
+        return Reviewed { response: verdict.into_response(req), records: Vec::new(), rechecks: Vec::new() };
     };
     let mut verdict = match webhook {
         Webhook::Mutate => mutate::mutate(kind, req, ctx.catalog),
         Webhook::Validate => validate::validate(kind, req, ctx.catalog, ctx.config),
     };
     let records = crate::policy::apply(webhook, req, kind, ctx.catalog, ctx.policies, &mut verdict);
-    let missing = std::mem::take(&mut verdict.missing);
-    Reviewed { response: verdict.into_response(req), records, missing }
+    let rechecks = std::mem::take(&mut verdict.rechecks);
+    Reviewed { response: verdict.into_response(req), records, rechecks }
 }
 
 pub fn operation_name(operation: &Operation) -> &'static str {
@@ -411,8 +411,8 @@ pub struct Verdict {
     pub patch: Vec<PatchOperation>,
     /// Recorded in the API server's audit log under the webhook's name.
     pub audit_annotations: BTreeMap<String, String>,
-    /// What the rules looked for in the catalog and answered without.
-    pub missing: Vec<Missing>,
+    /// What the answer turned on as the catalog has it (see [`Recheck`]).
+    pub rechecks: Vec<Recheck>,
 }
 
 impl Verdict {
@@ -429,10 +429,11 @@ impl Verdict {
         self.errors.push(message.into());
     }
 
-    /// Notes that the answer was given without `object`, which the catalog did not hold.
-    pub fn missing(&mut self, object: Missing) {
-        if !self.missing.contains(&object) {
-            self.missing.push(object);
+    /// Notes that the answer turned on `object` as the catalog has it, or lacks it: worth
+    /// giving again with the API server's copy.
+    pub fn recheck(&mut self, object: Recheck) {
+        if !self.rechecks.contains(&object) {
+            self.rechecks.push(object);
         }
     }
 

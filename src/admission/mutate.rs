@@ -5,7 +5,7 @@ use kube::Resource;
 use super::patch::{add, ensure_finalizer, ensure_label};
 use super::{Kind, Operation, Request, Verdict, objects};
 use crate::api::{Bucket, BucketContent, FINALIZER, PROVISIONER_LABEL, Protocol};
-use crate::catalog::{Catalog, Missing};
+use crate::catalog::{Catalog, Recheck};
 use crate::naming::label_value;
 
 pub fn mutate(kind: Kind, req: &Request, catalog: &Catalog) -> Verdict {
@@ -61,7 +61,7 @@ fn mutate_bucket(create: bool, bucket: &Bucket, catalog: &Catalog, verdict: &mut
             // only behind: then the content's protocol and provisioner belong here. (Not on
             // updates: a Bucket outlives its content's deletion, and each of its updates
             // would ask the API server again.)
-            verdict.missing(Missing::BucketContent(content_name.clone()));
+            verdict.recheck(Recheck::BucketContent(content_name.clone()));
         }
     } else {
         let class_name = match &spec.bucket_class_name {
@@ -75,7 +75,7 @@ fn mutate_bucket(create: bool, bucket: &Bucket, catalog: &Catalog, verdict: &mut
                     // No default, or several: the classes may have changed since the watch
                     // last said (a default class applied with the Bucket, or switched).
                     if spec.protocol.is_some() {
-                        verdict.missing(Missing::BucketClasses);
+                        verdict.recheck(Recheck::BucketClasses);
                     }
                     verdict.deny(message);
                     return;
@@ -86,7 +86,7 @@ fn mutate_bucket(create: bool, bucket: &Bucket, catalog: &Catalog, verdict: &mut
         let class = class_name.and_then(|name| {
             let class = catalog.class(&name);
             if class.is_none() && create {
-                verdict.missing(Missing::BucketClass(name));
+                verdict.recheck(Recheck::BucketClass(name));
             }
             class
         });

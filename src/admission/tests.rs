@@ -545,57 +545,57 @@ fn deleting_a_bucket_warns_when_its_data_goes_too() {
 /// decide again. Nothing is named where the request is admitted as it stands.
 #[test]
 fn answers_given_for_want_of_a_catalog_object_name_it() {
-    let missing = |webhook: Webhook, req: &Request, catalog: &Catalog| {
+    let rechecks = |webhook: Webhook, req: &Request, catalog: &Catalog| {
         let ctx = Context { catalog, config: &config(), policies: &crate::policy::PolicySet::default() };
-        review(webhook, req, &ctx).missing
+        review(webhook, req, &ctx).rechecks
     };
-    let content = |name: &str| Missing::BucketContent(name.into());
-    let named_class = |name: &str| Missing::BucketClass(name.into());
-    let team_a = || Missing::Namespace("team-a".into());
+    let content = |name: &str| Recheck::BucketContent(name.into());
+    let named_class = |name: &str| Recheck::BucketClass(name.into());
+    let team_a = || Recheck::Namespace("team-a".into());
 
     let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "fresh"}));
-    assert_eq!(missing(Webhook::Validate, &req, &standard()), [content("fresh")]);
+    assert_eq!(rechecks(Webhook::Validate, &req, &standard()), [content("fresh")]);
     // The mutating webhook admits it, but without the content's protocol and label.
-    assert_eq!(missing(Webhook::Mutate, &req, &standard()), [content("fresh")]);
+    assert_eq!(rechecks(Webhook::Mutate, &req, &standard()), [content("fresh")]);
 
     let req = create_bucket("team-a", json!({"protocol": "s3", "bucketClassName": "fresh"}));
-    assert_eq!(missing(Webhook::Validate, &req, &standard()), [named_class("fresh")]);
-    assert_eq!(missing(Webhook::Mutate, &req, &standard()), [named_class("fresh")]);
+    assert_eq!(rechecks(Webhook::Validate, &req, &standard()), [named_class("fresh")]);
+    assert_eq!(rechecks(Webhook::Mutate, &req, &standard()), [named_class("fresh")]);
 
     // Not granted, as far as the catalog knows: the grant may be newer.
     let req = create_bucket("team-b", json!({"protocol": "s3", "bucketContentName": "legacy"}));
-    assert_eq!(missing(Webhook::Validate, &req, &standard()), [content("legacy")]);
+    assert_eq!(rechecks(Webhook::Validate, &req, &standard()), [content("legacy")]);
 
     let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "legacy"}));
     let no_namespaces = Catalog::from_objects([], [legacy()], []);
-    assert_eq!(missing(Webhook::Validate, &req, &no_namespaces), [team_a()]);
+    assert_eq!(rechecks(Webhook::Validate, &req, &no_namespaces), [team_a()]);
     // Either the namespace or the grant may be the newer.
     let recreated = Catalog::from_objects([], [legacy()], [namespace("team-a", "uid-new")]);
-    assert_eq!(missing(Webhook::Validate, &req, &recreated), [team_a(), content("legacy")]);
+    assert_eq!(rechecks(Webhook::Validate, &req, &recreated), [team_a(), content("legacy")]);
 
     // No default class for the protocol, or two: the classes may have changed since.
     let req = create_bucket("team-a", json!({"protocol": "s3"}));
     let no_default = catalog(vec![class("ceph", SERVED, false, &["s3"])]);
-    assert_eq!(missing(Webhook::Mutate, &req, &no_default), [Missing::BucketClasses]);
+    assert_eq!(rechecks(Webhook::Mutate, &req, &no_default), [Recheck::BucketClasses]);
     let two = catalog(vec![class("a", SERVED, true, &["s3"]), class("b", SERVED, true, &["s3"])]);
-    assert_eq!(missing(Webhook::Mutate, &req, &two), [Missing::BucketClasses]);
+    assert_eq!(rechecks(Webhook::Mutate, &req, &two), [Recheck::BucketClasses]);
     // Without a protocol no class could be chosen anyway.
-    assert_eq!(missing(Webhook::Mutate, &create_bucket("team-a", json!({})), &no_default), []);
+    assert_eq!(rechecks(Webhook::Mutate, &create_bucket("team-a", json!({})), &no_default), []);
     let new_default = class("new", SERVED, true, &["s3"]);
     let req = request("BucketClass", "CREATE", None, serde_json::to_value(&new_default).unwrap(), Value::Null);
-    assert_eq!(missing(Webhook::Validate, &req, &standard()), [Missing::BucketClasses]);
+    assert_eq!(rechecks(Webhook::Validate, &req, &standard()), [Recheck::BucketClasses]);
 
     // Admitted: nothing to ask.
     let req = create_bucket("team-a", json!({"protocol": "s3", "bucketContentName": "legacy"}));
-    assert_eq!(missing(Webhook::Validate, &req, &standard()), []);
-    assert_eq!(missing(Webhook::Mutate, &req, &standard()), []);
+    assert_eq!(rechecks(Webhook::Validate, &req, &standard()), []);
+    assert_eq!(rechecks(Webhook::Mutate, &req, &standard()), []);
     let req = create_bucket("team-a", json!({"protocol": "s3"}));
-    assert_eq!(missing(Webhook::Mutate, &req, &standard()), []);
+    assert_eq!(rechecks(Webhook::Mutate, &req, &standard()), []);
     // A Bucket outlives its content: its updates do not ask for it each time.
     let object = bucket(json!({"protocol": "s3", "bucketContentName": "gone"}));
     let req = request("Bucket", "UPDATE", Some("team-a"), object.clone(), object);
-    assert_eq!(missing(Webhook::Mutate, &req, &standard()), []);
-    assert_eq!(missing(Webhook::Validate, &req, &standard()), []);
+    assert_eq!(rechecks(Webhook::Mutate, &req, &standard()), []);
+    assert_eq!(rechecks(Webhook::Validate, &req, &standard()), []);
 }
 
 /// With what the API server gave, the same request is decided as if the watch had

@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 
 use super::{Kind, Objects, Operation, Request, Verdict, objects};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketSpec, Protocol, ReleasePolicy};
-use crate::catalog::{Catalog, Missing};
+use crate::catalog::{Catalog, Recheck};
 use crate::config::Config;
 use crate::naming::{
     DRIVER_PARAMETERS, check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters,
@@ -87,7 +87,7 @@ impl Context<'_> {
     /// namespace must be bindable by name and uid. This is the tenancy boundary.
     fn bucket_binding(&self, spec: &BucketSpec, protocol: Protocol, content_name: &str, verdict: &mut Verdict) {
         let Some(content) = self.catalog.content(content_name) else {
-            verdict.missing(Missing::BucketContent(content_name.to_string()));
+            verdict.recheck(Recheck::BucketContent(content_name.to_string()));
             verdict.deny(format!(
                 "spec.bucketContentName {content_name:?} names no BucketContent: check the name, or ask the \
                  bucket's owner to create the BucketContent first"
@@ -102,7 +102,7 @@ impl Context<'_> {
         let allowed: Vec<_> = content.spec.bindable_namespaces.iter().filter(|b| b.name == namespace).collect();
         if allowed.is_empty() {
             // The owner may have just added the namespace, and the watch not brought it yet.
-            verdict.missing(Missing::BucketContent(content_name.to_string()));
+            verdict.recheck(Recheck::BucketContent(content_name.to_string()));
             let listed: Vec<&str> = content.spec.bindable_namespaces.iter().map(|b| b.name.as_str()).collect();
             verdict.forbid(format!(
                 "namespace {namespace:?} may not bind BucketContent {content_name:?}: it is not in \
@@ -113,7 +113,7 @@ impl Context<'_> {
         }
         match self.catalog.namespace_uid(&namespace) {
             None => {
-                verdict.missing(Missing::Namespace(namespace.clone()));
+                verdict.recheck(Recheck::Namespace(namespace.clone()));
                 verdict.forbid(format!(
                     "the uid of namespace {namespace:?} is not known to bucketgate yet, so binding to BucketContent \
                      {content_name:?} cannot be checked: retry in a few seconds"
@@ -122,8 +122,8 @@ impl Context<'_> {
             Some(uid) if !allowed.iter().any(|b| b.uid == uid) => {
                 // Either may be newer than the catalog's copy: a namespace just recreated, or
                 // a grant just updated to its new uid.
-                verdict.missing(Missing::Namespace(namespace.clone()));
-                verdict.missing(Missing::BucketContent(content_name.to_string()));
+                verdict.recheck(Recheck::Namespace(namespace.clone()));
+                verdict.recheck(Recheck::BucketContent(content_name.to_string()));
                 verdict.forbid(format!(
                     "BucketContent {content_name:?} lets namespace {namespace:?} bind only with uid {}, but {namespace:?} \
                      now has uid {uid}: the namespace was deleted and recreated, and the grant does not carry over. \
@@ -178,7 +178,7 @@ impl Context<'_> {
             return;
         };
         let Some(class) = self.catalog.class(class_name) else {
-            verdict.missing(Missing::BucketClass(class_name.clone()));
+            verdict.recheck(Recheck::BucketClass(class_name.clone()));
             let supporting = self.class_names(|c| c.spec.supported_protocols.contains(&protocol));
             verdict.deny(format!(
                 "spec.bucketClassName {class_name:?} names no BucketClass; classes that support {protocol}: {}",
@@ -293,7 +293,7 @@ impl Context<'_> {
                     .collect();
                 if !others.is_empty() {
                     // The other may have just stopped being the default (defaults switched).
-                    verdict.missing(Missing::BucketClasses);
+                    verdict.recheck(Recheck::BucketClasses);
                     verdict.deny(format!(
                         "cannot be the default BucketClass for {protocol}: {} already is. Set isDefaultBucketClass: \
                          false here, or on {}",

@@ -1,4 +1,5 @@
-//! Reading from the API server what a review looked for and the catalog did not hold.
+//! Reading from the API server what a review turned on and the catalog lacked, or held in
+//! a version that refused.
 //!
 //! The catalog is a watch cache, and a watch is behind by design: a BucketContent and a
 //! Bucket naming it in one `kubectl apply`, or a namespace and a Bucket in it, reach the
@@ -20,12 +21,13 @@ use kube::{Client, Resource};
 use super::NamespaceMeta;
 use crate::api::{BucketClass, BucketContent};
 
-/// An object a rule answered on the catalog's word for, where the catalog may only be
-/// behind: it did not hold the object, or held a version that refused (a grant, a
-/// namespace's uid). Rules note one only where the answer was a refusal or a patch short
-/// of what the object would give, so that admitted requests never wait on the API server.
+/// An object to read again from the API server: a rule answered on the catalog's word for
+/// it, where the catalog may only be behind: it did not hold the object, or held a version
+/// that refused (a grant, a namespace's uid). Rules note one only where the answer was a
+/// refusal or a patch short of what the object would give, so that admitted requests never
+/// wait on the API server.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Missing {
+pub enum Recheck {
     BucketClass(String),
     /// Every BucketClass: choosing the default class, and keeping it to one, read them all.
     BucketClasses,
@@ -33,28 +35,28 @@ pub enum Missing {
     Namespace(String),
 }
 
-impl Missing {
+impl Recheck {
     pub fn kind(&self) -> &'static str {
         match self {
-            Missing::BucketClass(_) | Missing::BucketClasses => "BucketClass",
-            Missing::BucketContent(_) => "BucketContent",
-            Missing::Namespace(_) => "Namespace",
+            Recheck::BucketClass(_) | Recheck::BucketClasses => "BucketClass",
+            Recheck::BucketContent(_) => "BucketContent",
+            Recheck::Namespace(_) => "Namespace",
         }
     }
 
-    /// The object's name; empty for [`Missing::BucketClasses`].
+    /// The object's name; empty for [`Recheck::BucketClasses`].
     pub fn name(&self) -> &str {
         match self {
-            Missing::BucketClass(name) | Missing::BucketContent(name) | Missing::Namespace(name) => name,
-            Missing::BucketClasses => "",
+            Recheck::BucketClass(name) | Recheck::BucketContent(name) | Recheck::Namespace(name) => name,
+            Recheck::BucketClasses => "",
         }
     }
 }
 
-impl std::fmt::Display for Missing {
+impl std::fmt::Display for Recheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Missing::BucketClasses => f.write_str("every BucketClass"),
+            Recheck::BucketClasses => f.write_str("every BucketClass"),
             named => write!(f, "{} {:?}", named.kind(), named.name()),
         }
     }
@@ -108,7 +110,7 @@ impl Fetched {
     }
 }
 
-/// What the API server said of one missing object.
+/// What the API server said of one object to recheck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
     /// It exists: the catalog was behind.
@@ -129,34 +131,34 @@ impl Lookup {
     }
 }
 
-/// Reads each of `missing` from the API server, all at once, each within `timeout`.
-pub async fn fetch(client: &Client, missing: &[Missing], timeout: Duration) -> (Fetched, Vec<(Missing, Lookup)>) {
-    let lookups = missing.iter().map(|m| async move {
+/// Reads each of `objects` from the API server, all at once, each within `timeout`.
+pub async fn fetch(client: &Client, objects: &[Recheck], timeout: Duration) -> (Fetched, Vec<(Recheck, Lookup)>) {
+    let lookups = objects.iter().map(|m| async move {
         let name = m.name();
         let read = match m {
-            Missing::BucketClass(_) => within(timeout, Api::<BucketClass>::all(client.clone()).get_opt(name))
+            Recheck::BucketClass(_) => within(timeout, Api::<BucketClass>::all(client.clone()).get_opt(name))
                 .await
                 .map(|found| found.map(|c| Got::Class(trimmed(c)))),
-            Missing::BucketClasses => {
+            Recheck::BucketClasses => {
                 within(timeout, Api::<BucketClass>::all(client.clone()).list(&Default::default()))
                     .await
                     .map(|list| Some(Got::AllClasses(by_name_order(list.items.into_iter().map(trimmed).collect()))))
             }
-            Missing::BucketContent(_) => within(timeout, Api::<BucketContent>::all(client.clone()).get_opt(name))
+            Recheck::BucketContent(_) => within(timeout, Api::<BucketContent>::all(client.clone()).get_opt(name))
                 .await
                 .map(|found| found.map(|c| Got::Content(trimmed(c)))),
-            Missing::Namespace(_) => within(timeout, Api::<Namespace>::all(client.clone()).get_metadata_opt(name))
+            Recheck::Namespace(_) => within(timeout, Api::<Namespace>::all(client.clone()).get_metadata_opt(name))
                 .await
                 .map(|found| found.map(|ns| Got::Namespace(Arc::new(ns)))),
         };
         (m.clone(), read)
     });
     let mut fetched = Fetched::default();
-    let mut outcomes = Vec::with_capacity(missing.len());
-    for (missing, read) in futures::future::join_all(lookups).await {
+    let mut outcomes = Vec::with_capacity(objects.len());
+    for (object, read) in futures::future::join_all(lookups).await {
         let lookup = match read {
             Ok(Some(got)) => {
-                let name = missing.name().to_string();
+                let name = object.name().to_string();
                 match got {
                     Got::Class(class) => {
                         fetched.classes.insert(name, class);
@@ -174,14 +176,14 @@ pub async fn fetch(client: &Client, missing: &[Missing], timeout: Duration) -> (
             Ok(None) => Lookup::Absent,
             Err(error) => {
                 tracing::warn!(
-                    object = %missing,
+                    object = %object,
                     %error,
                     "could not read from the API server an object the catalog does not hold; deciding without it"
                 );
                 Lookup::Failed
             }
         };
-        outcomes.push((missing, lookup));
+        outcomes.push((object, lookup));
     }
     (fetched, outcomes)
 }

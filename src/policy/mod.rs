@@ -20,7 +20,7 @@ use kube::core::{Selector, SelectorExt};
 use serde_json::{Map, Value, json};
 
 use crate::admission::{Kind, Operation, Request, Verdict, Webhook};
-use crate::catalog::{Catalog, Missing};
+use crate::catalog::{Catalog, Recheck};
 use rule::{Condition, Eval, Mutation};
 use spec::{LimitsSpec, MatchSpec, Mode, OnError, PolicyDocument};
 
@@ -237,7 +237,7 @@ pub fn apply(
         Some(namespace) => catalog.namespace_labels(namespace).unwrap_or_else(|| {
             // The request's namespace exists: the catalog has not seen it yet (one created
             // a moment ago), and policies select by its labels and read them.
-            verdict.missing(Missing::Namespace(namespace.to_string()));
+            verdict.recheck(Recheck::Namespace(namespace.to_string()));
             BTreeMap::new()
         }),
         None => BTreeMap::new(),
@@ -872,7 +872,7 @@ mod tests {
         let behind = Catalog::from_objects([], [], []);
         let mut verdict = Verdict::default();
         apply(Webhook::Validate, &req, Kind::Bucket, &behind, &set, &mut verdict);
-        assert_eq!(verdict.missing, [Missing::Namespace("lab".into())]);
+        assert_eq!(verdict.rechecks, [Recheck::Namespace("lab".into())]);
         assert_eq!(
             verdict.errors,
             ["policy p: namespace \"lab\" (without label tier) may use BucketClasses none, not \"fast\""]
@@ -884,7 +884,7 @@ mod tests {
         let read = behind.with_fetched(crate::catalog::Fetched::of([], [], [lab]));
         let mut verdict = Verdict::default();
         apply(Webhook::Validate, &req, Kind::Bucket, &read, &set, &mut verdict);
-        assert_eq!((verdict.errors.len(), verdict.missing.len()), (0, 0), "{:?}", verdict.errors);
+        assert_eq!((verdict.errors.len(), verdict.rechecks.len()), (0, 0), "{:?}", verdict.errors);
     }
 
     /// The patch holds what the policies changed, whether they add a member the object
