@@ -1,8 +1,8 @@
 //! What admission needs to know about the cluster, held in memory: BucketClasses,
 //! BucketContents, Namespaces (uids and labels) and the names of the Buckets in each
 //! namespace (for quotas). The webhook calls the API server only for an object a review
-//! turned on and the catalog did not hold yet ([`fetch`]). On the leader the provisioning
-//! loop's controllers read the classes and contents from here too
+//! turned on and the catalog lacked, or held in a version that refused ([`fetch`]). On the
+//! leader the provisioning loop's controllers read the classes and contents from here too
 //! ([`Catalog::content_updates`]), so that no replica holds them twice.
 //!
 //! Both sources fill the same kube-runtime reflector stores: [`Catalog::watch`] from the
