@@ -161,11 +161,7 @@ impl Catalog {
         namespaces: impl IntoIterator<Item = Namespace>,
         buckets: impl IntoIterator<Item = Bucket>,
     ) -> Catalog {
-        let namespaces = namespaces.into_iter().map(|ns| NamespaceMeta {
-            types: None,
-            metadata: ns.metadata,
-            _phantom: Default::default(),
-        });
+        let namespaces = namespaces.into_iter().map(namespace_meta);
         let mut names = NamesByNamespace::new();
         for bucket in buckets {
             add_name(&mut names, &bucket.metadata);
@@ -304,27 +300,24 @@ impl Catalog {
     }
 
     pub fn class(&self, name: &str) -> Option<Arc<BucketClass>> {
-        if let Some(class) = self.fetched(|f| f.classes.get(name)) {
-            return Some(class);
-        }
         match self.listed_classes() {
-            Some(all) => all.iter().find(|c| c.metadata.name.as_deref() == Some(name)).cloned(),
-            None => self.classes.get(&ObjectRef::new(name)),
+            Some(all) => all.get(name).cloned(),
+            None => self.fetched(|f| f.classes.get(name)).or_else(|| self.classes.get(&ObjectRef::new(name))),
         }
     }
 
-    /// Every class, where this review listed them from the API server.
-    fn listed_classes(&self) -> Option<&[Arc<BucketClass>]> {
-        self.fetched.as_deref()?.all_classes.as_deref()
+    /// Every class by name, where this review listed them from the API server.
+    fn listed_classes(&self) -> Option<&HashMap<String, Arc<BucketClass>>> {
+        self.fetched.as_deref().filter(|f| f.classes_listed).map(|f| &f.classes)
     }
 
     /// The classes `keep` accepts, by name. Filtered under the store's lock, so that a
     /// lookup on the admission path copies only the few classes it is after.
     pub fn classes_where(&self, keep: impl Fn(&BucketClass) -> bool) -> Vec<Arc<BucketClass>> {
-        if let Some(all) = self.listed_classes() {
-            return all.iter().filter(|c| keep(c)).cloned().collect();
-        }
-        let mut classes = self.classes.state_filter(keep);
+        let mut classes = match self.listed_classes() {
+            Some(all) => all.values().filter(|c| keep(c)).cloned().collect(),
+            None => self.classes.state_filter(keep),
+        };
         // Stable order, so that messages listing classes do not change between calls.
         classes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         classes
@@ -464,6 +457,11 @@ where
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
     writer.as_reader()
+}
+
+/// A Namespace as the catalog keeps it: its metadata only.
+fn namespace_meta(namespace: Namespace) -> NamespaceMeta {
+    NamespaceMeta { types: None, metadata: namespace.metadata, _phantom: Default::default() }
 }
 
 /// The annotation in which `kubectl apply` keeps a whole copy of what it applied.

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
-use kube::core::PartialObjectMetaExt;
 use kube::{Client, Resource};
 
 use super::NamespaceMeta;
@@ -68,8 +67,8 @@ pub struct Fetched {
     pub(super) classes: HashMap<String, Arc<BucketClass>>,
     pub(super) contents: HashMap<String, Arc<BucketContent>>,
     pub(super) namespaces: HashMap<String, Arc<NamespaceMeta>>,
-    /// Every class, by name, where they were listed: then the only classes there are.
-    pub(super) all_classes: Option<Vec<Arc<BucketClass>>>,
+    /// `classes` holds every class there is: they were listed.
+    pub(super) classes_listed: bool,
 }
 
 impl Fetched {
@@ -79,34 +78,33 @@ impl Fetched {
         contents: impl IntoIterator<Item = BucketContent>,
         namespaces: impl IntoIterator<Item = Namespace>,
     ) -> Fetched {
-        fn by_name<K: Resource>(objects: impl IntoIterator<Item = K>) -> HashMap<String, Arc<K>> {
-            objects.into_iter().map(|o| (o.meta().name.clone().unwrap_or_default(), trimmed(o))).collect()
-        }
-        let namespaces = namespaces.into_iter().map(|ns| ns.metadata.into_response_partial::<Namespace>());
+        let namespaces = namespaces.into_iter().map(super::namespace_meta);
         Fetched {
             classes: by_name(classes),
             contents: by_name(contents),
             namespaces: by_name(namespaces),
-            all_classes: None,
+            classes_listed: false,
         }
     }
 
     /// Every class there is, as a list would have read them.
     pub fn listing(classes: impl IntoIterator<Item = BucketClass>) -> Fetched {
-        Fetched { all_classes: Some(by_name_order(classes.into_iter().map(trimmed).collect())), ..Fetched::default() }
+        Fetched { classes: by_name(classes), classes_listed: true, ..Fetched::default() }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.classes.is_empty() && self.contents.is_empty() && self.namespaces.is_empty() && self.all_classes.is_none()
+        self.classes.is_empty() && self.contents.is_empty() && self.namespaces.is_empty() && !self.classes_listed
     }
 
     pub fn extend(&mut self, more: Fetched) {
-        self.classes.extend(more.classes);
+        if more.classes_listed {
+            self.classes = more.classes;
+            self.classes_listed = true;
+        } else {
+            self.classes.extend(more.classes);
+        }
         self.contents.extend(more.contents);
         self.namespaces.extend(more.namespaces);
-        if more.all_classes.is_some() {
-            self.all_classes = more.all_classes;
-        }
     }
 }
 
@@ -142,7 +140,7 @@ pub async fn fetch(client: &Client, objects: &[Recheck], timeout: Duration) -> (
             Recheck::BucketClasses => {
                 within(timeout, Api::<BucketClass>::all(client.clone()).list(&Default::default()))
                     .await
-                    .map(|list| Some(Got::AllClasses(by_name_order(list.items.into_iter().map(trimmed).collect()))))
+                    .map(|list| Some(Got::AllClasses(by_name(list.items))))
             }
             Recheck::BucketContent(_) => within(timeout, Api::<BucketContent>::all(client.clone()).get_opt(name))
                 .await
@@ -169,7 +167,10 @@ pub async fn fetch(client: &Client, objects: &[Recheck], timeout: Duration) -> (
                     Got::Namespace(namespace) => {
                         fetched.namespaces.insert(name, namespace);
                     }
-                    Got::AllClasses(classes) => fetched.all_classes = Some(classes),
+                    Got::AllClasses(classes) => {
+                        fetched.classes = classes;
+                        fetched.classes_listed = true;
+                    }
                 }
                 Lookup::Found
             }
@@ -192,13 +193,11 @@ enum Got {
     Class(Arc<BucketClass>),
     Content(Arc<BucketContent>),
     Namespace(Arc<NamespaceMeta>),
-    AllClasses(Vec<Arc<BucketClass>>),
+    AllClasses(HashMap<String, Arc<BucketClass>>),
 }
 
-/// In the order the catalog gives classes, so that messages listing them do not change.
-fn by_name_order(mut classes: Vec<Arc<BucketClass>>) -> Vec<Arc<BucketClass>> {
-    classes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    classes
+fn by_name<K: Resource>(objects: impl IntoIterator<Item = K>) -> HashMap<String, Arc<K>> {
+    objects.into_iter().map(|o| (o.meta().name.clone().unwrap_or_default(), trimmed(o))).collect()
 }
 
 /// As the catalog keeps its objects (see [`super::trim`]).
