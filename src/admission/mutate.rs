@@ -83,13 +83,10 @@ fn mutate_bucket(create: bool, bucket: &Bucket, catalog: &Catalog, verdict: &mut
             },
             None => None,
         };
-        let class = class_name.and_then(|name| {
-            let class = catalog.class(&name);
-            if class.is_none() && create {
-                verdict.recheck(Recheck::BucketClass(name));
-            }
-            class
-        });
+        let class = class_name.as_deref().and_then(|name| catalog.class(name));
+        if let (None, Some(name), true) = (&class, class_name, create) {
+            verdict.recheck(Recheck::BucketClass(name));
+        }
         if let Some(class) = class {
             if create
                 && spec.protocol.is_none()
