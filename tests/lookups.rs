@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bucketgate::api::BucketContent;
+use bucketgate::api::{BucketClass, BucketContent};
 use bucketgate::catalog::Catalog;
 use bucketgate::server::LOOKUP_TIMEOUT;
 use common::*;
@@ -60,12 +60,21 @@ fn api_server(answer: Answer) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
     (kube::Client::new(service, "default"), seen)
 }
 
-/// The fixture catalog without its BucketContent, or with `content` in its place.
-fn catalog_with(content: Option<BucketContent>) -> Catalog {
-    let fixtures = fixture_catalog();
-    let classes = fixtures.classes().iter().map(|c| (**c).clone()).collect::<Vec<_>>();
-    let team_a = serde_json::from_value(json!({"metadata": {"name": "team-a", "uid": TEAM_A_UID}})).unwrap();
-    Catalog::from_objects(classes, content, [team_a])
+/// A catalog of `classes` and `content`, and namespace team-a where `team_a`.
+fn catalog(classes: Vec<BucketClass>, content: Option<BucketContent>, team_a: bool) -> Catalog {
+    let namespace = json!({"metadata": {"name": "team-a", "uid": TEAM_A_UID}});
+    let namespaces = team_a.then(|| serde_json::from_value(namespace).unwrap());
+    Catalog::from_objects(classes, content, namespaces)
+}
+
+/// The fixture catalog's classes (ceph-s3, the default for s3).
+fn fixture_classes() -> Vec<BucketClass> {
+    fixture_catalog().classes().iter().map(|c| (**c).clone()).collect()
+}
+
+/// The fixture catalog without its BucketContent.
+fn without_content() -> Catalog {
+    catalog(fixture_classes(), None, true)
 }
 
 /// The fixture content `legacy-logs`, as the API server would return it.
@@ -86,14 +95,14 @@ fn binding(prefix: &str) -> Value {
 #[tokio::test]
 async fn a_bucket_naming_a_content_the_catalog_has_not_seen_yet_is_decided_with_the_api_servers_copy() {
     // What the catalog alone says: the reason for this change.
-    let alone = TestServer::start(catalog_with(None), served()).await;
+    let alone = TestServer::start(without_content(), served()).await;
     let response = alone.review("validate", &fixture("014")).await;
     assert_eq!(response["allowed"], false);
     assert!(response["status"]["message"].as_str().unwrap().contains("names no BucketContent"), "{response}");
     alone.stop().await;
 
     let (api, seen) = api_server(Answer::From(vec![(CONTENT_PATH, legacy_logs())]));
-    let server = TestServer::with_api(catalog_with(None), api).await;
+    let server = TestServer::with_api(without_content(), api).await;
     let mutate = binding("013");
     let patched = apply_patch(&mutate, &server.review("mutate", &mutate).await);
     assert_eq!(patched["spec"]["protocol"], "s3", "the content's protocol");
@@ -112,10 +121,7 @@ async fn a_bucket_naming_a_content_the_catalog_has_not_seen_yet_is_decided_with_
 async fn a_grant_and_a_namespace_newer_than_the_catalog_are_read_in_turn() {
     let mut before: BucketContent = serde_json::from_value(legacy_logs()).unwrap();
     before.spec.bindable_namespaces.retain(|b| b.name != "team-a");
-    let catalog = {
-        let fixtures = fixture_catalog();
-        Catalog::from_objects(fixtures.classes().iter().map(|c| (**c).clone()), [before], [])
-    };
+    let catalog = catalog(fixture_classes(), Some(before), false);
     let namespace = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
         "metadata": {"name": "team-a", "uid": TEAM_A_UID}});
     let (api, seen) = api_server(Answer::From(vec![(CONTENT_PATH, legacy_logs()), (NAMESPACE_PATH, namespace)]));
@@ -135,8 +141,7 @@ async fn a_default_class_the_catalog_has_not_seen_yet_is_chosen_from_the_api_ser
     let listed = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClassList",
         "metadata": {"resourceVersion": "7"}, "items": [class]});
     class.spec.is_default_bucket_class = false;
-    let team_a = serde_json::from_value(json!({"metadata": {"name": "team-a", "uid": TEAM_A_UID}})).unwrap();
-    let catalog = Catalog::from_objects([class], [], [team_a]);
+    let catalog = catalog(vec![class], None, true);
     let (api, seen) = api_server(Answer::From(vec![(CLASSES_PATH, listed)]));
     let server = TestServer::with_api(catalog, api).await;
     let response = server.review("mutate", &fixture("009")).await;
@@ -150,13 +155,13 @@ async fn a_default_class_the_catalog_has_not_seen_yet_is_chosen_from_the_api_ser
 #[tokio::test]
 async fn what_the_api_server_does_not_have_either_is_refused_as_before_and_admitted_requests_ask_nothing() {
     let expected = {
-        let alone = TestServer::start(catalog_with(None), served()).await;
+        let alone = TestServer::start(without_content(), served()).await;
         let response = alone.review("validate", &fixture("014")).await;
         alone.stop().await;
         response
     };
     let (api, seen) = api_server(Answer::From(Vec::new()));
-    let server = TestServer::with_api(catalog_with(None), api).await;
+    let server = TestServer::with_api(without_content(), api).await;
     let response = server.review("validate", &fixture("014")).await;
     assert_eq!(response["allowed"], false);
     assert_eq!(response["status"], expected["status"]);
@@ -177,7 +182,7 @@ async fn what_the_api_server_does_not_have_either_is_refused_as_before_and_admit
 #[tokio::test]
 async fn an_api_server_that_does_not_answer_leaves_the_catalogs_refusal_in_time() {
     let (api, seen) = api_server(Answer::Silence);
-    let server = TestServer::with_api(catalog_with(None), api).await;
+    let server = TestServer::with_api(without_content(), api).await;
     let started = Instant::now();
     let response = server.review("validate", &fixture("014")).await;
     let took = started.elapsed();
