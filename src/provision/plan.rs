@@ -527,20 +527,20 @@ mod tests {
     #[test]
     fn a_revoked_bucket_is_told_what_became_of_its_key() {
         let content = greenfield_content(&bucket(json!({"protocol": "s3"})), &class(), "u").unwrap();
-        let with_key = |status: &str| {
+        let with_key = |scoped: bool| {
             let mut b = bucket(json!({"protocol": "s3"}));
-            let scoped = condition(&[], "CredentialsScoped", status == "True", "R", "m", Some(1));
+            let scoped = condition(&[], "CredentialsScoped", scoped, "R", "m", Some(1));
             b.status = Some(crate::api::BucketStatus { conditions: vec![scoped], ..Default::default() });
             b
         };
         let told = |b: &Bucket, content: &BucketContent| revoked_message(b, content, "team-a", false);
-        assert!(told(&with_key("True"), &content).contains("and its key was revoked at the store;"));
-        let own = told(&with_key("False"), &content);
+        assert!(told(&with_key(true), &content).contains("and its key was revoked at the store;"));
+        let own = told(&with_key(false), &content);
         assert!(own.contains("the provisioner's own key, which bucketgate cannot revoke: rotate"), "{own}");
         let mut brownfield = content.clone();
         brownfield.spec.provisioner = None;
-        assert!(told(&with_key("False"), &brownfield).contains("its Secret holds connection data only"));
-        let again = revoked_message(&with_key("True"), &content, "team-a", true);
+        assert!(told(&with_key(false), &brownfield).contains("its Secret holds connection data only"));
+        let again = revoked_message(&with_key(true), &content, "team-a", true);
         assert!(again.contains("the namespace is listed again, but this Bucket does not bind again"), "{again}");
     }
 
