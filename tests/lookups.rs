@@ -177,6 +177,26 @@ async fn what_the_api_server_does_not_have_either_is_refused_as_before_and_admit
     server.stop().await;
 }
 
+/// A name is the requester's to choose, unchecked when the webhooks see it; one that no
+/// object can have (a path, a query) is never sent to the API server as part of a path.
+#[tokio::test]
+async fn names_that_no_object_can_have_are_not_asked_for() {
+    let (api, seen) = api_server(Answer::From(vec![(CONTENT_PATH, legacy_logs())]));
+    let server = TestServer::with_api(without_content(), api).await;
+    for name in
+        ["legacy-logs/../../../../api/v1/namespaces/kube-system/secrets/token", "legacy-logs?watch=true", "Legacy-Logs"]
+    {
+        let mut review = fixture("014");
+        review["request"]["object"]["spec"]["bucketContentName"] = json!(name);
+        let response = server.review("validate", &review).await;
+        assert_eq!(response["allowed"], false, "{name}");
+        assert!(response["status"]["message"].as_str().unwrap().contains("names no BucketContent"), "{response}");
+    }
+    assert_eq!(*seen.lock().unwrap(), Vec::<String>::new());
+    assert_eq!(server.state.metrics.lookup_count("BucketContent", "absent"), 3);
+    server.stop().await;
+}
+
 /// An API server that does not answer costs the review at most the lookup's time, and the
 /// catalog's refusal still comes back inside the webhook's 5 s timeout.
 #[tokio::test]

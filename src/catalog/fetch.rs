@@ -19,6 +19,7 @@ use kube::{Client, Resource};
 
 use super::NamespaceMeta;
 use crate::api::{BucketClass, BucketContent};
+use crate::naming::check_dns1123_subdomain;
 
 /// An object to read again from the API server: a rule answered on the catalog's word for
 /// it, where the catalog may only be behind: it did not hold the object, or held a version
@@ -133,6 +134,13 @@ impl Lookup {
 pub async fn fetch(client: &Client, objects: &[Recheck], timeout: Duration) -> (Fetched, Vec<(Recheck, Lookup)>) {
     let lookups = objects.iter().map(|m| async move {
         let name = m.name();
+        // The names come from the request's object, unchecked (mutating webhooks run before
+        // the schema), and kube puts a name into the path as it is: "x/../../../api/v1/..."
+        // would have bucketgate's ServiceAccount GET a path of the requester's choosing. No
+        // object has a name that is not a DNS subdomain, so there is nothing to ask for.
+        if *m != Recheck::BucketClasses && check_dns1123_subdomain(name).is_err() {
+            return (m.clone(), Ok(None));
+        }
         let read = match m {
             Recheck::BucketClass(_) => within(timeout, Api::<BucketClass>::all(client.clone()).get_opt(name))
                 .await
