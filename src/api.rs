@@ -17,6 +17,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::naming::DNS1123_SUBDOMAIN_PATTERN;
+
 pub const GROUP: &str = "cosi.io";
 pub const VERSION: &str = "v1alpha1";
 /// Label carrying the (sanitized) provisioner name on Buckets and BucketContents.
@@ -119,15 +121,15 @@ pub struct BucketSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_prefix: Option<String>,
     /// BucketClass to provision from. The default class for the protocol when omitted.
-    #[schemars(length(max = 253))]
+    #[schemars(length(max = 253), pattern(DNS1123_SUBDOMAIN_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_class_name: Option<String>,
     /// Secret in the Bucket's namespace that receives the credentials.
-    #[schemars(length(max = 253))]
+    #[schemars(length(max = 253), pattern(DNS1123_SUBDOMAIN_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
     /// Bind to this existing BucketContent (sharing and brownfield) instead of provisioning.
-    #[schemars(length(max = 253))]
+    #[schemars(length(max = 253), pattern(DNS1123_SUBDOMAIN_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_content_name: Option<String>,
 }
@@ -295,6 +297,7 @@ pub struct BucketContentSpec {
     pub release_policy: Option<ReleasePolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_mode: Option<AccessMode>,
+    #[schemars(length(max = 253), pattern(DNS1123_SUBDOMAIN_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_class_name: Option<String>,
     /// Namespaces whose Buckets may bind to this content.

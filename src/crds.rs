@@ -101,6 +101,26 @@ mod tests {
         assert_eq!(serde_json::to_value(Bucket::crd()).unwrap()["spec"]["scope"], "Namespaced");
     }
 
+    /// Names the loop puts into request paths are refused by the API server itself when no
+    /// object could have them, not only by the webhook, which may have been away.
+    #[test]
+    fn names_of_other_objects_must_be_names() {
+        let bucket = serde_json::to_value(Bucket::crd()).unwrap();
+        let spec = &bucket["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let content = serde_json::to_value(BucketContent::crd()).unwrap();
+        let content_spec =
+            &content["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        for field in [
+            &spec["bucketClassName"],
+            &spec["secretName"],
+            &spec["bucketContentName"],
+            &content_spec["bucketClassName"],
+        ] {
+            assert_eq!(field["pattern"], crate::naming::DNS1123_SUBDOMAIN_PATTERN, "{field}");
+            assert_eq!(field["maxLength"], 253, "{field}");
+        }
+    }
+
     #[test]
     fn cel_rules_keep_class_parameters_immutable() {
         let old = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass", "metadata": {"name": "c"},

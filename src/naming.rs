@@ -58,6 +58,10 @@ fn alnum_ends(s: &str) -> bool {
     first.is_some_and(|c| c.is_ascii_alphanumeric()) && last.is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
+/// What [`check_dns1123_subdomain`] accepts, as a CRD schema's `pattern` (the length is
+/// the schema's `maxLength`), so that the API server refuses such names itself.
+pub const DNS1123_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 /// Checks a DNS-1123 subdomain (Secret and most object names). Returns what is wrong.
 pub fn check_dns1123_subdomain(value: &str) -> Result<(), String> {
     if value.is_empty() {
@@ -71,6 +75,10 @@ pub fn check_dns1123_subdomain(value: &str) -> Result<(), String> {
     }
     if !alnum_ends(value) {
         return Err("must start and end with a lower-case letter or digit".into());
+    }
+    // As Kubernetes reads it: labels between dots, each alphanumeric at both ends.
+    if !value.split('.').all(alnum_ends) {
+        return Err("must have a lower-case letter or digit on both sides of each '.'".into());
     }
     Ok(())
 }
@@ -292,9 +300,42 @@ mod tests {
         assert!(check_dns1123_subdomain("a.b-c").is_ok());
         assert!(check_dns1123_subdomain("Photos").unwrap_err().contains("'P'"));
         assert!(check_dns1123_subdomain("-a").is_err());
+        assert!(check_dns1123_subdomain("a.-b").unwrap_err().contains("both sides of each '.'"));
         assert!(check_dns1123_subdomain(&"a".repeat(254)).is_err());
         assert!(check_dns1123_label("a.b").is_err());
         assert!(check_dns1123_label("team-a").is_ok());
+    }
+
+    /// The CRDs' pattern and the webhook's check must refuse the same names: the API server
+    /// enforces one, bucketgate's messages explain the other.
+    #[test]
+    fn the_schema_pattern_accepts_what_the_check_accepts() {
+        let pattern = regex::Regex::new(DNS1123_SUBDOMAIN_PATTERN).unwrap();
+        let names = [
+            "photos",
+            "a",
+            "0",
+            "a.b-c",
+            "bucket-2f845f60",
+            "a..b",
+            "a.-b",
+            "-a",
+            "a-",
+            ".a",
+            "a.",
+            "Photos",
+            "a_b",
+            "",
+            "legacy-logs?watch=true",
+            "x/../../api/v1/secrets",
+            "a b",
+            "é",
+            "a\nb",
+            "a%2fb",
+        ];
+        for name in names {
+            assert_eq!(pattern.is_match(name), check_dns1123_subdomain(name).is_ok(), "{name:?}");
+        }
     }
 
     #[test]

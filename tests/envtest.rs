@@ -411,6 +411,10 @@ async fn what_would_fail_later_and_other_tenants_are_refused_through_a_real_api_
     )
     .await;
     refusal("team-b", bucket("other", json!({"protocol": "s3", "bucketContentName": "nowhere"})), "nowhere").await;
+    // A name no object can have is the API server's to refuse, by the CRD's schema, even
+    // with the webhook away: the provisioning loop puts these names into request paths.
+    let injected = bucket("injected", json!({"protocol": "s3", "bucketContentName": "legacy-logs?watch=true"}));
+    refusal("team-a", injected, "spec.bucketContentName in body should match").await;
 
     // A dry run is answered (the webhooks are NoneOnDryRun) and nothing is stored.
     let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");

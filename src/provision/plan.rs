@@ -13,7 +13,7 @@ use crate::api::{
     PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
 };
 use crate::driver::{Connection, Grant};
-use crate::naming::{BUCKET_NAME_SUFFIX_LEN, content_name_for, label_value, short_hash};
+use crate::naming::{BUCKET_NAME_SUFFIX_LEN, check_dns1123_subdomain, content_name_for, label_value, short_hash};
 
 /// Labels that tie a greenfield BucketContent to the Bucket it was made for.
 pub const BUCKET_NAMESPACE_LABEL: &str = "cosi.io/bucket-namespace";
@@ -34,6 +34,27 @@ pub fn backend_bucket_name(bucket: &Bucket) -> String {
 /// (as ObjectBucketClaims do).
 pub fn secret_name(bucket: &Bucket) -> String {
     bucket.spec.secret_name.clone().unwrap_or_else(|| bucket.name_any())
+}
+
+/// What is wrong with a name in the Bucket's spec that no object can have, if one is. The
+/// loop puts these names into request paths, which kube does not escape ("x?watch=true"
+/// would read another object). The webhook and the CRD's schema refuse them; a Bucket made
+/// while neither did (before the schema had its pattern, and kept since by the API server's
+/// ratcheting) is failed with this instead.
+pub fn unnameable(bucket: &Bucket) -> Option<String> {
+    let spec = &bucket.spec;
+    let names = [
+        ("bucketClassName", "BucketClass", &spec.bucket_class_name),
+        ("bucketContentName", "BucketContent", &spec.bucket_content_name),
+        ("secretName", "Secret", &spec.secret_name),
+    ];
+    names.into_iter().find_map(|(field, kind, name)| {
+        let name = name.as_deref()?;
+        let problem = check_dns1123_subdomain(name).err()?;
+        Some(format!(
+            "spec.{field} {name:?} {problem}, so no {kind} can have it: delete this Bucket and create it again with a valid name"
+        ))
+    })
 }
 
 /// The BucketContent for a greenfield Bucket. The backend name is in it before the backend

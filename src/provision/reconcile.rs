@@ -15,6 +15,7 @@ use super::plan::{self, FORCE_RELEASE_ANNOTATION, Key, KeyWork};
 use super::{Context, Error};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
 use crate::driver::{Connection, Deletion, Driver, DriverError, Grant, Metered};
+use crate::naming::check_dns1123_subdomain;
 
 pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
     if bucket.meta().deletion_timestamp.is_some() {
@@ -27,6 +28,9 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         let patch = plan::finalizer_added(bucket.meta());
         buckets.patch(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         return Ok(Action::await_change());
+    }
+    if let Some(problem) = plan::unnameable(&bucket) {
+        return Err(Error::Permanent(problem));
     }
     let bound = match &bucket.spec.bucket_content_name {
         Some(name) => match bind(&bucket, name, &ctx).await? {
@@ -264,7 +268,12 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         .or(bucket.spec.bucket_content_name.as_deref())
         .map(str::to_string)
         .unwrap_or_else(|| crate::naming::content_name_for(&bucket.uid().unwrap_or_default()));
-    if let Some(content) = contents.get_opt(&content_name).await? {
+    // A name no content can have (see plan::unnameable) names nothing to release.
+    let content = match check_dns1123_subdomain(&content_name) {
+        Ok(()) => contents.get_opt(&content_name).await?,
+        Err(_) => None,
+    };
+    if let Some(content) = content {
         if !ctx.drives(content.spec.provisioner()) {
             // Its own controller releases it and removes the finalizer.
             return Ok(Action::await_change());

@@ -621,6 +621,46 @@ async fn binding_from_a_recreated_namespace_is_refused_again_here() {
     assert!(driver.calls.lock().unwrap().is_empty());
 }
 
+/// Names no object can have are never put into a request's path (kube does not escape
+/// them): such a Bucket, made while the webhook was away, fails saying which name, and its
+/// deletion asks for no content.
+#[tokio::test]
+async fn names_no_object_can_have_are_not_asked_for() {
+    let names = [
+        ("bucketContentName", "legacy-logs?watch=true", "contains '?'"),
+        ("bucketClassName", "x/../../../api/v1/secrets", "contains '/'"),
+        ("secretName", "Photos", "contains 'P'"),
+    ];
+    for (field, name, problem) in names {
+        let driver = Arc::new(FakeDriver::default());
+        let (ctx, mut api) = context_with_events(driver.clone());
+        let mut spec = json!({"protocol": "s3", "bucketClassName": "ceph"});
+        spec[field] = json!(name);
+        let target = bucket(spec, json!({}));
+        let shown = serde_json::to_value(&target).unwrap();
+        let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target.clone()), ctx.clone()));
+        let status = expect_bucket_status(&mut api, shown.clone()).await;
+        assert_eq!(status["status"]["phase"], "Failed", "{field}: retrying cannot help");
+        let (reason, note) = expect_event(&mut api).await;
+        assert_eq!(reason, "Failed");
+        let said = format!("spec.{field} {name:?} {problem}");
+        assert!(note.starts_with(&said) && note.contains("delete this Bucket and create it again"), "{note}");
+        assert!(finish(reconciling).await.unwrap_err().is_permanent());
+
+        if field != "bucketContentName" {
+            continue;
+        }
+        let mut deleting = target;
+        deleting.metadata.deletion_timestamp = now();
+        let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(deleting), ctx));
+        assert_eq!(expect_event(&mut api).await.0, "Released");
+        let path = "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos";
+        assert_eq!(api.expect("PATCH", path, Reply::Json(shown)).await["metadata"]["finalizers"], json!([]));
+        finish(reconciling).await.unwrap();
+        assert!(driver.calls.lock().unwrap().is_empty());
+    }
+}
+
 /// bindableNamespaces is a tenancy boundary for Buckets bound already too: taking their
 /// namespace off revokes their key, and listing it again does not bring a dead key back.
 #[tokio::test]
