@@ -58,6 +58,14 @@ pub struct BackendLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IamLabels {
+    /// The store's IAM endpoint.
+    pub endpoint: String,
+    /// in_flight (at most the store's `iam.maxConcurrentRequests`), or waiting for a turn.
+    pub state: &'static str,
+}
+
 /// Reading a file again after it changed (the certificate, the policies, the
 /// configuration): each attempt counted by result, and whether the file as it now is came
 /// into force. The counter alone cannot say that: a broken file is reported once, not at
@@ -116,6 +124,7 @@ pub struct Metrics {
     pub time_to_bound: Histogram,
     pub backend_requests: Family<BackendLabels, Counter>,
     pub backend_duration: Family<BackendLabels, Histogram>,
+    pub iam_requests: Family<IamLabels, Gauge>,
     pub leader: Gauge,
     pub provisioning_enabled: Gauge,
 }
@@ -179,6 +188,13 @@ impl Default for Metrics {
             "Time of each call to a storage backend, by provisioner, operation and result",
             backend_duration.clone(),
         );
+        let iam_requests = Family::<IamLabels, Gauge>::default();
+        registry.register(
+            "backend_iam_requests",
+            "Requests to a store's IAM API now, by endpoint and state: in_flight, or waiting for one of the \
+             iam.maxConcurrentRequests turns",
+            iam_requests.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "provisioning_leader",
@@ -204,6 +220,7 @@ impl Default for Metrics {
             time_to_bound,
             backend_requests,
             backend_duration,
+            iam_requests,
             leader,
             provisioning_enabled,
         }

@@ -359,7 +359,8 @@ async fn a_bucket_outside_us_east_1_is_created_with_its_location() {
 async fn keys_asked_for_at_once_reach_the_iam_api_no_more_than_its_bound_at_once() {
     let recording = Recording::default();
     let settings = iam_bounded(2);
-    let drivers = S3Drivers::new(SharedHttpClient::new(recording.clone()));
+    let metrics = bucketgate::metrics::Metrics::default();
+    let drivers = S3Drivers::new(SharedHttpClient::new(recording.clone()), metrics.iam_requests.clone());
     let bucket = unique("keys");
     drivers.driver(&settings, admin()).create_bucket(&bucket).await.unwrap();
     let grants = (0..8).map(|_| {
@@ -372,6 +373,13 @@ async fn keys_asked_for_at_once_reach_the_iam_api_no_more_than_its_bound_at_once
     assert_eq!(keys.len(), 8, "a key each");
     assert_eq!(recording.iam_most_in_flight.load(Ordering::SeqCst), 2, "the bound, and no more");
     assert!(recording.sent().iter().filter(|r| r.body.starts_with("Action=")).count() >= 8 * 4);
+    // All answered: none in flight or waiting, as the leader's /metrics shows it.
+    let endpoint = settings.iam.as_ref().and_then(|iam| iam.endpoint.clone()).unwrap_or(settings.endpoint.clone());
+    let shown = metrics.encode();
+    for state in ["in_flight", "waiting"] {
+        let line = format!("bucketgate_backend_iam_requests{{endpoint=\"{endpoint}\",state=\"{state}\"}} 0");
+        assert!(shown.contains(&line), "{line} not in:\n{shown}");
+    }
     for (_, driver, holder) in granted {
         driver.revoke(&holder).await.unwrap();
     }
@@ -456,7 +464,7 @@ async fn benchmark_keys_for_many_buckets_at_once() {
     S3Driver::new(&settings(true), admin()).create_bucket(&bucket).await.unwrap();
     for bound in [IamSettings::DEFAULT_MAX_CONCURRENT_REQUESTS, BUCKETS] {
         let settings = iam_bounded(bound);
-        let drivers = S3Drivers::new(http_client());
+        let drivers = S3Drivers::new(http_client(), Default::default());
         let started = std::time::Instant::now();
         let grants = (0..BUCKETS).map(|_| {
             let (driver, holder, bucket) = (drivers.driver(&settings, admin()), unique("bench"), bucket.clone());

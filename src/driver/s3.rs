@@ -19,11 +19,14 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
 use base64::Engine;
 use md5::{Digest, Md5};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 
 use super::{Connection, Credentials, Deletion, Driver, DriverError, Grant};
 use crate::api::AccessMode;
 use crate::config::S3Settings;
+use crate::metrics::IamLabels;
 
 const POLICY_NAME: &str = "bucketgate-bucket";
 
@@ -78,14 +81,17 @@ fn timeouts() -> TimeoutConfig {
 pub struct S3Drivers {
     http: SharedHttpClient,
     iam_permits: Arc<Mutex<IamPermits>>,
+    /// How many IAM requests are in flight and waiting, per endpoint.
+    iam_requests: Family<IamLabels, Gauge>,
 }
 
 /// By endpoint and bound: a configuration that changes the bound starts afresh.
 type IamPermits = HashMap<(String, usize), Arc<Semaphore>>;
 
 impl S3Drivers {
-    pub fn new(http: SharedHttpClient) -> S3Drivers {
-        S3Drivers { http, iam_permits: Arc::default() }
+    /// Counting IAM requests in `iam_requests` (see [`crate::metrics::Metrics`]).
+    pub fn new(http: SharedHttpClient, iam_requests: Family<IamLabels, Gauge>) -> S3Drivers {
+        S3Drivers { http, iam_permits: Arc::default(), iam_requests }
     }
 
     pub fn driver(&self, settings: &S3Settings, credentials: Credentials) -> S3Driver {
@@ -119,10 +125,13 @@ impl S3Drivers {
                 .http_client(self.http.clone())
                 .timeout_config(timeouts())
                 .build();
-            Iam {
-                client: aws_sdk_iam::Client::from_conf(config),
-                permits: self.iam_permits(endpoint, iam.max_requests()),
-            }
+            // Owned copies: `get_or_create` hands out a guard on the family, and making the
+            // second gauge while the first's guard lived would wait on it for ever.
+            let gauge =
+                |state| self.iam_requests.get_or_create_owned(&IamLabels { endpoint: endpoint.to_string(), state });
+            let (in_flight, waiting) = (gauge("in_flight"), gauge("waiting"));
+            let turns = Turns { permits: self.iam_permits(endpoint, iam.max_requests()), in_flight, waiting };
+            Iam { client: aws_sdk_iam::Client::from_conf(config), turns }
         });
         S3Driver { s3: aws_sdk_s3::Client::from_conf(s3), iam, settings: settings.clone(), credentials }
     }
@@ -141,14 +150,51 @@ impl S3Drivers {
 /// the few in flight.
 struct Iam {
     client: aws_sdk_iam::Client,
-    permits: Arc<Semaphore>,
+    turns: Turns,
 }
 
 impl Iam {
     async fn send<T>(&self, request: impl Future<Output = T>) -> T {
-        // The semaphore is never closed: acquiring fails only then.
-        let _permit = self.permits.acquire().await;
+        self.turns.take(request).await
+    }
+}
+
+/// Turns at a store's IAM API, shared by every driver for it, and the gauges that show
+/// how many are taken and how many wait.
+struct Turns {
+    permits: Arc<Semaphore>,
+    in_flight: Gauge,
+    waiting: Gauge,
+}
+
+impl Turns {
+    /// Runs `request` once a turn is free.
+    async fn take<T>(&self, request: impl Future<Output = T>) -> T {
+        let _permit = {
+            // Counted down on drop: a reconcile dropped while it waits no longer waits.
+            let _waiting = Counted::new(&self.waiting);
+            // The semaphore is never closed: acquiring fails only then.
+            self.permits.acquire().await
+        };
+        // Dropped before the permit (locals drop in reverse): never more than the bound.
+        let _in_flight = Counted::new(&self.in_flight);
         request.await
+    }
+}
+
+/// One more on a gauge for as long as it lives.
+struct Counted<'a>(&'a Gauge);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a Gauge) -> Counted<'a> {
+        gauge.inc();
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -166,7 +212,7 @@ impl S3Driver {
     }
 
     pub fn with_http_client(settings: &S3Settings, credentials: Credentials, http: SharedHttpClient) -> S3Driver {
-        S3Drivers::new(http).driver(settings, credentials)
+        S3Drivers::new(http, Family::default()).driver(settings, credentials)
     }
 
     /// An S3 call's failure, sorted (see [`classify`]).
@@ -614,6 +660,46 @@ impl S3Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `bucketgate_backend_iam_requests` shows: the turns taken and the requests
+    /// waiting, including one given up while it waited.
+    #[tokio::test]
+    async fn iam_turns_are_counted_while_taken_and_while_waited_for() {
+        let turns = Arc::new(Turns {
+            permits: Arc::new(Semaphore::new(1)),
+            in_flight: Gauge::default(),
+            waiting: Gauge::default(),
+        });
+        let counts = || (turns.in_flight.get(), turns.waiting.get());
+        let (answer_first, first_answered) = tokio::sync::oneshot::channel::<()>();
+        let request = |answered: tokio::sync::oneshot::Receiver<()>| {
+            let turns = turns.clone();
+            tokio::spawn(async move { turns.take(answered).await.is_ok() })
+        };
+        let first = request(first_answered);
+        let (_answer_second, second_answered) = tokio::sync::oneshot::channel::<()>();
+        let second = request(second_answered);
+        let (answer_third, third_answered) = tokio::sync::oneshot::channel::<()>();
+        let third = request(third_answered);
+        let settled = |expected: (i64, i64)| async move {
+            for _ in 0..100 {
+                if counts() == expected {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("in flight and waiting: {:?}, not {expected:?}", counts());
+        };
+        settled((1, 2)).await;
+        second.abort();
+        settled((1, 1)).await;
+        answer_first.send(()).unwrap();
+        assert!(first.await.unwrap());
+        settled((1, 0)).await;
+        answer_third.send(()).unwrap();
+        assert!(third.await.unwrap());
+        assert_eq!(counts(), (0, 0));
+    }
 
     #[test]
     fn a_store_without_the_operation_is_not_asked_again_and_again() {

@@ -36,8 +36,8 @@ use crate::metrics::Metrics;
 pub type DriverFactory = Box<dyn Fn(&S3Settings, Credentials) -> Arc<dyn Driver> + Send + Sync>;
 
 /// S3 drivers sharing one connection pool, and each store's bound on IAM requests.
-pub fn s3_drivers() -> DriverFactory {
-    let drivers = crate::driver::s3::S3Drivers::new(crate::driver::s3::http_client());
+pub fn s3_drivers(metrics: &Metrics) -> DriverFactory {
+    let drivers = crate::driver::s3::S3Drivers::new(crate::driver::s3::http_client(), metrics.iam_requests.clone());
     Box::new(move |settings, credentials| Arc::new(drivers.driver(settings, credentials)))
 }
 
@@ -282,7 +282,7 @@ pub async fn run(
     metrics.provisioning_enabled.set(1);
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "bucketgate".into(), instance: Some(identity.clone()) });
-    let ctx = Arc::new(Context::new(client.clone(), config, Some(recorder), s3_drivers(), metrics.clone()));
+    let ctx = Arc::new(Context::new(client.clone(), config, Some(recorder), s3_drivers(&metrics), metrics.clone()));
     let mut released = std::pin::pin!(released(Api::namespaced(client.clone(), &lease_namespace)));
     let mut running: Option<tokio::task::JoinHandle<()>> = None;
     let mut shutdown = std::pin::pin!(shutdown);
