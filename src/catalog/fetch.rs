@@ -144,18 +144,18 @@ pub async fn fetch(client: &Client, objects: &[Recheck], timeout: Duration) -> (
         let read = match m {
             Recheck::BucketClass(_) => within(timeout, Api::<BucketClass>::all(client.clone()).get_opt(name))
                 .await
-                .map(|found| found.map(|c| Got::Class(trimmed(c)))),
+                .map(|found| found.map(|c| Fetched { classes: by_name([c]), ..Fetched::default() })),
             Recheck::BucketClasses => {
                 within(timeout, Api::<BucketClass>::all(client.clone()).list(&Default::default()))
                     .await
-                    .map(|list| Some(Got::AllClasses(by_name(list.items))))
+                    .map(|list| Some(Fetched::listing(list.items)))
             }
             Recheck::BucketContent(_) => within(timeout, Api::<BucketContent>::all(client.clone()).get_opt(name))
                 .await
-                .map(|found| found.map(|c| Got::Content(trimmed(c)))),
+                .map(|found| found.map(|c| Fetched { contents: by_name([c]), ..Fetched::default() })),
             Recheck::Namespace(_) => within(timeout, Api::<Namespace>::all(client.clone()).get_metadata_opt(name))
                 .await
-                .map(|found| found.map(|ns| Got::Namespace(Arc::new(ns)))),
+                .map(|found| found.map(|ns| Fetched { namespaces: by_name([ns]), ..Fetched::default() })),
         };
         (m.clone(), read)
     });
@@ -163,23 +163,8 @@ pub async fn fetch(client: &Client, objects: &[Recheck], timeout: Duration) -> (
     let mut outcomes = Vec::with_capacity(objects.len());
     for (object, read) in futures::future::join_all(lookups).await {
         let lookup = match read {
-            Ok(Some(got)) => {
-                let name = object.name().to_string();
-                match got {
-                    Got::Class(class) => {
-                        fetched.classes.insert(name, class);
-                    }
-                    Got::Content(content) => {
-                        fetched.contents.insert(name, content);
-                    }
-                    Got::Namespace(namespace) => {
-                        fetched.namespaces.insert(name, namespace);
-                    }
-                    Got::AllClasses(classes) => {
-                        fetched.classes = classes;
-                        fetched.classes_listed = true;
-                    }
-                }
+            Ok(Some(found)) => {
+                fetched.extend(found);
                 Lookup::Found
             }
             Ok(None) => Lookup::Absent,
@@ -195,13 +180,6 @@ pub async fn fetch(client: &Client, objects: &[Recheck], timeout: Duration) -> (
         outcomes.push((object, lookup));
     }
     (fetched, outcomes)
-}
-
-enum Got {
-    Class(Arc<BucketClass>),
-    Content(Arc<BucketContent>),
-    Namespace(Arc<NamespaceMeta>),
-    AllClasses(HashMap<String, Arc<BucketClass>>),
 }
 
 fn by_name<K: Resource>(objects: impl IntoIterator<Item = K>) -> HashMap<String, Arc<K>> {
