@@ -24,8 +24,9 @@ use crate::naming::check_dns1123_subdomain;
 /// An object to read again from the API server: a rule answered on the catalog's word for
 /// it, where the catalog may only be behind: it did not hold the object, or held a version
 /// that refused (a grant, a namespace's uid). Rules note one only where the answer was a
-/// refusal or a patch short of what the object would give, so that admitted requests never
-/// wait on the API server.
+/// refusal or a patch short of what the object would give, so that admitted requests do
+/// not wait on the API server; policies note the request's namespace whenever the catalog
+/// lacks it, as which of them apply turns on its labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Recheck {
     BucketClass(String),
