@@ -74,7 +74,9 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    /// Objects in hand, as a lookup would have read them.
+    /// Objects in hand, as a lookup would have read them (for tests of what is decided
+    /// with them).
+    #[cfg(test)]
     pub fn of(
         classes: impl IntoIterator<Item = BucketClass>,
         contents: impl IntoIterator<Item = BucketContent>,
