@@ -17,7 +17,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::naming::DNS1123_SUBDOMAIN_PATTERN;
+use crate::naming::{DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_PATTERN};
 
 pub const GROUP: &str = "cosi.io";
 pub const VERSION: &str = "v1alpha1";
@@ -213,7 +213,7 @@ fn parameters_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("has(self.name) && self.name != '' && has(self.uid) && self.uid != ''").message("each bindableNamespaces entry needs the namespace's name and uid"))]
 pub struct BindableNamespace {
-    #[schemars(length(max = 63))]
+    #[schemars(length(max = 63), pattern(DNS1123_LABEL_PATTERN))]
     #[serde(default)]
     pub name: String,
     #[schemars(length(max = 128))]

@@ -119,6 +119,10 @@ mod tests {
             assert_eq!(field["pattern"], crate::naming::DNS1123_SUBDOMAIN_PATTERN, "{field}");
             assert_eq!(field["maxLength"], 253, "{field}");
         }
+        // Only compared, never asked for; but an entry no namespace can match is a mistake.
+        let namespace = &content_spec["bindableNamespaces"]["items"]["properties"]["name"];
+        assert_eq!(namespace["pattern"], crate::naming::DNS1123_LABEL_PATTERN, "{namespace}");
+        assert_eq!(namespace["maxLength"], 63, "{namespace}");
     }
 
     #[test]

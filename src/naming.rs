@@ -62,6 +62,9 @@ fn alnum_ends(s: &str) -> bool {
 /// the schema's `maxLength`), so that the API server refuses such names itself.
 pub const DNS1123_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
+/// What [`check_dns1123_label`] accepts (namespace names), as a CRD schema's `pattern`.
+pub const DNS1123_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
 /// Checks a DNS-1123 subdomain (Secret and most object names). Returns what is wrong.
 pub fn check_dns1123_subdomain(value: &str) -> Result<(), String> {
     if value.is_empty() {
@@ -306,7 +309,7 @@ mod tests {
         assert!(check_dns1123_label("team-a").is_ok());
     }
 
-    /// The CRDs' pattern and the webhook's check must refuse the same names: the API server
+    /// The CRDs' patterns and the webhook's checks must refuse the same names: the API server
     /// enforces one, bucketgate's messages explain the other.
     #[test]
     fn the_schema_pattern_accepts_what_the_check_accepts() {
@@ -333,8 +336,10 @@ mod tests {
             "a\nb",
             "a%2fb",
         ];
-        for name in names {
+        let label = regex::Regex::new(DNS1123_LABEL_PATTERN).unwrap();
+        for name in names.into_iter().chain(["team-a", "a.b", "a-b.c"]) {
             assert_eq!(pattern.is_match(name), check_dns1123_subdomain(name).is_ok(), "{name:?}");
+            assert_eq!(label.is_match(name), check_dns1123_label(name).is_ok(), "{name:?}");
         }
     }
 
