@@ -436,7 +436,14 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
     let _ = require_assets!();
     let Some(config) = seaweedfs_config(true) else { return };
     let (plane, _server, _certs) = setup(&config).await.unwrap();
-    Api::<BucketClass>::all(plane.client.clone()).create(&PostParams::default(), &class("seaweedfs")).await.unwrap();
+    let classes = Api::<BucketClass>::all(plane.client.clone());
+    // A class asking what no store can do is refused when it is made, not at each Bucket.
+    let mut versioned = class("seaweedfs");
+    versioned.spec.parameters.insert("versioning".into(), "true".into());
+    let error = classes.create(&PostParams::default(), &versioned).await.unwrap_err().to_string();
+    assert!(error.contains("versioning is") && error.contains("write Enabled or Disabled"), "{error}");
+    versioned.spec.parameters.insert("versioning".into(), "Enabled".into());
+    classes.create(&PostParams::default(), &versioned).await.unwrap();
     let buckets: Api<Bucket> = Api::namespaced(plane.client.clone(), "team-a");
     let started = Instant::now();
     create_once_class_seen(&buckets, &new_bucket("photos", "photos-")).await;
@@ -445,6 +452,10 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
     let secret = Api::<Secret>::namespaced(plane.client.clone(), "team-a").get("photos").await.unwrap();
     let data = secret.data.unwrap();
     assert!(data.contains_key("AWS_ACCESS_KEY_ID") && data.contains_key("BUCKET_NAME"));
+    let (bucket_name, _) = secret_key(&plane.client, "team-a", "photos").await;
+    let admin = admin_key();
+    let versioning = store(&admin).client().get_bucket_versioning().bucket(&bucket_name).send().await.unwrap();
+    assert_eq!(versioning.status().map(|s| s.as_str()), Some("Enabled"), "as its class asks");
     let content = bound.status.unwrap().bucket_content_name.unwrap();
     // The CRD's selectable fields, which a content's deletion lists Buckets by. An API
     // server before 1.31 refuses them, and the deletion below lists all Buckets instead.
@@ -685,10 +696,7 @@ async fn a_retained_bucket_keeps_its_data_and_is_not_bound_again() {
         assert!(started.elapsed() < Duration::from_secs(30), "not released: {:?}", content.status);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let admin = Credentials {
-        access_key_id: std::env::var("BUCKETGATE_S3_ACCESS_KEY").unwrap(),
-        secret_access_key: std::env::var("BUCKETGATE_S3_SECRET_KEY").unwrap(),
-    };
+    let admin = admin_key();
     assert_eq!(objects(&admin, &bucket).await.unwrap(), ["kept.txt"]);
 
     let again: Bucket = serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
@@ -800,6 +808,14 @@ fn store(key: &Credentials) -> S3Driver {
         credentials_from_env: EnvCredentials::default(),
     };
     S3Driver::new(&settings, key.clone())
+}
+
+/// The store's admin key, which the test script's SeaweedFS was started with.
+fn admin_key() -> Credentials {
+    Credentials {
+        access_key_id: std::env::var("BUCKETGATE_S3_ACCESS_KEY").unwrap(),
+        secret_access_key: std::env::var("BUCKETGATE_S3_SECRET_KEY").unwrap(),
+    }
 }
 
 /// The keys of the objects in `bucket`, listed with `key`, or the store's error code.

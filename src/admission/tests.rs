@@ -414,6 +414,40 @@ fn provisioner_secret_parameters_are_judged_at_creation() {
     assert!(verdict.errors.iter().all(|e| !e.contains("not replaced")), "{verdict:?}");
 }
 
+/// What a class asks of each bucket is judged when it is made, where this deployment drives
+/// its provisioner: every Bucket of a class asking what no store can do would fail later.
+#[test]
+fn class_parameters_no_store_could_carry_out_are_refused() {
+    let driving: Config = serde_saphyr::from_str(&format!(
+        "provisioners: [{{name: {SERVED}, s3: {{endpoint: 'http://rgw.example'}}}}, {{name: other.example.com}}]"
+    ))
+    .unwrap();
+    let judge = |provisioner: &str, release: &str, parameters: Value| {
+        let mut object = serde_json::to_value(class("new", provisioner, false, &["s3"])).unwrap();
+        object["parameters"] = parameters;
+        object["releasePolicy"] = release.into();
+        let req = request("BucketClass", "CREATE", None, object, Value::Null);
+        validate::validate(Kind::named("BucketClass").unwrap(), &req, &standard(), &driving)
+    };
+    let verdict = judge(SERVED, "Delete", json!({"versioning": "true", "objectLockRetentionDays": "30"}));
+    let said = verdict.errors.join("\n");
+    assert!(said.contains(r#"versioning is "true": write Enabled or Disabled"#), "{said}");
+    assert!(said.contains("needs both objectLockRetentionMode and objectLockRetentionDays"), "{said}");
+    assert!(said.contains("needs objectLock: Enabled"), "{said}");
+    // Another controller's parameters are its own business.
+    assert!(judge("other.example.com", "Delete", json!({"versioning": "true"})).errors.is_empty());
+
+    // A default retention keeps objects a Delete cannot remove: said, not refused.
+    let retained =
+        json!({"objectLock": "Enabled", "objectLockRetentionMode": "COMPLIANCE", "objectLockRetentionDays": "30"});
+    let verdict = judge(SERVED, "Delete", retained.clone());
+    assert!(verdict.errors.is_empty(), "{verdict:?}");
+    let warning = verdict.warnings.iter().find(|w| w.contains("is kept for 30 days (COMPLIANCE)")).expect("a warning");
+    assert!(warning.contains("releasePolicy: Retain"), "{warning}");
+    let verdict = judge(SERVED, "Retain", retained);
+    assert!(verdict.errors.is_empty() && verdict.warnings.is_empty(), "{verdict:?}");
+}
+
 /// A class carrying the `region` of a Rook or lib-bucket-provisioner StorageClass would get
 /// buckets in the configured region without a word: the warning says where the region comes from.
 #[test]
@@ -434,9 +468,16 @@ fn class_parameters_the_driver_does_not_read_are_warned_about() {
     assert!(warning.contains(r#"["objectStoreName", "region"] are not read by bucketgate's S3 driver"#), "{warning}");
     assert!(warning.contains(r#""http://rgw.example", region "eu-west-1""#), "{warning}");
 
-    let secret = json!({"cosi.io/provisioner-secret-name": "admin", "cosi.io/provisioner-secret-namespace": "s3"});
+    let secret = json!({"cosi.io/provisioner-secret-name": "admin", "cosi.io/provisioner-secret-namespace": "s3",
+        "versioning": "Enabled", "objectLock": "Disabled"});
     let verdict = judge(SERVED, secret);
     assert!(verdict.warnings.iter().all(|w| !w.contains("not read")), "{verdict:?}");
+    // A near miss of a parameter it reads is named.
+    let verdict = judge(SERVED, json!({"Versioning": "Enabled", "object-lock": "Enabled", "tier": "gold"}));
+    let warning = verdict.warnings.iter().find(|w| w.contains("not read")).expect("a warning");
+    assert!(warning.contains(r#"did you mean "versioning" for "Versioning"?"#), "{warning}");
+    assert!(warning.contains(r#"did you mean "objectLock" for "object-lock"?"#), "{warning}");
+    assert!(!warning.contains(r#"for "tier""#), "{warning}");
     // Another controller's parameters are its own business.
     let verdict = judge("other.example.com", json!({"region": "us-west-2"}));
     assert!(verdict.warnings.iter().all(|w| !w.contains("not read")), "{verdict:?}");

@@ -13,6 +13,8 @@ use super::{Kind, Objects, Operation, Request, Verdict, objects};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketSpec, Protocol, ReleasePolicy};
 use crate::catalog::{Catalog, Recheck};
 use crate::config::Config;
+use crate::driver::BucketOptions;
+use crate::driver::options::BUCKET_PARAMETERS;
 use crate::naming::{
     DRIVER_PARAMETERS, check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters,
 };
@@ -228,7 +230,7 @@ impl Context<'_> {
             (Operation::Create, Some(new), _) => {
                 self.class_fields(new, verdict);
                 self.secret_parameters(new.spec.provisioner(), &new.spec.parameters, verdict);
-                self.unread_parameters(new.spec.provisioner(), &new.spec.parameters, verdict);
+                self.driver_parameters(new, verdict);
             }
             (Operation::Update, Some(new), Some(old)) => {
                 let (n, o) = (&new.spec, &old.spec);
@@ -434,21 +436,49 @@ impl Context<'_> {
         }
     }
 
-    /// Parameters that the S3 driver does not read, such as the `region` of Rook's and
-    /// lib-bucket-provisioner's classes: they would be copied into every BucketContent and
-    /// silently do nothing, while the store's region and endpoint come from the configuration.
-    fn unread_parameters(&self, provisioner: &str, parameters: &BTreeMap<String, String>, verdict: &mut Verdict) {
+    /// What a class asks of each bucket (versioning, an object lock), refused where this
+    /// deployment's S3 driver would fail every Bucket of the class on it; and parameters that
+    /// driver does not read, such as the `region` of Rook's and lib-bucket-provisioner's
+    /// classes, warned about: they would be copied into every BucketContent and silently do
+    /// nothing, while the store's region and endpoint come from the configuration.
+    fn driver_parameters(&self, class: &BucketClass, verdict: &mut Verdict) {
+        let (provisioner, parameters) = (class.spec.provisioner(), &class.spec.parameters);
         let Some(s3) = self.config.provisioner(provisioner).and_then(|p| p.s3.as_ref()) else { return };
-        let unread: Vec<&str> =
-            parameters.keys().map(String::as_str).filter(|key| !DRIVER_PARAMETERS.contains(key)).collect();
-        if !unread.is_empty() {
-            verdict.warn(format!(
-                "parameters {unread:?} are not read by bucketgate's S3 driver, which reads only {DRIVER_PARAMETERS:?} \
-                 and takes the store's endpoint and region from bucketgate-config (for {provisioner:?}: {:?}, \
-                 region {:?}): they are copied into each BucketContent and change nothing",
-                s3.endpoint, s3.region
-            ));
+        match BucketOptions::from_parameters(parameters) {
+            Err(problems) => problems.into_iter().for_each(|problem| verdict.deny(problem)),
+            Ok(BucketOptions { retention: Some(retention), .. })
+                if class.spec.release_policy.unwrap_or_default() == ReleasePolicy::Delete =>
+            {
+                verdict.warn(format!(
+                    "every object written to a bucket of this class is kept for {} days ({}): deleting a Bucket \
+                     deletes the rest and leaves the bucket with what is still retained, which its BucketContent \
+                     names; releasePolicy: Retain says so at once",
+                    retention.days,
+                    retention.mode.as_str()
+                ));
+            }
+            Ok(_) => {}
         }
+        let read: Vec<&str> = DRIVER_PARAMETERS.into_iter().chain(BUCKET_PARAMETERS).collect();
+        let unread: Vec<&str> = parameters.keys().map(String::as_str).filter(|key| !read.contains(key)).collect();
+        if unread.is_empty() {
+            return;
+        }
+        let meant: Vec<String> = (unread.iter())
+            .filter_map(|key| {
+                let closest = read.iter().map(|known| (strsim::normalized_damerau_levenshtein(key, known), known));
+                let (similarity, known) = closest.max_by(|a, b| a.0.total_cmp(&b.0))?;
+                (similarity >= 0.75).then(|| format!("; did you mean {known:?} for {key:?}?"))
+            })
+            .collect();
+        verdict.warn(format!(
+            "parameters {unread:?} are not read by bucketgate's S3 driver, which reads only {read:?} and takes \
+             the store's endpoint and region from bucketgate-config (for {provisioner:?}: {:?}, region {:?}): they \
+             are copied into each BucketContent and change nothing{}",
+            s3.endpoint,
+            s3.region,
+            meant.concat()
+        ));
     }
 
     fn class_names(&self, keep: impl Fn(&BucketClass) -> bool) -> Vec<String> {

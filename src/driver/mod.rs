@@ -1,6 +1,7 @@
 //! Backends behind one small trait. A driver creates, deletes and grants access to buckets;
 //! it knows nothing of Kubernetes.
 
+pub mod options;
 pub mod s3;
 
 use std::fmt;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::api::AccessMode;
 use crate::metrics::{BackendLabels, Metrics};
+pub use options::BucketOptions;
 
 /// An access key pair. Debug output never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -63,9 +65,10 @@ pub enum DriverError {
 
 #[async_trait]
 pub trait Driver: Send + Sync {
-    /// Creates the bucket. A bucket of that name that is already ours is success, so that a
-    /// retry after a crash never fails and never makes a second one.
-    async fn create_bucket(&self, name: &str) -> Result<Connection, DriverError>;
+    /// Creates the bucket with `options`. A bucket of that name that is already ours is
+    /// success, its options set again, so that a retry after a crash never fails, never
+    /// makes a second one and never leaves an option unset.
+    async fn create_bucket(&self, name: &str, options: &BucketOptions) -> Result<Connection, DriverError>;
 
     /// Deletes the bucket and every object in it. A bucket that is gone is success, said
     /// apart: the caller may know it should have been there.
@@ -115,8 +118,8 @@ impl Metered {
 
 #[async_trait]
 impl Driver for Metered {
-    async fn create_bucket(&self, name: &str) -> Result<Connection, DriverError> {
-        self.call("create_bucket", self.inner.create_bucket(name)).await
+    async fn create_bucket(&self, name: &str, options: &BucketOptions) -> Result<Connection, DriverError> {
+        self.call("create_bucket", self.inner.create_bucket(name, options)).await
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<Deletion, DriverError> {

@@ -12,7 +12,11 @@ use aws_sdk_s3::config::{
     timeout::TimeoutConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, DefaultRetention, Delete,
+    ObjectIdentifier, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule,
+    VersioningConfiguration,
+};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
@@ -23,7 +27,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 
-use super::{Connection, Credentials, Deletion, Driver, DriverError, Grant};
+use super::{BucketOptions, Connection, Credentials, Deletion, Driver, DriverError, Grant, options};
 use crate::api::AccessMode;
 use crate::config::S3Settings;
 use crate::metrics::IamLabels;
@@ -36,16 +40,19 @@ pub fn http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
-/// Content-MD5 on DeleteObjects. S3 requires an integrity header there, and the SDK sends a
-/// CRC32 one only, which MinIO before its 2025 releases refuses (MissingContentMD5), as may
-/// other stores older than S3's newer checksums; every store takes Content-MD5, and AWS
-/// checks both.
+/// Content-MD5 on the calls whose body S3 requires an integrity header for (DeleteObjects,
+/// PutObjectLockConfiguration). The SDK sends a CRC32 one only, which MinIO before its 2025
+/// releases refuses (MissingContentMD5), as may other stores older than S3's newer
+/// checksums; every store takes Content-MD5, and AWS checks both.
 #[derive(Debug)]
-struct DeleteObjectsMd5;
+struct ContentMd5;
 
-impl Intercept for DeleteObjectsMd5 {
+/// The operations [`ContentMd5`] adds the header to.
+const NEEDS_CONTENT_MD5: [&str; 2] = ["DeleteObjects", "PutObjectLockConfiguration"];
+
+impl Intercept for ContentMd5 {
     fn name(&self) -> &'static str {
-        "DeleteObjectsMd5"
+        "ContentMd5"
     }
 
     fn modify_before_signing(
@@ -54,11 +61,11 @@ impl Intercept for DeleteObjectsMd5 {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if cfg.load::<Metadata>().map(Metadata::name) != Some("DeleteObjects") {
+        if !cfg.load::<Metadata>().is_some_and(|operation| NEEDS_CONTENT_MD5.contains(&operation.name())) {
             return Ok(());
         }
         let request = context.request_mut();
-        // The body is the request's XML, in memory: the SDK never streams this one.
+        // The body is the request's XML, in memory: the SDK never streams these.
         let Some(body) = request.body().bytes() else { return Ok(()) };
         let digest = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body));
         request.headers_mut().insert("content-md5", digest);
@@ -113,7 +120,7 @@ impl S3Drivers {
             // Checksums only where S3 requires them: older Ceph and MinIO releases refuse the
             // newer default trailers.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .interceptor(DeleteObjectsMd5)
+            .interceptor(ContentMd5)
             .build();
         let iam = settings.iam.as_ref().map(|iam| {
             let endpoint = iam.endpoint.as_deref().unwrap_or(&settings.endpoint);
@@ -222,6 +229,22 @@ impl S3Driver {
         R: std::fmt::Debug,
     {
         classify(what, &self.settings.endpoint, error)
+    }
+
+    /// A bucket option the store refused: for good where it cannot do it, said with the
+    /// class parameter that asked for it.
+    fn option_failed<E, R>(&self, what: &str, parameter: &str, error: SdkError<E, R>) -> DriverError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        let cannot = matches!(code(&error), Some("NotImplemented" | "InvalidBucketState" | "InvalidRequest"));
+        match self.failed(what, error) {
+            DriverError::Permanent(text) | DriverError::Transient(text) if cannot => DriverError::Permanent(format!(
+                "{text}: this store cannot do what the class parameter {parameter} asks; use a class without it here"
+            )),
+            other => other,
+        }
     }
 
     /// An IAM call's failure, sorted: its endpoint may be another than S3's.
@@ -377,30 +400,59 @@ pub fn bucket_policy(bucket: &str, mode: AccessMode) -> String {
 
 #[async_trait]
 impl Driver for S3Driver {
-    async fn create_bucket(&self, name: &str) -> Result<Connection, DriverError> {
+    async fn create_bucket(&self, name: &str, options: &BucketOptions) -> Result<Connection, DriverError> {
         // Not had: not there yet, or (403) another owner's bucket or a key the store
         // refuses; a HEAD answer has no body to tell which, so the create below says.
-        if self.has_bucket(name).await? {
-            return Ok(self.connection(name));
-        }
-        let create = self.s3.create_bucket().bucket(name);
-        match create.set_create_bucket_configuration(location(&self.settings.region)).send().await {
-            Ok(_) => Ok(self.connection(name)),
-            Err(error) if code(&error) == Some("BucketAlreadyOwnedByYou") => Ok(self.connection(name)),
-            Err(error) if code(&error) == Some("BucketAlreadyExists") => {
-                Err(DriverError::Permanent(format!("bucket name {name:?} is taken by another owner of the store")))
+        if !self.has_bucket(name).await? {
+            let create =
+                self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location(&self.settings.region));
+            // Stores other than AWS put a lock on a bucket only as it is made.
+            match create.object_lock_enabled_for_bucket(options.object_lock).send().await {
+                Ok(_) => {}
+                Err(error) if code(&error) == Some("BucketAlreadyOwnedByYou") => {}
+                Err(error) if code(&error) == Some("BucketAlreadyExists") => {
+                    return Err(DriverError::Permanent(format!(
+                        "bucket name {name:?} is taken by another owner of the store"
+                    )));
+                }
+                Err(error)
+                    if matches!(
+                        code(&error),
+                        Some("IllegalLocationConstraintException" | "InvalidLocationConstraint")
+                    ) =>
+                {
+                    return Err(DriverError::Permanent(format!(
+                        "{}: the store is not in region {:?}: set the provisioner's region in bucketgate-config to the store's",
+                        self.failed("creating the bucket", error),
+                        self.settings.region
+                    )));
+                }
+                Err(error) => return Err(self.failed("creating the bucket", error)),
             }
-            Err(error)
-                if matches!(code(&error), Some("IllegalLocationConstraintException" | "InvalidLocationConstraint")) =>
-            {
-                Err(DriverError::Permanent(format!(
-                    "{}: the store is not in region {:?}: set the provisioner's region in bucketgate-config to the store's",
-                    self.failed("creating the bucket", error),
-                    self.settings.region
-                )))
-            }
-            Err(error) => Err(self.failed("creating the bucket", error)),
         }
+        // Set each time: a crash after the create must not leave a bucket without them.
+        if options.versioning && !options.object_lock {
+            let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+            let put = self.s3.put_bucket_versioning().bucket(name).versioning_configuration(enabled);
+            put.send()
+                .await
+                .map_err(|error| self.option_failed("turning versioning on", options::VERSIONING, error))?;
+        }
+        if options.object_lock {
+            let mut lock = ObjectLockConfiguration::builder().object_lock_enabled(ObjectLockEnabled::Enabled);
+            if let Some(retention) = options.retention {
+                let default = DefaultRetention::builder()
+                    .mode(ObjectLockRetentionMode::from(retention.mode.as_str()))
+                    .days(i32::try_from(retention.days).unwrap_or(i32::MAX))
+                    .build();
+                lock = lock.rule(ObjectLockRule::builder().default_retention(default).build());
+            }
+            let put = self.s3.put_object_lock_configuration().bucket(name).object_lock_configuration(lock.build());
+            put.send()
+                .await
+                .map_err(|error| self.option_failed("setting the object lock", options::OBJECT_LOCK, error))?;
+        }
+        Ok(self.connection(name))
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<Deletion, DriverError> {

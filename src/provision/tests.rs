@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::reconcile;
 use super::*;
 use crate::api::AccessMode;
-use crate::driver::{Connection, Deletion, Grant};
+use crate::driver::{BucketOptions, Connection, Deletion, Grant};
 
 const UID: &str = "2f845f60-d4c4-4d1e-ab39-3b8cc4e25086";
 const CONTENT: &str = "bucket-2f845f60-d4c4-4d1e-ab39-3b8cc4e25086";
@@ -28,8 +28,9 @@ struct FakeDriver {
 
 #[async_trait]
 impl Driver for FakeDriver {
-    async fn create_bucket(&self, name: &str) -> Result<Connection, DriverError> {
-        self.calls.lock().unwrap().push(format!("create {name}"));
+    async fn create_bucket(&self, name: &str, options: &BucketOptions) -> Result<Connection, DriverError> {
+        let asked = if *options == BucketOptions::default() { String::new() } else { format!(" {options:?}") };
+        self.calls.lock().unwrap().push(format!("create {name}{asked}"));
         if let Some(error) = &self.create_error {
             return Err(error.clone());
         }
@@ -579,6 +580,58 @@ async fn backend_failures_mark_the_content_retrying() {
     assert_eq!(ctx.metrics.reconcile_count("Bucket", "retry"), 1);
     assert_eq!(ctx.metrics.backend_count("seaweed", "create_bucket", "transient"), 1);
     assert_eq!(bound_count(&ctx), 0);
+}
+
+/// A greenfield content made from a class with `parameters` (the test class's, and these).
+fn content_asking(target: &Bucket, parameters: Value) -> Value {
+    let mut asking = class();
+    for (key, value) in parameters.as_object().unwrap() {
+        asking["parameters"][key] = value.clone();
+    }
+    let content = plan::greenfield_content(target, &serde_json::from_value(asking).unwrap(), "u").unwrap();
+    serde_json::to_value(content).unwrap()
+}
+
+#[tokio::test]
+async fn what_the_class_asks_of_each_bucket_is_asked_of_the_store() {
+    let driver =
+        Arc::new(FakeDriver { create_error: Some(DriverError::Transient("slow".into())), ..Default::default() });
+    let (ctx, mut api) = context(driver.clone());
+    let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
+    let content = content_asking(
+        &target,
+        json!({"objectLock": "Enabled", "objectLockRetentionMode": "GOVERNANCE", "objectLockRetentionDays": "7"}),
+    );
+    let backend = plan::backend_bucket_name(&target);
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+    expect_content_status(&mut api, &serde_json::from_value(content).unwrap()).await;
+    finish(reconciling).await.unwrap_err();
+    let retention = "Some(Retention { mode: Governance, days: 7 })";
+    let asked =
+        format!("create {backend} BucketOptions {{ versioning: true, object_lock: true, retention: {retention} }}");
+    assert_eq!(*driver.calls.lock().unwrap(), [asked]);
+}
+
+/// A class made while the webhook was away, asking what no store can do: its content fails,
+/// saying what to fix, and no bucket is made without what the class promised.
+#[tokio::test]
+async fn class_parameters_no_store_can_carry_out_fail_the_content_before_the_store_is_asked() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context(driver.clone());
+    let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
+    let content = content_asking(&target, json!({"versioning": "true"}));
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
+    let status = expect_content_status(&mut api, &serde_json::from_value(content).unwrap()).await;
+    assert_eq!(status["status"]["phase"], "Failed");
+    let message = status["status"]["message"].as_str().unwrap();
+    assert!(message.contains(r#"versioning is "true": write Enabled or Disabled"#), "{message}");
+    let error = finish(reconciling).await.unwrap_err();
+    assert!(error.is_permanent(), "{error}");
+    assert!(driver.calls.lock().unwrap().is_empty(), "{:?}", driver.calls.lock().unwrap());
 }
 
 /// A class made before admission checked its provisioner-Secret parameters fails in the

@@ -1,0 +1,153 @@
+//! What a class's parameters ask of each bucket made from it: versioning, and an object lock
+//! with a default retention. Admission reads them the same way as the loop, so that a class
+//! whose values no store could carry out is refused when it is made, not at every Bucket.
+
+use std::collections::BTreeMap;
+
+pub const VERSIONING: &str = "versioning";
+pub const OBJECT_LOCK: &str = "objectLock";
+pub const RETENTION_MODE: &str = "objectLockRetentionMode";
+pub const RETENTION_DAYS: &str = "objectLockRetentionDays";
+
+/// The parameters read here.
+pub const BUCKET_PARAMETERS: [&str; 4] = [VERSIONING, OBJECT_LOCK, RETENTION_MODE, RETENTION_DAYS];
+
+/// S3's own limit for a default retention in days is 100 years.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BucketOptions {
+    /// Every write keeps the object's earlier versions.
+    pub versioning: bool,
+    /// Objects can be locked against deletion; S3 turns versioning on with it.
+    pub object_lock: bool,
+    /// The lock every new object gets unless its writer says otherwise.
+    pub retention: Option<Retention>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub mode: RetentionMode,
+    pub days: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionMode {
+    /// Users with `s3:BypassGovernanceRetention` may still delete.
+    Governance,
+    /// No one may delete, the store's root user included, until the retention ends.
+    Compliance,
+}
+
+impl RetentionMode {
+    /// As S3 spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetentionMode::Governance => "GOVERNANCE",
+            RetentionMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+impl BucketOptions {
+    /// What `parameters` ask for, or each problem with them, said with its fix. Values are
+    /// S3's words (`Enabled`, `GOVERNANCE`): a YAML `true` would not be a string, which the
+    /// CRD refuses anyway.
+    pub fn from_parameters(parameters: &BTreeMap<String, String>) -> Result<BucketOptions, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut switch = |key: &str| match parameters.get(key).map(String::as_str) {
+            None => None,
+            Some("Enabled") => Some(true),
+            Some("Disabled") => Some(false),
+            Some(other) => {
+                problems.push(format!("parameters {key} is {other:?}: write Enabled or Disabled"));
+                None
+            }
+        };
+        let (versioning, object_lock) = (switch(VERSIONING), switch(OBJECT_LOCK).unwrap_or(false));
+        if object_lock && versioning == Some(false) {
+            problems.push(format!(
+                "parameters {OBJECT_LOCK} is Enabled and {VERSIONING} Disabled: an object lock needs versioning, \
+                 which S3 turns on with it; remove {VERSIONING}: Disabled"
+            ));
+        }
+        let mode = parameters.get(RETENTION_MODE).map(|mode| match mode.as_str() {
+            "GOVERNANCE" => Some(RetentionMode::Governance),
+            "COMPLIANCE" => Some(RetentionMode::Compliance),
+            other => {
+                problems.push(format!("parameters {RETENTION_MODE} is {other:?}: write GOVERNANCE or COMPLIANCE"));
+                None
+            }
+        });
+        let days = parameters.get(RETENTION_DAYS).map(|days| match days.parse::<u32>() {
+            Ok(days @ 1..=MAX_RETENTION_DAYS) => Some(days),
+            _ => {
+                problems.push(format!(
+                    "parameters {RETENTION_DAYS} is {days:?}: write a whole number of days from 1 to {MAX_RETENTION_DAYS}"
+                ));
+                None
+            }
+        });
+        let retention = match (mode, days) {
+            (None, None) => None,
+            (Some(mode), Some(days)) => mode.zip(days).map(|(mode, days)| Retention { mode, days }),
+            (Some(_), None) | (None, Some(_)) => {
+                problems.push(format!("a default retention needs both {RETENTION_MODE} and {RETENTION_DAYS}"));
+                None
+            }
+        };
+        if (mode.is_some() || days.is_some()) && !object_lock {
+            problems
+                .push(format!("a default retention ({RETENTION_MODE}, {RETENTION_DAYS}) needs {OBJECT_LOCK}: Enabled"));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(BucketOptions { versioning: versioning.unwrap_or(false) || object_lock, object_lock, retention })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(pairs: &[(&str, &str)]) -> Result<BucketOptions, Vec<String>> {
+        BucketOptions::from_parameters(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn nothing_asked_is_a_plain_bucket() {
+        assert_eq!(parsed(&[]), Ok(BucketOptions::default()));
+        assert_eq!(parsed(&[("tier", "gold"), (VERSIONING, "Disabled")]), Ok(BucketOptions::default()));
+    }
+
+    #[test]
+    fn an_object_lock_brings_versioning_and_may_have_a_default_retention() {
+        assert_eq!(parsed(&[(VERSIONING, "Enabled")]), Ok(BucketOptions { versioning: true, ..Default::default() }));
+        let locked = BucketOptions { versioning: true, object_lock: true, retention: None };
+        assert_eq!(parsed(&[(OBJECT_LOCK, "Enabled")]), Ok(locked));
+        let retained = parsed(&[(OBJECT_LOCK, "Enabled"), (RETENTION_MODE, "COMPLIANCE"), (RETENTION_DAYS, "30")]);
+        let retention = Some(Retention { mode: RetentionMode::Compliance, days: 30 });
+        assert_eq!(retained, Ok(BucketOptions { retention, ..locked }));
+    }
+
+    #[test]
+    fn each_problem_is_said_with_its_fix() {
+        let problems = |pairs: &[(&str, &str)]| parsed(pairs).unwrap_err().join("\n");
+        assert!(problems(&[(VERSIONING, "true")]).contains(r#"versioning is "true": write Enabled or Disabled"#));
+        let contradiction = problems(&[(OBJECT_LOCK, "Enabled"), (VERSIONING, "Disabled")]);
+        assert!(contradiction.contains("remove versioning: Disabled"), "{contradiction}");
+        let lowercase = problems(&[(OBJECT_LOCK, "Enabled"), (RETENTION_MODE, "governance"), (RETENTION_DAYS, "1")]);
+        assert!(lowercase.contains("write GOVERNANCE or COMPLIANCE"), "{lowercase}");
+        for days in ["0", "-1", "30d", "36501", ""] {
+            let said = problems(&[(OBJECT_LOCK, "Enabled"), (RETENTION_MODE, "GOVERNANCE"), (RETENTION_DAYS, days)]);
+            assert!(said.contains("from 1 to 36500"), "{days:?}: {said}");
+        }
+        let half = problems(&[(OBJECT_LOCK, "Enabled"), (RETENTION_DAYS, "7")]);
+        assert!(half.contains("needs both objectLockRetentionMode and objectLockRetentionDays"), "{half}");
+        let unlocked = problems(&[(RETENTION_MODE, "GOVERNANCE"), (RETENTION_DAYS, "7")]);
+        assert!(unlocked.contains("needs objectLock: Enabled"), "{unlocked}");
+        // All of them at once, not only the first.
+        assert_eq!(parsed(&[(VERSIONING, "on"), (OBJECT_LOCK, "yes")]).unwrap_err().len(), 2);
+    }
+}
