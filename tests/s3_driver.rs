@@ -16,7 +16,8 @@ use md5::{Digest, Md5};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, ObjectLockEnabled, ObjectLockMode, ObjectLockRetentionMode, VersioningConfiguration,
+    BucketVersioningStatus, ExpirationStatus, ObjectLockEnabled, ObjectLockMode, ObjectLockRetentionMode,
+    VersioningConfiguration,
 };
 use bucketgate::api::AccessMode;
 use bucketgate::config::{EnvCredentials, IamSettings, S3Settings};
@@ -312,8 +313,22 @@ async fn what_a_class_asks_of_its_buckets_is_set_at_the_store() {
     let unlocked = s3.get_object_lock_configuration().bucket(&name).send().await.map_err(code).unwrap_err();
     assert!(unlocked.contains("ObjectLockConfigurationNotFound"), "{unlocked}");
 
+    // Objects expiring: in a versioned bucket, the versions they leave behind too.
+    for versioning in [false, true] {
+        let name = unique("expiring");
+        let expiring = BucketOptions { versioning, expiration_days: Some(30), ..Default::default() };
+        driver.create_bucket(&name, &expiring).await.unwrap();
+        let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(&name).send().await.unwrap();
+        let [rule] = lifecycle.rules() else { panic!("one rule: {lifecycle:?}") };
+        assert_eq!(rule.status(), &ExpirationStatus::Enabled);
+        assert_eq!(rule.expiration().and_then(|e| e.days()), Some(30));
+        let noncurrent = rule.noncurrent_version_expiration().and_then(|e| e.noncurrent_days());
+        assert_eq!(noncurrent, versioning.then_some(30), "{rule:?}");
+    }
+
     let retention = Retention { mode: RetentionMode::Governance, days: 3 };
-    let locked = BucketOptions { versioning: true, object_lock: true, retention: Some(retention) };
+    let locked =
+        BucketOptions { versioning: true, object_lock: true, retention: Some(retention), expiration_days: None };
     let name = unique("locked");
     driver.create_bucket(&name, &locked).await.unwrap();
     driver.create_bucket(&name, &locked).await.expect("idempotent");
@@ -328,14 +343,19 @@ async fn what_a_class_asks_of_its_buckets_is_set_at_the_store() {
     put(s3, &name, "written").await.unwrap();
     let head = s3.head_object().bucket(&name).key("written").send().await.unwrap();
     assert_eq!(head.object_lock_mode(), Some(&ObjectLockMode::Governance));
-    // The lock's body carries a Content-MD5, as DeleteObjects' does; versioning's needs none.
+    // The lock's and the lifecycle's bodies carry a Content-MD5, as DeleteObjects' does;
+    // versioning's needs none.
     let sent = recording.sent();
     // (The test's own reads go through the same client, without a body.)
-    let lock_puts: Vec<&SentRequest> =
-        sent.iter().filter(|r| r.uri.ends_with("?object-lock") && !r.body.is_empty()).collect();
-    assert_eq!(lock_puts.len(), 2, "{sent:#?}");
-    let expected = base64::engine::general_purpose::STANDARD.encode(Md5::digest(lock_puts[0].body.as_bytes()));
-    assert_eq!(lock_puts[0].md5.as_deref(), Some(expected.as_str()));
+    let puts = |operation: &str| -> Vec<SentRequest> {
+        sent.iter().filter(|r| r.uri.ends_with(operation) && !r.body.is_empty()).cloned().collect()
+    };
+    let (lock_puts, lifecycle_puts) = (puts("?object-lock"), puts("?lifecycle"));
+    assert_eq!((lock_puts.len(), lifecycle_puts.len()), (2, 2), "{sent:#?}");
+    for put in [&lock_puts[0], &lifecycle_puts[0]] {
+        let expected = base64::engine::general_purpose::STANDARD.encode(Md5::digest(put.body.as_bytes()));
+        assert_eq!(put.md5.as_deref(), Some(expected.as_str()), "{put:?}");
+    }
     assert!(sent.iter().filter(|r| r.uri.ends_with("?versioning")).all(|r| r.md5.is_none()), "{sent:#?}");
 
     let without = Recording { not_implemented: Some("?versioning"), ..Default::default() };

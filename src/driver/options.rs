@@ -1,5 +1,5 @@
-//! What a class's parameters ask of each bucket made from it: versioning, and an object lock
-//! with a default retention. Admission reads them the same way as the loop, so that a class
+//! What a class's parameters ask of each bucket made from it: versioning, an object lock
+//! with a default retention, and objects expiring after a number of days. Admission reads them the same way as the loop, so that a class
 //! whose values no store could carry out is refused when it is made, not at every Bucket.
 
 use std::collections::BTreeMap;
@@ -8,12 +8,14 @@ pub const VERSIONING: &str = "versioning";
 pub const OBJECT_LOCK: &str = "objectLock";
 pub const RETENTION_MODE: &str = "objectLockRetentionMode";
 pub const RETENTION_DAYS: &str = "objectLockRetentionDays";
+pub const EXPIRATION_DAYS: &str = "expirationDays";
 
 /// The parameters read here.
-pub const BUCKET_PARAMETERS: [&str; 4] = [VERSIONING, OBJECT_LOCK, RETENTION_MODE, RETENTION_DAYS];
+pub const BUCKET_PARAMETERS: [&str; 5] = [VERSIONING, OBJECT_LOCK, RETENTION_MODE, RETENTION_DAYS, EXPIRATION_DAYS];
 
-/// S3's own limit for a default retention in days is 100 years.
-pub const MAX_RETENTION_DAYS: u32 = 36_500;
+/// S3's own limit for a default retention in days is 100 years; expirations are held to
+/// the same.
+pub const MAX_DAYS: u32 = 36_500;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BucketOptions {
@@ -23,6 +25,9 @@ pub struct BucketOptions {
     pub object_lock: bool,
     /// The lock every new object gets unless its writer says otherwise.
     pub retention: Option<Retention>,
+    /// Objects are deleted this many days after they were written (in a versioned bucket,
+    /// after they stopped being the current version).
+    pub expiration_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,15 +84,18 @@ impl BucketOptions {
                 None
             }
         });
-        let days = parameters.get(RETENTION_DAYS).map(|days| match days.parse::<u32>() {
-            Ok(days @ 1..=MAX_RETENTION_DAYS) => Some(days),
-            _ => {
-                problems.push(format!(
-                    "parameters {RETENTION_DAYS} is {days:?}: write a whole number of days from 1 to {MAX_RETENTION_DAYS}"
-                ));
-                None
-            }
-        });
+        let mut days_of = |key: &str| {
+            parameters.get(key).map(|days| match days.parse::<u32>() {
+                Ok(days @ 1..=MAX_DAYS) => Some(days),
+                _ => {
+                    problems.push(format!(
+                        "parameters {key} is {days:?}: write a whole number of days from 1 to {MAX_DAYS}"
+                    ));
+                    None
+                }
+            })
+        };
+        let (days, expiration_days) = (days_of(RETENTION_DAYS), days_of(EXPIRATION_DAYS).flatten());
         let retention = match (mode, days) {
             (None, None) => None,
             (Some(mode), Some(days)) => mode.zip(days).map(|(mode, days)| Retention { mode, days }),
@@ -103,7 +111,8 @@ impl BucketOptions {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(BucketOptions { versioning: versioning.unwrap_or(false) || object_lock, object_lock, retention })
+        let versioning = versioning.unwrap_or(false) || object_lock;
+        Ok(BucketOptions { versioning, object_lock, retention, expiration_days })
     }
 }
 
@@ -124,11 +133,13 @@ mod tests {
     #[test]
     fn an_object_lock_brings_versioning_and_may_have_a_default_retention() {
         assert_eq!(parsed(&[(VERSIONING, "Enabled")]), Ok(BucketOptions { versioning: true, ..Default::default() }));
-        let locked = BucketOptions { versioning: true, object_lock: true, retention: None };
+        let locked = BucketOptions { versioning: true, object_lock: true, ..Default::default() };
         assert_eq!(parsed(&[(OBJECT_LOCK, "Enabled")]), Ok(locked));
         let retained = parsed(&[(OBJECT_LOCK, "Enabled"), (RETENTION_MODE, "COMPLIANCE"), (RETENTION_DAYS, "30")]);
         let retention = Some(Retention { mode: RetentionMode::Compliance, days: 30 });
         assert_eq!(retained, Ok(BucketOptions { retention, ..locked }));
+        let expiring = BucketOptions { expiration_days: Some(30), ..Default::default() };
+        assert_eq!(parsed(&[(EXPIRATION_DAYS, "30")]), Ok(expiring));
     }
 
     #[test]
@@ -143,6 +154,7 @@ mod tests {
             let said = problems(&[(OBJECT_LOCK, "Enabled"), (RETENTION_MODE, "GOVERNANCE"), (RETENTION_DAYS, days)]);
             assert!(said.contains("from 1 to 36500"), "{days:?}: {said}");
         }
+        assert!(problems(&[(EXPIRATION_DAYS, "0")]).contains(r#"expirationDays is "0": write a whole number"#));
         let half = problems(&[(OBJECT_LOCK, "Enabled"), (RETENTION_DAYS, "7")]);
         assert!(half.contains("needs both objectLockRetentionMode and objectLockRetentionDays"), "{half}");
         let unlocked = problems(&[(RETENTION_MODE, "GOVERNANCE"), (RETENTION_DAYS, "7")]);

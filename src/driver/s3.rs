@@ -13,9 +13,10 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, DefaultRetention, Delete,
-    ObjectIdentifier, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule,
-    VersioningConfiguration,
+    BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+    DefaultRetention, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
+    NoncurrentVersionExpiration, ObjectIdentifier, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
+    ObjectLockRule, VersioningConfiguration,
 };
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -41,14 +42,14 @@ pub fn http_client() -> SharedHttpClient {
 }
 
 /// Content-MD5 on the calls whose body S3 requires an integrity header for (DeleteObjects,
-/// PutObjectLockConfiguration). The SDK sends a CRC32 one only, which MinIO before its 2025
+/// PutObjectLockConfiguration, PutBucketLifecycleConfiguration). The SDK sends a CRC32 one only, which MinIO before its 2025
 /// releases refuses (MissingContentMD5), as may other stores older than S3's newer
 /// checksums; every store takes Content-MD5, and AWS checks both.
 #[derive(Debug)]
 struct ContentMd5;
 
 /// The operations [`ContentMd5`] adds the header to.
-const NEEDS_CONTENT_MD5: [&str; 2] = ["DeleteObjects", "PutObjectLockConfiguration"];
+const NEEDS_CONTENT_MD5: [&str; 3] = ["DeleteObjects", "PutObjectLockConfiguration", "PutBucketLifecycleConfiguration"];
 
 impl Intercept for ContentMd5 {
     fn name(&self) -> &'static str {
@@ -338,6 +339,25 @@ fn permanent(code: &str) -> bool {
     )
 }
 
+/// The lifecycle of a bucket whose objects expire `days` after they were written. In a
+/// versioned bucket expiring only hides an object behind a delete marker; its versions go
+/// `days` after they stopped being current, or they would be kept, and paid for, forever.
+fn expiring(days: u32, versioned: bool) -> BucketLifecycleConfiguration {
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let rule = LifecycleRule::builder()
+        .id("bucketgate-expiration")
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .expiration(LifecycleExpiration::builder().days(days).build());
+    let rule = match versioned {
+        true => {
+            rule.noncurrent_version_expiration(NoncurrentVersionExpiration::builder().noncurrent_days(days).build())
+        }
+        false => rule,
+    };
+    BucketLifecycleConfiguration::builder().rules(rule.build().expect("status is set")).build().expect("rules are set")
+}
+
 /// Where CreateBucket asks for the bucket. AWS makes buckets in us-east-1 unless told,
 /// refuses a request to another region's endpoint that does not say its region
 /// (IllegalLocationConstraintException), and refuses `us-east-1` said outright; other
@@ -406,8 +426,9 @@ impl Driver for S3Driver {
         if !self.has_bucket(name).await? {
             let create =
                 self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location(&self.settings.region));
-            // Stores other than AWS put a lock on a bucket only as it is made.
-            match create.object_lock_enabled_for_bucket(options.object_lock).send().await {
+            // Stores other than AWS put a lock on a bucket only as it is made. No header at
+            // all for a plain bucket, as before the parameter existed.
+            match create.set_object_lock_enabled_for_bucket(options.object_lock.then_some(true)).send().await {
                 Ok(_) => {}
                 Err(error) if code(&error) == Some("BucketAlreadyOwnedByYou") => {}
                 Err(error) if code(&error) == Some("BucketAlreadyExists") => {
@@ -451,6 +472,16 @@ impl Driver for S3Driver {
             put.send()
                 .await
                 .map_err(|error| self.option_failed("setting the object lock", options::OBJECT_LOCK, error))?;
+        }
+        if let Some(days) = options.expiration_days {
+            let put = self
+                .s3
+                .put_bucket_lifecycle_configuration()
+                .bucket(name)
+                .lifecycle_configuration(expiring(days, options.versioning));
+            put.send()
+                .await
+                .map_err(|error| self.option_failed("setting the expiration", options::EXPIRATION_DAYS, error))?;
         }
         Ok(self.connection(name))
     }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::reconcile;
 use super::*;
 use crate::api::AccessMode;
+use crate::driver::options::{Retention, RetentionMode};
 use crate::driver::{BucketOptions, Connection, Deletion, Grant};
 
 const UID: &str = "2f845f60-d4c4-4d1e-ab39-3b8cc4e25086";
@@ -600,7 +601,8 @@ async fn what_the_class_asks_of_each_bucket_is_asked_of_the_store() {
     let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
     let content = content_asking(
         &target,
-        json!({"objectLock": "Enabled", "objectLockRetentionMode": "GOVERNANCE", "objectLockRetentionDays": "7"}),
+        json!({"objectLock": "Enabled", "objectLockRetentionMode": "GOVERNANCE", "objectLockRetentionDays": "7",
+            "expirationDays": "400"}),
     );
     let backend = plan::backend_bucket_name(&target);
     let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
@@ -609,10 +611,9 @@ async fn what_the_class_asks_of_each_bucket_is_asked_of_the_store() {
         .await;
     expect_content_status(&mut api, &serde_json::from_value(content).unwrap()).await;
     finish(reconciling).await.unwrap_err();
-    let retention = "Some(Retention { mode: Governance, days: 7 })";
-    let asked =
-        format!("create {backend} BucketOptions {{ versioning: true, object_lock: true, retention: {retention} }}");
-    assert_eq!(*driver.calls.lock().unwrap(), [asked]);
+    let retention = Some(Retention { mode: RetentionMode::Governance, days: 7 });
+    let options = BucketOptions { versioning: true, object_lock: true, retention, expiration_days: Some(400) };
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("create {backend} {options:?}")]);
 }
 
 /// A class made while the webhook was away, asking what no store can do: its content fails,
