@@ -11,7 +11,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, ConfigBag, Intercept, Region, RequestChecksumCalculation, RuntimeComponents,
     timeout::TimeoutConfig,
 };
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{BuildError, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
     DefaultRetention, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
@@ -42,9 +42,10 @@ pub fn http_client() -> SharedHttpClient {
 }
 
 /// Content-MD5 on the calls whose body S3 requires an integrity header for (DeleteObjects,
-/// PutObjectLockConfiguration, PutBucketLifecycleConfiguration). The SDK sends a CRC32 one only, which MinIO before its 2025
-/// releases refuses (MissingContentMD5), as may other stores older than S3's newer
-/// checksums; every store takes Content-MD5, and AWS checks both.
+/// PutObjectLockConfiguration, PutBucketLifecycleConfiguration). The SDK sends a CRC32
+/// one only, which MinIO before its 2025 releases refuses (MissingContentMD5), as may other
+/// stores older than S3's newer checksums; every store takes Content-MD5, and AWS checks
+/// both.
 #[derive(Debug)]
 struct ContentMd5;
 
@@ -232,6 +233,65 @@ impl S3Driver {
         classify(what, &self.settings.endpoint, error)
     }
 
+    async fn make_bucket(&self, name: &str, object_lock: bool) -> Result<(), DriverError> {
+        let create =
+            self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location(&self.settings.region));
+        // Stores other than AWS put a lock on a bucket only as it is made. No header at all
+        // for a plain bucket, as before the parameter existed.
+        match create.set_object_lock_enabled_for_bucket(object_lock.then_some(true)).send().await {
+            Ok(_) => Ok(()),
+            Err(error) if code(&error) == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(error) if code(&error) == Some("BucketAlreadyExists") => {
+                Err(DriverError::Permanent(format!("bucket name {name:?} is taken by another owner of the store")))
+            }
+            Err(error)
+                if matches!(code(&error), Some("IllegalLocationConstraintException" | "InvalidLocationConstraint")) =>
+            {
+                Err(DriverError::Permanent(format!(
+                    "{}: the store is not in region {:?}: set the provisioner's region in bucketgate-config to the store's",
+                    self.failed("creating the bucket", error),
+                    self.settings.region
+                )))
+            }
+            Err(error) => Err(self.failed("creating the bucket", error)),
+        }
+    }
+
+    /// What the class asks of the bucket; each call replaces what it sets, so it can be
+    /// made again.
+    async fn set_options(&self, name: &str, options: &BucketOptions) -> Result<(), DriverError> {
+        if options.versioning && !options.object_lock {
+            let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+            let put = self.s3.put_bucket_versioning().bucket(name).versioning_configuration(enabled);
+            put.send()
+                .await
+                .map_err(|error| self.option_failed("turning versioning on", options::VERSIONING, error))?;
+        }
+        if options.object_lock {
+            let mut lock = ObjectLockConfiguration::builder().object_lock_enabled(ObjectLockEnabled::Enabled);
+            if let Some(retention) = options.retention {
+                let default = DefaultRetention::builder()
+                    .mode(ObjectLockRetentionMode::from(retention.mode.as_str()))
+                    .days(i32::try_from(retention.days).unwrap_or(i32::MAX))
+                    .build();
+                lock = lock.rule(ObjectLockRule::builder().default_retention(default).build());
+            }
+            let put = self.s3.put_object_lock_configuration().bucket(name).object_lock_configuration(lock.build());
+            put.send()
+                .await
+                .map_err(|error| self.option_failed("setting the object lock", options::OBJECT_LOCK, error))?;
+        }
+        if let Some(days) = options.expiration_days {
+            let lifecycle = expiring(days, options.versioning)
+                .map_err(|error| DriverError::Permanent(format!("an expiration of {days} days: {error}")))?;
+            let put = self.s3.put_bucket_lifecycle_configuration().bucket(name).lifecycle_configuration(lifecycle);
+            put.send()
+                .await
+                .map_err(|error| self.option_failed("setting the expiration", options::EXPIRATION_DAYS, error))?;
+        }
+        Ok(())
+    }
+
     /// A bucket option the store refused: for good where it cannot do it, said with the
     /// class parameter that asked for it.
     fn option_failed<E, R>(&self, what: &str, parameter: &str, error: SdkError<E, R>) -> DriverError
@@ -342,7 +402,7 @@ fn permanent(code: &str) -> bool {
 /// The lifecycle of a bucket whose objects expire `days` after they were written. In a
 /// versioned bucket expiring only hides an object behind a delete marker; its versions go
 /// `days` after they stopped being current, or they would be kept, and paid for, forever.
-fn expiring(days: u32, versioned: bool) -> BucketLifecycleConfiguration {
+fn expiring(days: u32, versioned: bool) -> Result<BucketLifecycleConfiguration, BuildError> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
     let rule = LifecycleRule::builder()
         .id("bucketgate-expiration")
@@ -355,7 +415,7 @@ fn expiring(days: u32, versioned: bool) -> BucketLifecycleConfiguration {
         }
         false => rule,
     };
-    BucketLifecycleConfiguration::builder().rules(rule.build().expect("status is set")).build().expect("rules are set")
+    BucketLifecycleConfiguration::builder().rules(rule.build()?).build()
 }
 
 /// Where CreateBucket asks for the bucket. AWS makes buckets in us-east-1 unless told,
@@ -424,65 +484,10 @@ impl Driver for S3Driver {
         // Not had: not there yet, or (403) another owner's bucket or a key the store
         // refuses; a HEAD answer has no body to tell which, so the create below says.
         if !self.has_bucket(name).await? {
-            let create =
-                self.s3.create_bucket().bucket(name).set_create_bucket_configuration(location(&self.settings.region));
-            // Stores other than AWS put a lock on a bucket only as it is made. No header at
-            // all for a plain bucket, as before the parameter existed.
-            match create.set_object_lock_enabled_for_bucket(options.object_lock.then_some(true)).send().await {
-                Ok(_) => {}
-                Err(error) if code(&error) == Some("BucketAlreadyOwnedByYou") => {}
-                Err(error) if code(&error) == Some("BucketAlreadyExists") => {
-                    return Err(DriverError::Permanent(format!(
-                        "bucket name {name:?} is taken by another owner of the store"
-                    )));
-                }
-                Err(error)
-                    if matches!(
-                        code(&error),
-                        Some("IllegalLocationConstraintException" | "InvalidLocationConstraint")
-                    ) =>
-                {
-                    return Err(DriverError::Permanent(format!(
-                        "{}: the store is not in region {:?}: set the provisioner's region in bucketgate-config to the store's",
-                        self.failed("creating the bucket", error),
-                        self.settings.region
-                    )));
-                }
-                Err(error) => return Err(self.failed("creating the bucket", error)),
-            }
+            self.make_bucket(name, options.object_lock).await?;
         }
         // Set each time: a crash after the create must not leave a bucket without them.
-        if options.versioning && !options.object_lock {
-            let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
-            let put = self.s3.put_bucket_versioning().bucket(name).versioning_configuration(enabled);
-            put.send()
-                .await
-                .map_err(|error| self.option_failed("turning versioning on", options::VERSIONING, error))?;
-        }
-        if options.object_lock {
-            let mut lock = ObjectLockConfiguration::builder().object_lock_enabled(ObjectLockEnabled::Enabled);
-            if let Some(retention) = options.retention {
-                let default = DefaultRetention::builder()
-                    .mode(ObjectLockRetentionMode::from(retention.mode.as_str()))
-                    .days(i32::try_from(retention.days).unwrap_or(i32::MAX))
-                    .build();
-                lock = lock.rule(ObjectLockRule::builder().default_retention(default).build());
-            }
-            let put = self.s3.put_object_lock_configuration().bucket(name).object_lock_configuration(lock.build());
-            put.send()
-                .await
-                .map_err(|error| self.option_failed("setting the object lock", options::OBJECT_LOCK, error))?;
-        }
-        if let Some(days) = options.expiration_days {
-            let put = self
-                .s3
-                .put_bucket_lifecycle_configuration()
-                .bucket(name)
-                .lifecycle_configuration(expiring(days, options.versioning));
-            put.send()
-                .await
-                .map_err(|error| self.option_failed("setting the expiration", options::EXPIRATION_DAYS, error))?;
-        }
+        self.set_options(name, options).await?;
         Ok(self.connection(name))
     }
 
