@@ -457,6 +457,8 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
     let versioning = store(&admin).client().get_bucket_versioning().bucket(&bucket_name).send().await.unwrap();
     assert_eq!(versioning.status().map(|s| s.as_str()), Some("Enabled"), "as its class asks");
     let content = bound.status.unwrap().bucket_content_name.unwrap();
+    let said = Api::<BucketContent>::all(plane.client.clone()).get(&content).await.unwrap().status.unwrap().message;
+    assert_eq!(said, Some(format!("bucket {bucket_name} created with versioning")));
     // The CRD's selectable fields, which a content's deletion lists Buckets by. An API
     // server before 1.31 refuses them, and the deletion below lists all Buckets instead.
     let all = Api::<Bucket>::all(plane.client.clone());

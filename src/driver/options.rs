@@ -116,6 +116,32 @@ impl BucketOptions {
     }
 }
 
+impl BucketOptions {
+    /// What was asked, to follow "created bucket NAME" where users look (`kubectl
+    /// describe`): empty for a plain bucket.
+    pub fn summary(&self) -> String {
+        let mut asked = Vec::new();
+        if self.versioning && !self.object_lock {
+            asked.push("versioning".to_string());
+        }
+        match (self.object_lock, self.retention) {
+            (true, Some(Retention { mode, days })) => {
+                asked.push(format!("an object lock keeping each new object {days} days ({})", mode.as_str()))
+            }
+            (true, None) => asked.push("an object lock".into()),
+            _ => {}
+        }
+        if let Some(days) = self.expiration_days {
+            asked.push(format!("objects expiring after {days} days"));
+        }
+        match asked.split_last() {
+            None => String::new(),
+            Some((only, [])) => format!(" with {only}"),
+            Some((last, rest)) => format!(" with {} and {last}", rest.join(", ")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +166,25 @@ mod tests {
         assert_eq!(retained, Ok(BucketOptions { retention, ..locked }));
         let expiring = BucketOptions { expiration_days: Some(30), ..Default::default() };
         assert_eq!(parsed(&[(EXPIRATION_DAYS, "30")]), Ok(expiring));
+    }
+
+    #[test]
+    fn what_was_asked_is_summed_up() {
+        let summary = |pairs: &[(&str, &str)]| parsed(pairs).unwrap().summary();
+        assert_eq!(summary(&[]), "");
+        assert_eq!(summary(&[(VERSIONING, "Enabled")]), " with versioning");
+        let all = [
+            (OBJECT_LOCK, "Enabled"),
+            (RETENTION_MODE, "COMPLIANCE"),
+            (RETENTION_DAYS, "30"),
+            (EXPIRATION_DAYS, "365"),
+        ];
+        assert_eq!(
+            summary(&all),
+            " with an object lock keeping each new object 30 days (COMPLIANCE) and objects expiring after 365 days"
+        );
+        let three = [(VERSIONING, "Enabled"), (EXPIRATION_DAYS, "7")];
+        assert_eq!(summary(&three), " with versioning and objects expiring after 7 days");
     }
 
     #[test]
