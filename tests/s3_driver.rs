@@ -501,6 +501,33 @@ async fn scoped_credentials_work_for_their_bucket_and_not_another() {
     driver.delete_bucket(&other).await.unwrap();
 }
 
+/// A versioned bucket's key reads what was overwritten, and cannot destroy it.
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn a_key_reads_earlier_versions_and_cannot_delete_them() {
+    let driver = S3Driver::new(&settings(true), admin());
+    let name = unique("history");
+    driver.create_bucket(&name, &BucketOptions { versioning: true, ..Default::default() }).await.unwrap();
+    let holder = unique("holder");
+    let grant = driver.grant(&name, &holder, AccessMode::ReadWrite).await.unwrap();
+    let workload = S3Driver::new(&settings(false), grant.credentials);
+    let s3 = workload.client();
+    eventually(Ok(()), || put(s3, &name, "report")).await;
+    put(s3, &name, "report").await.unwrap();
+    let listed = s3.list_object_versions().bucket(&name).send().await.map_err(code).expect("lists the versions");
+    let earlier = listed.versions().iter().find(|v| v.is_latest() == Some(false)).expect("an earlier version");
+    let version = earlier.version_id().unwrap();
+    let got = s3.get_object().bucket(&name).key("report").version_id(version).send().await.map_err(code);
+    assert!(got.is_ok(), "reads the earlier version: {got:?}");
+    let deleted = s3.delete_object().bucket(&name).key("report").version_id(version).send().await.map_err(code);
+    assert_eq!(deleted.map(|_| ()), Err("\"AccessDenied\"".into()), "a version is not the workload's to destroy");
+    // A plain delete only hides the object behind a delete marker.
+    s3.delete_object().bucket(&name).key("report").send().await.map_err(code).unwrap();
+
+    driver.revoke(&holder).await.unwrap();
+    driver.delete_bucket(&name).await.unwrap();
+}
+
 #[tokio::test]
 #[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
 async fn without_iam_the_provisioner_key_is_handed_out_and_said_so() {

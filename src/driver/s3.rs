@@ -454,17 +454,37 @@ fn status<E>(error: &SdkError<E, HttpResponse>) -> Option<u16> {
 /// The IAM policy that limits a user to one bucket. Only actions every store here knows:
 /// SeaweedFS refuses a policy naming `s3:ListMultipartUploadParts` or
 /// `s3:ListBucketMultipartUploads`, and multipart uploads need only `s3:PutObject`.
+///
+/// Readers read earlier versions of a versioned bucket (what versioning is for: getting
+/// back what was overwritten); writers may lock what they write (object-lock headers on a
+/// put need `s3:PutObjectRetention`). No key may delete a version or bypass a lock: a
+/// workload, or whoever has its key, can hide an object behind a delete marker but not
+/// destroy its history.
 pub fn bucket_policy(bucket: &str, mode: AccessMode) -> String {
     let actions: &[&str] = match mode {
-        AccessMode::ReadOnly => &["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
-        AccessMode::WriteOnly => &["s3:PutObject", "s3:AbortMultipartUpload", "s3:GetBucketLocation"],
+        AccessMode::ReadOnly => {
+            &["s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketLocation"]
+        }
+        AccessMode::WriteOnly => &[
+            "s3:PutObject",
+            "s3:AbortMultipartUpload",
+            "s3:GetBucketLocation",
+            "s3:PutObjectRetention",
+            "s3:PutObjectLegalHold",
+        ],
         AccessMode::ReadWrite => &[
             "s3:GetObject",
+            "s3:GetObjectVersion",
             "s3:PutObject",
             "s3:DeleteObject",
             "s3:ListBucket",
+            "s3:ListBucketVersions",
             "s3:GetBucketLocation",
             "s3:AbortMultipartUpload",
+            "s3:GetObjectRetention",
+            "s3:PutObjectRetention",
+            "s3:GetObjectLegalHold",
+            "s3:PutObjectLegalHold",
         ],
     };
     serde_json::json!({
