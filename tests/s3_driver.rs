@@ -501,13 +501,15 @@ async fn scoped_credentials_work_for_their_bucket_and_not_another() {
     driver.delete_bucket(&other).await.unwrap();
 }
 
-/// A versioned bucket's key reads what was overwritten, and cannot destroy it.
+/// A versioned bucket's key reads what was overwritten, and cannot destroy it; it may lock
+/// what it writes.
 #[tokio::test]
 #[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
 async fn a_key_reads_earlier_versions_and_cannot_delete_them() {
     let driver = S3Driver::new(&settings(true), admin());
     let name = unique("history");
-    driver.create_bucket(&name, &BucketOptions { versioning: true, ..Default::default() }).await.unwrap();
+    let locked = BucketOptions { versioning: true, object_lock: true, ..Default::default() };
+    driver.create_bucket(&name, &locked).await.unwrap();
     let holder = unique("holder");
     let grant = driver.grant(&name, &holder, AccessMode::ReadWrite).await.unwrap();
     let workload = S3Driver::new(&settings(false), grant.credentials);
@@ -523,6 +525,12 @@ async fn a_key_reads_earlier_versions_and_cannot_delete_them() {
     assert_eq!(deleted.map(|_| ()), Err("\"AccessDenied\"".into()), "a version is not the workload's to destroy");
     // A plain delete only hides the object behind a delete marker.
     s3.delete_object().bucket(&name).key("report").send().await.map_err(code).unwrap();
+    // Locked for two seconds, so that the bucket can be deleted after.
+    let until = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    let locking = s3.put_object().bucket(&name).key("evidence").body(ByteStream::from_static(b"data"));
+    let locking = locking.object_lock_mode(ObjectLockMode::Governance).object_lock_retain_until_date(until.into());
+    assert_eq!(locking.send().await.map(|_| ()).map_err(code), Ok(()), "writes under a lock of its own");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
 
     driver.revoke(&holder).await.unwrap();
     driver.delete_bucket(&name).await.unwrap();
