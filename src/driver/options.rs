@@ -1,6 +1,7 @@
 //! What a class's parameters ask of each bucket made from it: versioning, an object lock
-//! with a default retention, and objects expiring after a number of days. Admission reads them the same way as the loop, so that a class
-//! whose values no store could carry out is refused when it is made, not at every Bucket.
+//! with a default retention, and objects expiring after a number of days. Admission reads
+//! them the same way as the loop, so that a class whose values no store could carry out is
+//! refused when it is made, not at every Bucket.
 
 use std::collections::BTreeMap;
 
@@ -114,9 +115,7 @@ impl BucketOptions {
         let versioning = versioning.unwrap_or(false) || object_lock;
         Ok(BucketOptions { versioning, object_lock, retention, expiration_days })
     }
-}
 
-impl BucketOptions {
     /// What was asked, to follow "created bucket NAME" where users look (`kubectl
     /// describe`): empty for a plain bucket.
     pub fn summary(&self) -> String {
