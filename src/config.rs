@@ -206,12 +206,7 @@ impl Config {
     /// often written `rook-ceph.rook.io/bucket`, the "unsupported provisioner" of
     /// ObjectBucketClaims).
     pub fn closest_served(&self, unserved: &str) -> Option<&str> {
-        self.provisioners
-            .iter()
-            .map(|p| (strsim::normalized_damerau_levenshtein(unserved, &p.name), p.name.as_str()))
-            .filter(|(similarity, _)| *similarity >= 0.75)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, name)| name)
+        crate::naming::closest(unserved, self.provisioners.iter().map(|p| p.name.as_str()))
     }
 
     pub fn provisioner(&self, name: &str) -> Option<&ProvisionerConfig> {

@@ -52,6 +52,17 @@ pub fn label_value(name: &str) -> String {
     if head.is_empty() { hash } else { format!("{head}-{hash}") }
 }
 
+/// Of `known`, the one `word` was most likely meant to be, if one is close: a name typed
+/// with a part wrong, a letter's case or a dash too many.
+pub fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|name| (strsim::normalized_damerau_levenshtein(word, name), name))
+        .filter(|(similarity, _)| *similarity >= 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
+}
+
 fn alnum_ends(s: &str) -> bool {
     let first = s.chars().next();
     let last = s.chars().last();

@@ -17,6 +17,7 @@ use crate::driver::BucketOptions;
 use crate::driver::options::BUCKET_PARAMETERS;
 use crate::naming::{
     DRIVER_PARAMETERS, check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters,
+    closest,
 };
 
 pub fn validate(kind: Kind, req: &Request, catalog: &Catalog, config: &Config) -> Verdict {
@@ -466,9 +467,7 @@ impl Context<'_> {
         }
         let meant: Vec<String> = (unread.iter())
             .filter_map(|key| {
-                let closest = read.iter().map(|known| (strsim::normalized_damerau_levenshtein(key, known), known));
-                let (similarity, known) = closest.max_by(|a, b| a.0.total_cmp(&b.0))?;
-                (similarity >= 0.75).then(|| format!("; did you mean {known:?} for {key:?}?"))
+                closest(key, read.iter().copied()).map(|known| format!("; did you mean {known:?} for {key:?}?"))
             })
             .collect();
         verdict.warn(format!(
