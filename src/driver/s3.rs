@@ -300,12 +300,13 @@ impl S3Driver {
         R: std::fmt::Debug,
     {
         let cannot = matches!(code(&error), Some("NotImplemented" | "InvalidBucketState" | "InvalidRequest"));
-        match self.failed(what, error) {
-            DriverError::Permanent(text) | DriverError::Transient(text) if cannot => DriverError::Permanent(format!(
-                "{text}: this store cannot do what the class parameter {parameter} asks; use a class without it here"
-            )),
-            other => other,
+        let failed = self.failed(what, error);
+        if !cannot {
+            return failed;
         }
+        DriverError::Permanent(format!(
+            "{failed}: this store cannot do what the class parameter {parameter} asks; use a class without it here"
+        ))
     }
 
     /// An IAM call's failure, sorted: its endpoint may be another than S3's.
@@ -409,11 +410,10 @@ fn expiring(days: u32, versioned: bool) -> Result<BucketLifecycleConfiguration, 
         .status(ExpirationStatus::Enabled)
         .filter(LifecycleRuleFilter::builder().prefix("").build())
         .expiration(LifecycleExpiration::builder().days(days).build());
-    let rule = match versioned {
-        true => {
-            rule.noncurrent_version_expiration(NoncurrentVersionExpiration::builder().noncurrent_days(days).build())
-        }
-        false => rule,
+    let rule = if versioned {
+        rule.noncurrent_version_expiration(NoncurrentVersionExpiration::builder().noncurrent_days(days).build())
+    } else {
+        rule
     };
     BucketLifecycleConfiguration::builder().rules(rule.build()?).build()
 }

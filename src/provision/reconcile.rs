@@ -148,10 +148,11 @@ async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<Bound>, Erro
         Err(error) => return Err(content_failed(&content, error, ctx).await),
     };
     contents.patch(&name, &PatchParams::default(), &Patch::Merge(&plan::connection_recorded(&connection))).await?;
-    let made = format!("bucket {backend} created{}", options.summary());
-    let status = json!({"status": {"phase": BucketContentPhase::Bound, "message": made}});
+    let asked = options.summary();
+    let status =
+        json!({"status": {"phase": BucketContentPhase::Bound, "message": format!("bucket {backend} created{asked}")}});
     let content = contents.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
-    let note = format!("created bucket {backend}{}", options.summary());
+    let note = format!("created bucket {backend}{asked}");
     ctx.event(bucket, EventType::Normal, "BucketCreated", "Provision", note).await;
     Ok(Some(Bound { content, connection, driver: Some(driver) }))
 }
