@@ -17,7 +17,6 @@ use md5::{Digest, Md5};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketVersioningStatus, ExpirationStatus, ObjectLockEnabled, ObjectLockMode, ObjectLockRetentionMode,
-    VersioningConfiguration,
 };
 use bucketgate::api::AccessMode;
 use bucketgate::config::{EnvCredentials, IamSettings, S3Settings};
@@ -44,6 +43,10 @@ fn iam_bounded(bound: usize) -> S3Settings {
     let iam = IamSettings { max_concurrent_requests: NonZeroUsize::new(bound), ..IamSettings::default() };
     S3Settings { iam: Some(iam), ..settings(true) }
 }
+
+/// A bucket with an object lock (and so versioned), as `objectLock: Enabled` asks.
+const LOCKED: BucketOptions =
+    BucketOptions { versioning: true, object_lock: true, retention: None, expiration_days: None };
 
 fn admin() -> Credentials {
     Credentials { access_key_id: env("BUCKETGATE_S3_ACCESS_KEY"), secret_access_key: env("BUCKETGATE_S3_SECRET_KEY") }
@@ -144,9 +147,7 @@ async fn emptying_takes_old_versions_delete_markers_and_unfinished_uploads() {
     let driver = S3Driver::new(&settings(false), admin());
     let s3 = driver.client();
     let name = unique("versioned");
-    driver.create_bucket(&name, &BucketOptions::default()).await.unwrap();
-    let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
-    s3.put_bucket_versioning().bucket(&name).versioning_configuration(enabled).send().await.unwrap();
+    driver.create_bucket(&name, &BucketOptions { versioning: true, ..Default::default() }).await.unwrap();
     for key in ["v", "v", "kept"] {
         put(s3, &name, key).await.unwrap();
     }
@@ -183,7 +184,7 @@ async fn a_bucket_that_cannot_be_emptied_says_what_is_left_and_why() {
     let driver = S3Driver::new(&settings(false), admin());
     let s3 = driver.client();
     let name = unique("locked");
-    s3.create_bucket().bucket(&name).object_lock_enabled_for_bucket(true).send().await.unwrap();
+    driver.create_bucket(&name, &LOCKED).await.unwrap();
     put_locked(s3, &name, "evidence").await;
     put(s3, &name, "scratch").await.unwrap();
 
@@ -379,7 +380,7 @@ async fn a_store_without_delete_objects_is_emptied_an_object_at_a_time() {
     let driver = recording.driver(&settings(false));
     let s3 = driver.client();
     let name = unique("onebyone");
-    s3.create_bucket().bucket(&name).object_lock_enabled_for_bucket(true).send().await.unwrap();
+    driver.create_bucket(&name, &LOCKED).await.unwrap();
     for key in ["a", "a", "b/c"] {
         put(s3, &name, key).await.unwrap();
     }
@@ -508,8 +509,7 @@ async fn scoped_credentials_work_for_their_bucket_and_not_another() {
 async fn a_key_reads_earlier_versions_and_cannot_delete_them() {
     let driver = S3Driver::new(&settings(true), admin());
     let name = unique("history");
-    let locked = BucketOptions { versioning: true, object_lock: true, ..Default::default() };
-    driver.create_bucket(&name, &locked).await.unwrap();
+    driver.create_bucket(&name, &LOCKED).await.unwrap();
     let holder = unique("holder");
     let grant = driver.grant(&name, &holder, AccessMode::ReadWrite).await.unwrap();
     let workload = S3Driver::new(&settings(false), grant.credentials);
