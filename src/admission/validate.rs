@@ -452,8 +452,8 @@ impl Context<'_> {
             {
                 verdict.warn(format!(
                     "every object written to a bucket of this class is kept for {} days ({}): deleting a Bucket \
-                     deletes the rest and leaves the bucket with what is still retained, which its BucketContent \
-                     names; releasePolicy: Retain says so at once",
+                     deletes the rest and leaves the bucket with what is still retained, its BucketContent Failed \
+                     naming it; with releasePolicy: Retain the bucket is kept whole, on purpose",
                     retention.days,
                     retention.mode.as_str()
                 ));
