@@ -12,8 +12,10 @@ use crate::api::{
     BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentSpec, BucketPhase, FINALIZER,
     PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
 };
-use crate::driver::{Connection, Grant};
-use crate::naming::{BUCKET_NAME_SUFFIX_LEN, check_dns1123_subdomain, content_name_for, label_value, short_hash};
+use crate::driver::{BucketOptions, Connection, Grant};
+use crate::naming::{
+    BUCKET_NAME_SUFFIX_LEN, check_dns1123_subdomain, check_secret_parameters, content_name_for, label_value, short_hash,
+};
 
 /// Labels that tie a greenfield BucketContent to the Bucket it was made for.
 pub const BUCKET_NAMESPACE_LABEL: &str = "cosi.io/bucket-namespace";
@@ -91,6 +93,26 @@ pub fn greenfield_content(bucket: &Bucket, class: &BucketClass, namespace_uid: &
     content.metadata.labels = Some(labels);
     content.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
     Ok(content)
+}
+
+/// What `content`'s class asks of the store for its bucket, or why no bucket can be made
+/// from it: every problem with its parameters, in admission's words. Admission refuses such
+/// a class; one made while the webhook was away, or before a check existed, is judged here,
+/// before a provisioner Secret is looked for or the store is asked.
+pub fn asked_of_store(content: &BucketContent) -> Result<BucketOptions, String> {
+    let parameters = &content.spec.parameters;
+    let mut problems = check_secret_parameters(parameters);
+    let options = match BucketOptions::from_parameters(parameters) {
+        Ok(options) => Some(options),
+        Err(more) => {
+            problems.extend(more);
+            None
+        }
+    };
+    match options {
+        Some(options) if problems.is_empty() => Ok(options),
+        _ => Err(format!("the class's parameters cannot be carried out: {}", problems.join("; "))),
+    }
 }
 
 /// The loop's writes, as JSON merge patches; the contract test sends these same bodies

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::plan::{self, FORCE_RELEASE_ANNOTATION, Key, KeyWork};
 use super::{Context, Error};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
-use crate::driver::{BucketOptions, Connection, Deletion, Driver, DriverError, Grant, Metered};
+use crate::driver::{Connection, Deletion, Driver, DriverError, Grant, Metered};
 use crate::naming::check_dns1123_subdomain;
 
 pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -132,14 +132,9 @@ async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<Bound>, Erro
         let connection = recorded_connection(&content);
         return Ok(Some(Bound { content, connection, driver: None }));
     }
-    // Admission refuses such a class; one made while the webhook was away fails here,
-    // before the store is asked for a bucket without what the class promised.
-    let options = match BucketOptions::from_parameters(&content.spec.parameters) {
+    let options = match plan::asked_of_store(&content) {
         Ok(options) => options,
-        Err(problems) => {
-            let message = format!("the class's parameters cannot be carried out: {}", problems.join("; "));
-            return Err(content_failed(&content, DriverError::Permanent(message), ctx).await);
-        }
+        Err(message) => return Err(content_failed(&content, DriverError::Permanent(message), ctx).await),
     };
     let driver = ctx.driver_for(&content, &owner_of(bucket)).await?;
     let backend = plan::backend_name(&content).to_string();

@@ -636,19 +636,29 @@ async fn class_parameters_no_store_can_carry_out_fail_the_content_before_the_sto
 }
 
 /// A class made before admission checked its provisioner-Secret parameters fails in the
-/// loop with admission's words, before any Secret is looked for.
+/// loop with admission's words, before any Secret is looked for, as one asking what no
+/// store can do fails: on its content, every problem at once.
 #[tokio::test]
 async fn provisioner_secret_parameters_are_judged_again_before_use() {
-    let (ctx, mut api) = context(Arc::new(FakeDriver::default()));
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context(driver.clone());
     let mut typo = class();
     typo["parameters"]["cosi.io/provisioner-secret-name"] = json!("${pvc.name}");
+    typo["parameters"]["versioning"] = json!("on");
     let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
     let content = plan::greenfield_content(&target, &serde_json::from_value(typo.clone()).unwrap(), "u").unwrap();
     let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
-    let content = serde_json::to_value(content).unwrap();
-    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(json!(content))).await;
+    let status = expect_content_status(&mut api, &content).await;
+    assert_eq!(status["status"]["phase"], "Failed");
+    let message = status["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(r#""${pvc.name}" is not replaced"#) && message.contains(r#"versioning is "on""#),
+        "{message}"
+    );
     let error = finish(reconciling).await.unwrap_err();
     assert!(error.is_permanent() && error.to_string().contains(r#""${pvc.name}" is not replaced"#), "{error}");
+    assert!(driver.calls.lock().unwrap().is_empty(), "{:?}", driver.calls.lock().unwrap());
 }
 
 #[tokio::test]
