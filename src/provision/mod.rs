@@ -10,12 +10,13 @@
 pub mod credentials;
 pub mod plan;
 mod reconcile;
+pub mod waiting;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -211,21 +212,23 @@ where
 pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog) {
     let client = ctx.client.clone();
     let (buckets_store, buckets_writer) = reflector::store();
-    let buckets_watch = trimmed(Api::<Bucket>::all(client.clone())).reflect(buckets_writer).applied_objects();
     // A Bucket that waits on its class, or on the content it binds, goes on as soon as that
     // appears or changes, rather than at its next retry.
-    let (for_classes, for_contents) = (buckets_store.clone(), buckets_store.clone());
+    let waiting = waiting::Waiting::default();
+    let (for_classes, for_contents) = (waiting.clone(), waiting.clone());
+    let buckets_watch = trimmed(Api::<Bucket>::all(client.clone()))
+        .inspect_ok(move |event| waiting.apply(event))
+        .reflect(buckets_writer)
+        .applied_objects();
     let buckets = Controller::for_stream(buckets_watch, buckets_store)
         // Only the Secrets bucketgate wrote carry this label; no need to watch the others.
         // kube-runtime watches owned objects by their metadata: no credentials are held here.
         .owns(Api::<Secret>::all(client), watcher::Config::default().labels(plan::BUCKET_NAME_LABEL))
         .watches_shared_stream(catalog.class_updates(), move |class: Arc<BucketClass>| {
-            let class = class.name_any();
-            refs(for_classes.state_filter(|bucket| plan::waits_on_class(bucket, &class)))
+            for_classes.on_class(&class.name_any())
         })
         .watches_shared_stream(catalog.content_updates(), move |content: Arc<BucketContent>| {
-            let content = content.name_any();
-            refs(for_contents.state_filter(|bucket| plan::binds_content(bucket, &content)))
+            for_contents.on_content(&content.name_any())
         })
         .run(reconcile_bucket, bucket_error_policy, ctx.clone())
         .for_each(|result| report("Bucket", result));
@@ -252,10 +255,6 @@ async fn watch_failed(controller: &'static str, error: Option<watcher::Error>) {
     if let Some(error) = error {
         tracing::warn!(controller, %error, "a watch failed; retrying with backoff");
     }
-}
-
-fn refs(buckets: Vec<Arc<Bucket>>) -> Vec<reflector::ObjectRef<Bucket>> {
-    buckets.iter().map(|bucket| reflector::ObjectRef::from_obj(bucket.as_ref())).collect()
 }
 
 /// The Lease whose holder runs the provisioning loop.

@@ -330,20 +330,19 @@ fn status_with(bucket: &Bucket, phase: BucketPhase, mut set: Vec<Condition>) -> 
     serde_json::json!({"status": {"phase": phase, "conditions": set}})
 }
 
-/// Whether `bucket` waits on the class named `class`: it names it and is not bound. A
-/// class created or changed may let it go on now rather than at its next retry, which for
-/// a missing class is minutes away.
-pub fn waits_on_class(bucket: &Bucket, class: &str) -> bool {
-    bucket.metadata.deletion_timestamp.is_none()
-        && bucket.phase() != Some(BucketPhase::Bound)
-        && bucket.spec.bucket_class_name.as_deref() == Some(class)
+/// The class `bucket` waits on: the one it names, while it is not bound. A class created or
+/// changed may let it go on now rather than at its next retry, which for a missing class is
+/// minutes away.
+pub fn class_waited_on(bucket: &Bucket) -> Option<&str> {
+    let waits = bucket.metadata.deletion_timestamp.is_none() && bucket.phase() != Some(BucketPhase::Bound);
+    bucket.spec.bucket_class_name.as_deref().filter(|_| waits)
 }
 
-/// Whether `bucket` binds, or waits to bind, the BucketContent named `content`: a content
-/// created, or its `bindableNamespaces` changed, may let a waiting Bucket bind now, and
-/// take a bound one's access away now rather than at its hourly look.
-pub fn binds_content(bucket: &Bucket, content: &str) -> bool {
-    bucket.metadata.deletion_timestamp.is_none() && bucket.spec.bucket_content_name.as_deref() == Some(content)
+/// The BucketContent `bucket` binds, or waits to bind: a content created, or its
+/// `bindableNamespaces` changed, may let a waiting Bucket bind now, and take a bound one's
+/// access away now rather than at its hourly look.
+pub fn content_bound(bucket: &Bucket) -> Option<&str> {
+    bucket.spec.bucket_content_name.as_deref().filter(|_| bucket.metadata.deletion_timestamp.is_none())
 }
 
 /// The condition type (and the Ready reason) of a Bucket whose access to a shared
@@ -515,10 +514,10 @@ mod tests {
         let names = |waits: &dyn Fn(&Bucket) -> bool| {
             buckets.iter().filter(|b| waits(b)).map(|b| b.metadata.name.clone().unwrap()).collect::<Vec<_>>()
         };
-        assert_eq!(names(&|b| waits_on_class(b, "ceph")), ["failed", "new"]);
+        assert_eq!(names(&|b| class_waited_on(b) == Some("ceph")), ["failed", "new"]);
         // A bound Bucket too: a change to the content's grant may take its access away.
-        assert_eq!(names(&|b| binds_content(b, "legacy")), ["sharing", "bound-sharing"]);
-        assert!(names(&|b| binds_content(b, "ceph")).is_empty());
+        assert_eq!(names(&|b| content_bound(b) == Some("legacy")), ["sharing", "bound-sharing"]);
+        assert!(names(&|b| content_bound(b) == Some("ceph")).is_empty());
     }
 
     #[test]

@@ -261,6 +261,14 @@ async fn expect_bucket_status(api: &mut ApiServer, shown: Value) -> Value {
     api.expect("PATCH", path, Reply::MergeInto(shown)).await
 }
 
+/// Expects the test Bucket's deletion to end: Released, its finalizer taken off.
+async fn expect_let_go(api: &mut ApiServer, shown: Value, reconciling: tokio::task::JoinHandle<Result<Action, Error>>) {
+    assert_eq!(expect_event(api).await.0, "Released");
+    let path = "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos";
+    assert_eq!(api.expect("PATCH", path, Reply::Json(shown)).await["metadata"]["finalizers"], json!([]));
+    finish(reconciling).await.unwrap();
+}
+
 /// Expects the status patch of the test content, and returns it.
 async fn expect_content_status(api: &mut ApiServer, content: &BucketContent) -> Value {
     let path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status");
@@ -717,10 +725,7 @@ async fn names_no_object_can_have_are_not_asked_for() {
         let mut deleting = target;
         deleting.metadata.deletion_timestamp = now();
         let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(deleting), ctx));
-        assert_eq!(expect_event(&mut api).await.0, "Released");
-        let path = "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos";
-        assert_eq!(api.expect("PATCH", path, Reply::Json(shown)).await["metadata"]["finalizers"], json!([]));
-        finish(reconciling).await.unwrap();
+        expect_let_go(&mut api, shown, reconciling).await;
         assert!(driver.calls.lock().unwrap().is_empty());
     }
 }
@@ -923,10 +928,7 @@ async fn a_key_that_cannot_be_revoked_for_want_of_its_content_is_said() {
             assert!(note.starts_with(&format!("BucketContent {CONTENT} is gone")), "{note}");
             assert!(note.ends_with(&format!("IAM user bucketgate-{UID})")), "{note}");
         }
-        assert_eq!(expect_event(&mut api).await.0, "Released");
-        let path = "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos";
-        assert_eq!(api.expect("PATCH", path, Reply::Json(shown)).await["metadata"]["finalizers"], json!([]));
-        finish(reconciling).await.unwrap();
+        expect_let_go(&mut api, shown, reconciling).await;
         assert!(driver.calls.lock().unwrap().is_empty());
     }
 }
