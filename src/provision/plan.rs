@@ -111,7 +111,13 @@ pub fn asked_of_store(content: &BucketContent) -> Result<BucketOptions, String> 
     };
     match options {
         Some(options) if problems.is_empty() => Ok(options),
-        _ => Err(format!("the class's parameters cannot be carried out: {}", problems.join("; "))),
+        // The content keeps the parameters it was made with (they are immutable): mending
+        // the class helps new Buckets only.
+        _ => Err(format!(
+            "the class's parameters cannot be carried out: {}. Mend the BucketClass, then delete this Bucket and \
+             create it again: its BucketContent keeps the parameters it was made with",
+            problems.join("; ")
+        )),
     }
 }
 

@@ -664,6 +664,12 @@ async fn provisioner_secret_parameters_are_judged_again_before_use() {
         message.contains(r#""${pvc.name}" is not replaced"#) && message.contains(r#"versioning is "on""#),
         "{message}"
     );
+    assert!(
+        message.ends_with(
+            "delete this Bucket and create it again: its BucketContent keeps the parameters it was made with"
+        ),
+        "{message}"
+    );
     let error = finish(reconciling).await.unwrap_err();
     assert!(error.is_permanent() && error.to_string().contains(r#""${pvc.name}" is not replaced"#), "{error}");
     assert!(driver.calls.lock().unwrap().is_empty(), "{:?}", driver.calls.lock().unwrap());
