@@ -2,6 +2,7 @@
 //! status look like, and which Buckets a change to another object concerns. No I/O here.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -336,6 +337,20 @@ fn status_with(bucket: &Bucket, phase: BucketPhase, mut set: Vec<Condition>) -> 
     serde_json::json!({"status": {"phase": phase, "conditions": set}})
 }
 
+/// How long a bound Bucket waits to be looked at again when nothing has changed: an hour,
+/// and up to half an hour more, the same for the Bucket each time, picked by its uid. The
+/// watches bring every change to the Bucket, its Secret and its class at once; this only
+/// catches what they cannot see (a BucketContent deleted by hand), at two or three reads of
+/// the API server a Bucket and nothing of the store. A replica that starts leading looks
+/// at every Bucket at once: with one period for all, every hour would bring them all back
+/// together (10,000 Buckets, up to 30,000 reads within seconds); spread, they come at about
+/// six a second.
+pub fn recheck_after(bucket: &Bucket) -> Duration {
+    const HOUR: u64 = 3600;
+    let picked = u64::from_str_radix(&short_hash(&bucket.uid().unwrap_or_default(), 8), 16).unwrap_or(0);
+    Duration::from_secs(HOUR + picked % (HOUR / 2))
+}
+
 /// The class `bucket` waits on: the one it names, while it is not bound. A class created or
 /// changed may let it go on now rather than at its next retry, which for a missing class is
 /// minutes away.
@@ -393,7 +408,7 @@ pub fn revoked_message(bucket: &Bucket, content: &BucketContent, namespace: &str
 /// disagree the other way, so that every bound Bucket is counted; `None` when its status
 /// names a content already, so that a Bucket bound again after a failure is not counted a
 /// second time, with its age.
-pub fn time_to_bound(bucket: &Bucket, now: jiff::Timestamp) -> Option<std::time::Duration> {
+pub fn time_to_bound(bucket: &Bucket, now: jiff::Timestamp) -> Option<Duration> {
     if bucket.status_content().is_some() {
         return None;
     }
@@ -524,6 +539,24 @@ mod tests {
         // A bound Bucket too: a change to the content's grant may take its access away.
         assert_eq!(names(&|b| content_bound(b) == Some("legacy")), ["sharing", "bound-sharing"]);
         assert!(names(&|b| content_bound(b) == Some("ceph")).is_empty());
+    }
+
+    #[test]
+    fn bound_buckets_are_looked_at_again_each_at_its_own_moment_of_a_half_hour() {
+        let with_uid = |uid: String| {
+            let mut b = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+            b.metadata.uid = Some(uid);
+            b
+        };
+        let after: Vec<u64> = (0..1200).map(|i| recheck_after(&with_uid(format!("uid-{i}"))).as_secs()).collect();
+        assert!(after.iter().all(|s| (3600..5400).contains(s)), "{after:?}");
+        assert_eq!(recheck_after(&with_uid("uid-7".into())).as_secs(), after[7], "the same each time");
+        // Each five minutes of the half hour gets about a sixth of them (200).
+        let mut slots = [0; 6];
+        for s in &after {
+            slots[((s - 3600) / 300) as usize] += 1;
+        }
+        assert!(slots.iter().all(|n| (140..260).contains(n)), "{slots:?}");
     }
 
     #[test]

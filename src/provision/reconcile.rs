@@ -52,7 +52,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         Issued::Found(recorded) => {
             let key = recorded.unwrap_or_else(|| Key::assumed(&bucket, &bound.content));
             if plan::bound_status(&bucket, &content, key).is_none() {
-                return Ok(Action::requeue(RECHECK));
+                return Ok(Action::requeue(plan::recheck_after(&bucket)));
             }
             // The Secret was written, but the Bucket in the watch cache is not Bound: most
             // often the Secret's own watch event woke this reconcile before the Bucket's
@@ -63,7 +63,9 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
             (Arc::new(current), key)
         }
     };
-    let Some(status) = plan::bound_status(&bucket, &content, key) else { return Ok(Action::requeue(RECHECK)) };
+    let Some(status) = plan::bound_status(&bucket, &content, key) else {
+        return Ok(Action::requeue(plan::recheck_after(&bucket)));
+    };
     let was_bound = bucket.phase() == Some(BucketPhase::Bound);
     buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
     let took = plan::time_to_bound(&bucket, jiff::Timestamp::now());
@@ -76,15 +78,8 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         let note = format!("bound to BucketContent {content}{after}");
         ctx.event(&*bucket, EventType::Normal, "Bound", "Provision", note).await;
     }
-    Ok(Action::requeue(RECHECK))
+    Ok(Action::requeue(plan::recheck_after(&bucket)))
 }
-
-/// How often a bound Bucket is looked at again when nothing has changed. The watches bring
-/// every change to the Bucket, its Secret and its class at once; this only catches what
-/// they cannot see (a BucketContent deleted by hand). A bound Bucket costs two or three
-/// reads of the API server then, and nothing of the store: with 10,000 Buckets, about 8 a
-/// second at most.
-const RECHECK: Duration = Duration::from_secs(3600);
 
 /// Greenfield: the BucketContent first (with the backend name in it), then the bucket.
 /// `None` when the class's provisioner is driven by another controller.
