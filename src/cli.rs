@@ -139,6 +139,9 @@ pub struct ServeArgs {
     /// This replica's name in the Lease.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Reconciles each of the provisioning loop's controllers runs at once (0: no bound).
+    #[arg(long, default_value_t = 32, env = "BUCKETGATE_MAX_CONCURRENT_RECONCILES")]
+    pub max_concurrent_reconciles: u16,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -425,11 +428,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "bucketgate".into())
         });
-        let (configs, namespace, metrics) = (config.subscribe(), args.lease_namespace.clone(), metrics.clone());
-        let (stop, catalog) = (shutdown.clone(), catalog.clone());
+        let replica = provision::Replica {
+            lease_namespace: args.lease_namespace.clone(),
+            identity,
+            max_concurrent_reconciles: args.max_concurrent_reconciles,
+        };
+        let (configs, metrics, stop, catalog) =
+            (config.subscribe(), metrics.clone(), shutdown.clone(), catalog.clone());
         provisioning = Some(tokio::spawn(async move {
-            if let Err(error) = provision::supervise(client, catalog, configs, namespace, identity, metrics, stop).await
-            {
+            if let Err(error) = provision::supervise(client, catalog, configs, replica, metrics, stop).await {
                 tracing::error!(error = %format!("{error:#}"), "the provisioning loop stopped");
             }
         }));

@@ -20,7 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -209,8 +209,11 @@ where
 /// Two watches of their own: Buckets, and by metadata the Secrets bucketgate wrote.
 /// BucketContents and BucketClasses come from the admission `catalog`, which every replica
 /// keeps anyway: the leader holds one copy of each, not two.
-pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog) {
+pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent_reconciles: u16) {
     let client = ctx.client.clone();
+    // A new leader is handed every Bucket at once: bounded, it asks the API server and the
+    // stores for a few at a time, as client-go's workers would, rather than for thousands.
+    let config = || ControllerConfig::default().concurrency(max_concurrent_reconciles);
     let (buckets_store, buckets_writer) = reflector::store();
     // A Bucket that waits on its class, or on the content it binds, goes on as soon as that
     // appears or changes, rather than at its next retry.
@@ -221,6 +224,7 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog) {
         .reflect(buckets_writer)
         .applied_objects();
     let buckets = Controller::for_stream(buckets_watch, buckets_store)
+        .with_config(config())
         // Only the Secrets bucketgate wrote carry this label; no need to watch the others.
         // kube-runtime watches owned objects by their metadata: no credentials are held here.
         .owns(Api::<Secret>::all(client), watcher::Config::default().labels(plan::BUCKET_NAME_LABEL))
@@ -237,6 +241,7 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog) {
     let deleting =
         catalog.content_updates().filter(|content| std::future::ready(content.metadata.deletion_timestamp.is_some()));
     let contents = Controller::for_shared_stream(deleting, catalog.contents_store())
+        .with_config(config())
         .run(reconcile_content, error_policy, ctx)
         .for_each(|result| report("BucketContent", result));
     futures::future::join(buckets, contents).await;
@@ -260,6 +265,15 @@ async fn watch_failed(controller: &'static str, error: Option<watcher::Error>) {
 /// The Lease whose holder runs the provisioning loop.
 pub const LEASE: &str = "bucketgate-provisioner";
 
+/// This replica as the Lease knows it, and how much its loop does at once when it leads.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    pub lease_namespace: String,
+    pub identity: String,
+    /// Reconciles each controller runs at once; 0 for no bound.
+    pub max_concurrent_reconciles: u16,
+}
+
 /// Leader election around the controllers: they run while this replica holds the Lease.
 ///
 /// When `shutdown` completes the controllers stop and the Lease is released rather than
@@ -271,11 +285,11 @@ pub async fn run(
     client: Client,
     catalog: Catalog,
     config: Config,
-    lease_namespace: String,
-    identity: String,
+    replica: Replica,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let Replica { lease_namespace, identity, max_concurrent_reconciles } = replica;
     // Set first and kept: a replica that should lead and cannot (no Lease, say) is what the
     // no-leader alert is for.
     metrics.provisioning_enabled.set(1);
@@ -295,7 +309,8 @@ pub async fn run(
             match (leader, running.is_some()) {
                 (true, false) => {
                     tracing::info!("leading: the provisioning loop runs on this replica");
-                    running = Some(tokio::spawn(run_controllers(ctx.clone(), catalog.clone())));
+                    let controllers = run_controllers(ctx.clone(), catalog.clone(), max_concurrent_reconciles);
+                    running = Some(tokio::spawn(controllers));
                 }
                 (false, true) => {
                     tracing::info!("no longer leading: the provisioning loop stops on this replica");
@@ -357,8 +372,7 @@ pub async fn supervise(
     client: Client,
     catalog: Catalog,
     mut configs: watch::Receiver<Arc<Config>>,
-    lease_namespace: String,
-    identity: String,
+    replica: Replica,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
@@ -376,15 +390,7 @@ pub async fn supervise(
         let stopped = async {
             let _ = stopped.await;
         };
-        let running = run(
-            client.clone(),
-            catalog.clone(),
-            driven.clone(),
-            lease_namespace.clone(),
-            identity.clone(),
-            metrics.clone(),
-            stopped,
-        );
+        let running = run(client.clone(), catalog.clone(), driven.clone(), replica.clone(), metrics.clone(), stopped);
         let mut running = std::pin::pin!(running);
         // A closed channel (the store gone) is no change: the loop runs on until shutdown.
         // Nor is an edit the loop does not read (a provisioner served at admission only): a

@@ -1218,6 +1218,9 @@ struct Cluster {
     lease: Mutex<Option<Value>>,
     /// Paths answered 403 Forbidden, as where RBAC lacks a grant.
     forbidden: Mutex<Vec<String>>,
+    /// Reads of objects whose path starts with one of these are held, as watches are,
+    /// until the test answers them.
+    slow: Mutex<Vec<String>>,
 }
 
 impl Cluster {
@@ -1255,8 +1258,13 @@ impl Cluster {
                 send.send_response(self.lease_reply(&verb, &body));
                 continue;
             }
+            let slow = verb == "get" && self.slow.lock().unwrap().iter().any(|prefix| path.starts_with(prefix));
             let reply = match verb.as_str() {
                 "watch" => {
+                    self.held.lock().unwrap().push((path, send));
+                    continue;
+                }
+                _ if slow => {
                     self.held.lock().unwrap().push((path, send));
                     continue;
                 }
@@ -1315,6 +1323,14 @@ impl Cluster {
     }
 
     /// Ends the open watch of `path` with these watch events.
+    /// Answers the held reads under `prefix`: NotFound.
+    fn not_found(&self, prefix: &str) {
+        let mut held = self.held.lock().unwrap();
+        for (_, send) in held.extract_if(.., |(path, _)| path.starts_with(prefix)) {
+            send.send_response(failure(StatusCode::NOT_FOUND, "NotFound", "not found"));
+        }
+    }
+
     fn deliver(&self, path: &str, events: &[Value]) {
         let mut held = self.held.lock().unwrap();
         let at = held.iter().position(|(p, _)| p == path).unwrap_or_else(|| panic!("no open watch of {path}"));
@@ -1322,6 +1338,37 @@ impl Cluster {
         let lines: String = events.iter().map(|e| format!("{e}\n")).collect();
         send.send_response(Response::new(Body::from(lines.into_bytes())));
     }
+}
+
+/// A new leader is handed every Bucket at once; it asks about no more of them at a time
+/// than its bound, and goes on to the others as those end.
+#[tokio::test]
+async fn a_leader_reconciles_no_more_buckets_at_once_than_its_bound() {
+    let cluster = Arc::new(Cluster::default());
+    let contents = "/apis/cosi.io/v1alpha1/bucketcontents/";
+    cluster.slow.lock().unwrap().push(contents.into());
+    let buckets = (0..5)
+        .map(|i| {
+            let mut b = bucket(json!({"protocol": "s3", "bucketContentName": format!("shared-{i}")}), json!({}));
+            b.metadata.name = Some(format!("photos-{i}"));
+            b.metadata.uid = Some(format!("uid-{i}"));
+            serde_json::to_value(b).unwrap()
+        })
+        .collect();
+    let client = cluster.start(buckets);
+    let (catalog, watches) = Catalog::watch(client.clone());
+    let catalog_watches = tokio::spawn(watches);
+    let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false), catalog, 2));
+
+    let asked = |seen: &[Seen]| seen.iter().filter(|s| s.method == "GET" && s.uri.starts_with(contents)).count();
+    cluster.wait_for("two Buckets to look for their contents", |seen| asked(seen) == 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(asked(&cluster.seen.lock().unwrap()), 2, "more than the bound at once");
+    // Those two end (their contents are not found): two more begin.
+    cluster.not_found(contents);
+    cluster.wait_for("two more Buckets to look for theirs", |seen| asked(seen) == 4).await;
+    controllers.abort();
+    catalog_watches.abort();
 }
 
 #[tokio::test]
@@ -1334,7 +1381,7 @@ async fn the_leader_watches_each_kind_once_and_a_content_wakes_what_waits_on_it(
     let (catalog, watches) = Catalog::watch(client.clone());
     let catalog_watches = tokio::spawn(watches);
     let ctx = context_for(client, Arc::default(), false);
-    let controllers = tokio::spawn(run_controllers(ctx.clone(), catalog));
+    let controllers = tokio::spawn(run_controllers(ctx.clone(), catalog, 32));
 
     let content_path = "/apis/cosi.io/v1alpha1/bucketcontents/shared";
     let looked_up = |seen: &[Seen]| seen.iter().filter(|s| s.method == "GET" && s.uri == content_path).count();
@@ -1431,6 +1478,10 @@ async fn waited(done: impl Fn() -> bool) -> bool {
     false
 }
 
+fn test_replica(identity: &str) -> Replica {
+    Replica { lease_namespace: "bucketgate-system".into(), identity: identity.into(), max_concurrent_reconciles: 32 }
+}
+
 /// One replica's leader election and loop, as `bucketgate serve` runs it.
 fn replica(
     client: Client,
@@ -1438,15 +1489,7 @@ fn replica(
     metrics: &Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(run(
-        client,
-        empty_catalog(),
-        test_config(),
-        "bucketgate-system".into(),
-        identity.into(),
-        metrics.clone(),
-        shutdown,
-    ))
+    tokio::spawn(run(client, empty_catalog(), test_config(), test_replica(identity), metrics.clone(), shutdown))
 }
 
 #[tokio::test]
@@ -1484,17 +1527,10 @@ async fn a_new_configuration_starts_the_loop_again_with_it() {
     let metrics = Arc::new(Metrics::default());
     let (configs, watched) = tokio::sync::watch::channel(Arc::new(Config::default()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(supervise(
-        client,
-        empty_catalog(),
-        watched,
-        "bucketgate-system".into(),
-        "replica-a".into(),
-        metrics.clone(),
-        async {
+    let running =
+        tokio::spawn(supervise(client, empty_catalog(), watched, test_replica("replica-a"), metrics.clone(), async {
             let _ = stopped.await;
-        },
-    ));
+        }));
     let bucket_watches = |seen: &[Seen]| seen.iter().filter(|s| s.watches("/apis/cosi.io/v1alpha1/buckets")).count();
 
     // No driver configured: admission only, nothing runs for the Lease.
@@ -1647,7 +1683,7 @@ async fn a_watch_the_loop_may_not_open_is_logged() {
     let client = cluster.start(vec![]);
     let (catalog, watches) = Catalog::watch(client.clone());
     let catalog_watches = tokio::spawn(watches);
-    let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false), catalog));
+    let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false), catalog, 32));
 
     let logged = || String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
     let line_for = |logged: &str, field: &str, kind: &str| {
