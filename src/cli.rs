@@ -139,7 +139,7 @@ pub struct ServeArgs {
     /// This replica's name in the Lease.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Reconciles each of the provisioning loop's controllers runs at once (0: no bound).
+    /// Reconciles the provisioning loop runs at once for each provisioner (0: no bound).
     #[arg(long, default_value_t = 32, env = "BUCKETGATE_MAX_CONCURRENT_RECONCILES")]
     pub max_concurrent_reconciles: u16,
     /// Largest request body accepted, in bytes.

@@ -20,12 +20,12 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::api::{Bucket, BucketClass, BucketContent, BucketPhase};
 use crate::catalog::Catalog;
@@ -211,9 +211,8 @@ where
 /// keeps anyway: the leader holds one copy of each, not two.
 pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent_reconciles: u16) {
     let client = ctx.client.clone();
-    // A new leader is handed every Bucket at once: bounded, it asks the API server and the
-    // stores for a few at a time, as client-go's workers would, rather than for thousands.
-    let config = || ControllerConfig::default().concurrency(max_concurrent_reconciles);
+    let turns = Arc::new(Turns::new(max_concurrent_reconciles));
+    let (bucket_turns, for_buckets) = (turns.clone(), catalog.clone());
     let (buckets_store, buckets_writer) = reflector::store();
     // A Bucket that waits on its class, or on the content it binds, goes on as soon as that
     // appears or changes, rather than at its next retry.
@@ -224,7 +223,6 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
         .reflect(buckets_writer)
         .applied_objects();
     let buckets = Controller::for_stream(buckets_watch, buckets_store)
-        .with_config(config())
         // Only the Secrets bucketgate wrote carry this label; no need to watch the others.
         // kube-runtime watches owned objects by their metadata: no credentials are held here.
         .owns(Api::<Secret>::all(client), watcher::Config::default().labels(plan::BUCKET_NAME_LABEL))
@@ -234,17 +232,76 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
         .watches_shared_stream(catalog.content_updates(), move |content: Arc<BucketContent>| {
             for_contents.on_content(&content.name_any())
         })
-        .run(reconcile_bucket, bucket_error_policy, ctx.clone())
+        .run(
+            move |bucket, ctx| {
+                let turn = bucket_turns.take(&provisioner_of(&bucket, &for_buckets));
+                async move {
+                    let _turn = turn.await;
+                    reconcile_bucket(bucket, ctx).await
+                }
+            },
+            bucket_error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| report("Bucket", result));
     // The content controller acts only on contents being deleted (reconcile::content): the
     // others are not queued, at the start or after a list, 10,000 reconciles for nothing.
     let deleting =
         catalog.content_updates().filter(|content| std::future::ready(content.metadata.deletion_timestamp.is_some()));
     let contents = Controller::for_shared_stream(deleting, catalog.contents_store())
-        .with_config(config())
-        .run(reconcile_content, error_policy, ctx)
+        .run(
+            move |content, ctx| {
+                let turn = turns.take(content.spec.provisioner());
+                async move {
+                    let _turn = turn.await;
+                    reconcile_content(content, ctx).await
+                }
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| report("BucketContent", result));
     futures::future::join(buckets, contents).await;
+}
+
+/// How many reconciles run at once for each provisioner, Buckets and BucketContents
+/// together. A new leader is handed every Bucket at once: it works on a few of each store's
+/// at a time, as client-go's workers would, rather than sending the API server and the
+/// stores thousands of requests together. One bound for all would let a store that is slow,
+/// or Buckets queued for its IAM API, hold up the Buckets of every other store.
+struct Turns {
+    /// 0: no bound.
+    bound: usize,
+    by_provisioner: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Turns {
+    fn new(bound: u16) -> Turns {
+        Turns { bound: bound.into(), by_provisioner: Mutex::default() }
+    }
+
+    /// A turn for a reconcile of `provisioner`'s, once one is free; kept until it is dropped.
+    fn take(&self, provisioner: &str) -> impl Future<Output = Option<OwnedSemaphorePermit>> + Send + use<> {
+        let semaphore = (self.bound > 0).then(|| {
+            let mut by_provisioner = self.by_provisioner.lock().unwrap_or_else(|e| e.into_inner());
+            by_provisioner
+                .entry(provisioner.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.bound)))
+                .clone()
+        });
+        async move { semaphore?.acquire_owned().await.ok() }
+    }
+}
+
+/// The provisioner whose store a Bucket's reconcile works with, as the catalog knows it:
+/// its BucketContent's, else its class's; "" where neither is known (yet).
+fn provisioner_of(bucket: &Bucket, catalog: &Catalog) -> String {
+    let content = bucket.status_content().or(bucket.spec.bucket_content_name.as_deref());
+    if let Some(content) = content.and_then(|name| catalog.content(name)) {
+        return content.spec.provisioner().to_string();
+    }
+    let class = bucket.spec.bucket_class_name.as_deref().and_then(|name| catalog.class(name));
+    class.map(|class| class.spec.provisioner().to_string()).unwrap_or_default()
 }
 
 /// Logs what a controller reports that nothing else does: a watch of its failing (no RBAC
@@ -270,7 +327,7 @@ pub const LEASE: &str = "bucketgate-provisioner";
 pub struct Replica {
     pub lease_namespace: String,
     pub identity: String,
-    /// Reconciles each controller runs at once; 0 for no bound.
+    /// Reconciles run at once for each provisioner; 0 for no bound.
     pub max_concurrent_reconciles: u16,
 }
 

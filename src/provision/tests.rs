@@ -1340,35 +1340,41 @@ impl Cluster {
     }
 }
 
-/// A new leader is handed every Bucket at once; it asks about no more of them at a time
-/// than its bound, and goes on to the others as those end.
+/// A new leader is handed every Bucket at once; it asks about no more of a store's at a
+/// time than its bound, goes on to the others as those end, and meanwhile the Buckets of
+/// another store are not held up behind them.
 #[tokio::test]
-async fn a_leader_reconciles_no_more_buckets_at_once_than_its_bound() {
+async fn a_leader_reconciles_no_more_buckets_of_a_store_at_once_than_its_bound() {
     let cluster = Arc::new(Cluster::default());
-    let contents = "/apis/cosi.io/v1alpha1/bucketcontents/";
-    cluster.slow.lock().unwrap().push(contents.into());
-    let buckets = (0..5)
-        .map(|i| {
-            let mut b = bucket(json!({"protocol": "s3", "bucketContentName": format!("shared-{i}")}), json!({}));
-            b.metadata.name = Some(format!("photos-{i}"));
-            b.metadata.uid = Some(format!("uid-{i}"));
-            serde_json::to_value(b).unwrap()
-        })
-        .collect();
+    let shared = "/apis/cosi.io/v1alpha1/bucketcontents/shared-";
+    let far = "/apis/cosi.io/v1alpha1/bucketcontents/far";
+    cluster.slow.lock().unwrap().extend([shared.to_string(), far.to_string()]);
+    let binding = |i: usize, content: String| {
+        let mut b = bucket(json!({"protocol": "s3", "bucketContentName": content}), json!({}));
+        b.metadata.name = Some(format!("photos-{i}"));
+        b.metadata.uid = Some(format!("uid-{i}"));
+        serde_json::to_value(b).unwrap()
+    };
+    // Five Buckets of contents the catalog does not know, one of another provisioner's.
+    let mut buckets: Vec<Value> = (0..5).map(|i| binding(i, format!("shared-{i}"))).collect();
+    buckets.push(binding(5, "far".into()));
     let client = cluster.start(buckets);
-    let (catalog, watches) = Catalog::watch(client.clone());
-    let catalog_watches = tokio::spawn(watches);
+    let mut elsewhere = content_for(&bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({})));
+    elsewhere.metadata.name = Some("far".into());
+    elsewhere.spec.provisioner = Some("elsewhere".into());
+    let catalog = Catalog::from_objects([], [elsewhere], []);
     let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false), catalog, 2));
 
-    let asked = |seen: &[Seen]| seen.iter().filter(|s| s.method == "GET" && s.uri.starts_with(contents)).count();
-    cluster.wait_for("two Buckets to look for their contents", |seen| asked(seen) == 2).await;
+    let asked =
+        |seen: &[Seen], path: &str| seen.iter().filter(|s| s.method == "GET" && s.uri.starts_with(path)).count();
+    let waits = "two Buckets to look for their contents, and the other store's for its own";
+    cluster.wait_for(waits, |seen| asked(seen, shared) == 2 && asked(seen, far) == 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(asked(&cluster.seen.lock().unwrap()), 2, "more than the bound at once");
+    assert_eq!(asked(&cluster.seen.lock().unwrap(), shared), 2, "more than the bound at once");
     // Those two end (their contents are not found): two more begin.
-    cluster.not_found(contents);
-    cluster.wait_for("two more Buckets to look for theirs", |seen| asked(seen) == 4).await;
+    cluster.not_found(shared);
+    cluster.wait_for("two more Buckets to look for theirs", |seen| asked(seen, shared) == 4).await;
     controllers.abort();
-    catalog_watches.abort();
 }
 
 #[tokio::test]
