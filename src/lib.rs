@@ -33,6 +33,7 @@ pub mod poll;
 pub mod provision;
 pub mod server;
 pub mod tls;
+pub mod turns;
 
 // Under load glibc's malloc was about a seventh of bucketgate's CPU; with jemalloc a review
 // costs about a fifth less CPU in all, for 8 MB more at peak (BENCHMARKS.md). Set here, it

@@ -66,6 +66,14 @@ pub struct IamLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TurnLabels {
+    /// The provisioner whose Buckets the reconciles are of ("" where it is not known yet).
+    pub provisioner: String,
+    /// in_flight (at most `--max-concurrent-reconciles`), or waiting for a turn.
+    pub state: &'static str,
+}
+
 /// Reading a file again after it changed (the certificate, the policies, the
 /// configuration): each attempt counted by result, and whether the file as it now is came
 /// into force. The counter alone cannot say that: a broken file is reported once, not at
@@ -125,6 +133,7 @@ pub struct Metrics {
     pub backend_requests: Family<BackendLabels, Counter>,
     pub backend_duration: Family<BackendLabels, Histogram>,
     pub iam_requests: Family<IamLabels, Gauge>,
+    pub reconcile_turns: Family<TurnLabels, Gauge>,
     pub leader: Gauge,
     pub provisioning_enabled: Gauge,
 }
@@ -195,6 +204,13 @@ impl Default for Metrics {
              iam.maxConcurrentRequests turns",
             iam_requests.clone(),
         );
+        let reconcile_turns = Family::<TurnLabels, Gauge>::default();
+        registry.register(
+            "provisioning_reconciles_in_progress",
+            "The provisioning loop's reconciles now, by provisioner and state: in_flight, or waiting for one of the \
+             --max-concurrent-reconciles turns",
+            reconcile_turns.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "provisioning_leader",
@@ -221,6 +237,7 @@ impl Default for Metrics {
             backend_requests,
             backend_duration,
             iam_requests,
+            reconcile_turns,
             leader,
             provisioning_enabled,
         }

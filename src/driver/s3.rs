@@ -32,6 +32,7 @@ use super::{BucketOptions, Connection, Credentials, Deletion, Driver, DriverErro
 use crate::api::AccessMode;
 use crate::config::S3Settings;
 use crate::metrics::IamLabels;
+use crate::turns::Turns;
 
 const POLICY_NAME: &str = "bucketgate-bucket";
 
@@ -165,45 +166,6 @@ struct Iam {
 impl Iam {
     async fn send<T>(&self, request: impl Future<Output = T>) -> T {
         self.turns.take(request).await
-    }
-}
-
-/// Turns at a store's IAM API, shared by every driver for it, and the gauges that show
-/// how many are taken and how many wait.
-struct Turns {
-    permits: Arc<Semaphore>,
-    in_flight: Gauge,
-    waiting: Gauge,
-}
-
-impl Turns {
-    /// Runs `request` once a turn is free.
-    async fn take<T>(&self, request: impl Future<Output = T>) -> T {
-        let _permit = {
-            // Counted down on drop: a reconcile dropped while it waits no longer waits.
-            let _waiting = Counted::new(&self.waiting);
-            // The semaphore is never closed: acquiring fails only then.
-            self.permits.acquire().await
-        };
-        // Dropped before the permit (locals drop in reverse): never more than the bound.
-        let _in_flight = Counted::new(&self.in_flight);
-        request.await
-    }
-}
-
-/// One more on a gauge for as long as it lives.
-struct Counted<'a>(&'a Gauge);
-
-impl<'a> Counted<'a> {
-    fn new(gauge: &'a Gauge) -> Counted<'a> {
-        gauge.inc();
-        Counted(gauge)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
@@ -768,46 +730,6 @@ impl S3Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What `bucketgate_backend_iam_requests` shows: the turns taken and the requests
-    /// waiting, including one given up while it waited.
-    #[tokio::test]
-    async fn iam_turns_are_counted_while_taken_and_while_waited_for() {
-        let turns = Arc::new(Turns {
-            permits: Arc::new(Semaphore::new(1)),
-            in_flight: Gauge::default(),
-            waiting: Gauge::default(),
-        });
-        let counts = || (turns.in_flight.get(), turns.waiting.get());
-        let (answer_first, first_answered) = tokio::sync::oneshot::channel::<()>();
-        let request = |answered: tokio::sync::oneshot::Receiver<()>| {
-            let turns = turns.clone();
-            tokio::spawn(async move { turns.take(answered).await.is_ok() })
-        };
-        let first = request(first_answered);
-        let (_answer_second, second_answered) = tokio::sync::oneshot::channel::<()>();
-        let second = request(second_answered);
-        let (answer_third, third_answered) = tokio::sync::oneshot::channel::<()>();
-        let third = request(third_answered);
-        let settled = |expected: (i64, i64)| async move {
-            for _ in 0..100 {
-                if counts() == expected {
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
-            panic!("in flight and waiting: {:?}, not {expected:?}", counts());
-        };
-        settled((1, 2)).await;
-        second.abort();
-        settled((1, 1)).await;
-        answer_first.send(()).unwrap();
-        assert!(first.await.unwrap());
-        settled((1, 0)).await;
-        answer_third.send(()).unwrap();
-        assert!(third.await.unwrap());
-        assert_eq!(counts(), (0, 0));
-    }
 
     #[test]
     fn a_store_without_the_operation_is_not_asked_again_and_again() {

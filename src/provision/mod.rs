@@ -25,13 +25,16 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{Semaphore, watch};
 
 use crate::api::{Bucket, BucketClass, BucketContent, BucketPhase};
 use crate::catalog::Catalog;
 use crate::config::{Config, S3Settings};
 use crate::driver::{Credentials, Driver, DriverError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TurnLabels};
+use crate::turns::Turns;
 
 /// Makes a driver for a provisioner's settings and credentials.
 pub type DriverFactory = Box<dyn Fn(&S3Settings, Credentials) -> Arc<dyn Driver> + Send + Sync>;
@@ -211,7 +214,7 @@ where
 /// keeps anyway: the leader holds one copy of each, not two.
 pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent_reconciles: u16) {
     let client = ctx.client.clone();
-    let turns = Arc::new(Turns::new(max_concurrent_reconciles));
+    let turns = Arc::new(ReconcileTurns::new(max_concurrent_reconciles, ctx.metrics.reconcile_turns.clone()));
     let (bucket_turns, for_buckets) = (turns.clone(), catalog.clone());
     let (buckets_store, buckets_writer) = reflector::store();
     // A Bucket that waits on its class, or on the content it binds, goes on as soon as that
@@ -234,11 +237,8 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
         })
         .run(
             move |bucket, ctx| {
-                let turn = bucket_turns.take(&provisioner_of(&bucket, &for_buckets));
-                async move {
-                    let _turn = turn.await;
-                    reconcile_bucket(bucket, ctx).await
-                }
+                let turns = bucket_turns.of(&provisioner_of(&bucket, &for_buckets));
+                async move { turns.take(reconcile_bucket(bucket, ctx)).await }
             },
             bucket_error_policy,
             ctx.clone(),
@@ -251,11 +251,8 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
     let contents = Controller::for_shared_stream(deleting, catalog.contents_store())
         .run(
             move |content, ctx| {
-                let turn = turns.take(content.spec.provisioner());
-                async move {
-                    let _turn = turn.await;
-                    reconcile_content(content, ctx).await
-                }
+                let turns = turns.of(content.spec.provisioner());
+                async move { turns.take(reconcile_content(content, ctx)).await }
             },
             error_policy,
             ctx,
@@ -269,27 +266,28 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
 /// at a time, as client-go's workers would, rather than sending the API server and the
 /// stores thousands of requests together. One bound for all would let a store that is slow,
 /// or Buckets queued for its IAM API, hold up the Buckets of every other store.
-struct Turns {
-    /// 0: no bound.
+struct ReconcileTurns {
     bound: usize,
-    by_provisioner: Mutex<HashMap<String, Arc<Semaphore>>>,
+    by_provisioner: Mutex<HashMap<String, Arc<Turns>>>,
+    gauges: Family<TurnLabels, Gauge>,
 }
 
-impl Turns {
-    fn new(bound: u16) -> Turns {
-        Turns { bound: bound.into(), by_provisioner: Mutex::default() }
+impl ReconcileTurns {
+    /// `bound` 0: no bound (the turns are still counted).
+    fn new(bound: u16, gauges: Family<TurnLabels, Gauge>) -> ReconcileTurns {
+        let bound = if bound == 0 { Semaphore::MAX_PERMITS } else { bound.into() };
+        ReconcileTurns { bound, by_provisioner: Mutex::default(), gauges }
     }
 
-    /// A turn for a reconcile of `provisioner`'s, once one is free; kept until it is dropped.
-    fn take(&self, provisioner: &str) -> impl Future<Output = Option<OwnedSemaphorePermit>> + Send + use<> {
-        let semaphore = (self.bound > 0).then(|| {
-            let mut by_provisioner = self.by_provisioner.lock().unwrap_or_else(|e| e.into_inner());
-            by_provisioner
-                .entry(provisioner.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.bound)))
-                .clone()
-        });
-        async move { semaphore?.acquire_owned().await.ok() }
+    fn of(&self, provisioner: &str) -> Arc<Turns> {
+        let mut by_provisioner = self.by_provisioner.lock().unwrap_or_else(|e| e.into_inner());
+        let made = || {
+            let gauge =
+                |state| self.gauges.get_or_create_owned(&TurnLabels { provisioner: provisioner.to_string(), state });
+            let permits = Arc::new(Semaphore::new(self.bound));
+            Arc::new(Turns { permits, in_flight: gauge("in_flight"), waiting: gauge("waiting") })
+        };
+        by_provisioner.entry(provisioner.to_string()).or_insert_with(made).clone()
     }
 }
 

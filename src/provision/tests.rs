@@ -1363,7 +1363,8 @@ async fn a_leader_reconciles_no_more_buckets_of_a_store_at_once_than_its_bound()
     elsewhere.metadata.name = Some("far".into());
     elsewhere.spec.provisioner = Some("elsewhere".into());
     let catalog = Catalog::from_objects([], [elsewhere], []);
-    let controllers = tokio::spawn(run_controllers(context_for(client, Arc::default(), false), catalog, 2));
+    let ctx = context_for(client, Arc::default(), false);
+    let controllers = tokio::spawn(run_controllers(ctx.clone(), catalog, 2));
 
     let asked =
         |seen: &[Seen], path: &str| seen.iter().filter(|s| s.method == "GET" && s.uri.starts_with(path)).count();
@@ -1371,6 +1372,13 @@ async fn a_leader_reconciles_no_more_buckets_of_a_store_at_once_than_its_bound()
     cluster.wait_for(waits, |seen| asked(seen, shared) == 2 && asked(seen, far) == 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(asked(&cluster.seen.lock().unwrap(), shared), 2, "more than the bound at once");
+    // What `bucketgate_provisioning_reconciles_in_progress` shows.
+    let turns = |provisioner: &str, state| {
+        let labels = crate::metrics::TurnLabels { provisioner: provisioner.into(), state };
+        ctx.metrics.reconcile_turns.get_or_create(&labels).get()
+    };
+    assert_eq!((turns("", "in_flight"), turns("", "waiting")), (2, 3));
+    assert_eq!((turns("elsewhere", "in_flight"), turns("elsewhere", "waiting")), (1, 0));
     // Those two end (their contents are not found): two more begin.
     cluster.not_found(shared);
     cluster.wait_for("two more Buckets to look for theirs", |seen| asked(seen, shared) == 4).await;
