@@ -103,23 +103,18 @@ pub fn greenfield_content(bucket: &Bucket, class: &BucketClass, namespace_uid: &
 pub fn asked_of_store(content: &BucketContent) -> Result<BucketOptions, String> {
     let parameters = &content.spec.parameters;
     let mut problems = check_secret_parameters(parameters);
-    let options = match BucketOptions::from_parameters(parameters) {
-        Ok(options) => Some(options),
-        Err(more) => {
-            problems.extend(more);
-            None
-        }
-    };
-    match options {
-        Some(options) if problems.is_empty() => Ok(options),
-        // The content keeps the parameters it was made with (they are immutable): mending
-        // the class helps new Buckets only.
-        _ => Err(format!(
-            "the class's parameters cannot be carried out: {}. Mend the BucketClass, then delete this Bucket and \
-             create it again: its BucketContent keeps the parameters it was made with",
-            problems.join("; ")
-        )),
+    match BucketOptions::from_parameters(parameters) {
+        Ok(options) if problems.is_empty() => return Ok(options),
+        Ok(_) => {}
+        Err(more) => problems.extend(more),
     }
+    // The content keeps the parameters it was made with (they are immutable): mending the
+    // class helps new Buckets only.
+    Err(format!(
+        "the class's parameters cannot be carried out: {}. Mend the BucketClass, then delete this Bucket and create \
+         it again: its BucketContent keeps the parameters it was made with",
+        problems.join("; ")
+    ))
 }
 
 /// The loop's writes, as JSON merge patches; the contract test sends these same bodies
