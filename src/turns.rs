@@ -8,12 +8,20 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 
 pub struct Turns {
-    pub permits: Arc<Semaphore>,
-    pub in_flight: Gauge,
-    pub waiting: Gauge,
+    permits: Arc<Semaphore>,
+    in_flight: Gauge,
+    waiting: Gauge,
 }
 
 impl Turns {
+    /// Turns from `permits`, counted on the gauges `gauge` gives for each state, as their
+    /// metrics label it: `in_flight` and `waiting`. Owned gauges: `Family::get_or_create`
+    /// hands out a guard on the family, and making the second gauge while the first's guard
+    /// lived would wait on it for ever.
+    pub fn new(permits: Arc<Semaphore>, gauge: impl Fn(&'static str) -> Gauge) -> Turns {
+        Turns { permits, in_flight: gauge("in_flight"), waiting: gauge("waiting") }
+    }
+
     /// Runs `work` once a turn is free.
     pub async fn take<T>(&self, work: impl Future<Output = T>) -> T {
         let _permit = {
@@ -52,11 +60,7 @@ mod tests {
     /// up while it waited.
     #[tokio::test]
     async fn turns_are_counted_while_taken_and_while_waited_for() {
-        let turns = Arc::new(Turns {
-            permits: Arc::new(Semaphore::new(1)),
-            in_flight: Gauge::default(),
-            waiting: Gauge::default(),
-        });
+        let turns = Arc::new(Turns::new(Arc::new(Semaphore::new(1)), |_| Gauge::default()));
         let counts = || (turns.in_flight.get(), turns.waiting.get());
         let (answer_first, first_answered) = tokio::sync::oneshot::channel::<()>();
         let request = |answered: tokio::sync::oneshot::Receiver<()>| {

@@ -135,12 +135,9 @@ impl S3Drivers {
                 .http_client(self.http.clone())
                 .timeout_config(timeouts())
                 .build();
-            // Owned copies: `get_or_create` hands out a guard on the family, and making the
-            // second gauge while the first's guard lived would wait on it for ever.
-            let gauge =
-                |state| self.iam_requests.get_or_create_owned(&IamLabels { endpoint: endpoint.to_string(), state });
-            let (in_flight, waiting) = (gauge("in_flight"), gauge("waiting"));
-            let turns = Turns { permits: self.iam_permits(endpoint, iam.max_requests()), in_flight, waiting };
+            let turns = Turns::new(self.iam_permits(endpoint, iam.max_requests()), |state| {
+                self.iam_requests.get_or_create_owned(&IamLabels { endpoint: endpoint.to_string(), state })
+            });
             Iam { client: aws_sdk_iam::Client::from_conf(config), turns }
         });
         S3Driver { s3: aws_sdk_s3::Client::from_conf(s3), iam, settings: settings.clone(), credentials }

@@ -282,10 +282,9 @@ impl ReconcileTurns {
     fn of(&self, provisioner: &str) -> Arc<Turns> {
         let mut by_provisioner = self.by_provisioner.lock().unwrap_or_else(|e| e.into_inner());
         let made = || {
-            let gauge =
-                |state| self.gauges.get_or_create_owned(&TurnLabels { provisioner: provisioner.to_string(), state });
-            let permits = Arc::new(Semaphore::new(self.bound));
-            Arc::new(Turns { permits, in_flight: gauge("in_flight"), waiting: gauge("waiting") })
+            Arc::new(Turns::new(Arc::new(Semaphore::new(self.bound)), |state| {
+                self.gauges.get_or_create_owned(&TurnLabels { provisioner: provisioner.to_string(), state })
+            }))
         };
         by_provisioner.entry(provisioner.to_string()).or_insert_with(made).clone()
     }
