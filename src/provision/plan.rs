@@ -356,7 +356,7 @@ pub fn class_waited_on(bucket: &Bucket) -> Option<&str> {
 
 /// The BucketContent `bucket` binds, or waits to bind: a content created, or its
 /// `bindableNamespaces` changed, may let a waiting Bucket bind now, and take a bound one's
-/// access away now rather than at its hourly look.
+/// access away now rather than at its next look ([`recheck_after`]).
 pub fn content_bound(bucket: &Bucket) -> Option<&str> {
     bucket.spec.bucket_content_name.as_deref().filter(|_| bucket.metadata.deletion_timestamp.is_none())
 }
