@@ -98,6 +98,8 @@ impl fmt::Display for ReleasePolicy {
     printcolumn(name = "Protocol", type_ = "string", json_path = ".spec.protocol"),
     printcolumn(name = "Class", type_ = "string", json_path = ".spec.bucketClassName"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    // Why it is, or is not, Ready: a Bound Bucket whose bucket is missing at its store says so here.
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Content", type_ = "string", json_path = ".status.bucketContentName"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     // A BucketContent being deleted asks for the Buckets bound to it by these, not for all.

@@ -74,6 +74,11 @@ pub struct TurnLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProvisionerLabel {
+    pub provisioner: String,
+}
+
 /// Reading a file again after it changed (the certificate, the policies, the
 /// configuration): each attempt counted by result, and whether the file as it now is came
 /// into force. The counter alone cannot say that: a broken file is reported once, not at
@@ -134,6 +139,7 @@ pub struct Metrics {
     pub backend_duration: Family<BackendLabels, Histogram>,
     pub iam_requests: Family<IamLabels, Gauge>,
     pub reconcile_turns: Family<TurnLabels, Gauge>,
+    pub buckets_missing: Family<ProvisionerLabel, Gauge>,
     pub leader: Gauge,
     pub provisioning_enabled: Gauge,
 }
@@ -211,6 +217,13 @@ impl Default for Metrics {
              --max-concurrent-reconciles turns",
             reconcile_turns.clone(),
         );
+        let buckets_missing = Family::<ProvisionerLabel, Gauge>::default();
+        registry.register(
+            "buckets_missing",
+            "Buckets whose bucket their store no longer has, by provisioner, as the leader last asked the stores \
+             (0 on the other replicas)",
+            buckets_missing.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "provisioning_leader",
@@ -238,6 +251,7 @@ impl Default for Metrics {
             backend_duration,
             iam_requests,
             reconcile_turns,
+            buckets_missing,
             leader,
             provisioning_enabled,
         }

@@ -354,7 +354,7 @@ fn alerts_query_metrics_that_bucketgate_exports() {
         assert_eq!(rules["metadata"]["namespace"], "bucketgate-system");
     }
     // A family shows only once it has a series: one of each.
-    use bucketgate::metrics::{AdmissionLabels, BackendLabels, Metrics};
+    use bucketgate::metrics::{AdmissionLabels, BackendLabels, Metrics, ProvisionerLabel};
     let metrics = Metrics::default();
     let admission = AdmissionLabels { webhook: "mutate", kind: "Bucket", operation: "CREATE", result: "allowed" };
     metrics.observe(admission, std::time::Duration::from_micros(50));
@@ -362,6 +362,7 @@ fn alerts_query_metrics_that_bucketgate_exports() {
     metrics.observe_backend(backend, std::time::Duration::from_millis(5));
     metrics.reconciled("Bucket", "success");
     metrics.looked_up("BucketContent", "found");
+    metrics.buckets_missing.get_or_create(&ProvisionerLabel { provisioner: "p".into() }).set(0);
     // OpenMetrics names a family in its TYPE line: without _total, _bucket, _count or _sum.
     let families: BTreeSet<String> = metrics
         .encode()
@@ -388,5 +389,5 @@ fn alerts_query_metrics_that_bucketgate_exports() {
         }
         alerts += 1;
     }
-    assert_eq!(alerts, 9);
+    assert_eq!(alerts, 10);
 }

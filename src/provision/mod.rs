@@ -8,6 +8,7 @@
 //! object is not stored yet (and may still be refused by a later webhook or a quota).
 
 pub mod credentials;
+pub mod looks;
 pub mod plan;
 mod reconcile;
 pub mod waiting;
@@ -54,6 +55,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Failed attempts per object, for exponential backoff; cleared on success.
     attempts: Mutex<HashMap<String, u32>>,
+    /// When each bound Bucket's store was last asked whether its bucket is there.
+    pub store_looks: looks::StoreLooks,
 }
 
 impl Context {
@@ -64,7 +67,8 @@ impl Context {
         drivers: DriverFactory,
         metrics: Arc<Metrics>,
     ) -> Context {
-        Context { client, config, recorder, drivers, metrics, attempts: Mutex::new(HashMap::new()) }
+        let store_looks = looks::StoreLooks::new(looks::EVERY, metrics.buckets_missing.clone());
+        Context { client, config, recorder, drivers, metrics, attempts: Mutex::new(HashMap::new()), store_looks }
     }
 }
 
@@ -371,6 +375,7 @@ pub async fn run(
                     if let Some(task) = running.take() {
                         task.abort();
                     }
+                    ctx.store_looks.clear();
                 }
                 _ => {}
             }
@@ -388,6 +393,7 @@ pub async fn run(
         if let Some(task) = &led {
             task.abort();
         }
+        ctx.store_looks.clear();
         metrics.leader.set(0);
         if led.is_none() && !matches!(stop, Stop::ManagerEnded) {
             // A follower holds nothing to release: its manager is stopped where it waits, to

@@ -335,8 +335,9 @@ fn status_with(bucket: &Bucket, phase: BucketPhase, mut set: Vec<Condition>) -> 
 /// How long a bound Bucket waits to be looked at again when nothing has changed: an hour,
 /// and up to half an hour more, the same for the Bucket each time, picked by its uid. The
 /// watches bring every change to the Bucket, its Secret and its class at once; this only
-/// catches what they cannot see (a BucketContent deleted by hand), at two or three reads of
-/// the API server a Bucket and nothing of the store. A replica that starts leading looks
+/// catches what they cannot see (a BucketContent deleted by hand, a bucket deleted at its
+/// store: [`super::looks`]), at two or three reads of the API server a Bucket, and a
+/// question to its store. A replica that starts leading looks
 /// at every Bucket at once: with one period for all, every hour would bring them all back
 /// together (10,000 Buckets, up to 30,000 reads within seconds); spread, they come at about
 /// six a second.
@@ -396,6 +397,37 @@ pub fn revoked_message(bucket: &Bucket, content: &BucketContent, namespace: &str
              create a new Bucket"
         )
     }
+}
+
+/// The Ready reason of a Bucket whose bucket its store no longer has (see
+/// [`super::looks`]). Its phase stays `Bound`: it is still bound to its content, whose
+/// record of the bucket is what lets the bucket be put back and found again.
+pub const BUCKET_MISSING: &str = "BucketMissing";
+
+/// Whether `bucket` reports its bucket missing from its store.
+pub fn reports_missing(bucket: &Bucket) -> bool {
+    bucket.condition("Ready").is_some_and(|c| c.status == "False" && c.reason == BUCKET_MISSING)
+}
+
+/// What a Bucket bound to `content` says when the store its provisioner points at now
+/// (`configured`) has no such bucket, and what to do. bucketgate does not make it again:
+/// an empty bucket of the same name would hide that its objects were lost, and a bucket
+/// only moved (the provisioner pointed at another store) would be made twice.
+pub fn missing_from_store(content: &BucketContent, configured: &str) -> String {
+    let (name, bucket, provisioner) = (content.name_any(), backend_name(content), content.spec.provisioner());
+    let found =
+        format!("the store at {configured} has no bucket {bucket} that provisioner {provisioner}'s key reaches");
+    if let Some(recorded) = moved_from(content, configured) {
+        return format!(
+            "{found}, and BucketContent {name} records it at {recorded}: point the provisioner back at {recorded}, \
+             or, once the bucket is at {configured}, set spec.protocol.s3.endpoint of BucketContent {name} to it"
+        );
+    }
+    format!(
+        "{found}: it was deleted there, or the key lost its access to it, outside Kubernetes. bucketgate does not make \
+         it again, since its objects would not come back with it: restore the bucket at the store (this Bucket is \
+         Ready again within minutes), or delete this Bucket and create a new one for a new, empty bucket"
+    )
 }
 
 /// How long `bucket` took from its creation to being bound at `now`: the API server's
@@ -650,5 +682,25 @@ mod tests {
         assert_eq!(host_and_port("https://s3.amazonaws.com"), ("s3.amazonaws.com".into(), 443));
         let unnamed = bucket(json!({"protocol": "s3"}));
         assert_eq!(secret_name(&unnamed), "photos");
+    }
+
+    #[test]
+    fn a_missing_bucket_is_said_with_where_it_was_looked_for() {
+        let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+        let mut content = greenfield_content(&target, &class(), "u").unwrap();
+        let backend = backend_bucket_name(&target);
+        let gone = missing_from_store(&content, "http://s3.example:8333");
+        assert!(
+            gone.starts_with(&format!("the store at http://s3.example:8333 has no bucket {backend} that")),
+            "{gone}"
+        );
+        assert!(gone.contains("restore the bucket at the store"), "{gone}");
+        // Recorded at another endpoint: the provisioner was moved, not the bucket deleted.
+        content.spec.protocol.s3.as_mut().unwrap().endpoint = Some("http://old.example".into());
+        let moved = missing_from_store(&content, "http://s3.example:8333");
+        assert!(moved.contains("records it at http://old.example: point the provisioner back"), "{moved}");
+        assert!(!moved.contains("restore"), "{moved}");
+        content.spec.protocol.s3.as_mut().unwrap().endpoint = Some("http://S3.example:8333/".into());
+        assert_eq!(missing_from_store(&content, "http://s3.example:8333"), gone);
     }
 }

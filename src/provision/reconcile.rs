@@ -2,7 +2,7 @@
 //! step closer to what the Bucket asks for, and is safe to repeat at any point.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -11,6 +11,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::looks;
 use super::plan::{self, FORCE_RELEASE_ANNOTATION, Key, KeyWork};
 use super::{Context, Error};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
@@ -43,6 +44,20 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
             None => return Ok(Action::await_change()),
         },
     };
+    if !still_at_store(&bucket, &bound, &ctx).await {
+        let content = &bound.content;
+        let configured = ctx.endpoint_of(content.spec.provisioner()).unwrap_or_default();
+        let message = plan::missing_from_store(content, configured);
+        let said = bucket.condition("Ready").is_some_and(|c| c.message == message);
+        if !plan::reports_missing(&bucket) || !said {
+            let status = plan::not_ready(&bucket, BucketPhase::Bound, plan::BUCKET_MISSING, message.clone());
+            buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
+        }
+        if !plan::reports_missing(&bucket) {
+            ctx.event(&*bucket, EventType::Warning, plan::BUCKET_MISSING, "Provision", message).await;
+        }
+        return Ok(Action::requeue(looks::WHILE_MISSING));
+    }
     let Some(secret) = credentials(&bucket, &bound, &ctx).await? else {
         return Ok(Action::requeue(Duration::from_secs(60)));
     };
@@ -67,7 +82,12 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         return Ok(Action::requeue(plan::recheck_after(&bucket)));
     };
     let was_bound = bucket.phase() == Some(BucketPhase::Bound);
+    let was_missing = plan::reports_missing(&bucket);
     buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
+    if was_missing {
+        let note = format!("the store has bucket {} again", bound.connection.bucket_name);
+        ctx.event(&*bucket, EventType::Normal, "BucketFound", "Provision", note).await;
+    }
     let took = plan::time_to_bound(&bucket, jiff::Timestamp::now());
     if let Some(took) = took {
         ctx.metrics.time_to_bound.observe(took.as_secs_f64());
@@ -208,6 +228,38 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
     Ok(Some(Bound { content, connection, driver: None }))
 }
 
+/// Whether the store still has the bucket of `bound`, asked only when [`looks::StoreLooks`]
+/// says it is time. Only the store's answer that it has none says no: a store that cannot
+/// be asked, or a provisioner Secret that cannot be read, leaves the Bucket as it was
+/// (logged) until its next look, rather than turn a working Bucket not ready.
+async fn still_at_store(bucket: &Bucket, bound: &Bound, ctx: &Context) -> bool {
+    let content = &bound.content;
+    let (uid, now) = (bucket.uid().unwrap_or_default(), Instant::now());
+    if bound.driver.is_some() {
+        // Made in this reconcile.
+        ctx.store_looks.looked(&uid, content.spec.provisioner(), true, now);
+        return true;
+    }
+    if content.spec.provisioner().is_empty() || !ctx.store_looks.due(&uid, plan::reports_missing(bucket), now) {
+        return true;
+    }
+    let asked = match ctx.driver_for(content, &owner_of(bucket)).await {
+        Ok(driver) => driver.has_bucket(plan::backend_name(content)).await.map_err(Error::Driver),
+        Err(error) => Err(error),
+    };
+    match asked {
+        Ok(there) => {
+            ctx.store_looks.looked(&uid, content.spec.provisioner(), there, now);
+            there
+        }
+        Err(error) => {
+            let bucket = format!("{}/{}", bucket.namespace().unwrap_or_default(), bucket.name_any());
+            tracing::warn!(%bucket, %error, "cannot ask the store whether the Bucket's bucket is still there");
+            true
+        }
+    }
+}
+
 /// A Bucket's BucketContent, where its bucket is, and the driver already made for it.
 struct Bound {
     content: BucketContent,
@@ -310,6 +362,7 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         );
         ctx.event(bucket, EventType::Warning, "KeyNotRevoked", "Release", note).await;
     }
+    ctx.store_looks.forget(&bucket.uid().unwrap_or_default());
     let verb = if forced { "force-released" } else { "released" };
     ctx.event(bucket, EventType::Normal, "Released", "Release", format!("{verb}; removing the finalizer")).await;
     remove_finalizer(&Api::<Bucket>::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default()), bucket)

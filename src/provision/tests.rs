@@ -25,6 +25,8 @@ struct FakeDriver {
     revoke_error: Option<DriverError>,
     /// The store has no bucket of the name asked for.
     no_such_bucket: bool,
+    /// The store cannot be asked whether it has a bucket.
+    has_error: Option<DriverError>,
 }
 
 #[async_trait]
@@ -50,7 +52,10 @@ impl Driver for FakeDriver {
     }
     async fn has_bucket(&self, name: &str) -> Result<bool, DriverError> {
         self.calls.lock().unwrap().push(format!("has {name}"));
-        Ok(!self.no_such_bucket)
+        match &self.has_error {
+            Some(error) => Err(error.clone()),
+            None => Ok(!self.no_such_bucket),
+        }
     }
     async fn revoke(&self, holder: &str) -> Result<(), DriverError> {
         self.calls.lock().unwrap().push(format!("revoke {holder}"));
@@ -409,7 +414,7 @@ async fn a_bucket_bound_before_is_not_counted_as_bound_again() {
     );
 
     // Looked at again with nothing changed: two reads (not the class, which may be gone by
-    // now), no write, nothing asked of the store.
+    // now), no write, nothing asked of the store (not an hour since the first look).
     let mut bound = shown;
     json_patch::merge(&mut bound, &status);
     let bound: Bucket = serde_json::from_value(bound).unwrap();
@@ -494,6 +499,123 @@ async fn a_deleted_secret_is_written_again_with_a_new_key() {
     assert_eq!(status["status"]["conditions"][1]["status"], "True");
     assert_eq!(finish(reconciling).await.unwrap(), next_look());
     assert_eq!(*driver.calls.lock().unwrap(), [format!("grant {backend} {UID} ReadWrite")]);
+}
+
+/// A context whose loop asks the store about a bound Bucket's bucket at every look after
+/// the first, as it does at the timed ones (about hourly).
+fn context_asking_the_store(driver: Arc<FakeDriver>) -> (Arc<Context>, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "bucketgate".into(), instance: None });
+    let drivers: DriverFactory = Box::new(move |_, _| driver.clone() as Arc<dyn Driver>);
+    let metrics = Arc::new(Metrics::default());
+    let mut ctx = Context::new(client, test_config(), Some(recorder), drivers, metrics.clone());
+    ctx.store_looks = looks::StoreLooks::new(Duration::ZERO, metrics.buckets_missing.clone());
+    (Arc::new(ctx), ApiServer(handle))
+}
+
+/// A greenfield Bucket Bound to its content, its Secret holding a key of its own: as the
+/// watch shows it, its content, and its Secret.
+fn bound_greenfield() -> (Value, Value, Value) {
+    let pending = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!(null));
+    let grant =
+        Grant { credentials: Credentials { access_key_id: "AK".into(), secret_access_key: "SK".into() }, scoped: true };
+    let mut secret = serde_json::to_value(plan::credentials_secret(&pending, &connection("b"), Some(&grant))).unwrap();
+    secret["metadata"]["namespace"] = json!("team-a");
+    let mut shown = serde_json::to_value(&pending).unwrap();
+    json_patch::merge(&mut shown, &plan::bound_status(&pending, CONTENT, plan::Key::BucketUser).unwrap());
+    let mut content = serde_json::to_value(content_for(&pending)).unwrap();
+    content["status"] = json!({"phase": "Bound"});
+    (shown, content, secret)
+}
+
+/// A bucket deleted at the store, outside Kubernetes: the Bucket's next timed look asks
+/// the store, and the Bucket says the bucket is missing and what to do, once, without making
+/// an empty one in its place. Put back, it is found at the next look (minutes later), and
+/// the Bucket is Ready again.
+#[tokio::test]
+async fn a_bucket_gone_from_its_store_is_said_and_not_made_again() {
+    let driver = Arc::new(FakeDriver { no_such_bucket: true, ..Default::default() });
+    let (ctx, mut api) = context_asking_the_store(driver.clone());
+    let (shown, content, secret) = bound_greenfield();
+    let bound: Bucket = serde_json::from_value(shown.clone()).unwrap();
+    let backend = plan::backend_bucket_name(&bound);
+    let content_path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}");
+    let provisioner_secret_path = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
+
+    // Its first look on this replica, as when it starts leading: the store is not asked.
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(bound.clone()), ctx.clone()));
+    api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+    api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret.clone())).await;
+    assert_eq!(finish(reconciling).await.unwrap(), next_look());
+    assert!(driver.calls.lock().unwrap().is_empty());
+
+    // The next: asked, and missing.
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(bound.clone()), ctx.clone()));
+    api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    let status = expect_bucket_status(&mut api, shown.clone()).await;
+    assert_eq!(status["status"]["phase"], "Bound", "still bound to its content: {status}");
+    let ready = &status["status"]["conditions"][0];
+    assert_eq!(
+        (&ready["type"], &ready["status"], &ready["reason"]),
+        (&json!("Ready"), &json!("False"), &json!("BucketMissing"))
+    );
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.starts_with(&format!("the store at http://s3.example:8333 has no bucket {backend} ")), "{message}");
+    assert!(message.contains("restore the bucket at the store"), "{message}");
+    assert_eq!(status["status"]["conditions"][1]["type"], "CredentialsScoped", "kept: {status}");
+    let (reason, note) = expect_event(&mut api).await;
+    assert_eq!((reason.as_str(), note.as_str()), ("BucketMissing", message));
+    assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(looks::WHILE_MISSING));
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("has {backend}")], "not made again");
+    assert!(ctx.metrics.encode().contains("bucketgate_buckets_missing{provisioner=\"seaweed\"} 1\n"));
+
+    // Still missing five minutes on: asked again, nothing written or said again.
+    let mut missing = shown.clone();
+    json_patch::merge(&mut missing, &status);
+    let reported: Bucket = serde_json::from_value(missing.clone()).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(reported.clone()), ctx.clone()));
+    api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(looks::WHILE_MISSING));
+
+    // Put back at the store; a replica that has not seen the Bucket before asks too.
+    let (ctx, mut api) = context_asking_the_store(Arc::new(FakeDriver::default()));
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(reported), ctx.clone()));
+    api.expect("GET", &content_path, Reply::Json(content)).await;
+    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret)).await;
+    api.expect("GET", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos", Reply::Json(missing.clone())).await;
+    let status = expect_bucket_status(&mut api, missing).await;
+    let ready = &status["status"]["conditions"][0];
+    assert_eq!((&ready["status"], &ready["reason"]), (&json!("True"), &json!("Bound")), "{status}");
+    assert_eq!(expect_event(&mut api).await, ("BucketFound".into(), format!("the store has bucket {backend} again")));
+    assert_eq!(finish(reconciling).await.unwrap(), next_look());
+    assert!(ctx.metrics.encode().contains("bucketgate_buckets_missing{provisioner=\"seaweed\"} 0\n"));
+}
+
+/// A store that cannot be asked at a look says nothing of the bucket: the Bucket stays
+/// Ready, and the store is asked again at the next look.
+#[tokio::test]
+async fn a_store_that_cannot_be_asked_leaves_a_bound_bucket_as_it_was() {
+    let unreachable = DriverError::Transient("connection refused".into());
+    let driver = Arc::new(FakeDriver { has_error: Some(unreachable), ..Default::default() });
+    let (ctx, mut api) = context_asking_the_store(driver.clone());
+    let (shown, content, secret) = bound_greenfield();
+    let bound: Bucket = serde_json::from_value(shown).unwrap();
+    let content_path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}");
+    for look in 0..3 {
+        let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(bound.clone()), ctx.clone()));
+        api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+        if look > 0 {
+            let path = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
+            api.expect("GET", path, Reply::Json(provisioner_secret())).await;
+        }
+        api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret.clone())).await;
+        assert_eq!(finish(reconciling).await.unwrap(), next_look());
+    }
+    assert_eq!(driver.calls.lock().unwrap().len(), 2, "asked at each look after the first");
 }
 
 #[tokio::test]
