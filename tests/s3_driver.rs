@@ -16,7 +16,9 @@ use md5::{Digest, Md5};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, ExpirationStatus, ObjectLockEnabled, ObjectLockMode, ObjectLockRetentionMode,
+    BucketLifecycleConfiguration, BucketVersioningStatus, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+    LifecycleRuleFilter, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockMode, ObjectLockRetentionMode,
+    VersioningConfiguration,
 };
 use bucketgate::api::AccessMode;
 use bucketgate::config::{EnvCredentials, IamSettings, S3Settings};
@@ -368,6 +370,76 @@ async fn what_a_class_asks_of_its_buckets_is_set_at_the_store() {
         }
         other => panic!("expected a permanent error naming the parameter, got {other:?}"),
     }
+}
+
+/// What a class asked of a bucket, turned off or changed at the store outside Kubernetes,
+/// is set again at the loop's look, and the rest is left as it is: the store admin's own
+/// lifecycle rules, and a plain bucket, which costs no request at all.
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn what_a_class_asked_and_the_store_lost_is_set_again() {
+    let recording = Recording::default();
+    let driver = recording.driver(&settings(false));
+    let s3 = driver.client();
+    let name = unique("drifting");
+    let asked = BucketOptions { versioning: true, expiration_days: Some(30), ..Default::default() };
+    driver.create_bucket(&name, &asked).await.unwrap();
+    assert_eq!(driver.restore_options(&name, &asked).await.unwrap(), Vec::<&str>::new(), "nothing lost yet");
+
+    let suspended = VersioningConfiguration::builder().status(BucketVersioningStatus::Suspended).build();
+    s3.put_bucket_versioning().bucket(&name).versioning_configuration(suspended).send().await.unwrap();
+    s3.delete_bucket_lifecycle().bucket(&name).send().await.unwrap();
+    assert_eq!(driver.restore_options(&name, &asked).await.unwrap(), ["versioning", "expirationDays"]);
+    let versioning = s3.get_bucket_versioning().bucket(&name).send().await.unwrap();
+    assert_eq!(versioning.status(), Some(&BucketVersioningStatus::Enabled));
+    let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(&name).send().await.unwrap();
+    let [rule] = lifecycle.rules() else { panic!("one rule: {lifecycle:?}") };
+    assert_eq!(rule.expiration().and_then(|e| e.days()), Some(30));
+    assert_eq!(driver.restore_options(&name, &asked).await.unwrap(), Vec::<&str>::new(), "set once");
+
+    // The expiration shortened at the store, beside a rule of the store admin's own.
+    let rule = |id: &str, prefix: &str, days: i32| {
+        LifecycleRule::builder()
+            .id(id)
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
+            .expiration(LifecycleExpiration::builder().days(days).build())
+            .build()
+            .unwrap()
+    };
+    let changed = BucketLifecycleConfiguration::builder()
+        .rules(rule("bucketgate-expiration", "", 1))
+        .rules(rule("admin-logs", "logs/", 2))
+        .build()
+        .unwrap();
+    s3.put_bucket_lifecycle_configuration().bucket(&name).lifecycle_configuration(changed).send().await.unwrap();
+    assert_eq!(driver.restore_options(&name, &asked).await.unwrap(), ["expirationDays"]);
+    let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(&name).send().await.unwrap();
+    let mut kept: Vec<(Option<&str>, Option<i32>)> =
+        lifecycle.rules().iter().map(|r| (r.id(), r.expiration().and_then(|e| e.days()))).collect();
+    kept.sort();
+    assert_eq!(kept, [(Some("admin-logs"), Some(2)), (Some("bucketgate-expiration"), Some(30))]);
+
+    // A default retention taken off a locked bucket.
+    let retention = Retention { mode: RetentionMode::Governance, days: 3 };
+    let locked =
+        BucketOptions { versioning: true, object_lock: true, retention: Some(retention), ..Default::default() };
+    let name = unique("unretained");
+    driver.create_bucket(&name, &locked).await.unwrap();
+    assert_eq!(driver.restore_options(&name, &locked).await.unwrap(), Vec::<&str>::new());
+    let bare = ObjectLockConfiguration::builder().object_lock_enabled(ObjectLockEnabled::Enabled).build();
+    s3.put_object_lock_configuration().bucket(&name).object_lock_configuration(bare).send().await.unwrap();
+    let restored = driver.restore_options(&name, &locked).await.unwrap();
+    assert_eq!(restored, ["objectLockRetentionMode", "objectLockRetentionDays"]);
+    let lock = s3.get_object_lock_configuration().bucket(&name).send().await.unwrap();
+    let default = lock.object_lock_configuration().and_then(|c| c.rule()).and_then(|r| r.default_retention()).unwrap();
+    assert_eq!((default.mode(), default.days()), (Some(&ObjectLockRetentionMode::Governance), Some(3)));
+
+    let plain = unique("plain");
+    driver.create_bucket(&plain, &BucketOptions::default()).await.unwrap();
+    let before = recording.sent().len();
+    assert_eq!(driver.restore_options(&plain, &BucketOptions::default()).await.unwrap(), Vec::<&str>::new());
+    assert_eq!(recording.sent().len(), before, "a plain bucket costs no request");
 }
 
 /// A store without DeleteObjects (it answers NotImplemented) has its buckets emptied an

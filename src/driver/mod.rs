@@ -83,6 +83,11 @@ pub trait Driver: Send + Sync {
 
     /// Whether the store has a bucket of that name that these credentials reach.
     async fn has_bucket(&self, name: &str) -> Result<bool, DriverError>;
+
+    /// Sets again what `options` ask of the bucket where the store no longer has it (turned
+    /// off or changed there, outside Kubernetes), and returns the class parameters it set
+    /// again. Reads only what `options` ask: a plain bucket costs no request.
+    async fn restore_options(&self, name: &str, options: &BucketOptions) -> Result<Vec<&'static str>, DriverError>;
 }
 
 /// A driver whose calls are counted and timed in the metrics under its provisioner's name,
@@ -136,5 +141,9 @@ impl Driver for Metered {
 
     async fn has_bucket(&self, name: &str) -> Result<bool, DriverError> {
         self.call("has_bucket", self.inner.has_bucket(name)).await
+    }
+
+    async fn restore_options(&self, name: &str, options: &BucketOptions) -> Result<Vec<&'static str>, DriverError> {
+        self.call("restore_options", self.inner.restore_options(name, options)).await
     }
 }

@@ -36,6 +36,9 @@ use crate::turns::Turns;
 
 const POLICY_NAME: &str = "bucketgate-bucket";
 
+/// The id of the lifecycle rule bucketgate writes; other rules are the store admin's.
+const EXPIRATION_RULE: &str = "bucketgate-expiration";
+
 /// An HTTPS client over rustls with ring. Its connection pool belongs to the Tokio runtime
 /// that first uses it, so share one only within a runtime (the provisioning loop does).
 pub fn http_client() -> SharedHttpClient {
@@ -220,35 +223,88 @@ impl S3Driver {
     /// made again.
     async fn set_options(&self, name: &str, options: &BucketOptions) -> Result<(), DriverError> {
         if options.versioning && !options.object_lock {
-            let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
-            let put = self.s3.put_bucket_versioning().bucket(name).versioning_configuration(enabled);
-            put.send()
-                .await
-                .map_err(|error| self.option_failed("turning versioning on", options::VERSIONING, error))?;
+            self.put_versioning(name).await?;
         }
         if options.object_lock {
-            let mut lock = ObjectLockConfiguration::builder().object_lock_enabled(ObjectLockEnabled::Enabled);
-            if let Some(retention) = options.retention {
-                let default = DefaultRetention::builder()
-                    .mode(ObjectLockRetentionMode::from(retention.mode.as_str()))
-                    .days(i32::try_from(retention.days).unwrap_or(i32::MAX))
-                    .build();
-                lock = lock.rule(ObjectLockRule::builder().default_retention(default).build());
-            }
-            let put = self.s3.put_object_lock_configuration().bucket(name).object_lock_configuration(lock.build());
-            put.send()
-                .await
-                .map_err(|error| self.option_failed("setting the object lock", options::OBJECT_LOCK, error))?;
+            self.put_lock(name, options).await?;
         }
         if let Some(days) = options.expiration_days {
-            let lifecycle = expiring(days, options.versioning)
-                .map_err(|error| DriverError::Permanent(format!("an expiration of {days} days: {error}")))?;
-            let put = self.s3.put_bucket_lifecycle_configuration().bucket(name).lifecycle_configuration(lifecycle);
-            put.send()
-                .await
-                .map_err(|error| self.option_failed("setting the expiration", options::EXPIRATION_DAYS, error))?;
+            self.put_lifecycle(name, vec![expiration_rule(days, options.versioning)?]).await?;
         }
         Ok(())
+    }
+
+    async fn put_versioning(&self, name: &str) -> Result<(), DriverError> {
+        let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+        let put = self.s3.put_bucket_versioning().bucket(name).versioning_configuration(enabled);
+        put.send().await.map_err(|error| self.option_failed("turning versioning on", options::VERSIONING, error))?;
+        Ok(())
+    }
+
+    async fn put_lock(&self, name: &str, options: &BucketOptions) -> Result<(), DriverError> {
+        let mut lock = ObjectLockConfiguration::builder().object_lock_enabled(ObjectLockEnabled::Enabled);
+        if let Some(retention) = options.retention {
+            let default = DefaultRetention::builder()
+                .mode(ObjectLockRetentionMode::from(retention.mode.as_str()))
+                .days(i32::try_from(retention.days).unwrap_or(i32::MAX))
+                .build();
+            lock = lock.rule(ObjectLockRule::builder().default_retention(default).build());
+        }
+        let put = self.s3.put_object_lock_configuration().bucket(name).object_lock_configuration(lock.build());
+        put.send().await.map_err(|error| self.option_failed("setting the object lock", options::OBJECT_LOCK, error))?;
+        Ok(())
+    }
+
+    async fn put_lifecycle(&self, name: &str, rules: Vec<LifecycleRule>) -> Result<(), DriverError> {
+        let lifecycle = BucketLifecycleConfiguration::builder()
+            .set_rules(Some(rules))
+            .build()
+            .map_err(|error| DriverError::Permanent(format!("a lifecycle configuration: {error}")))?;
+        let put = self.s3.put_bucket_lifecycle_configuration().bucket(name).lifecycle_configuration(lifecycle);
+        put.send()
+            .await
+            .map_err(|error| self.option_failed("setting the expiration", options::EXPIRATION_DAYS, error))?;
+        Ok(())
+    }
+
+    /// Whether the bucket still has the default retention `options` ask for.
+    async fn retention_kept(&self, name: &str, options: &BucketOptions) -> Result<bool, DriverError> {
+        let Some(asked) = options.retention else { return Ok(true) };
+        let lock = match self.s3.get_object_lock_configuration().bucket(name).send().await {
+            Ok(lock) => lock,
+            // AWS's code; SeaweedFS leaves out the "Error".
+            Err(error) if code(&error).is_some_and(|c| c.starts_with("ObjectLockConfigurationNotFound")) => {
+                return Ok(false);
+            }
+            Err(error) => return Err(self.failed("reading the object lock", error)),
+        };
+        let default = lock.object_lock_configuration().and_then(|c| c.rule()).and_then(|r| r.default_retention());
+        let days = i32::try_from(asked.days).unwrap_or(i32::MAX);
+        Ok(default.is_some_and(|d| d.mode().map(|m| m.as_str()) == Some(asked.mode.as_str()) && d.days() == Some(days)))
+    }
+
+    /// The bucket's lifecycle rules, and whether bucketgate's expiration is among them as
+    /// `options` ask.
+    async fn lifecycle_kept(
+        &self,
+        name: &str,
+        options: &BucketOptions,
+    ) -> Result<(Vec<LifecycleRule>, bool), DriverError> {
+        let Some(days) = options.expiration_days else { return Ok((Vec::new(), true)) };
+        let rules = match self.s3.get_bucket_lifecycle_configuration().bucket(name).send().await {
+            Ok(lifecycle) => lifecycle.rules.unwrap_or_default(),
+            Err(error) if code(&error) == Some("NoSuchLifecycleConfiguration") => Vec::new(),
+            Err(error) => return Err(self.failed("reading the lifecycle", error)),
+        };
+        let asked = expiration_rule(days, options.versioning)?;
+        let same = |rule: &LifecycleRule| {
+            rule.status() == asked.status()
+                && rule.expiration().and_then(|e| e.days()) == asked.expiration().and_then(|e| e.days())
+                && rule.noncurrent_version_expiration().and_then(|e| e.noncurrent_days())
+                    == asked.noncurrent_version_expiration().and_then(|e| e.noncurrent_days())
+        };
+        let kept = rules.iter().any(|rule| rule.id() == asked.id() && same(rule));
+        Ok((rules, kept))
     }
 
     /// A bucket option the store refused: for good where it cannot do it, said with the
@@ -359,13 +415,17 @@ fn permanent(code: &str) -> bool {
     )
 }
 
-/// The lifecycle of a bucket whose objects expire `days` after they were written. In a
+/// The lifecycle rule of a bucket whose objects expire `days` after they were written. In a
 /// versioned bucket expiring only hides an object behind a delete marker; its versions go
 /// `days` after they stopped being current, or they would be kept, and paid for, forever.
-fn expiring(days: u32, versioned: bool) -> Result<BucketLifecycleConfiguration, BuildError> {
+fn expiration_rule(days: u32, versioned: bool) -> Result<LifecycleRule, DriverError> {
+    expiring(days, versioned).map_err(|error| DriverError::Permanent(format!("an expiration of {days} days: {error}")))
+}
+
+fn expiring(days: u32, versioned: bool) -> Result<LifecycleRule, BuildError> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
     let rule = LifecycleRule::builder()
-        .id("bucketgate-expiration")
+        .id(EXPIRATION_RULE)
         .status(ExpirationStatus::Enabled)
         .filter(LifecycleRuleFilter::builder().prefix("").build())
         .expiration(LifecycleExpiration::builder().days(days).build());
@@ -374,7 +434,7 @@ fn expiring(days: u32, versioned: bool) -> Result<BucketLifecycleConfiguration, 
     } else {
         rule
     };
-    BucketLifecycleConfiguration::builder().rules(rule.build()?).build()
+    rule.build()
 }
 
 /// Where CreateBucket asks for the bucket. AWS makes buckets in us-east-1 unless told,
@@ -515,6 +575,32 @@ impl Driver for S3Driver {
             },
             scoped: true,
         })
+    }
+
+    async fn restore_options(&self, name: &str, options: &BucketOptions) -> Result<Vec<&'static str>, DriverError> {
+        let mut restored = Vec::new();
+        // With a lock, S3 keeps versioning on: nothing to suspend.
+        if options.versioning && !options.object_lock {
+            let versioning = self.s3.get_bucket_versioning().bucket(name).send().await;
+            let versioning = versioning.map_err(|error| self.failed("reading versioning", error))?;
+            if versioning.status() != Some(&BucketVersioningStatus::Enabled) {
+                self.put_versioning(name).await?;
+                restored.push(options::VERSIONING);
+            }
+        }
+        if !self.retention_kept(name, options).await? {
+            self.put_lock(name, options).await?;
+            restored.extend([options::RETENTION_MODE, options::RETENTION_DAYS]);
+        }
+        let (mut rules, kept) = self.lifecycle_kept(name, options).await?;
+        if let (false, Some(days)) = (kept, options.expiration_days) {
+            // The store admin's own rules stay; bucketgate's replaces what is left of it.
+            rules.retain(|rule| rule.id() != Some(EXPIRATION_RULE));
+            rules.push(expiration_rule(days, options.versioning)?);
+            self.put_lifecycle(name, rules).await?;
+            restored.push(options::EXPIRATION_DAYS);
+        }
+        Ok(restored)
     }
 
     async fn has_bucket(&self, name: &str) -> Result<bool, DriverError> {

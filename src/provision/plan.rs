@@ -430,6 +430,18 @@ pub fn missing_from_store(content: &BucketContent, configured: &str) -> String {
     )
 }
 
+/// What a Bucket is told when the store no longer had what `restored`, class parameters,
+/// asked of the bucket of `content`, and they were set again.
+pub fn options_restored(content: &BucketContent, restored: &[&str]) -> String {
+    format!(
+        "the store no longer had what the class parameters {} asked of bucket {} (changed there, outside Kubernetes): set again as \
+         BucketContent {} records it. A bucket's options change through its class, for new Buckets",
+        restored.join(", "),
+        backend_name(content),
+        content.name_any()
+    )
+}
+
 /// How long `bucket` took from its creation to being bound at `now`: the API server's
 /// creation time (whole seconds) against this process's clock. Zero when the two clocks
 /// disagree the other way, so that every bound Bucket is counted; `None` when its status

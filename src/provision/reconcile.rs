@@ -229,9 +229,11 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
 }
 
 /// Whether the store still has the bucket of `bound`, asked only when [`looks::StoreLooks`]
-/// says it is time. Only the store's answer that it has none says no: a store that cannot
-/// be asked, or a provisioner Secret that cannot be read, leaves the Bucket as it was
-/// (logged) until its next look, rather than turn a working Bucket not ready.
+/// says it is time; if it does, and it was made for this Bucket, what its class asked of it
+/// is set again where the store no longer has it. Only the store's answer that it has none
+/// says no: a store that cannot be asked, or a provisioner Secret that cannot be read,
+/// leaves the Bucket as it was (logged) until its next look, rather than turn a working
+/// Bucket not ready.
 async fn still_at_store(bucket: &Bucket, bound: &Bound, ctx: &Context) -> bool {
     let content = &bound.content;
     let (uid, now) = (bucket.uid().unwrap_or_default(), Instant::now());
@@ -243,19 +245,42 @@ async fn still_at_store(bucket: &Bucket, bound: &Bound, ctx: &Context) -> bool {
     if content.spec.provisioner().is_empty() || !ctx.store_looks.due(&uid, plan::reports_missing(bucket), now) {
         return true;
     }
-    let asked = match ctx.driver_for(content, &owner_of(bucket)).await {
-        Ok(driver) => driver.has_bucket(plan::backend_name(content)).await.map_err(Error::Driver),
-        Err(error) => Err(error),
+    let inconclusive = |error: Error| {
+        let bucket = format!("{}/{}", bucket.namespace().unwrap_or_default(), bucket.name_any());
+        tracing::warn!(%bucket, %error, "cannot ask the store whether the Bucket's bucket is still there");
+        true
     };
-    match asked {
-        Ok(there) => {
-            ctx.store_looks.looked(&uid, content.spec.provisioner(), there, now);
-            there
+    let driver = match ctx.driver_for(content, &owner_of(bucket)).await {
+        Ok(driver) => driver,
+        Err(error) => return inconclusive(error),
+    };
+    let there = match driver.has_bucket(plan::backend_name(content)).await {
+        Ok(there) => there,
+        Err(error) => return inconclusive(Error::Driver(error)),
+    };
+    ctx.store_looks.looked(&uid, content.spec.provisioner(), there, now);
+    if there && plan::made_for(content, bucket) {
+        restore_options(bucket, content, &*driver, ctx).await;
+    }
+    there
+}
+
+/// Sets again at the store what the class asked of the bucket made for `bucket`, where it
+/// was turned off or changed there, and says so on the Bucket. The class's copy in the
+/// content is what holds: a bucket's options change through a new class, for new Buckets.
+async fn restore_options(bucket: &Bucket, content: &BucketContent, driver: &dyn Driver, ctx: &Context) {
+    // Judged when the bucket was made; a content whose parameters fail had no bucket made.
+    let Ok(options) = plan::asked_of_store(content) else { return };
+    let backend = plan::backend_name(content);
+    match driver.restore_options(backend, &options).await {
+        Ok(restored) if restored.is_empty() => {}
+        Ok(restored) => {
+            let note = plan::options_restored(content, &restored);
+            ctx.event(bucket, EventType::Warning, "OptionsRestored", "Provision", note).await;
         }
         Err(error) => {
             let bucket = format!("{}/{}", bucket.namespace().unwrap_or_default(), bucket.name_any());
-            tracing::warn!(%bucket, %error, "cannot ask the store whether the Bucket's bucket is still there");
-            true
+            tracing::warn!(%bucket, %error, "cannot check what the class asked of the bucket at its store");
         }
     }
 }

@@ -27,6 +27,8 @@ struct FakeDriver {
     no_such_bucket: bool,
     /// The store cannot be asked whether it has a bucket.
     has_error: Option<DriverError>,
+    /// The class parameters the store no longer had, and were set again.
+    restored: Vec<&'static str>,
 }
 
 #[async_trait]
@@ -56,6 +58,10 @@ impl Driver for FakeDriver {
             Some(error) => Err(error.clone()),
             None => Ok(!self.no_such_bucket),
         }
+    }
+    async fn restore_options(&self, name: &str, options: &BucketOptions) -> Result<Vec<&'static str>, DriverError> {
+        self.calls.lock().unwrap().push(format!("restore {name} {options:?}"));
+        Ok(self.restored.clone())
     }
     async fn revoke(&self, holder: &str) -> Result<(), DriverError> {
         self.calls.lock().unwrap().push(format!("revoke {holder}"));
@@ -616,6 +622,62 @@ async fn a_store_that_cannot_be_asked_leaves_a_bound_bucket_as_it_was() {
         assert_eq!(finish(reconciling).await.unwrap(), next_look());
     }
     assert_eq!(driver.calls.lock().unwrap().len(), 2, "asked at each look after the first");
+}
+
+/// Versioning suspended at the store, outside Kubernetes, on a bucket whose class asked
+/// for it: the Bucket's timed look turns it on again and says so. A Bucket sharing that
+/// content does not: the bucket was made for another Bucket, whose look sees to it.
+#[tokio::test]
+async fn what_the_class_asked_of_a_bucket_is_set_again_where_the_store_lost_it() {
+    let driver = Arc::new(FakeDriver { restored: vec!["versioning"], ..Default::default() });
+    let (ctx, mut api) = context_asking_the_store(driver.clone());
+    let (shown, _, secret) = bound_greenfield();
+    let bound: Bucket = serde_json::from_value(shown).unwrap();
+    let backend = plan::backend_bucket_name(&bound);
+    let mut content = content_asking(&bound, json!({"versioning": "Enabled"}));
+    content["status"] = json!({"phase": "Bound"});
+    let content_path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}");
+    for look in 0..2 {
+        let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(bound.clone()), ctx.clone()));
+        api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+        if look > 0 {
+            let path = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
+            api.expect("GET", path, Reply::Json(provisioner_secret())).await;
+            let (reason, note) = expect_event(&mut api).await;
+            assert_eq!(reason, "OptionsRestored");
+            assert!(
+                note.starts_with(&format!(
+                    "the store no longer had what the class parameters versioning asked of bucket {backend} "
+                )),
+                "{note}"
+            );
+        }
+        api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret.clone())).await;
+        assert_eq!(finish(reconciling).await.unwrap(), next_look());
+    }
+    let asked = BucketOptions { versioning: true, ..Default::default() };
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("has {backend}"), format!("restore {backend} {asked:?}")]);
+
+    let mut sharing = serde_json::to_value(&bound).unwrap();
+    sharing["metadata"]["uid"] = json!("another-uid");
+    sharing["spec"] = json!({"protocol": "s3", "bucketContentName": CONTENT});
+    content["spec"]["bindableNamespaces"] = json!([{"name": "team-a", "uid": "u"}]);
+    let sharing: Bucket = serde_json::from_value(sharing).unwrap();
+    let mut secret = secret;
+    secret["metadata"]["ownerReferences"][0]["uid"] = json!("another-uid");
+    driver.calls.lock().unwrap().clear();
+    for look in 0..2 {
+        let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(sharing.clone()), ctx.clone()));
+        api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+        api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("u"))).await;
+        if look > 0 {
+            let path = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
+            api.expect("GET", path, Reply::Json(provisioner_secret())).await;
+        }
+        api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret.clone())).await;
+        finish(reconciling).await.unwrap();
+    }
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("has {backend}")], "asked whether it is there, no more");
 }
 
 #[tokio::test]
