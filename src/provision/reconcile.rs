@@ -48,12 +48,13 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         let content = &bound.content;
         let configured = ctx.endpoint_of(content.spec.provisioner()).unwrap_or_default();
         let message = plan::missing_from_store(content, configured);
-        let said = bucket.condition("Ready").is_some_and(|c| c.message == message);
-        if !plan::reports_missing(&bucket) || !said {
+        let reported = plan::reports_missing(&bucket);
+        // Written again only where the message changed (the provisioner pointed elsewhere).
+        if !(reported && bucket.condition("Ready").is_some_and(|c| c.message == message)) {
             let status = plan::not_ready(&bucket, BucketPhase::Bound, plan::BUCKET_MISSING, message.clone());
             buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
         }
-        if !plan::reports_missing(&bucket) {
+        if !reported {
             ctx.event(&*bucket, EventType::Warning, plan::BUCKET_MISSING, "Provision", message).await;
         }
         return Ok(Action::requeue(looks::WHILE_MISSING));
