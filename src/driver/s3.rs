@@ -11,7 +11,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, ConfigBag, Intercept, Region, RequestChecksumCalculation, RuntimeComponents,
     timeout::TimeoutConfig,
 };
-use aws_sdk_s3::error::{BuildError, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
     DefaultRetention, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
@@ -418,12 +418,8 @@ fn permanent(code: &str) -> bool {
 /// The lifecycle rule of a bucket whose objects expire `days` after they were written. In a
 /// versioned bucket expiring only hides an object behind a delete marker; its versions go
 /// `days` after they stopped being current, or they would be kept, and paid for, forever.
-fn expiration_rule(days: u32, versioned: bool) -> Result<LifecycleRule, DriverError> {
-    expiring(days, versioned).map_err(|error| DriverError::Permanent(format!("an expiration of {days} days: {error}")))
-}
-
-fn expiring(days: u32, versioned: bool) -> Result<LifecycleRule, BuildError> {
-    let days = i32::try_from(days).unwrap_or(i32::MAX);
+fn expiration_rule(asked: u32, versioned: bool) -> Result<LifecycleRule, DriverError> {
+    let days = i32::try_from(asked).unwrap_or(i32::MAX);
     let rule = LifecycleRule::builder()
         .id(EXPIRATION_RULE)
         .status(ExpirationStatus::Enabled)
@@ -434,7 +430,7 @@ fn expiring(days: u32, versioned: bool) -> Result<LifecycleRule, BuildError> {
     } else {
         rule
     };
-    rule.build()
+    rule.build().map_err(|error| DriverError::Permanent(format!("an expiration of {asked} days: {error}")))
 }
 
 /// Where CreateBucket asks for the bucket. AWS makes buckets in us-east-1 unless told,
