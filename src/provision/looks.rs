@@ -47,9 +47,11 @@ impl StoreLooks {
     /// store, and a read of its provisioner's Secret, for every Bucket in the cluster.
     /// A Bucket that reports its bucket missing is asked about at every look.
     pub fn due(&self, uid: &str, reports_missing: bool, now: Instant) -> bool {
+        if reports_missing {
+            return true;
+        }
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         match last.get(uid) {
-            _ if reports_missing => true,
             Some(at) => now.saturating_duration_since(*at) >= self.every,
             None => {
                 last.insert(uid.to_string(), now);

@@ -8,7 +8,7 @@
 //! object is not stored yet (and may still be refused by a later webhook or a quota).
 
 pub mod credentials;
-pub mod looks;
+mod looks;
 pub mod plan;
 mod reconcile;
 pub mod waiting;
@@ -56,7 +56,7 @@ pub struct Context {
     /// Failed attempts per object, for exponential backoff; cleared on success.
     attempts: Mutex<HashMap<String, u32>>,
     /// When each bound Bucket's store was last asked whether its bucket is there.
-    pub store_looks: looks::StoreLooks,
+    store_looks: looks::StoreLooks,
 }
 
 impl Context {
@@ -320,6 +320,14 @@ async fn watch_failed(controller: &'static str, error: Option<watcher::Error>) {
     }
 }
 
+/// Stops the controllers' task and waits until it has: a reconcile still running on another
+/// worker would otherwise record what it found after this replica forgot it
+/// ([`looks::StoreLooks::clear`]).
+async fn stop_controllers(task: tokio::task::JoinHandle<()>) {
+    task.abort();
+    let _ = task.await;
+}
+
 /// The Lease whose holder runs the provisioning loop.
 pub const LEASE: &str = "bucketgate-provisioner";
 
@@ -373,7 +381,7 @@ pub async fn run(
                 (false, true) => {
                     tracing::info!("no longer leading: the provisioning loop stops on this replica");
                     if let Some(task) = running.take() {
-                        task.abort();
+                        stop_controllers(task).await;
                     }
                     ctx.store_looks.clear();
                 }
@@ -390,12 +398,13 @@ pub async fn run(
             }
         };
         let led = running.take();
-        if let Some(task) = &led {
-            task.abort();
+        let was_leading = led.is_some();
+        if let Some(task) = led {
+            stop_controllers(task).await;
         }
         ctx.store_looks.clear();
         metrics.leader.set(0);
-        if led.is_none() && !matches!(stop, Stop::ManagerEnded) {
+        if !was_leading && !matches!(stop, Stop::ManagerEnded) {
             // A follower holds nothing to release: its manager is stopped where it waits, to
             // read the Lease afresh or for good. (Dropping its channel would make it release
             // the Lease if it thought it expired, which another replica may have taken in
