@@ -44,20 +44,8 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
             None => return Ok(Action::await_change()),
         },
     };
-    if !still_at_store(&bucket, &bound, &ctx).await {
-        let content = &bound.content;
-        let configured = ctx.endpoint_of(content.spec.provisioner()).unwrap_or_default();
-        let message = plan::missing_from_store(content, configured);
-        let reported = plan::reports_missing(&bucket);
-        // Written again only where the message changed (the provisioner pointed elsewhere).
-        if !(reported && bucket.condition("Ready").is_some_and(|c| c.message == message)) {
-            let status = plan::not_ready(&bucket, BucketPhase::Bound, plan::BUCKET_MISSING, message.clone());
-            buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
-        }
-        if !reported {
-            ctx.event(&*bucket, EventType::Warning, plan::BUCKET_MISSING, "Provision", message).await;
-        }
-        return Ok(Action::requeue(looks::WHILE_MISSING));
+    if !look_at_store(&bucket, &bound, &ctx).await {
+        return missing(&bucket, &bound.content, &buckets, &ctx).await;
     }
     let Some(secret) = credentials(&bucket, &bound, &ctx).await? else {
         return Ok(Action::requeue(Duration::from_secs(60)));
@@ -234,21 +222,18 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
 /// is set again where the store no longer has it. Only the store's answer that it has none
 /// says no: a store that cannot be asked, or a provisioner Secret that cannot be read,
 /// leaves the Bucket as it was (logged) until its next look, rather than turn a working
-/// Bucket not ready.
-async fn still_at_store(bucket: &Bucket, bound: &Bound, ctx: &Context) -> bool {
+/// Bucket not ready. A bucket made in this reconcile (`bound.driver`) is not asked about.
+async fn look_at_store(bucket: &Bucket, bound: &Bound, ctx: &Context) -> bool {
     let content = &bound.content;
     let (uid, now) = (bucket.uid().unwrap_or_default(), Instant::now());
-    if bound.driver.is_some() {
-        // Made in this reconcile.
-        ctx.store_looks.looked(&uid, content.spec.provisioner(), true, now);
-        return true;
-    }
-    if content.spec.provisioner().is_empty() || !ctx.store_looks.due(&uid, plan::reports_missing(bucket), now) {
+    if bound.driver.is_some()
+        || content.spec.provisioner().is_empty()
+        || !ctx.store_looks.due(&uid, plan::reports_missing(bucket), now)
+    {
         return true;
     }
     let inconclusive = |error: Error| {
-        let bucket = format!("{}/{}", bucket.namespace().unwrap_or_default(), bucket.name_any());
-        tracing::warn!(%bucket, %error, "cannot ask the store whether the Bucket's bucket is still there");
+        tracing::warn!(bucket = %super::key(bucket), %error, "cannot ask the store whether the Bucket's bucket is still there");
         true
     };
     let driver = match ctx.driver_for(content, &owner_of(bucket)).await {
@@ -280,10 +265,31 @@ async fn restore_options(bucket: &Bucket, content: &BucketContent, driver: &dyn 
             ctx.event(bucket, EventType::Warning, "OptionsRestored", "Provision", note).await;
         }
         Err(error) => {
-            let bucket = format!("{}/{}", bucket.namespace().unwrap_or_default(), bucket.name_any());
-            tracing::warn!(%bucket, %error, "cannot check what the class asked of the bucket at its store");
+            tracing::warn!(bucket = %super::key(bucket), %error, "cannot check what the class asked of the bucket at its store");
         }
     }
+}
+
+/// A Bucket whose bucket its store no longer has: `Ready` `False` with the reason and what
+/// to do, said once in an Event, and looked at again within minutes. Its status is written
+/// again only where the message changed (the provisioner pointed elsewhere).
+async fn missing(
+    bucket: &Bucket,
+    content: &BucketContent,
+    buckets: &Api<Bucket>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let configured = ctx.endpoint_of(content.spec.provisioner()).unwrap_or_default();
+    let message = plan::missing_from_store(content, configured);
+    let reported = plan::reports_missing(bucket);
+    if !(reported && bucket.condition("Ready").is_some_and(|c| c.message == message)) {
+        let status = plan::not_ready(bucket, BucketPhase::Bound, plan::BUCKET_MISSING, message.clone());
+        buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
+    }
+    if !reported {
+        ctx.event(bucket, EventType::Warning, plan::BUCKET_MISSING, "Provision", message).await;
+    }
+    Ok(Action::requeue(looks::WHILE_MISSING))
 }
 
 /// A Bucket's BucketContent, where its bucket is, and the driver already made for it.
