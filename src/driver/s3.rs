@@ -283,15 +283,16 @@ impl S3Driver {
         Ok(default.is_some_and(|d| d.mode().map(|m| m.as_str()) == Some(asked.mode.as_str()) && d.days() == Some(days)))
     }
 
-    /// The bucket's lifecycle rules, and whether bucketgate's expiration is among them as
-    /// `options` ask.
-    async fn lifecycle_kept(
+    /// The lifecycle rules to write back where bucketgate's expiration is no longer among the
+    /// bucket's as `options` ask: the store admin's own, and bucketgate's as asked. `None`
+    /// where it is (or none is asked).
+    async fn lifecycle_lost(
         &self,
         name: &str,
         options: &BucketOptions,
-    ) -> Result<(Vec<LifecycleRule>, bool), DriverError> {
-        let Some(days) = options.expiration_days else { return Ok((Vec::new(), true)) };
-        let rules = match self.s3.get_bucket_lifecycle_configuration().bucket(name).send().await {
+    ) -> Result<Option<Vec<LifecycleRule>>, DriverError> {
+        let Some(days) = options.expiration_days else { return Ok(None) };
+        let mut rules = match self.s3.get_bucket_lifecycle_configuration().bucket(name).send().await {
             Ok(lifecycle) => lifecycle.rules.unwrap_or_default(),
             Err(error) if code(&error) == Some("NoSuchLifecycleConfiguration") => Vec::new(),
             Err(error) => return Err(self.failed("reading the lifecycle", error)),
@@ -303,8 +304,12 @@ impl S3Driver {
                 && rule.noncurrent_version_expiration().and_then(|e| e.noncurrent_days())
                     == asked.noncurrent_version_expiration().and_then(|e| e.noncurrent_days())
         };
-        let kept = rules.iter().any(|rule| rule.id() == asked.id() && same(rule));
-        Ok((rules, kept))
+        if rules.iter().any(|rule| rule.id() == asked.id() && same(rule)) {
+            return Ok(None);
+        }
+        rules.retain(|rule| rule.id() != asked.id());
+        rules.push(asked);
+        Ok(Some(rules))
     }
 
     /// A bucket option the store refused: for good where it cannot do it, said with the
@@ -588,11 +593,7 @@ impl Driver for S3Driver {
             self.put_lock(name, options).await?;
             restored.extend([options::RETENTION_MODE, options::RETENTION_DAYS]);
         }
-        let (mut rules, kept) = self.lifecycle_kept(name, options).await?;
-        if let (false, Some(days)) = (kept, options.expiration_days) {
-            // The store admin's own rules stay; bucketgate's replaces what is left of it.
-            rules.retain(|rule| rule.id() != Some(EXPIRATION_RULE));
-            rules.push(expiration_rule(days, options.versioning)?);
+        if let Some(rules) = self.lifecycle_lost(name, options).await? {
             self.put_lifecycle(name, rules).await?;
             restored.push(options::EXPIRATION_DAYS);
         }
