@@ -266,6 +266,12 @@ fn provisioner_secret() -> Value {
         "data": {"AWS_ACCESS_KEY_ID": "YWRtaW4=", "AWS_SECRET_ACCESS_KEY": "c2VjcmV0"}})
 }
 
+/// Expects the read of the provisioner's Secret the test class names, and answers it.
+async fn expect_provisioner_secret(api: &mut ApiServer) {
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
+        .await;
+}
+
 /// The BucketContent the loop makes for `bucket` from the test class.
 fn content_for(bucket: &Bucket) -> BucketContent {
     plan::greenfield_content(bucket, &serde_json::from_value(class()).unwrap(), "u").unwrap()
@@ -348,8 +354,7 @@ async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
     assert!(driver.calls.lock().unwrap().is_empty(), "nothing reaches the backend before the name is recorded");
     assert_eq!(expect_event(&mut api).await, ("ContentCreated".into(), format!("created BucketContent {CONTENT}")));
     // The provisioner's credentials come from the templated Secret in the class parameters.
-    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
-        .await;
+    expect_provisioner_secret(&mut api).await;
     let spec = api
         .expect("PATCH", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(created.clone()))
         .await;
@@ -493,8 +498,7 @@ async fn a_deleted_secret_is_written_again_with_a_new_key() {
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
     api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
     api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::NotFound).await;
-    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
-        .await;
+    expect_provisioner_secret(&mut api).await;
     let secret = api.expect("POST", "/api/v1/namespaces/team-a/secrets", Reply::Echo).await;
     assert_eq!(secret["data"]["AWS_ACCESS_KEY_ID"], "QUs=", "the key granted now");
     assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], UID);
@@ -547,7 +551,6 @@ async fn a_bucket_gone_from_its_store_is_said_and_not_made_again() {
     let bound: Bucket = serde_json::from_value(shown.clone()).unwrap();
     let backend = plan::backend_bucket_name(&bound);
     let content_path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}");
-    let provisioner_secret_path = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
 
     // Its first look on this replica, as when it starts leading: the store is not asked.
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(bound.clone()), ctx.clone()));
@@ -559,7 +562,7 @@ async fn a_bucket_gone_from_its_store_is_said_and_not_made_again() {
     // The next: asked, and missing.
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(bound.clone()), ctx.clone()));
     api.expect("GET", &content_path, Reply::Json(content.clone())).await;
-    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    expect_provisioner_secret(&mut api).await;
     let status = expect_bucket_status(&mut api, shown.clone()).await;
     assert_eq!(status["status"]["phase"], "Bound", "still bound to its content: {status}");
     let ready = &status["status"]["conditions"][0];
@@ -583,14 +586,14 @@ async fn a_bucket_gone_from_its_store_is_said_and_not_made_again() {
     let reported: Bucket = serde_json::from_value(missing.clone()).unwrap();
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(reported.clone()), ctx.clone()));
     api.expect("GET", &content_path, Reply::Json(content.clone())).await;
-    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    expect_provisioner_secret(&mut api).await;
     assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(looks::WHILE_MISSING));
 
     // Put back at the store; a replica that has not seen the Bucket before asks too.
     let (ctx, mut api) = context_asking_the_store(Arc::new(FakeDriver::default()));
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(reported), ctx.clone()));
     api.expect("GET", &content_path, Reply::Json(content)).await;
-    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    expect_provisioner_secret(&mut api).await;
     api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret)).await;
     api.expect("GET", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos", Reply::Json(missing.clone())).await;
     let status = expect_bucket_status(&mut api, missing).await;
@@ -615,8 +618,7 @@ async fn a_store_that_cannot_be_asked_leaves_a_bound_bucket_as_it_was() {
         let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(bound.clone()), ctx.clone()));
         api.expect("GET", &content_path, Reply::Json(content.clone())).await;
         if look > 0 {
-            let path = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
-            api.expect("GET", path, Reply::Json(provisioner_secret())).await;
+            expect_provisioner_secret(&mut api).await;
         }
         api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret.clone())).await;
         assert_eq!(finish(reconciling).await.unwrap(), next_look());
@@ -641,8 +643,7 @@ async fn what_the_class_asked_of_a_bucket_is_set_again_where_the_store_lost_it()
         let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(bound.clone()), ctx.clone()));
         api.expect("GET", &content_path, Reply::Json(content.clone())).await;
         if look > 0 {
-            let path = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
-            api.expect("GET", path, Reply::Json(provisioner_secret())).await;
+            expect_provisioner_secret(&mut api).await;
             let (reason, note) = expect_event(&mut api).await;
             assert_eq!(reason, "OptionsRestored");
             assert!(
@@ -671,8 +672,7 @@ async fn what_the_class_asked_of_a_bucket_is_set_again_where_the_store_lost_it()
         api.expect("GET", &content_path, Reply::Json(content.clone())).await;
         api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("u"))).await;
         if look > 0 {
-            let path = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
-            api.expect("GET", path, Reply::Json(provisioner_secret())).await;
+            expect_provisioner_secret(&mut api).await;
         }
         api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret.clone())).await;
         finish(reconciling).await.unwrap();
@@ -760,8 +760,7 @@ async fn backend_failures_mark_the_content_retrying() {
     let shown = serde_json::to_value(&target).unwrap();
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
     api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
-    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
-        .await;
+    expect_provisioner_secret(&mut api).await;
     let status = api
         .expect("PATCH", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}/status"), Reply::Json(content))
         .await;
@@ -804,8 +803,7 @@ async fn what_the_class_asks_of_each_bucket_is_asked_of_the_store() {
     let backend = plan::backend_bucket_name(&target);
     let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
     api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
-    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
-        .await;
+    expect_provisioner_secret(&mut api).await;
     expect_content_status(&mut api, &serde_json::from_value(content).unwrap()).await;
     finish(reconciling).await.unwrap_err();
     let retention = Some(Retention { mode: RetentionMode::Governance, days: 7 });
@@ -951,8 +949,7 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
     api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared.clone())).await;
     api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("ns-uid"))).await;
-    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
-        .await;
+    expect_provisioner_secret(&mut api).await;
     let status = expect_bucket_status(&mut api, shown.clone()).await;
     assert_eq!(status["status"]["phase"], "Failed");
     let ready = &status["status"]["conditions"][0];
@@ -1084,8 +1081,7 @@ async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
     deleting.metadata.deletion_timestamp = now();
     let reconciling = tokio::spawn(reconcile::bucket(Arc::new(deleting), ctx));
     api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
-    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
-        .await;
+    expect_provisioner_secret(&mut api).await;
     api.expect("DELETE", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
     assert_eq!(expect_event(&mut api).await, ("Released".into(), "released; removing the finalizer".into()));
     let patch = api
@@ -1145,8 +1141,7 @@ async fn a_failing_release_says_what_the_deletion_waits_on() {
     let content = serde_json::to_value(content_for(&deleting)).unwrap();
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(deleting), ctx.clone()));
     api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
-    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
-        .await;
+    expect_provisioner_secret(&mut api).await;
     assert_eq!(
         expect_event(&mut api).await,
         ("ReleaseFailed".into(), "the deletion waits: backend: connection refused".into())
@@ -1213,8 +1208,7 @@ async fn a_deleted_content_waits_for_bound_buckets_then_deletes_the_bucket() {
     let reconciling = tokio::spawn(reconcile::content(Arc::new(content.clone()), ctx));
     api.expect("GET", &by("spec"), Reply::Json(list(vec![]))).await;
     api.expect("GET", &by("status"), Reply::Json(list(vec![]))).await;
-    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::Json(provisioner_secret()))
-        .await;
+    expect_provisioner_secret(&mut api).await;
     let (reason, note) = expect_event_on(&mut api, "default", CONTENT).await;
     assert_eq!((reason.as_str(), note), ("BucketDeleted", format!("deleted bucket {backend} and its objects")));
     let patch = api
@@ -1250,8 +1244,7 @@ async fn a_bucket_not_found_where_it_was_not_made_is_not_taken_for_deleted() {
         let reconciling = tokio::spawn(reconcile::content(Arc::new(content.clone()), ctx.clone()));
         api.expect("GET", &by("spec"), Reply::Json(list.clone())).await;
         api.expect("GET", &by("status"), Reply::Json(list.clone())).await;
-        let secret = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
-        api.expect("GET", secret, Reply::Json(provisioner_secret())).await;
+        expect_provisioner_secret(&mut api).await;
         if moved {
             let status = expect_content_status(&mut api, &content).await;
             assert_eq!(status["status"]["phase"], "Failed");
@@ -1291,7 +1284,6 @@ async fn a_key_is_neither_made_nor_revoked_where_its_bucket_is_not() {
     let backend = plan::backend_bucket_name(&greenfield);
     let content = moved(serde_json::to_value(content_for(&greenfield)).unwrap());
     let content_path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}");
-    let provisioner_secret_path = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
     let says_where = |message: &str| {
         assert!(
             message.contains("it is not at http://s3.example:8333, where provisioner seaweed now points"),
@@ -1309,7 +1301,7 @@ async fn a_key_is_neither_made_nor_revoked_where_its_bucket_is_not() {
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(greenfield.clone()), ctx));
     api.expect("GET", &content_path, Reply::Json(content.clone())).await;
     api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::NotFound).await;
-    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    expect_provisioner_secret(&mut api).await;
     let status = expect_bucket_status(&mut api, shown.clone()).await;
     assert_eq!(status["status"]["phase"], "Failed");
     let message = status["status"]["conditions"][0]["message"].as_str().unwrap();
@@ -1324,7 +1316,7 @@ async fn a_key_is_neither_made_nor_revoked_where_its_bucket_is_not() {
     deleting.metadata.deletion_timestamp = now();
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(deleting), ctx));
     api.expect("GET", &content_path, Reply::Json(content.clone())).await;
-    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    expect_provisioner_secret(&mut api).await;
     let (reason, note) = expect_event(&mut api).await;
     assert_eq!(reason, "ReleaseFailed");
     assert!(note.starts_with("the deletion waits: this Bucket's key cannot be revoked from bucket"), "{note}");
@@ -1345,7 +1337,7 @@ async fn a_key_is_neither_made_nor_revoked_where_its_bucket_is_not() {
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(sharer.clone()), ctx));
     api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(moved(shared))).await;
     api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("ns-uid"))).await;
-    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    expect_provisioner_secret(&mut api).await;
     let status = expect_bucket_status(&mut api, serde_json::to_value(&sharer).unwrap()).await;
     assert_eq!(status["status"]["phase"], "Failed");
     assert_eq!(status["status"]["conditions"][0]["reason"], "Failed", "not AccessRevoked: the key still works");
@@ -1364,7 +1356,7 @@ async fn a_key_is_neither_made_nor_revoked_where_its_bucket_is_not() {
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(greenfield), ctx));
     api.expect("GET", &content_path, Reply::Json(content)).await;
     api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::NotFound).await;
-    api.expect("GET", provisioner_secret_path, Reply::Json(provisioner_secret())).await;
+    expect_provisioner_secret(&mut api).await;
     let secret = api.expect("POST", "/api/v1/namespaces/team-a/secrets", Reply::Echo).await;
     let recorded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "http://old-store:8333");
     assert_eq!(secret["data"]["AWS_ENDPOINT_URL"], recorded.as_str(), "{secret}");
