@@ -142,6 +142,11 @@ pub struct ServeArgs {
     /// Reconciles the provisioning loop runs at once for each provisioner (0: no bound).
     #[arg(long, default_value_t = 32, env = "BUCKETGATE_MAX_CONCURRENT_RECONCILES")]
     pub max_concurrent_reconciles: u16,
+    /// How often the provisioning loop looks at a bound Bucket when nothing changed (to one
+    /// and a half times it, spread over the Buckets), and asks its store whether the bucket
+    /// is still there and has what its class asked: at least 1s.
+    #[arg(long, default_value = "1h", env = "BUCKETGATE_RECHECK_INTERVAL", value_parser = recheck_interval)]
+    pub recheck_interval: Duration,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -153,6 +158,17 @@ pub struct ServeArgs {
     /// and configuration when no cluster is reachable.
     #[arg(long)]
     pub dev: bool,
+}
+
+/// `--recheck-interval`: a duration of at least a second. Every bound Bucket costs two or
+/// three reads of the API server and a request to its store an interval; under a second
+/// that would be a loop, not a recheck.
+fn recheck_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval < Duration::from_secs(1) {
+        return Err(format!("{text} is under a second"));
+    }
+    Ok(interval)
 }
 
 #[derive(Args, Debug)]
@@ -432,6 +448,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             lease_namespace: args.lease_namespace.clone(),
             identity,
             max_concurrent_reconciles: args.max_concurrent_reconciles,
+            recheck_interval: args.recheck_interval,
         };
         let (configs, metrics, stop, catalog) =
             (config.subscribe(), metrics.clone(), shutdown.clone(), catalog.clone());

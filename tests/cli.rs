@@ -332,3 +332,27 @@ async fn serve_refuses_to_start_without_a_certificate() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("loading the serving certificate") && stderr.contains("tls.crt"), "{stderr}");
 }
+
+/// A recheck interval that would turn the loop's timed looks into a busy loop, or that is no
+/// duration, is refused before anything starts.
+#[tokio::test]
+async fn serve_refuses_a_recheck_interval_under_a_second() {
+    for (interval, said) in [("500ms", "500ms is under a second"), ("hourly", "invalid value 'hourly'")] {
+        let output = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--catalog",
+                "manifests/examples",
+                "--recheck-interval",
+                interval,
+            ])
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{interval}: {stderr}");
+        assert!(stderr.contains(said) && stderr.contains("--recheck-interval"), "{interval}: {stderr}");
+    }
+}

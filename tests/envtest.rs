@@ -210,8 +210,15 @@ async fn create(client: &Client, object: Value, dry_run: bool) -> Result<Dynamic
     api.create(&PostParams { dry_run, ..PostParams::default() }, &object).await
 }
 
-/// Starts `bucketgate serve` against the control plane; returns it, its port and its CA.
-async fn bucketgate(plane: &ControlPlane, config: &str, certs_dir: &Path, identity: &str) -> (Child, u16, String) {
+/// Starts `bucketgate serve`, with `args` added, against the control plane; returns it, its
+/// port and its CA.
+async fn bucketgate(
+    plane: &ControlPlane,
+    config: &str,
+    certs_dir: &Path,
+    identity: &str,
+    args: &[&str],
+) -> (Child, u16, String) {
     let certs = bucketgate::tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
     certs.write(certs_dir).unwrap();
     std::fs::write(certs_dir.join("config.yaml"), config).unwrap();
@@ -221,6 +228,7 @@ async fn bucketgate(plane: &ControlPlane, config: &str, certs_dir: &Path, identi
         .arg("--config")
         .arg(certs_dir.join("config.yaml"))
         .args(["--lease-namespace", NAMESPACE, "--identity", identity])
+        .args(args)
         .env("KUBECONFIG", &plane.bucketgate_kubeconfig)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -276,15 +284,37 @@ async fn register_webhooks(client: &Client, port: u16, ca_pem: &str) {
 }
 
 async fn setup(config: &str) -> Option<(ControlPlane, Child, tempfile::TempDir)> {
+    setup_with(config, &[]).await.map(|(plane, server, certs, _)| (plane, server, certs))
+}
+
+/// [`setup`], bucketgate started with `args` added; also returns a client of its HTTPS
+/// server and the server's base URL.
+async fn setup_with(config: &str, args: &[&str]) -> Option<(ControlPlane, Child, tempfile::TempDir, Https)> {
     let assets = assets()?;
     let plane = control_plane(&assets).await;
     install_crds(&plane.client).await;
     install_rbac(&plane.client).await;
     let certs = tempfile::tempdir().unwrap();
-    let (server, port, ca) = bucketgate(&plane, config, certs.path(), "envtest").await;
+    let (server, port, ca) = bucketgate(&plane, config, certs.path(), "envtest", args).await;
     register_webhooks(&plane.client, port, &ca).await;
     create_namespace(&plane.client, "team-a").await;
-    Some((plane, server, certs))
+    let https =
+        Https { client: common::client(&[&ca], &[&rustls::version::TLS13]), base: format!("https://localhost:{port}") };
+    Some((plane, server, certs, https))
+}
+
+/// bucketgate's HTTPS server, as Prometheus reaches it.
+struct Https {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Https {
+    /// The value of the sample `name` (with its labels) in `GET /metrics`, if there is one.
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.client.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
 }
 
 /// Creates the namespace `name`; returns its uid.
@@ -759,6 +789,87 @@ async fn an_unreachable_store_is_said_and_force_release_lets_the_bucket_go() {
     }
 }
 
+/// A bound Bucket's store is asked again at its timed looks (every 2 s here, through
+/// `--recheck-interval`, in place of the hour). Versioning its class asked for, suspended at
+/// the store, is turned on again with a Warning Event; the bucket deleted at the store turns
+/// the Bucket `Ready` `False` (`BucketMissing`, phase still `Bound`), counted in
+/// `bucketgate_buckets_missing`, and no empty bucket is made in its place; put back, the
+/// Bucket is `Ready` again and the count goes to nothing.
+#[tokio::test]
+async fn a_bucket_changed_or_deleted_at_its_store_is_set_again_or_said() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+
+    let _ = require_assets!();
+    let Some(config) = seaweedfs_config(false) else { return };
+    let (plane, _server, _certs, https) = setup_with(&config, &["--recheck-interval", "2s"]).await.unwrap();
+    let client = plane.client.clone();
+    let mut versioned = class("seaweedfs");
+    versioned.spec.parameters.insert("versioning".into(), "Enabled".into());
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &versioned).await.unwrap();
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    create_once_class_seen(&buckets, &new_bucket("kept", "kept-")).await;
+    wait_phase(&buckets, "kept", BucketPhase::Bound, Duration::from_secs(30)).await;
+    let (backend, _) = secret_key(&client, "team-a", "kept").await;
+    let admin = store(&admin_key());
+    let s3 = admin.client();
+    let versioning = |status: BucketVersioningStatus| VersioningConfiguration::builder().status(status).build();
+    let versioning_of = async |s3: &aws_sdk_s3::Client| {
+        s3.get_bucket_versioning().bucket(&backend).send().await.unwrap().status().cloned()
+    };
+    assert_eq!(versioning_of(s3).await, Some(BucketVersioningStatus::Enabled));
+
+    s3.put_bucket_versioning()
+        .bucket(&backend)
+        .versioning_configuration(versioning(BucketVersioningStatus::Suspended))
+        .send()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while versioning_of(s3).await != Some(BucketVersioningStatus::Enabled) {
+        assert!(started.elapsed() < Duration::from_secs(30), "versioning not turned on again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(said(&client, "kept", "OptionsRestored").await.len(), 1);
+
+    let missing = r#"bucketgate_buckets_missing{provisioner="seaweedfs"}"#;
+    s3.delete_bucket().bucket(&backend).send().await.unwrap();
+    let started = Instant::now();
+    let ready = loop {
+        let bucket = buckets.get("kept").await.unwrap();
+        if let Some(ready) = bucket.condition("Ready").filter(|c| c.status == "False") {
+            assert_eq!(bucket.phase(), Some(BucketPhase::Bound));
+            break ready.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not said missing: {:?}", bucket.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ready.reason, "BucketMissing");
+    assert!(ready.message.contains(&backend), "{}", ready.message);
+    assert_eq!(https.metric(missing).await, Some(1.0));
+    // Looked at every 2 s while missing: said once, and nothing made in its place.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(said(&client, "kept", "BucketMissing").await.len(), 1);
+    assert!(s3.head_bucket().bucket(&backend).send().await.is_err(), "an empty bucket made in its place");
+
+    s3.create_bucket().bucket(&backend).send().await.unwrap();
+    let started = Instant::now();
+    while buckets.get("kept").await.unwrap().condition("Ready").is_none_or(|c| c.status != "True") {
+        assert!(started.elapsed() < Duration::from_secs(30), "not Ready again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(said(&client, "kept", "BucketFound").await.len(), 1);
+    assert_eq!(https.metric(missing).await, Some(0.0));
+    // The bucket put back plain has what its class asked again.
+    assert_eq!(versioning_of(s3).await, Some(BucketVersioningStatus::Enabled));
+}
+
+/// The Events of reason `reason` about the Bucket `name` in team-a.
+async fn said(client: &Client, name: &str, reason: &str) -> Vec<Event> {
+    let events = Api::<Event>::namespaced(client.clone(), "team-a").list(&ListParams::default()).await.unwrap();
+    let about = |e: &Event| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
+    events.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason) && about(e)).collect()
+}
+
 /// Two replicas, as the Deployment runs them: one leads the provisioning loop and the Lease
 /// names it. Stopped as on a rollout (SIGTERM), it releases the Lease, the other takes
 /// over without waiting for it to expire, and Buckets go on being bound.
@@ -775,7 +886,7 @@ async fn the_other_replica_takes_over_when_the_leader_stops() {
     assert_eq!(lease_holder(&client).await.as_deref(), Some("envtest"));
 
     let second_certs = tempfile::tempdir().unwrap();
-    let (_second, port, ca) = bucketgate(&plane, &config, second_certs.path(), "replica-b").await;
+    let (_second, port, ca) = bucketgate(&plane, &config, second_certs.path(), "replica-b", &[]).await;
     // The Service would send reviews to the replica that stays; here the webhooks say so.
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .delete("bucketgate", &DeleteParams::default())
@@ -989,13 +1100,13 @@ async fn benchmark_memory_with_a_large_catalog() {
 
     stop(&mut first).await;
     let (leader_certs, follower_certs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (leader, _, _) = bucketgate(&plane, &config, leader_certs.path(), "leader").await;
+    let (leader, _, _) = bucketgate(&plane, &config, leader_certs.path(), "leader", &[]).await;
     let started = Instant::now();
     while lease_holder(&client).await.as_deref() != Some("leader") {
         assert!(started.elapsed() < Duration::from_secs(30), "the new replica did not lead");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (follower, _, _) = bucketgate(&plane, &config, follower_certs.path(), "follower").await;
+    let (follower, _, _) = bucketgate(&plane, &config, follower_certs.path(), "follower", &[]).await;
     // Long enough for both to have listed everything and the leader's loop to have looked
     // at each content once.
     tokio::time::sleep(Duration::from_secs(20)).await;

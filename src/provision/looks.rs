@@ -4,8 +4,8 @@
 //! it goes: deleted from a console or by a script, or lost with a store restored from an
 //! older backup. Its Buckets would go on showing `Ready` while every workload call failed.
 //! So the loop asks the store (one HEAD) at a bound Bucket's timed looks, about once an
-//! hour, not at every look: most looks come from watch events, a burst of them around each
-//! Bucket's creation.
+//! hour unless configured, not at every look: most looks come from watch events, a burst of
+//! them around each Bucket's creation.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,13 +16,11 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::metrics::ProvisionerLabel;
 
-/// Less than the shortest wait between two timed looks at a bound Bucket
-/// ([`super::plan::recheck_after`]: 60 to 90 minutes), so that each of those asks.
-pub const EVERY: Duration = Duration::from_secs(55 * 60);
-
 /// How soon a Bucket whose bucket is missing is looked at again: a bucket put back at the
-/// store is seen within minutes.
-pub const WHILE_MISSING: Duration = Duration::from_secs(5 * 60);
+/// store is seen within minutes, or at the next timed look where those come sooner.
+pub fn while_missing(recheck_interval: Duration) -> Duration {
+    Duration::from_secs(5 * 60).min(recheck_interval)
+}
 
 /// When each Bucket's bucket was last asked about, and which were missing, by the
 /// Bucket's uid.
@@ -39,6 +37,13 @@ pub struct StoreLooks {
 impl StoreLooks {
     pub fn new(every: Duration, gauge: Family<ProvisionerLabel, Gauge>) -> StoreLooks {
         StoreLooks { every, last: Mutex::default(), missing: Mutex::default(), gauge }
+    }
+
+    /// Asks at each timed look of a Bucket looked at every `recheck_interval` and up to half
+    /// of it more ([`super::plan::recheck_after`]), and not at the looks watch events bring
+    /// between two: a little less than the interval (55 minutes for the hour).
+    pub fn at_timed_looks(recheck_interval: Duration, gauge: Family<ProvisionerLabel, Gauge>) -> StoreLooks {
+        StoreLooks::new(recheck_interval - recheck_interval / 12, gauge)
     }
 
     /// Whether to ask the store now about the bucket of the Bucket `uid`. A Bucket seen for
@@ -103,8 +108,21 @@ impl StoreLooks {
 mod tests {
     use super::*;
 
+    /// For the hour between timed looks that bucketgate waits unless configured.
+    const EVERY: Duration = Duration::from_secs(55 * 60);
+
     fn looks() -> StoreLooks {
-        StoreLooks::new(EVERY, Family::default())
+        StoreLooks::at_timed_looks(super::super::plan::RECHECK_INTERVAL, Family::default())
+    }
+
+    #[test]
+    fn every_timed_look_asks_and_a_missing_bucket_is_looked_at_within_minutes() {
+        for interval in [1, 2, 60, 3600, 86400].map(Duration::from_secs) {
+            let looks = StoreLooks::at_timed_looks(interval, Family::default());
+            assert!(looks.every < interval && looks.every >= interval * 9 / 10, "{interval:?}: {:?}", looks.every);
+        }
+        assert_eq!(while_missing(Duration::from_secs(3600)), Duration::from_secs(300));
+        assert_eq!(while_missing(Duration::from_secs(2)), Duration::from_secs(2), "no later than a timed look");
     }
 
     fn missing(looks: &StoreLooks, provisioner: &str) -> i64 {

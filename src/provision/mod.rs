@@ -55,6 +55,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Failed attempts per object, for exponential backoff; cleared on success.
     attempts: Mutex<HashMap<String, u32>>,
+    /// How often bound Buckets are looked at when nothing changed ([`plan::recheck_after`]).
+    recheck_interval: Duration,
     /// When each bound Bucket's store was last asked whether its bucket is there.
     store_looks: looks::StoreLooks,
 }
@@ -67,8 +69,18 @@ impl Context {
         drivers: DriverFactory,
         metrics: Arc<Metrics>,
     ) -> Context {
-        let store_looks = looks::StoreLooks::new(looks::EVERY, metrics.buckets_missing.clone());
-        Context { client, config, recorder, drivers, metrics, attempts: Mutex::new(HashMap::new()), store_looks }
+        let recheck_interval = plan::RECHECK_INTERVAL;
+        let store_looks = looks::StoreLooks::at_timed_looks(recheck_interval, metrics.buckets_missing.clone());
+        let attempts = Mutex::new(HashMap::new());
+        Context { client, config, recorder, drivers, metrics, attempts, recheck_interval, store_looks }
+    }
+
+    /// Looks at bound Buckets, and asks their stores, every `interval` (to one and a half
+    /// times it) in place of the hour.
+    pub fn with_recheck_interval(mut self, interval: Duration) -> Context {
+        self.recheck_interval = interval;
+        self.store_looks = looks::StoreLooks::at_timed_looks(interval, self.metrics.buckets_missing.clone());
+        self
     }
 }
 
@@ -338,6 +350,8 @@ pub struct Replica {
     pub identity: String,
     /// Reconciles run at once for each provisioner; 0 for no bound.
     pub max_concurrent_reconciles: u16,
+    /// How often bound Buckets are looked at, and their stores asked, when nothing changed.
+    pub recheck_interval: Duration,
 }
 
 /// Leader election around the controllers: they run while this replica holds the Lease.
@@ -355,13 +369,14 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let Replica { lease_namespace, identity, max_concurrent_reconciles } = replica;
+    let Replica { lease_namespace, identity, max_concurrent_reconciles, recheck_interval } = replica;
     // Set first and kept: a replica that should lead and cannot (no Lease, say) is what the
     // no-leader alert is for.
     metrics.provisioning_enabled.set(1);
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "bucketgate".into(), instance: Some(identity.clone()) });
-    let ctx = Arc::new(Context::new(client.clone(), config, Some(recorder), s3_drivers(&metrics), metrics.clone()));
+    let ctx = Context::new(client.clone(), config, Some(recorder), s3_drivers(&metrics), metrics.clone());
+    let ctx = Arc::new(ctx.with_recheck_interval(recheck_interval));
     let mut released = std::pin::pin!(released(Api::namespaced(client.clone(), &lease_namespace)));
     let mut running: Option<tokio::task::JoinHandle<()>> = None;
     let mut shutdown = std::pin::pin!(shutdown);

@@ -332,8 +332,13 @@ fn status_with(bucket: &Bucket, phase: BucketPhase, mut set: Vec<Condition>) -> 
     serde_json::json!({"status": {"phase": phase, "conditions": set}})
 }
 
-/// How long a bound Bucket waits to be looked at again when nothing has changed: an hour,
-/// and up to half an hour more, the same for the Bucket each time, picked by its uid. The
+/// How often a bound Bucket is looked at again when nothing has changed, unless configured
+/// (`--recheck-interval`).
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// How long a bound Bucket waits to be looked at again when nothing has changed: `interval`
+/// (an hour, [`RECHECK_INTERVAL`]), and up to half of it more, the same for the Bucket each
+/// time, picked by its uid. The
 /// watches bring every change to the Bucket, its Secret and its class at once; this only
 /// catches what they cannot see (a BucketContent deleted by hand, a bucket deleted at its
 /// store: [`super::looks`]), at two or three reads of the API server a Bucket, and a
@@ -341,10 +346,10 @@ fn status_with(bucket: &Bucket, phase: BucketPhase, mut set: Vec<Condition>) -> 
 /// at every Bucket at once: with one period for all, every hour would bring them all back
 /// together (10,000 Buckets, up to 30,000 reads within seconds); spread, they come at about
 /// six a second.
-pub fn recheck_after(bucket: &Bucket) -> Duration {
-    const HOUR: u64 = 3600;
+pub fn recheck_after(bucket: &Bucket, interval: Duration) -> Duration {
     let picked = u64::from_str_radix(&short_hash(&bucket.uid().unwrap_or_default(), 8), 16).unwrap_or(0);
-    Duration::from_secs(HOUR + picked % (HOUR / 2))
+    let spread = u64::try_from(interval.as_millis() / 2).unwrap_or(u64::MAX).max(1);
+    interval + Duration::from_millis(picked % spread)
 }
 
 /// The class `bucket` waits on: the one it names, while it is not bound. A class created or
@@ -587,15 +592,22 @@ mod tests {
             b.metadata.uid = Some(uid);
             b
         };
-        let after: Vec<u64> = (0..1200).map(|i| recheck_after(&with_uid(format!("uid-{i}"))).as_secs()).collect();
+        let after: Vec<u64> =
+            (0..1200).map(|i| recheck_after(&with_uid(format!("uid-{i}")), RECHECK_INTERVAL).as_secs()).collect();
         assert!(after.iter().all(|s| (3600..5400).contains(s)), "{after:?}");
-        assert_eq!(recheck_after(&with_uid("uid-7".into())).as_secs(), after[7], "the same each time");
+        let again = recheck_after(&with_uid("uid-7".into()), RECHECK_INTERVAL);
+        assert_eq!(again.as_secs(), after[7], "the same each time");
         // Each five minutes of the half hour gets about a sixth of them (200).
         let mut slots = [0; 6];
         for s in &after {
             slots[((s - 3600) / 300) as usize] += 1;
         }
         assert!(slots.iter().all(|n| (140..260).contains(n)), "{slots:?}");
+        // A configured interval is spread the same way.
+        let short = Duration::from_secs(2);
+        let after: Vec<Duration> = (0..100).map(|i| recheck_after(&with_uid(format!("uid-{i}")), short)).collect();
+        assert!(after.iter().all(|d| (short..short * 3 / 2).contains(d)), "{after:?}");
+        assert!(after.iter().any(|d| *d > short + Duration::from_millis(900)), "spread over the half: {after:?}");
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         Issued::Found(recorded) => {
             let key = recorded.unwrap_or_else(|| Key::assumed(&bucket, &bound.content));
             if plan::bound_status(&bucket, &content, key).is_none() {
-                return Ok(Action::requeue(plan::recheck_after(&bucket)));
+                return Ok(Action::requeue(plan::recheck_after(&bucket, ctx.recheck_interval)));
             }
             // The Secret was written, but the Bucket in the watch cache is not Bound: most
             // often the Secret's own watch event woke this reconcile before the Bucket's
@@ -68,7 +68,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         }
     };
     let Some(status) = plan::bound_status(&bucket, &content, key) else {
-        return Ok(Action::requeue(plan::recheck_after(&bucket)));
+        return Ok(Action::requeue(plan::recheck_after(&bucket, ctx.recheck_interval)));
     };
     let was_bound = bucket.phase() == Some(BucketPhase::Bound);
     let was_missing = plan::reports_missing(&bucket);
@@ -87,7 +87,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         let note = format!("bound to BucketContent {content}{after}");
         ctx.event(&*bucket, EventType::Normal, "Bound", "Provision", note).await;
     }
-    Ok(Action::requeue(plan::recheck_after(&bucket)))
+    Ok(Action::requeue(plan::recheck_after(&bucket, ctx.recheck_interval)))
 }
 
 /// Greenfield: the BucketContent first (with the backend name in it), then the bucket.
@@ -289,7 +289,7 @@ async fn missing(
     if !reported {
         ctx.event(bucket, EventType::Warning, plan::BUCKET_MISSING, "Provision", message).await;
     }
-    Ok(Action::requeue(looks::WHILE_MISSING))
+    Ok(Action::requeue(looks::while_missing(ctx.recheck_interval)))
 }
 
 /// A Bucket's BucketContent, where its bucket is, and the driver already made for it.

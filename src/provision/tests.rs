@@ -252,7 +252,7 @@ fn bucket(spec: Value, status: Value) -> Bucket {
 
 /// When a bound test Bucket (its uid) is looked at again if nothing changes.
 fn next_look() -> Action {
-    Action::requeue(plan::recheck_after(&bucket(json!({}), json!({}))))
+    Action::requeue(plan::recheck_after(&bucket(json!({}), json!({})), plan::RECHECK_INTERVAL))
 }
 
 fn class() -> Value {
@@ -576,7 +576,7 @@ async fn a_bucket_gone_from_its_store_is_said_and_not_made_again() {
     assert_eq!(status["status"]["conditions"][1]["type"], "CredentialsScoped", "kept: {status}");
     let (reason, note) = expect_event(&mut api).await;
     assert_eq!((reason.as_str(), note.as_str()), ("BucketMissing", message));
-    assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(looks::WHILE_MISSING));
+    assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(looks::while_missing(plan::RECHECK_INTERVAL)));
     assert_eq!(*driver.calls.lock().unwrap(), [format!("has {backend}")], "not made again");
     assert!(ctx.metrics.encode().contains("bucketgate_buckets_missing{provisioner=\"seaweed\"} 1\n"));
 
@@ -587,7 +587,7 @@ async fn a_bucket_gone_from_its_store_is_said_and_not_made_again() {
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(reported.clone()), ctx.clone()));
     api.expect("GET", &content_path, Reply::Json(content.clone())).await;
     expect_provisioner_secret(&mut api).await;
-    assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(looks::WHILE_MISSING));
+    assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(looks::while_missing(plan::RECHECK_INTERVAL)));
 
     // Put back at the store; a replica that has not seen the Bucket before asks too.
     let (ctx, mut api) = context_asking_the_store(Arc::new(FakeDriver::default()));
@@ -1669,7 +1669,12 @@ async fn waited(done: impl Fn() -> bool) -> bool {
 }
 
 fn test_replica(identity: &str) -> Replica {
-    Replica { lease_namespace: "bucketgate-system".into(), identity: identity.into(), max_concurrent_reconciles: 32 }
+    Replica {
+        lease_namespace: "bucketgate-system".into(),
+        identity: identity.into(),
+        max_concurrent_reconciles: 32,
+        recheck_interval: plan::RECHECK_INTERVAL,
+    }
 }
 
 /// One replica's leader election and loop, as `bucketgate serve` runs it.
