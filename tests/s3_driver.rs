@@ -47,8 +47,13 @@ fn iam_bounded(bound: usize) -> S3Settings {
 }
 
 /// A bucket with an object lock (and so versioned), as `objectLock: Enabled` asks.
-const LOCKED: BucketOptions =
-    BucketOptions { versioning: true, object_lock: true, retention: None, expiration_days: None };
+const LOCKED: BucketOptions = BucketOptions {
+    versioning: true,
+    object_lock: true,
+    retention: None,
+    expiration_days: None,
+    abort_uploads_days: None,
+};
 
 fn admin() -> Credentials {
     Credentials { access_key_id: env("BUCKETGATE_S3_ACCESS_KEY"), secret_access_key: env("BUCKETGATE_S3_SECRET_KEY") }
@@ -328,10 +333,19 @@ async fn what_a_class_asks_of_its_buckets_is_set_at_the_store() {
         let noncurrent = rule.noncurrent_version_expiration().and_then(|e| e.noncurrent_days());
         assert_eq!(noncurrent, versioning.then_some(30), "{rule:?}");
     }
+    // Unfinished uploads aborted, a rule of its own beside the expiration's.
+    let name = unique("tidy");
+    let tidy = BucketOptions { expiration_days: Some(30), abort_uploads_days: Some(7), ..Default::default() };
+    driver.create_bucket(&name, &tidy).await.unwrap();
+    let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(&name).send().await.unwrap();
+    assert_eq!(
+        lifecycle_rules(&lifecycle),
+        [(Some("bucketgate-abort-incomplete-uploads"), None, Some(7)), (Some("bucketgate-expiration"), Some(30), None)]
+    );
 
     let retention = Retention { mode: RetentionMode::Governance, days: 3 };
     let locked =
-        BucketOptions { versioning: true, object_lock: true, retention: Some(retention), expiration_days: None };
+        BucketOptions { versioning: true, object_lock: true, retention: Some(retention), ..BucketOptions::default() };
     let name = unique("locked");
     driver.create_bucket(&name, &locked).await.unwrap();
     driver.create_bucket(&name, &locked).await.expect("idempotent");
@@ -354,7 +368,8 @@ async fn what_a_class_asks_of_its_buckets_is_set_at_the_store() {
         sent.iter().filter(|r| r.uri.ends_with(operation) && !r.body.is_empty()).cloned().collect()
     };
     let (lock_puts, lifecycle_puts) = (puts("?object-lock"), puts("?lifecycle"));
-    assert_eq!((lock_puts.len(), lifecycle_puts.len()), (2, 2), "{sent:#?}");
+    // A lifecycle's rules go in one request: one for each of the three buckets above.
+    assert_eq!((lock_puts.len(), lifecycle_puts.len()), (2, 3), "{sent:#?}");
     for put in [&lock_puts[0], &lifecycle_puts[0]] {
         let expected = base64::engine::general_purpose::STANDARD.encode(Md5::digest(put.body.as_bytes()));
         assert_eq!(put.md5.as_deref(), Some(expected.as_str()), "{put:?}");
@@ -370,6 +385,16 @@ async fn what_a_class_asks_of_its_buckets_is_set_at_the_store() {
         }
         other => panic!("expected a permanent error naming the parameter, got {other:?}"),
     }
+    let without = Recording { not_implemented: Some("?lifecycle"), ..Default::default() };
+    match without.driver(&settings(false)).create_bucket(&unique("untidy"), &tidy).await {
+        Err(DriverError::Permanent(message)) => {
+            assert!(message.contains("setting the lifecycle: NotImplemented"), "{message}");
+            let asked = "the class parameters expirationDays and abortIncompleteMultipartUploadDays ask; \
+                         use a class without them here";
+            assert!(message.contains(asked), "{message}");
+        }
+        other => panic!("expected a permanent error naming the parameters, got {other:?}"),
+    }
 }
 
 /// What a class asked of a bucket, turned off or changed at the store outside Kubernetes,
@@ -382,22 +407,31 @@ async fn what_a_class_asked_and_the_store_lost_is_set_again() {
     let driver = recording.driver(&settings(false));
     let s3 = driver.client();
     let name = unique("drifting");
-    let asked = BucketOptions { versioning: true, expiration_days: Some(30), ..Default::default() };
+    let asked = BucketOptions {
+        versioning: true,
+        expiration_days: Some(30),
+        abort_uploads_days: Some(7),
+        ..Default::default()
+    };
     driver.create_bucket(&name, &asked).await.unwrap();
     assert_eq!(driver.restore_options(&name, &asked).await.unwrap(), Vec::<&str>::new(), "nothing lost yet");
 
     let suspended = VersioningConfiguration::builder().status(BucketVersioningStatus::Suspended).build();
     s3.put_bucket_versioning().bucket(&name).versioning_configuration(suspended).send().await.unwrap();
     s3.delete_bucket_lifecycle().bucket(&name).send().await.unwrap();
-    assert_eq!(driver.restore_options(&name, &asked).await.unwrap(), ["versioning", "expirationDays"]);
+    let restored = driver.restore_options(&name, &asked).await.unwrap();
+    assert_eq!(restored, ["versioning", "expirationDays", "abortIncompleteMultipartUploadDays"]);
     let versioning = s3.get_bucket_versioning().bucket(&name).send().await.unwrap();
     assert_eq!(versioning.status(), Some(&BucketVersioningStatus::Enabled));
     let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(&name).send().await.unwrap();
-    let [rule] = lifecycle.rules() else { panic!("one rule: {lifecycle:?}") };
-    assert_eq!(rule.expiration().and_then(|e| e.days()), Some(30));
+    assert_eq!(
+        lifecycle_rules(&lifecycle),
+        [(Some("bucketgate-abort-incomplete-uploads"), None, Some(7)), (Some("bucketgate-expiration"), Some(30), None)]
+    );
     assert_eq!(driver.restore_options(&name, &asked).await.unwrap(), Vec::<&str>::new(), "set once");
 
-    // The expiration shortened at the store, beside a rule of the store admin's own.
+    // The expiration shortened at the store, beside a rule of the store admin's own, and
+    // the rule aborting uploads left out.
     let rule = |id: &str, prefix: &str, days: i32| {
         LifecycleRule::builder()
             .id(id)
@@ -413,12 +447,17 @@ async fn what_a_class_asked_and_the_store_lost_is_set_again() {
         .build()
         .unwrap();
     s3.put_bucket_lifecycle_configuration().bucket(&name).lifecycle_configuration(changed).send().await.unwrap();
-    assert_eq!(driver.restore_options(&name, &asked).await.unwrap(), ["expirationDays"]);
+    let restored = driver.restore_options(&name, &asked).await.unwrap();
+    assert_eq!(restored, ["expirationDays", "abortIncompleteMultipartUploadDays"]);
     let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(&name).send().await.unwrap();
-    let mut kept: Vec<(Option<&str>, Option<i32>)> =
-        lifecycle.rules().iter().map(|r| (r.id(), r.expiration().and_then(|e| e.days()))).collect();
-    kept.sort();
-    assert_eq!(kept, [(Some("admin-logs"), Some(2)), (Some("bucketgate-expiration"), Some(30))]);
+    assert_eq!(
+        lifecycle_rules(&lifecycle),
+        [
+            (Some("admin-logs"), Some(2), None),
+            (Some("bucketgate-abort-incomplete-uploads"), None, Some(7)),
+            (Some("bucketgate-expiration"), Some(30), None)
+        ]
+    );
 
     // A default retention taken off a locked bucket.
     let retention = Retention { mode: RetentionMode::Governance, days: 3 };
@@ -440,6 +479,22 @@ async fn what_a_class_asked_and_the_store_lost_is_set_again() {
     let before = recording.sent().len();
     assert_eq!(driver.restore_options(&plain, &BucketOptions::default()).await.unwrap(), Vec::<&str>::new());
     assert_eq!(recording.sent().len(), before, "a plain bucket costs no request");
+}
+
+/// Each lifecycle rule's id, expiration and days before unfinished uploads are aborted, by id.
+fn lifecycle_rules(
+    lifecycle: &aws_sdk_s3::operation::get_bucket_lifecycle_configuration::GetBucketLifecycleConfigurationOutput,
+) -> Vec<(Option<&str>, Option<i32>, Option<i32>)> {
+    let mut rules: Vec<_> = lifecycle
+        .rules()
+        .iter()
+        .map(|r| {
+            let abort = r.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation());
+            (r.id(), r.expiration().and_then(|e| e.days()), abort)
+        })
+        .collect();
+    rules.sort();
+    rules
 }
 
 /// A store without DeleteObjects (it answers NotImplemented) has its buckets emptied an

@@ -1,5 +1,6 @@
 //! What a class's parameters ask of each bucket made from it: versioning, an object lock
-//! with a default retention, and objects expiring after a number of days. Admission reads
+//! with a default retention, objects expiring after a number of days, and unfinished
+//! multipart uploads given up after a number of days. Admission reads
 //! them the same way as the loop, so that a class whose values no store could carry out is
 //! refused when it is made, not at every Bucket.
 
@@ -10,9 +11,11 @@ pub const OBJECT_LOCK: &str = "objectLock";
 pub const RETENTION_MODE: &str = "objectLockRetentionMode";
 pub const RETENTION_DAYS: &str = "objectLockRetentionDays";
 pub const EXPIRATION_DAYS: &str = "expirationDays";
+pub const ABORT_UPLOADS_DAYS: &str = "abortIncompleteMultipartUploadDays";
 
 /// The parameters read here.
-pub const BUCKET_PARAMETERS: [&str; 5] = [VERSIONING, OBJECT_LOCK, RETENTION_MODE, RETENTION_DAYS, EXPIRATION_DAYS];
+pub const BUCKET_PARAMETERS: [&str; 6] =
+    [VERSIONING, OBJECT_LOCK, RETENTION_MODE, RETENTION_DAYS, EXPIRATION_DAYS, ABORT_UPLOADS_DAYS];
 
 /// S3's own limit for a default retention in days is 100 years; expirations are held to
 /// the same.
@@ -29,6 +32,10 @@ pub struct BucketOptions {
     /// Objects are deleted this many days after they were written (in a versioned bucket,
     /// after they stopped being the current version).
     pub expiration_days: Option<u32>,
+    /// Multipart uploads not completed this many days after they began are aborted and their
+    /// parts deleted: a client that dies mid-upload leaves parts no listing of objects shows,
+    /// stored and paid for until then.
+    pub abort_uploads_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +104,7 @@ impl BucketOptions {
             })
         };
         let (days, expiration_days) = (days_of(RETENTION_DAYS), days_of(EXPIRATION_DAYS).flatten());
+        let abort_uploads_days = days_of(ABORT_UPLOADS_DAYS).flatten();
         let retention = match (mode, days) {
             (None, None) => None,
             (Some(mode), Some(days)) => mode.zip(days).map(|(mode, days)| Retention { mode, days }),
@@ -113,7 +121,7 @@ impl BucketOptions {
             return Err(problems);
         }
         let versioning = versioning.unwrap_or(false) || object_lock;
-        Ok(BucketOptions { versioning, object_lock, retention, expiration_days })
+        Ok(BucketOptions { versioning, object_lock, retention, expiration_days, abort_uploads_days })
     }
 
     /// What was asked, to follow "created bucket NAME" where users look (`kubectl
@@ -132,6 +140,9 @@ impl BucketOptions {
         }
         if let Some(days) = self.expiration_days {
             asked.push(format!("objects expiring after {days} days"));
+        }
+        if let Some(days) = self.abort_uploads_days {
+            asked.push(format!("unfinished uploads aborted after {days} days"));
         }
         match asked.split_last() {
             None => String::new(),
@@ -165,6 +176,8 @@ mod tests {
         assert_eq!(retained, Ok(BucketOptions { retention, ..locked }));
         let expiring = BucketOptions { expiration_days: Some(30), ..Default::default() };
         assert_eq!(parsed(&[(EXPIRATION_DAYS, "30")]), Ok(expiring));
+        let tidied = BucketOptions { abort_uploads_days: Some(7), ..Default::default() };
+        assert_eq!(parsed(&[(ABORT_UPLOADS_DAYS, "7")]), Ok(tidied));
     }
 
     #[test]
@@ -182,8 +195,11 @@ mod tests {
             summary(&all),
             " with an object lock keeping each new object 30 days (COMPLIANCE) and objects expiring after 365 days"
         );
-        let three = [(VERSIONING, "Enabled"), (EXPIRATION_DAYS, "7")];
-        assert_eq!(summary(&three), " with versioning and objects expiring after 7 days");
+        let three = [(VERSIONING, "Enabled"), (EXPIRATION_DAYS, "7"), (ABORT_UPLOADS_DAYS, "2")];
+        assert_eq!(
+            summary(&three),
+            " with versioning, objects expiring after 7 days and unfinished uploads aborted after 2 days"
+        );
     }
 
     #[test]
@@ -199,6 +215,8 @@ mod tests {
             assert!(said.contains("from 1 to 36500"), "{days:?}: {said}");
         }
         assert!(problems(&[(EXPIRATION_DAYS, "0")]).contains(r#"expirationDays is "0": write a whole number"#));
+        let never = problems(&[(ABORT_UPLOADS_DAYS, "never")]);
+        assert!(never.contains(r#"abortIncompleteMultipartUploadDays is "never": write a whole number"#), "{never}");
         let half = problems(&[(OBJECT_LOCK, "Enabled"), (RETENTION_DAYS, "7")]);
         assert!(half.contains("needs both objectLockRetentionMode and objectLockRetentionDays"), "{half}");
         let unlocked = problems(&[(RETENTION_MODE, "GOVERNANCE"), (RETENTION_DAYS, "7")]);

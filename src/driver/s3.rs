@@ -13,10 +13,10 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
-    DefaultRetention, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
-    NoncurrentVersionExpiration, ObjectIdentifier, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
-    ObjectLockRule, VersioningConfiguration,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus,
+    CreateBucketConfiguration, DefaultRetention, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+    LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier, ObjectLockConfiguration, ObjectLockEnabled,
+    ObjectLockRetentionMode, ObjectLockRule, VersioningConfiguration,
 };
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -36,8 +36,9 @@ use crate::turns::Turns;
 
 const POLICY_NAME: &str = "bucketgate-bucket";
 
-/// The id of the lifecycle rule bucketgate writes; other rules are the store admin's.
+/// The ids of the lifecycle rules bucketgate writes; other rules are the store admin's.
 const EXPIRATION_RULE: &str = "bucketgate-expiration";
+const ABORT_UPLOADS_RULE: &str = "bucketgate-abort-incomplete-uploads";
 
 /// An HTTPS client over rustls with ring. Its connection pool belongs to the Tokio runtime
 /// that first uses it, so share one only within a runtime (the provisioning loop does).
@@ -228,8 +229,10 @@ impl S3Driver {
         if options.object_lock {
             self.put_lock(name, options).await?;
         }
-        if let Some(days) = options.expiration_days {
-            self.put_lifecycle(name, vec![expiration_rule(days, options.versioning)?]).await?;
+        let rules = lifecycle_rules(options)?;
+        if !rules.is_empty() {
+            let parameters: Vec<&str> = rules.iter().map(|(parameter, _)| *parameter).collect();
+            self.put_lifecycle(name, rules.into_iter().map(|(_, rule)| rule).collect(), &parameters).await?;
         }
         Ok(())
     }
@@ -237,7 +240,7 @@ impl S3Driver {
     async fn put_versioning(&self, name: &str) -> Result<(), DriverError> {
         let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
         let put = self.s3.put_bucket_versioning().bucket(name).versioning_configuration(enabled);
-        put.send().await.map_err(|error| self.option_failed("turning versioning on", options::VERSIONING, error))?;
+        put.send().await.map_err(|error| self.option_failed("turning versioning on", &[options::VERSIONING], error))?;
         Ok(())
     }
 
@@ -251,19 +254,26 @@ impl S3Driver {
             lock = lock.rule(ObjectLockRule::builder().default_retention(default).build());
         }
         let put = self.s3.put_object_lock_configuration().bucket(name).object_lock_configuration(lock.build());
-        put.send().await.map_err(|error| self.option_failed("setting the object lock", options::OBJECT_LOCK, error))?;
+        put.send()
+            .await
+            .map_err(|error| self.option_failed("setting the object lock", &[options::OBJECT_LOCK], error))?;
         Ok(())
     }
 
-    async fn put_lifecycle(&self, name: &str, rules: Vec<LifecycleRule>) -> Result<(), DriverError> {
+    /// Writes `rules` as the bucket's lifecycle, for the class `parameters` that ask for
+    /// bucketgate's rules among them.
+    async fn put_lifecycle(
+        &self,
+        name: &str,
+        rules: Vec<LifecycleRule>,
+        parameters: &[&str],
+    ) -> Result<(), DriverError> {
         let lifecycle = BucketLifecycleConfiguration::builder()
             .set_rules(Some(rules))
             .build()
             .map_err(|error| DriverError::Permanent(format!("a lifecycle configuration: {error}")))?;
         let put = self.s3.put_bucket_lifecycle_configuration().bucket(name).lifecycle_configuration(lifecycle);
-        put.send()
-            .await
-            .map_err(|error| self.option_failed("setting the expiration", options::EXPIRATION_DAYS, error))?;
+        put.send().await.map_err(|error| self.option_failed("setting the lifecycle", parameters, error))?;
         Ok(())
     }
 
@@ -283,38 +293,38 @@ impl S3Driver {
         Ok(default.is_some_and(|d| d.mode().map(|m| m.as_str()) == Some(asked.mode.as_str()) && d.days() == Some(days)))
     }
 
-    /// The lifecycle rules to write back where bucketgate's expiration is no longer among the
-    /// bucket's as `options` ask: the store admin's own, and bucketgate's as asked. `None`
-    /// where it is (or none is asked).
+    /// Where bucketgate's lifecycle rules are no longer among the bucket's as `options` ask:
+    /// the rules to write back (the store admin's own, and bucketgate's as asked) and the
+    /// class parameters of those lost. `None` where they are all there (or none is asked).
     async fn lifecycle_lost(
         &self,
         name: &str,
         options: &BucketOptions,
-    ) -> Result<Option<Vec<LifecycleRule>>, DriverError> {
-        let Some(days) = options.expiration_days else { return Ok(None) };
+    ) -> Result<Option<(Vec<LifecycleRule>, Vec<&'static str>)>, DriverError> {
+        let asked = lifecycle_rules(options)?;
+        if asked.is_empty() {
+            return Ok(None);
+        }
         let mut rules = match self.s3.get_bucket_lifecycle_configuration().bucket(name).send().await {
             Ok(lifecycle) => lifecycle.rules.unwrap_or_default(),
             Err(error) if code(&error) == Some("NoSuchLifecycleConfiguration") => Vec::new(),
             Err(error) => return Err(self.failed("reading the lifecycle", error)),
         };
-        let asked = expiration_rule(days, options.versioning)?;
-        let same = |rule: &LifecycleRule| {
-            rule.status() == asked.status()
-                && rule.expiration().and_then(|e| e.days()) == asked.expiration().and_then(|e| e.days())
-                && rule.noncurrent_version_expiration().and_then(|e| e.noncurrent_days())
-                    == asked.noncurrent_version_expiration().and_then(|e| e.noncurrent_days())
-        };
-        if rules.iter().any(|rule| rule.id() == asked.id() && same(rule)) {
+        let kept =
+            |asked: &LifecycleRule| rules.iter().any(|rule| rule.id() == asked.id() && same_actions(rule, asked));
+        let lost: Vec<&'static str> =
+            asked.iter().filter(|(_, rule)| !kept(rule)).map(|(parameter, _)| *parameter).collect();
+        if lost.is_empty() {
             return Ok(None);
         }
-        rules.retain(|rule| rule.id() != asked.id());
-        rules.push(asked);
-        Ok(Some(rules))
+        rules.retain(|rule| !asked.iter().any(|(_, asked)| asked.id() == rule.id()));
+        rules.extend(asked.into_iter().map(|(_, rule)| rule));
+        Ok(Some((rules, lost)))
     }
 
     /// A bucket option the store refused: for good where it cannot do it, said with the
-    /// class parameter that asked for it.
-    fn option_failed<E, R>(&self, what: &str, parameter: &str, error: SdkError<E, R>) -> DriverError
+    /// class parameters that asked for it.
+    fn option_failed<E, R>(&self, what: &str, parameters: &[&str], error: SdkError<E, R>) -> DriverError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug,
@@ -324,9 +334,11 @@ impl S3Driver {
         if !cannot {
             return failed;
         }
-        DriverError::Permanent(format!(
-            "{failed}: this store cannot do what the class parameter {parameter} asks; use a class without it here"
-        ))
+        let asked = match parameters {
+            [parameter] => format!("parameter {parameter} asks; use a class without it here"),
+            _ => format!("parameters {} ask; use a class without them here", parameters.join(" and ")),
+        };
+        DriverError::Permanent(format!("{failed}: this store cannot do what the class {asked}"))
     }
 
     /// An IAM call's failure, sorted: its endpoint may be another than S3's.
@@ -418,6 +430,46 @@ fn permanent(code: &str) -> bool {
             | "NotImplemented"
             | "InvalidAction"
     )
+}
+
+/// bucketgate's lifecycle rules for what `options` ask, each with the class parameter that
+/// asks for it.
+fn lifecycle_rules(options: &BucketOptions) -> Result<Vec<(&'static str, LifecycleRule)>, DriverError> {
+    let mut rules = Vec::new();
+    if let Some(days) = options.expiration_days {
+        rules.push((options::EXPIRATION_DAYS, expiration_rule(days, options.versioning)?));
+    }
+    if let Some(days) = options.abort_uploads_days {
+        rules.push((options::ABORT_UPLOADS_DAYS, abort_uploads_rule(days)?));
+    }
+    Ok(rules)
+}
+
+/// Whether the store's `rule` does what bucketgate's `asked` does. Compared by what each
+/// does, not as a whole: a store may give back a rule written with an empty prefix as one
+/// without a filter, or add fields of its own.
+fn same_actions(rule: &LifecycleRule, asked: &LifecycleRule) -> bool {
+    rule.status() == asked.status()
+        && rule.expiration().and_then(|e| e.days()) == asked.expiration().and_then(|e| e.days())
+        && rule.noncurrent_version_expiration().and_then(|e| e.noncurrent_days())
+            == asked.noncurrent_version_expiration().and_then(|e| e.noncurrent_days())
+        && rule.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation())
+            == asked.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation())
+}
+
+/// The lifecycle rule of a bucket whose multipart uploads are aborted, and their parts
+/// deleted, `days` after they began unless completed.
+fn abort_uploads_rule(asked: u32) -> Result<LifecycleRule, DriverError> {
+    let days = i32::try_from(asked).unwrap_or(i32::MAX);
+    LifecycleRule::builder()
+        .id(ABORT_UPLOADS_RULE)
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder().days_after_initiation(days).build(),
+        )
+        .build()
+        .map_err(|error| DriverError::Permanent(format!("aborting unfinished uploads after {asked} days: {error}")))
 }
 
 /// The lifecycle rule of a bucket whose objects expire `days` after they were written. In a
@@ -593,9 +645,9 @@ impl Driver for S3Driver {
             self.put_lock(name, options).await?;
             restored.extend([options::RETENTION_MODE, options::RETENTION_DAYS]);
         }
-        if let Some(rules) = self.lifecycle_lost(name, options).await? {
-            self.put_lifecycle(name, rules).await?;
-            restored.push(options::EXPIRATION_DAYS);
+        if let Some((rules, lost)) = self.lifecycle_lost(name, options).await? {
+            self.put_lifecycle(name, rules, &lost).await?;
+            restored.extend(lost);
         }
         Ok(restored)
     }

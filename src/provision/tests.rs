@@ -798,7 +798,7 @@ async fn what_the_class_asks_of_each_bucket_is_asked_of_the_store() {
     let content = content_asking(
         &target,
         json!({"objectLock": "Enabled", "objectLockRetentionMode": "GOVERNANCE", "objectLockRetentionDays": "7",
-            "expirationDays": "400"}),
+            "expirationDays": "400", "abortIncompleteMultipartUploadDays": "3"}),
     );
     let backend = plan::backend_bucket_name(&target);
     let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
@@ -807,7 +807,13 @@ async fn what_the_class_asks_of_each_bucket_is_asked_of_the_store() {
     expect_content_status(&mut api, &serde_json::from_value(content).unwrap()).await;
     finish(reconciling).await.unwrap_err();
     let retention = Some(Retention { mode: RetentionMode::Governance, days: 7 });
-    let options = BucketOptions { versioning: true, object_lock: true, retention, expiration_days: Some(400) };
+    let options = BucketOptions {
+        versioning: true,
+        object_lock: true,
+        retention,
+        expiration_days: Some(400),
+        abort_uploads_days: Some(3),
+    };
     assert_eq!(*driver.calls.lock().unwrap(), [format!("create {backend} {options:?}")]);
 }
 
