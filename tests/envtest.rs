@@ -789,14 +789,15 @@ async fn an_unreachable_store_is_said_and_force_release_lets_the_bucket_go() {
     }
 }
 
-/// A bound Bucket's store is asked again at its timed looks (every 2 s here, through
+/// A bucket is tagged at its store with whom it is for. A bound Bucket's store is asked
+/// again at its timed looks (every 2 s here, through
 /// `--recheck-interval`, in place of the hour). Versioning its class asked for, suspended at
 /// the store, is turned on again with a Warning Event; the bucket deleted at the store turns
 /// the Bucket `Ready` `False` (`BucketMissing`, phase still `Bound`), counted in
 /// `bucketgate_buckets_missing`, and no empty bucket is made in its place; put back, the
 /// Bucket is `Ready` again and the count goes to nothing.
 #[tokio::test]
-async fn a_bucket_changed_or_deleted_at_its_store_is_set_again_or_said() {
+async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_said() {
     use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 
     let _ = require_assets!();
@@ -817,6 +818,12 @@ async fn a_bucket_changed_or_deleted_at_its_store_is_set_again_or_said() {
         s3.get_bucket_versioning().bucket(&backend).send().await.unwrap().status().cloned()
     };
     assert_eq!(versioning_of(s3).await, Some(BucketVersioningStatus::Enabled));
+    // Whom it is for, at the store.
+    let tagging = s3.get_bucket_tagging().bucket(&backend).send().await.unwrap();
+    let tags: Vec<(&str, &str)> = tagging.tag_set().iter().map(|t| (t.key(), t.value())).collect();
+    for tag in [("cosi.io/namespace", "team-a"), ("cosi.io/bucket", "kept"), ("cosi.io/bucketclass", "standard")] {
+        assert!(tags.contains(&tag), "{tag:?} in {tags:?}");
+    }
 
     s3.put_bucket_versioning()
         .bucket(&backend)

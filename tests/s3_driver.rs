@@ -735,3 +735,31 @@ async fn benchmark_keys_for_many_buckets_at_once() {
     }
     S3Driver::new(&settings(false), admin()).delete_bucket(&bucket).await.unwrap();
 }
+
+/// A bucket is tagged with whom it is for, the tags replaced when given again (a retry after
+/// a crash), and a store that keeps no tags on buckets (NotImplemented) is said apart.
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn a_bucket_is_tagged_with_whom_it_is_for() {
+    let recording = Recording::default();
+    let driver = recording.driver(&settings(false));
+    let name = unique("tagged");
+    driver.create_bucket(&name, &BucketOptions::default()).await.unwrap();
+    let tags = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let first = tags(&[("cosi.io/namespace", "team-a"), ("cosi.io/bucket", "photos")]);
+    assert!(driver.tag_bucket(&name, &first).await.unwrap());
+    let second = tags(&[("cosi.io/namespace", "team-a"), ("cosi.io/bucketclass", "standard")]);
+    assert!(driver.tag_bucket(&name, &second).await.unwrap());
+    let got = driver.client().get_bucket_tagging().bucket(&name).send().await.unwrap();
+    let mut got: Vec<(String, String)> =
+        got.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
+    got.sort();
+    assert_eq!(got, tags(&[("cosi.io/bucketclass", "standard"), ("cosi.io/namespace", "team-a")]));
+
+    let without = Recording { not_implemented: Some("?tagging"), ..Default::default() };
+    assert!(!without.driver(&settings(false)).tag_bucket(&name, &first).await.unwrap());
+    let missing = driver.tag_bucket(&unique("nowhere"), &first).await.unwrap_err();
+    assert!(missing.to_string().contains("tagging the bucket"), "{missing}");
+}

@@ -88,6 +88,10 @@ pub trait Driver: Send + Sync {
     /// off or changed there, outside Kubernetes), and returns the class parameters it set
     /// again. Reads only what `options` ask: a plain bucket costs no request.
     async fn restore_options(&self, name: &str, options: &BucketOptions) -> Result<Vec<&'static str>, DriverError>;
+
+    /// Gives the bucket `tags` (key, value), in place of any it has: only for a bucket made
+    /// for them. `false` where the store keeps no tags on buckets.
+    async fn tag_bucket(&self, name: &str, tags: &[(String, String)]) -> Result<bool, DriverError>;
 }
 
 /// A driver whose calls are counted and timed in the metrics under its provisioner's name,
@@ -145,5 +149,9 @@ impl Driver for Metered {
 
     async fn restore_options(&self, name: &str, options: &BucketOptions) -> Result<Vec<&'static str>, DriverError> {
         self.call("restore_options", self.inner.restore_options(name, options)).await
+    }
+
+    async fn tag_bucket(&self, name: &str, tags: &[(String, String)]) -> Result<bool, DriverError> {
+        self.call("tag_bucket", self.inner.tag_bucket(name, tags)).await
     }
 }

@@ -16,7 +16,7 @@ use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus,
     CreateBucketConfiguration, DefaultRetention, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule,
     LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier, ObjectLockConfiguration, ObjectLockEnabled,
-    ObjectLockRetentionMode, ObjectLockRule, VersioningConfiguration,
+    ObjectLockRetentionMode, ObjectLockRule, Tag, Tagging, VersioningConfiguration,
 };
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -650,6 +650,19 @@ impl Driver for S3Driver {
             restored.extend(lost);
         }
         Ok(restored)
+    }
+
+    async fn tag_bucket(&self, name: &str, tags: &[(String, String)]) -> Result<bool, DriverError> {
+        let tags = tags.iter().map(|(key, value)| Tag::builder().key(key).value(value).build());
+        let tagging = tags
+            .collect::<Result<Vec<Tag>, _>>()
+            .and_then(|tags| Tagging::builder().set_tag_set(Some(tags)).build())
+            .map_err(|error| DriverError::Permanent(format!("the bucket's tags: {error}")))?;
+        match self.s3.put_bucket_tagging().bucket(name).tagging(tagging).send().await {
+            Ok(_) => Ok(true),
+            Err(error) if code(&error) == Some("NotImplemented") => Ok(false),
+            Err(error) => Err(self.failed("tagging the bucket", error)),
+        }
     }
 
     async fn has_bucket(&self, name: &str) -> Result<bool, DriverError> {

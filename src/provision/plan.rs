@@ -13,7 +13,7 @@ use crate::api::{
     BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentSpec, BucketPhase, FINALIZER,
     PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
 };
-use crate::driver::{BucketOptions, Connection, Grant};
+use crate::driver::{BucketOptions, Connection, DriverError, Grant};
 use crate::naming::{
     BUCKET_NAME_SUFFIX_LEN, check_dns1123_subdomain, check_secret_parameters, content_name_for, label_value, short_hash,
 };
@@ -437,6 +437,28 @@ pub fn missing_from_store(content: &BucketContent, configured: &str) -> String {
 
 /// What a Bucket is told when the store no longer had what `restored`, class parameters,
 /// asked of the bucket of `content`, and they were set again.
+/// The tags a bucket made for `bucket` is given at its store: whom it is for, where a store
+/// admin, or a bill broken down by tag, sees only the bucket's name.
+pub fn bucket_tags(bucket: &Bucket, content: &BucketContent) -> Vec<(String, String)> {
+    let mut tags = vec![
+        ("cosi.io/namespace".to_string(), bucket.namespace().unwrap_or_default()),
+        ("cosi.io/bucket".to_string(), bucket.name_any()),
+        ("cosi.io/bucketcontent".to_string(), content.name_any()),
+    ];
+    if let Some(class) = &bucket.spec.bucket_class_name {
+        tags.push(("cosi.io/bucketclass".to_string(), class.clone()));
+    }
+    tags
+}
+
+/// What a Warning Event says of a bucket made without its tags.
+pub fn not_tagged(backend: &str, error: &DriverError) -> String {
+    format!(
+        "bucket {backend} was made, without the tags that name this Bucket at the store ({error}): \
+         the provisioner's key needs s3:PutBucketTagging. The Bucket works without them"
+    )
+}
+
 pub fn options_restored(content: &BucketContent, restored: &[&str]) -> String {
     format!(
         "the store no longer had what the class parameters {} asked of bucket {} (changed there, outside Kubernetes): set again as \

@@ -146,6 +146,7 @@ async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<Bound>, Erro
         Ok(connection) => connection,
         Err(error) => return Err(content_failed(&content, error, ctx).await),
     };
+    tag(bucket, &content, &*driver, ctx).await;
     contents.patch(&name, &PatchParams::default(), &Patch::Merge(&plan::connection_recorded(&connection))).await?;
     let asked = options.summary();
     let status =
@@ -154,6 +155,21 @@ async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<Bound>, Erro
     let note = format!("created bucket {backend}{asked}");
     ctx.event(bucket, EventType::Normal, "BucketCreated", "Provision", note).await;
     Ok(Some(Bound { content, connection, driver: Some(driver) }))
+}
+
+/// Tags the bucket made for `bucket` with whom it is for. Only said where it fails: the
+/// tags serve whoever looks at the store, not the Bucket, which works without them; a store
+/// that keeps no tags on buckets is passed over.
+async fn tag(bucket: &Bucket, content: &BucketContent, driver: &dyn Driver, ctx: &Context) {
+    let backend = plan::backend_name(content);
+    match driver.tag_bucket(backend, &plan::bucket_tags(bucket, content)).await {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!(bucket = %super::key(bucket), "the store keeps no tags on buckets"),
+        Err(error) => {
+            let note = plan::not_tagged(backend, &error);
+            ctx.event(bucket, EventType::Warning, "BucketNotTagged", "Provision", note).await;
+        }
+    }
 }
 
 /// Where a BucketContent says its bucket is.

@@ -29,6 +29,8 @@ struct FakeDriver {
     has_error: Option<DriverError>,
     /// The class parameters the store no longer had, and were set again.
     restored: Vec<&'static str>,
+    /// What the store says to tags.
+    tag_error: Option<DriverError>,
 }
 
 #[async_trait]
@@ -69,6 +71,11 @@ impl Driver for FakeDriver {
             Some(error) => Err(error.clone()),
             None => Ok(()),
         }
+    }
+    async fn tag_bucket(&self, name: &str, tags: &[(String, String)]) -> Result<bool, DriverError> {
+        let tags: Vec<String> = tags.iter().map(|(key, value)| format!("{key}={value}")).collect();
+        self.calls.lock().unwrap().push(format!("tag {name} {}", tags.join(",")));
+        self.tag_error.clone().map_or(Ok(true), Err)
     }
 }
 
@@ -385,14 +392,42 @@ async fn greenfield_records_the_name_before_creating_then_writes_the_secret() {
     assert!(note.ends_with(" s after the Bucket was created"), "{note}");
 
     finish(reconciling).await.unwrap();
+    let tags = format!(
+        "cosi.io/namespace=team-a,cosi.io/bucket={},cosi.io/bucketcontent={CONTENT},cosi.io/bucketclass=ceph",
+        shown.name_any()
+    );
     assert_eq!(
         *driver.calls.lock().unwrap(),
-        [format!("create {backend}"), format!("grant {backend} {UID} ReadWrite")]
+        [format!("create {backend}"), format!("tag {backend} {tags}"), format!("grant {backend} {UID} ReadWrite")]
     );
     assert_eq!(bound_count(&ctx), 1, "bound for the first time: its time to bound is counted");
     let metrics = &ctx.metrics;
     assert_eq!(metrics.backend_count("seaweed", "create_bucket", "success"), 1);
     assert_eq!(metrics.backend_count("seaweed", "grant", "success"), 1);
+}
+
+/// Tags are for whoever looks at the store: a store that refuses them (a key without
+/// s3:PutBucketTagging) is said in a Warning Event, and the Bucket goes on to be bound.
+#[tokio::test]
+async fn a_bucket_the_store_will_not_tag_is_said_and_goes_on() {
+    let refused = DriverError::Permanent("tagging the bucket: AccessDenied".into());
+    let driver = Arc::new(FakeDriver { tag_error: Some(refused), ..Default::default() });
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
+    let backend = plan::backend_bucket_name(&target);
+    let content = content_asking(&target, json!({}));
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
+    expect_provisioner_secret(&mut api).await;
+    let (reason, note) = expect_event(&mut api).await;
+    assert_eq!(reason, "BucketNotTagged");
+    assert!(note.starts_with(&format!("bucket {backend} was made, without the tags")), "{note}");
+    assert!(note.contains("(tagging the bucket: AccessDenied)") && note.contains("s3:PutBucketTagging"), "{note}");
+    // Its connection is recorded next, as for a bucket tagged.
+    let spec =
+        api.expect("PATCH", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    assert_eq!(spec["spec"]["protocol"]["s3"]["bucketName"], backend.as_str());
+    reconciling.abort();
 }
 
 #[tokio::test]
