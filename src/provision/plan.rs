@@ -451,11 +451,16 @@ pub fn bucket_tags(bucket: &Bucket, content: &BucketContent) -> Vec<(String, Str
     tags
 }
 
-/// What a Warning Event says of a bucket made without its tags.
+/// What a Warning Event says of a bucket made without its tags. They are asked for once,
+/// as the bucket is made: not worth a retry, which would hold up the Bucket.
 pub fn not_tagged(backend: &str, error: &DriverError) -> String {
+    let fix = match error {
+        DriverError::Permanent(_) => "the provisioner's key needs s3:PutBucketTagging",
+        DriverError::Transient(_) => "they are not asked for again",
+    };
     format!(
-        "bucket {backend} was made, without the tags that name this Bucket at the store ({error}): \
-         the provisioner's key needs s3:PutBucketTagging. The Bucket works without them"
+        "bucket {backend} was made, without the tags that name this Bucket at the store ({error}): {fix}. \
+         The Bucket works without them"
     )
 }
 
@@ -748,5 +753,14 @@ mod tests {
         assert!(!moved.contains("restore"), "{moved}");
         content.spec.protocol.s3.as_mut().unwrap().endpoint = Some("http://S3.example:8333/".into());
         assert_eq!(missing_from_store(&content, "http://s3.example:8333"), gone);
+    }
+
+    #[test]
+    fn a_bucket_not_tagged_is_told_what_to_do_only_where_something_can_be_done() {
+        let denied = not_tagged("b", &DriverError::Permanent("AccessDenied".into()));
+        assert!(denied.contains("(AccessDenied): the provisioner's key needs s3:PutBucketTagging"), "{denied}");
+        let slow = not_tagged("b", &DriverError::Transient("timed out".into()));
+        assert!(slow.contains("(timed out): they are not asked for again"), "{slow}");
+        assert!(!slow.contains("PutBucketTagging"), "{slow}");
     }
 }
