@@ -435,8 +435,6 @@ pub fn missing_from_store(content: &BucketContent, configured: &str) -> String {
     )
 }
 
-/// What a Bucket is told when the store no longer had what `restored`, class parameters,
-/// asked of the bucket of `content`, and they were set again.
 /// The tags a bucket made for `bucket` is given at its store: whom it is for, where a store
 /// admin, or a bill broken down by tag, sees only the bucket's name.
 pub fn bucket_tags(bucket: &Bucket, content: &BucketContent) -> Vec<(String, String)> {
@@ -464,6 +462,8 @@ pub fn not_tagged(backend: &str, error: &DriverError) -> String {
     )
 }
 
+/// What a Bucket is told when the store no longer had what `restored`, class parameters,
+/// asked of the bucket of `content`, and they were set again.
 pub fn options_restored(content: &BucketContent, restored: &[&str]) -> String {
     format!(
         "the store no longer had what the class parameters {} asked of bucket {} (changed there, outside Kubernetes): set again as \
