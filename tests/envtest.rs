@@ -870,11 +870,21 @@ async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_
     assert_eq!(versioning_of(s3).await, Some(BucketVersioningStatus::Enabled));
 }
 
-/// The Events of reason `reason` about the Bucket `name` in team-a.
+/// The Events of reason `reason` about the Bucket `name` in team-a, once there is one: the
+/// loop posts an Event after the change it tells of (the store's, the Bucket's status),
+/// which is what the tests wait for first.
 async fn said(client: &Client, name: &str, reason: &str) -> Vec<Event> {
-    let events = Api::<Event>::namespaced(client.clone(), "team-a").list(&ListParams::default()).await.unwrap();
     let about = |e: &Event| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
-    events.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason) && about(e)).collect()
+    let started = Instant::now();
+    loop {
+        let events = Api::<Event>::namespaced(client.clone(), "team-a").list(&ListParams::default()).await.unwrap();
+        let said: Vec<Event> =
+            events.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason) && about(e)).collect();
+        if !said.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            return said;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Two replicas, as the Deployment runs them: one leads the provisioning loop and the Lease
