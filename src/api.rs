@@ -152,6 +152,10 @@ pub struct BucketStatus {
     pub phase: Option<BucketPhase>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was written for. kstatus (Flux, kpt, cli-utils)
+    /// reads a status written for an older generation as still in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 /// How a provisioner creates buckets. Cluster-scoped; fields at the top level as in the KEP.

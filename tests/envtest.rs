@@ -486,6 +486,9 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
     let admin = admin_key();
     let versioning = store(&admin).client().get_bucket_versioning().bucket(&bucket_name).send().await.unwrap();
     assert_eq!(versioning.status().map(|s| s.as_str()), Some("Enabled"), "as its class asks");
+    // kstatus (Flux) reads a status of this generation as done: the schema keeps the field.
+    let observed = bound.status.as_ref().and_then(|s| s.observed_generation);
+    assert_eq!((observed, bound.condition("Reconciling")), (bound.metadata.generation, None));
     let content = bound.status.unwrap().bucket_content_name.unwrap();
     let said = Api::<BucketContent>::all(plane.client.clone()).get(&content).await.unwrap().status.unwrap().message;
     assert_eq!(said, Some(format!("bucket {bucket_name} created with versioning")));
@@ -766,6 +769,9 @@ async fn an_unreachable_store_is_said_and_force_release_lets_the_bucket_go() {
         let ready = bucket.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
         if let Some(ready) = ready.filter(|ready| ready.reason == "Retrying") {
             assert!(ready.message.contains(&format!("the store at {nowhere} did not answer")), "{}", ready.message);
+            // kstatus reads it as in progress: the loop tries again by itself.
+            let reconciling = bucket.condition("Reconciling").map(|c| (c.status.as_str(), c.reason.as_str()));
+            assert_eq!(reconciling, Some(("True", "Retrying")), "{:?}", bucket.status);
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(30), "no word of the store: {:?}", bucket.status);
@@ -852,6 +858,9 @@ async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_
     };
     assert_eq!(ready.reason, "BucketMissing");
     assert!(ready.message.contains(&backend), "{}", ready.message);
+    // kstatus reads it as failed: someone has to put the bucket back.
+    let stalled = buckets.get("kept").await.unwrap().condition("Stalled").cloned();
+    assert_eq!(stalled.map(|c| (c.status, c.reason)), Some(("True".into(), "BucketMissing".into())));
     assert_eq!(https.metric(missing).await, Some(1.0));
     // Looked at every 2 s while missing: said once, and nothing made in its place.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -865,6 +874,7 @@ async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(said(&client, "kept", "BucketFound").await.len(), 1);
+    assert!(buckets.get("kept").await.unwrap().condition("Stalled").is_none(), "no longer stalled");
     assert_eq!(https.metric(missing).await, Some(0.0));
     // The bucket put back plain has what its class asked again.
     assert_eq!(versioning_of(s3).await, Some(BucketVersioningStatus::Enabled));

@@ -391,3 +391,73 @@ fn alerts_query_metrics_that_bucketgate_exports() {
     }
     assert_eq!(alerts, 10);
 }
+
+/// Argo CD's health of a Bucket (manifests/argocd/): the script run in Lua 5.1, as Argo CD's
+/// gopher-lua runs it, on each status the provisioning loop writes.
+#[test]
+fn argo_cd_reads_the_health_of_a_bucket_from_the_status_the_loop_writes() {
+    use bucketgate::api::{Bucket, BucketPhase};
+    use bucketgate::provision::plan;
+
+    let text = std::fs::read_to_string(root().join("argocd/argocd-cm-patch.yaml")).unwrap();
+    let patch = parse_stream(&text).remove(0);
+    let config: k8s_openapi::api::core::v1::ConfigMap = typed(&patch);
+    assert_eq!(config.metadata.name.as_deref(), Some("argocd-cm"));
+    let script = config.data.unwrap()["resource.customizations.health.cosi.io_Bucket"].clone();
+
+    let health = |bucket: &Value| -> (String, String) {
+        let lua = mlua::Lua::new();
+        // A JSON null is Lua's nil in Argo CD's conversion, not a value of its own.
+        let options = mlua::serde::SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false);
+        let obj = mlua::LuaSerdeExt::to_value_with(&lua, bucket, options).unwrap();
+        lua.globals().set("obj", obj).unwrap();
+        let result: mlua::Table = lua.load(&script).eval().unwrap_or_else(|e| panic!("{e}\n{bucket}"));
+        (result.get("status").unwrap(), result.get("message").unwrap())
+    };
+    let with = |bucket: &Bucket, status: &Value| -> Bucket {
+        let mut shown = serde_json::to_value(bucket).unwrap();
+        json_patch::merge(&mut shown, status);
+        serde_json::from_value(shown).unwrap()
+    };
+    let show = |bucket: &Bucket| serde_json::to_value(bucket).unwrap();
+    let created: Bucket = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "photos", "namespace": "team-a", "uid": "u-1", "generation": 1},
+        "spec": {"protocol": "s3", "bucketClassName": "ceph"}}))
+    .unwrap();
+
+    let waiting = ("Progressing".to_string(), "waiting for bucketgate to provision the bucket".to_string());
+    assert_eq!(health(&show(&created)), waiting, "not looked at yet: no status");
+
+    let retrying = with(
+        &created,
+        &plan::not_ready(&created, BucketPhase::Pending, "Retrying", "backend: connection refused".into()),
+    );
+    assert_eq!(health(&show(&retrying)), ("Progressing".into(), "Retrying: backend: connection refused".into()));
+    let early = with(
+        &created,
+        &plan::not_ready(&created, BucketPhase::Pending, "ContentNotFound", "BucketContent x does not exist".into()),
+    );
+    assert_eq!(health(&show(&early)).0, "Progressing", "its content may come with the same sync");
+
+    let failed = with(
+        &retrying,
+        &plan::not_ready(&retrying, BucketPhase::Failed, "Failed", "class ceph has no served provisioner".into()),
+    );
+    assert_eq!(health(&show(&failed)), ("Degraded".into(), "Failed: class ceph has no served provisioner".into()));
+
+    let bound = with(&failed, &plan::bound_status(&failed, "bucket-u-1", plan::Key::BucketUser).unwrap());
+    assert_eq!(health(&show(&bound)), ("Healthy".into(), "bound to bucket-u-1".into()));
+
+    let mut changed = show(&bound);
+    changed["metadata"]["generation"] = serde_json::json!(2);
+    assert_eq!(health(&changed), ("Progressing".into(), "waiting for bucketgate to see generation 2".into()));
+
+    let missing = with(
+        &bound,
+        &plan::not_ready(&bound, BucketPhase::Bound, plan::BUCKET_MISSING, "the store has no bucket".into()),
+    );
+    assert_eq!(health(&show(&missing)), ("Degraded".into(), "BucketMissing: the store has no bucket".into()));
+    let revoked = with(&bound, &plan::revoked(&bound, "namespace team-a was taken off".into()));
+    assert_eq!(health(&show(&revoked)).0, "Degraded");
+}

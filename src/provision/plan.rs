@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
-    BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentSpec, BucketPhase, FINALIZER,
+    BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentSpec, BucketPhase, ClosedToBinding, FINALIZER,
     PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
 };
 use crate::driver::{BucketOptions, Connection, DriverError, Grant};
@@ -258,10 +258,16 @@ pub fn bound_status(bucket: &Bucket, content: &str, key: Key) -> Option<serde_js
     let (conditions, generation) = (bucket.conditions(), bucket.metadata.generation);
     let ready = condition(conditions, "Ready", true, "Bound", format!("bound to {content}"), generation);
     let scoped = key.condition(conditions, generation);
+    // The conditions carry the generation: equal, they were written for this one. A status
+    // written before `observedGeneration` was (no field) is not written again for it alone.
+    let observed = bucket.status.as_ref().and_then(|s| s.observed_generation);
     let unchanged = bucket.phase() == Some(BucketPhase::Bound)
         && bucket.status_content() == Some(content)
-        && conditions == [ready.clone(), scoped.clone()];
-    let status = serde_json::json!({"status": {"bucketContentName": content, "phase": BucketPhase::Bound, "conditions": [ready, scoped]}});
+        && conditions == [ready.clone(), scoped.clone()]
+        && observed.is_none_or(|o| Some(o) == generation);
+    // The conditions' list is replaced whole: Reconciling and Stalled go.
+    let status = serde_json::json!({"status": {"bucketContentName": content, "phase": BucketPhase::Bound,
+        "conditions": [ready, scoped], "observedGeneration": generation}});
     (!unchanged).then_some(status)
 }
 
@@ -307,11 +313,15 @@ pub fn condition(
 }
 
 /// The status patch that marks `bucket` not ready: `phase`, and a Ready condition with
-/// `reason` and `message`.
+/// `reason` and `message`, beside kstatus's `Reconciling` or `Stalled` ([`waits_on_someone`]).
 pub fn not_ready(bucket: &Bucket, phase: BucketPhase, reason: &str, message: String) -> serde_json::Value {
-    let generation = bucket.metadata.generation;
-    let ready = condition(bucket.conditions(), "Ready", false, reason, message, generation);
-    status_with(bucket, phase, vec![ready])
+    let (existing, generation) = (bucket.conditions(), bucket.metadata.generation);
+    // A revoked Bucket never binds again: a passing failure on its way changes nothing.
+    let stalled = waits_on_someone(phase, reason) || access_revoked(bucket);
+    let progress = if stalled { STALLED } else { RECONCILING };
+    let progress = condition(existing, progress, true, reason, message.clone(), generation);
+    let ready = condition(existing, "Ready", false, reason, message, generation);
+    status_with(bucket, phase, vec![ready, progress])
 }
 
 /// The status patch of a Bucket whose access was revoked (see [`ACCESS_REVOKED`]): Failed,
@@ -319,18 +329,47 @@ pub fn not_ready(bucket: &Bucket, phase: BucketPhase, reason: &str, message: Str
 pub fn revoked(bucket: &Bucket, message: String) -> serde_json::Value {
     let (existing, generation) = (bucket.conditions(), bucket.metadata.generation);
     let ready = condition(existing, "Ready", false, ACCESS_REVOKED, message.clone(), generation);
+    let stalled = condition(existing, STALLED, true, ACCESS_REVOKED, message.clone(), generation);
     let revoked = condition(existing, ACCESS_REVOKED, true, "NamespaceNotBindable", message, generation);
-    status_with(bucket, BucketPhase::Failed, vec![ready, revoked])
+    status_with(bucket, BucketPhase::Failed, vec![ready, stalled, revoked])
 }
 
 /// `phase` and the conditions `set`, with the Bucket's other conditions kept (a merge patch
-/// replaces the whole list): `CredentialsScoped` goes on saying what the Secret holds.
+/// replaces the whole list): `CredentialsScoped` goes on saying what the Secret holds. Of
+/// `Reconciling` and `Stalled`, only one `set` has stays.
 fn status_with(bucket: &Bucket, phase: BucketPhase, mut set: Vec<Condition>) -> serde_json::Value {
-    let kept: Vec<Condition> =
-        bucket.conditions().iter().filter(|c| !set.iter().any(|s| s.type_ == c.type_)).cloned().collect();
+    let replaced =
+        |c: &Condition| set.iter().any(|s| s.type_ == c.type_) || [RECONCILING, STALLED].contains(&&*c.type_);
+    let kept: Vec<Condition> = bucket.conditions().iter().filter(|c| !replaced(c)).cloned().collect();
     set.extend(kept);
-    serde_json::json!({"status": {"phase": phase, "conditions": set}})
+    let generation = bucket.metadata.generation;
+    serde_json::json!({"status": {"phase": phase, "conditions": set, "observedGeneration": generation}})
 }
+
+/// kstatus's condition of a Bucket the loop is still working on: not bound yet, its store
+/// retried, its BucketContent not there yet (it may come with the same `kubectl apply`).
+/// Flux's health checks, kpt and `kstatus` read it as in progress; Argo CD, with the check in
+/// `manifests/argocd/`, as Progressing.
+pub const RECONCILING: &str = "Reconciling";
+
+/// kstatus's condition of a Bucket that will not go on without someone's change: Failed,
+/// its access revoked, its bucket missing at the store, a Secret of its name not its own,
+/// its BucketContent released or being deleted. Read as failed (Argo CD: Degraded), so that
+/// a GitOps sync stops waiting on it and says why.
+pub const STALLED: &str = "Stalled";
+
+/// Whether a Bucket not Ready for `reason`, in `phase`, waits on a person rather than on
+/// the loop: kstatus's [`STALLED`] rather than [`RECONCILING`].
+pub fn waits_on_someone(phase: BucketPhase, reason: &str) -> bool {
+    let closed = [ClosedToBinding::Released, ClosedToBinding::Deleting];
+    phase == BucketPhase::Failed
+        || [BUCKET_MISSING, SECRET_CONFLICT].contains(&reason)
+        || closed.iter().any(|c| c.reason() == reason)
+}
+
+/// The reason a Bucket stays Pending when a Secret of its Secret's name is not its own:
+/// bucketgate never overwrites it, and `spec.secretName` cannot change.
+pub const SECRET_CONFLICT: &str = "SecretConflict";
 
 /// How often a bound Bucket is looked at again when nothing has changed, unless configured
 /// (`--recheck-interval`).
@@ -573,6 +612,68 @@ mod tests {
             "metadata": {"name": "photos", "namespace": "team-a", "uid": "2f845f60-d4c4-4d1e-ab39-3b8cc4e25086"},
             "spec": spec}))
         .unwrap()
+    }
+
+    /// `bucket` with `status` merged into what it shows, as the next reconcile sees it.
+    fn patched(bucket: &Bucket, status: &serde_json::Value) -> Bucket {
+        let mut shown = serde_json::to_value(bucket).unwrap();
+        json_patch::merge(&mut shown, status);
+        serde_json::from_value(shown).unwrap()
+    }
+
+    fn types(status: &serde_json::Value) -> Vec<&str> {
+        status["status"]["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect()
+    }
+
+    /// kstatus (Flux, kpt) reads a Bucket by `Reconciling`, `Stalled` and
+    /// `observedGeneration`; each status the loop writes leaves exactly one reading.
+    #[test]
+    fn each_status_says_whether_the_loop_or_someone_else_is_waited_on() {
+        let mut fresh = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+        fresh.metadata.generation = Some(1);
+        let retrying = not_ready(&fresh, BucketPhase::Pending, "Retrying", "connection refused".into());
+        assert_eq!(types(&retrying), ["Ready", RECONCILING]);
+        assert_eq!(retrying["status"]["observedGeneration"], 1);
+        let seen = patched(&fresh, &retrying);
+
+        // The store refuses for good: Stalled takes Reconciling's place.
+        let failed = not_ready(&seen, BucketPhase::Failed, "Failed", "access denied".into());
+        assert_eq!(types(&failed), ["Ready", STALLED]);
+        assert_eq!(
+            (&failed["status"]["conditions"][1]["reason"], &failed["status"]["conditions"][1]["message"]),
+            (&json!("Failed"), &json!("access denied"))
+        );
+        let seen = patched(&seen, &failed);
+
+        // Bound: neither stays, and the status is of this generation.
+        let bound = bound_status(&seen, "bucket-x", Key::BucketUser).unwrap();
+        assert_eq!(types(&bound), ["Ready", "CredentialsScoped"]);
+        let seen = patched(&seen, &bound);
+        assert_eq!(bound_status(&seen, "bucket-x", Key::BucketUser), None, "written once");
+
+        // A field set later (a new generation): written again, for it.
+        let mut changed = seen.clone();
+        changed.metadata.generation = Some(2);
+        let again = bound_status(&changed, "bucket-x", Key::BucketUser).expect("the new generation is observed");
+        assert_eq!(again["status"]["observedGeneration"], 2);
+
+        // Its bucket gone at the store, or its access revoked: someone has to act.
+        let missing = not_ready(&seen, BucketPhase::Bound, BUCKET_MISSING, "gone".into());
+        assert_eq!(types(&missing), ["Ready", STALLED, "CredentialsScoped"]);
+        let revoked = revoked(&patched(&seen, &missing), "taken off".into());
+        assert_eq!(types(&revoked), ["Ready", STALLED, ACCESS_REVOKED, "CredentialsScoped"]);
+
+        for (phase, reason, stalled) in [
+            (BucketPhase::Pending, "Retrying", false),
+            (BucketPhase::Pending, "ContentNotFound", false),
+            (BucketPhase::Pending, SECRET_CONFLICT, true),
+            (BucketPhase::Pending, "ContentReleased", true),
+            (BucketPhase::Pending, "ContentDeleting", true),
+            (BucketPhase::Failed, "Failed", true),
+            (BucketPhase::Bound, BUCKET_MISSING, true),
+        ] {
+            assert_eq!(waits_on_someone(phase, reason), stalled, "{phase:?} {reason}");
+        }
     }
 
     fn class() -> BucketClass {

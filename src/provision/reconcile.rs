@@ -335,8 +335,8 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Op
             return Ok(Some(Issued::Found(Key::recorded(&existing))));
         }
         let message = format!("Secret {name} exists and is not owned by this Bucket: choose another spec.secretName");
-        pending(bucket, "SecretConflict", message.clone(), ctx).await?;
-        ctx.event(bucket, EventType::Warning, "SecretConflict", "Credentials", message).await;
+        pending(bucket, plan::SECRET_CONFLICT, message.clone(), ctx).await?;
+        ctx.event(bucket, EventType::Warning, plan::SECRET_CONFLICT, "Credentials", message).await;
         return Ok(None);
     }
     let holder = bucket.uid().unwrap_or_default();

@@ -284,6 +284,11 @@ fn content_for(bucket: &Bucket) -> BucketContent {
     plan::greenfield_content(bucket, &serde_json::from_value(class()).unwrap(), "u").unwrap()
 }
 
+/// The types of the conditions in a status patch, in order.
+fn condition_types(status: &Value) -> Vec<&str> {
+    status["status"]["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect()
+}
+
 /// Expects the status patch of the test Bucket, which the loop saw as `shown`, and returns it.
 async fn expect_bucket_status(api: &mut ApiServer, shown: Value) -> Value {
     let path = "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos/status";
@@ -608,7 +613,9 @@ async fn a_bucket_gone_from_its_store_is_said_and_not_made_again() {
     let message = ready["message"].as_str().unwrap();
     assert!(message.starts_with(&format!("the store at http://s3.example:8333 has no bucket {backend} ")), "{message}");
     assert!(message.contains("restore the bucket at the store"), "{message}");
-    assert_eq!(status["status"]["conditions"][1]["type"], "CredentialsScoped", "kept: {status}");
+    assert_eq!(condition_types(&status), ["Ready", "Stalled", "CredentialsScoped"], "kept: {status}");
+    let stalled = &status["status"]["conditions"][1];
+    assert_eq!((&stalled["status"], &stalled["reason"]), (&json!("True"), &json!("BucketMissing")), "{status}");
     let (reason, note) = expect_event(&mut api).await;
     assert_eq!((reason.as_str(), note.as_str()), ("BucketMissing", message));
     assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(looks::while_missing(plan::RECHECK_INTERVAL)));
@@ -634,6 +641,7 @@ async fn a_bucket_gone_from_its_store_is_said_and_not_made_again() {
     let status = expect_bucket_status(&mut api, missing).await;
     let ready = &status["status"]["conditions"][0];
     assert_eq!((&ready["status"], &ready["reason"]), (&json!("True"), &json!("Bound")), "{status}");
+    assert_eq!(condition_types(&status), ["Ready", "CredentialsScoped"], "no longer stalled: {status}");
     assert_eq!(expect_event(&mut api).await, ("BucketFound".into(), format!("the store has bucket {backend} again")));
     assert_eq!(finish(reconciling).await.unwrap(), next_look());
     assert!(ctx.metrics.encode().contains("bucketgate_buckets_missing{provisioner=\"seaweed\"} 0\n"));
@@ -773,6 +781,7 @@ async fn a_secret_the_bucket_does_not_own_is_never_overwritten() {
     let status = expect_bucket_status(&mut api, shown).await;
     assert_eq!(status["status"]["phase"], "Pending");
     assert_eq!(status["status"]["conditions"][0]["reason"], "SecretConflict");
+    assert_eq!(condition_types(&status), ["Ready", "Stalled"], "only a change of someone's frees it: {status}");
     let (reason, note) = expect_event(&mut api).await;
     assert_eq!(reason, "SecretConflict");
     assert!(note.contains("Secret taken exists and is not owned by this Bucket"), "{note}");
@@ -806,6 +815,10 @@ async fn backend_failures_mark_the_content_retrying() {
     let status = expect_bucket_status(&mut api, shown).await;
     assert_eq!(status["status"]["phase"], "Pending");
     assert_eq!(status["status"]["conditions"][0]["reason"], "Retrying");
+    // kstatus (Flux, kpt) reads it as in progress: the loop goes on by itself.
+    assert_eq!(condition_types(&status), ["Ready", "Reconciling"], "{status}");
+    assert_eq!(status["status"]["conditions"][1]["reason"], "Retrying");
+    assert_eq!(status["status"]["observedGeneration"], 1);
     assert_eq!(expect_event(&mut api).await, ("Retrying".into(), "backend: connection refused".into()));
     let error = finish(reconciling).await.unwrap_err();
     assert!(matches!(error, Error::Driver(DriverError::Transient(_))) && !error.is_permanent());
@@ -915,6 +928,10 @@ async fn binding_from_a_recreated_namespace_is_refused_again_here() {
     api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("new-uid"))).await;
     let status = expect_bucket_status(&mut api, shown).await;
     assert_eq!(status["status"]["phase"], "Failed", "retrying cannot help");
+    // kstatus reads it as failed: a GitOps sync stops waiting on it, and says why.
+    assert_eq!(condition_types(&status), ["Ready", "Stalled"], "{status}");
+    let stalled = &status["status"]["conditions"][1];
+    assert!(stalled["message"].as_str().unwrap().contains("(uid new-uid) is not in spec.bindableNamespaces"));
     let (reason, note) = expect_event(&mut api).await;
     assert_eq!(reason, "Failed");
     assert!(note.contains("(uid new-uid) is not in spec.bindableNamespaces of BucketContent legacy"), "{note}");
@@ -1001,9 +1018,11 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
             && message.contains("its key was revoked at the store"),
         "{message}"
     );
-    let types: Vec<&str> =
-        status["status"]["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["Ready", "AccessRevoked", "CredentialsScoped"], "the other conditions stay");
+    assert_eq!(
+        condition_types(&status),
+        ["Ready", "Stalled", "AccessRevoked", "CredentialsScoped"],
+        "the other conditions stay"
+    );
     assert_eq!(expect_event(&mut api).await.0, "AccessRevoked");
     let error = finish(reconciling).await.unwrap_err();
     assert!(error.is_permanent());
@@ -1038,7 +1057,11 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
     api.expect("GET", "/api/v1/namespaces/team-a", Reply::NotFound).await;
     let blip = expect_bucket_status(&mut api, revoked.clone()).await;
     assert_eq!(blip["status"]["conditions"][0]["reason"], "Retrying");
-    assert_eq!(blip["status"]["conditions"][1]["type"], "AccessRevoked");
+    assert_eq!(
+        condition_types(&blip),
+        ["Ready", "Stalled", "AccessRevoked", "CredentialsScoped"],
+        "still stalled: {blip}"
+    );
     assert!(finish(reconciling).await.is_err());
     json_patch::merge(&mut revoked, &blip);
 
