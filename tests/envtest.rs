@@ -798,13 +798,14 @@ async fn an_unreachable_store_is_said_and_force_release_lets_the_bucket_go() {
 /// A bucket is tagged at its store with whom it is for. A bound Bucket's store is asked
 /// again at its timed looks (every 2 s here, through
 /// `--recheck-interval`, in place of the hour). Versioning its class asked for, suspended at
-/// the store, is turned on again with a Warning Event; the bucket deleted at the store turns
+/// the store, is turned on again with a Warning Event, and its tags replaced there are put
+/// back beside the admin's; the bucket deleted at the store turns
 /// the Bucket `Ready` `False` (`BucketMissing`, phase still `Bound`), counted in
 /// `bucketgate_buckets_missing`, and no empty bucket is made in its place; put back, the
 /// Bucket is `Ready` again and the count goes to nothing.
 #[tokio::test]
 async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_said() {
-    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    use aws_sdk_s3::types::{BucketVersioningStatus, Tag, Tagging, VersioningConfiguration};
 
     let _ = require_assets!();
     let Some(config) = seaweedfs_config(false) else { return };
@@ -843,6 +844,22 @@ async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(said(&client, "kept", "OptionsRestored").await.len(), 1);
+
+    // Its tags replaced at the store by the admin's own: ours go back beside it.
+    let theirs = Tag::builder().key("cost-center").value("42").build().unwrap();
+    let tagging = Tagging::builder().tag_set(theirs).build().unwrap();
+    s3.put_bucket_tagging().bucket(&backend).tagging(tagging).send().await.unwrap();
+    let started = Instant::now();
+    loop {
+        let tagging = s3.get_bucket_tagging().bucket(&backend).send().await.unwrap();
+        let keys: Vec<&str> = tagging.tag_set().iter().map(|t| t.key()).collect();
+        if keys.contains(&"cosi.io/bucket") {
+            assert!(keys.contains(&"cost-center"), "the admin's tag kept: {keys:?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "tags not put back: {keys:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let missing = r#"bucketgate_buckets_missing{provisioner="seaweedfs"}"#;
     s3.delete_bucket().bucket(&backend).send().await.unwrap();

@@ -17,8 +17,8 @@ use md5::{Digest, Md5};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, BucketVersioningStatus, ExpirationStatus, LifecycleExpiration, LifecycleRule,
-    LifecycleRuleFilter, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockMode, ObjectLockRetentionMode,
-    VersioningConfiguration,
+    LifecycleRuleFilter, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockMode, ObjectLockRetentionMode, Tag,
+    Tagging, VersioningConfiguration,
 };
 use bucketgate::api::AccessMode;
 use bucketgate::config::{EnvCredentials, IamSettings, S3Settings};
@@ -759,7 +759,29 @@ async fn a_bucket_is_tagged_with_whom_it_is_for() {
     assert_eq!(got, tags(&[("cosi.io/bucketclass", "standard"), ("cosi.io/namespace", "team-a")]));
 
     let without = Recording { not_implemented: Some("?tagging"), ..Default::default() };
-    assert!(!without.driver(&settings(false)).tag_bucket(&name, &first).await.unwrap());
+    let without = without.driver(&settings(false));
+    assert!(!without.tag_bucket(&name, &first).await.unwrap());
     let missing = driver.tag_bucket(&unique("nowhere"), &first).await.unwrap_err();
     assert!(missing.to_string().contains("tagging the bucket"), "{missing}");
+
+    // At a timed look: the store admin replaced them with one of their own; ours go back
+    // beside it, once.
+    let theirs = Tag::builder().key("cost-center").value("42").build().unwrap();
+    let tagging = Tagging::builder().tag_set(theirs).build().unwrap();
+    driver.client().put_bucket_tagging().bucket(&name).tagging(tagging).send().await.unwrap();
+    assert!(driver.restore_tags(&name, &first).await.unwrap(), "put back");
+    let got = driver.client().get_bucket_tagging().bucket(&name).send().await.unwrap();
+    let mut got: Vec<(String, String)> =
+        got.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
+    got.sort();
+    let expected = tags(&[("cosi.io/bucket", "photos"), ("cosi.io/namespace", "team-a"), ("cost-center", "42")]);
+    assert_eq!(got, expected);
+    assert!(!driver.restore_tags(&name, &first).await.unwrap(), "all there: nothing written");
+    // A bucket never tagged (made before bucketgate tagged): the store has no tag set.
+    let untagged = unique("untagged");
+    driver.create_bucket(&untagged, &BucketOptions::default()).await.unwrap();
+    assert!(driver.restore_tags(&untagged, &first).await.unwrap());
+    assert!(!without.restore_tags(&name, &first).await.unwrap(), "a store without tags is passed over");
+    let missing = driver.restore_tags(&unique("nowhere"), &first).await.unwrap_err();
+    assert!(missing.to_string().contains("reading the bucket's tags"), "{missing}");
 }

@@ -92,6 +92,22 @@ pub trait Driver: Send + Sync {
     /// Gives the bucket `tags` (key, value), in place of any it has: only for a bucket made
     /// for them. `false` where the store keeps no tags on buckets.
     async fn tag_bucket(&self, name: &str, tags: &[(String, String)]) -> Result<bool, DriverError>;
+
+    /// Puts back those of `tags` the bucket does not have (removed or changed at the store,
+    /// or never given: a bucket made before bucketgate tagged), keeping its other tags.
+    /// `true` where some were put back; `false` where it had them all, or the store keeps no
+    /// tags on buckets.
+    async fn restore_tags(&self, name: &str, tags: &[(String, String)]) -> Result<bool, DriverError>;
+}
+
+/// The tags a bucket that has `had` should have for `ours` to be among them: `had` less
+/// the keys of `ours`, and `ours`. `None` where it has them all already.
+pub fn tags_restored(had: &[(String, String)], ours: &[(String, String)]) -> Option<Vec<(String, String)>> {
+    if ours.iter().all(|tag| had.contains(tag)) {
+        return None;
+    }
+    let theirs = had.iter().filter(|(key, _)| !ours.iter().any(|(ours, _)| ours == key));
+    Some(theirs.chain(ours).cloned().collect())
 }
 
 /// A driver whose calls are counted and timed in the metrics under its provisioner's name,
@@ -153,5 +169,31 @@ impl Driver for Metered {
 
     async fn tag_bucket(&self, name: &str, tags: &[(String, String)]) -> Result<bool, DriverError> {
         self.call("tag_bucket", self.inner.tag_bucket(name, tags)).await
+    }
+
+    async fn restore_tags(&self, name: &str, tags: &[(String, String)]) -> Result<bool, DriverError> {
+        self.call("restore_tags", self.inner.restore_tags(name, tags)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tags_restored;
+
+    fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
+    }
+
+    #[test]
+    fn tags_are_put_back_beside_the_admins_own() {
+        let ours = tags(&[("cosi.io/namespace", "team-a"), ("cosi.io/bucket", "photos")]);
+        assert_eq!(tags_restored(&ours, &ours), None, "all there: nothing to write");
+        let mut with_theirs = tags(&[("cost-center", "42")]);
+        with_theirs.extend(ours.clone());
+        assert_eq!(tags_restored(&with_theirs, &ours), None);
+        assert_eq!(tags_restored(&[], &ours), Some(ours.clone()), "a bucket made before tagging");
+        let changed = tags(&[("cost-center", "42"), ("cosi.io/namespace", "team-b"), ("cosi.io/bucket", "photos")]);
+        let expected = tags(&[("cost-center", "42"), ("cosi.io/namespace", "team-a"), ("cosi.io/bucket", "photos")]);
+        assert_eq!(tags_restored(&changed, &ours), Some(expected), "one changed at the store: set back, theirs kept");
     }
 }

@@ -665,6 +665,19 @@ impl Driver for S3Driver {
         }
     }
 
+    async fn restore_tags(&self, name: &str, tags: &[(String, String)]) -> Result<bool, DriverError> {
+        let had: Vec<(String, String)> = match self.s3.get_bucket_tagging().bucket(name).send().await {
+            Ok(got) => got.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
+            Err(error) if code(&error) == Some("NoSuchTagSet") => Vec::new(),
+            Err(error) if code(&error) == Some("NotImplemented") => return Ok(false),
+            Err(error) => return Err(self.failed("reading the bucket's tags", error)),
+        };
+        match super::tags_restored(&had, tags) {
+            Some(merged) => self.tag_bucket(name, &merged).await,
+            None => Ok(false),
+        }
+    }
+
     async fn has_bucket(&self, name: &str) -> Result<bool, DriverError> {
         match self.s3.head_bucket().bucket(name).send().await {
             Ok(_) => Ok(true),

@@ -488,8 +488,9 @@ pub fn bucket_tags(bucket: &Bucket, content: &BucketContent) -> Vec<(String, Str
     tags
 }
 
-/// What a Warning Event says of a bucket made without its tags. They are asked for once,
-/// as the bucket is made: not worth a retry, which would hold up the Bucket.
+/// What a Warning Event says of a bucket made without its tags. They are asked for as the
+/// bucket is made, and put back at its timed looks: not worth a retry, which would hold up
+/// the Bucket.
 pub fn not_tagged(backend: &str, error: &DriverError) -> String {
     let fix = match error {
         DriverError::Permanent(_) => "the provisioner's key needs s3:PutBucketTagging",

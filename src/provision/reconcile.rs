@@ -263,8 +263,25 @@ async fn look_at_store(bucket: &Bucket, bound: &Bound, ctx: &Context) -> bool {
     ctx.store_looks.looked(&uid, content.spec.provisioner(), there, now);
     if there && plan::made_for(content, bucket) {
         restore_options(bucket, content, &*driver, ctx).await;
+        restore_tags(bucket, content, &*driver).await;
     }
     there
+}
+
+/// Puts back the tags that say whom the bucket is for ([`tag`]) where it lacks them: a
+/// bucket made before bucketgate tagged, or its tags removed at the store. Logged, not said
+/// on the Bucket: they serve the store's admin, not its workloads.
+async fn restore_tags(bucket: &Bucket, content: &BucketContent, driver: &dyn Driver) {
+    let backend = plan::backend_name(content);
+    match driver.restore_tags(backend, &plan::bucket_tags(bucket, content)).await {
+        Ok(true) => {
+            tracing::info!(bucket = %super::key(bucket), backend, "tagged the bucket again with whom it is for")
+        }
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(bucket = %super::key(bucket), %error, "cannot check the bucket's tags at its store")
+        }
+    }
 }
 
 /// Sets again at the store what the class asked of the bucket made for `bucket`, where it

@@ -77,6 +77,11 @@ impl Driver for FakeDriver {
         self.calls.lock().unwrap().push(format!("tag {name} {}", tags.join(",")));
         self.tag_error.clone().map_or(Ok(true), Err)
     }
+    async fn restore_tags(&self, name: &str, tags: &[(String, String)]) -> Result<bool, DriverError> {
+        let tags: Vec<String> = tags.iter().map(|(key, value)| format!("{key}={value}")).collect();
+        self.calls.lock().unwrap().push(format!("restore tags {name} {}", tags.join(",")));
+        self.tag_error.clone().map_or(Ok(false), Err)
+    }
 }
 
 /// Where the fake driver says a bucket is: the endpoint of [`test_config`].
@@ -700,7 +705,14 @@ async fn what_the_class_asked_of_a_bucket_is_set_again_where_the_store_lost_it()
         assert_eq!(finish(reconciling).await.unwrap(), next_look());
     }
     let asked = BucketOptions { versioning: true, ..Default::default() };
-    assert_eq!(*driver.calls.lock().unwrap(), [format!("has {backend}"), format!("restore {backend} {asked:?}")]);
+    let tags = format!(
+        "cosi.io/namespace=team-a,cosi.io/bucket=photos,cosi.io/bucketcontent={CONTENT},cosi.io/bucketclass=ceph"
+    );
+    assert_eq!(
+        *driver.calls.lock().unwrap(),
+        [format!("has {backend}"), format!("restore {backend} {asked:?}"), format!("restore tags {backend} {tags}")],
+        "and its tags are put back where they went"
+    );
 
     let mut sharing = serde_json::to_value(&bound).unwrap();
     sharing["metadata"]["uid"] = json!("another-uid");
