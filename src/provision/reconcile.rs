@@ -315,7 +315,10 @@ async fn missing(
     let configured = ctx.endpoint_of(content.spec.provisioner()).unwrap_or_default();
     let message = plan::missing_from_store(content, configured);
     let reported = plan::reports_missing(bucket);
-    if !(reported && bucket.condition("Ready").is_some_and(|c| c.message == message)) {
+    // A Bucket said missing before it had kstatus's Stalled gets it too.
+    let said =
+        bucket.condition("Ready").is_some_and(|c| c.message == message) && bucket.condition(plan::STALLED).is_some();
+    if !(reported && said) {
         let status = plan::not_ready(bucket, BucketPhase::Bound, plan::BUCKET_MISSING, message.clone());
         buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
     }

@@ -636,6 +636,17 @@ async fn a_bucket_gone_from_its_store_is_said_and_not_made_again() {
     expect_provisioner_secret(&mut api).await;
     assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(looks::while_missing(plan::RECHECK_INTERVAL)));
 
+    // Said missing by a bucketgate before Stalled: written again for it, not said again.
+    let mut before = missing.clone();
+    before["status"]["conditions"].as_array_mut().unwrap().retain(|c| c["type"] != "Stalled");
+    let said_before: Bucket = serde_json::from_value(before.clone()).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(said_before), ctx.clone()));
+    api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+    expect_provisioner_secret(&mut api).await;
+    let status = expect_bucket_status(&mut api, before).await;
+    assert_eq!(condition_types(&status), ["Ready", "Stalled", "CredentialsScoped"], "{status}");
+    assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(looks::while_missing(plan::RECHECK_INTERVAL)));
+
     // Put back at the store; a replica that has not seen the Bucket before asks too.
     let (ctx, mut api) = context_asking_the_store(Arc::new(FakeDriver::default()));
     let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(reported), ctx.clone()));
