@@ -354,8 +354,8 @@ pub const RECONCILING: &str = "Reconciling";
 
 /// kstatus's condition of a Bucket that will not go on without someone's change: Failed,
 /// its access revoked, its bucket missing at the store, a Secret of its name not its own,
-/// its BucketContent released or being deleted. Read as failed (Argo CD: Degraded), so that
-/// a GitOps sync stops waiting on it and says why.
+/// its BucketContent released or being deleted. kstatus reads it as failed, with its
+/// message; Argo CD, with the check in `manifests/argocd/`, as Degraded.
 pub const STALLED: &str = "Stalled";
 
 /// Whether a Bucket not Ready for `reason`, in `phase`, waits on a person rather than on
@@ -494,7 +494,7 @@ pub fn bucket_tags(bucket: &Bucket, content: &BucketContent) -> Vec<(String, Str
 pub fn not_tagged(backend: &str, error: &DriverError) -> String {
     let fix = match error {
         DriverError::Permanent(_) => "the provisioner's key needs s3:PutBucketTagging",
-        DriverError::Transient(_) => "they are not asked for again",
+        DriverError::Transient(_) => "they are put back at the Bucket's next timed look",
     };
     format!(
         "bucket {backend} was made, without the tags that name this Bucket at the store ({error}): {fix}. \
@@ -862,7 +862,7 @@ mod tests {
         let denied = not_tagged("b", &DriverError::Permanent("AccessDenied".into()));
         assert!(denied.contains("(AccessDenied): the provisioner's key needs s3:PutBucketTagging"), "{denied}");
         let slow = not_tagged("b", &DriverError::Transient("timed out".into()));
-        assert!(slow.contains("(timed out): they are not asked for again"), "{slow}");
+        assert!(slow.contains("(timed out): they are put back at the Bucket's next timed look"), "{slow}");
         assert!(!slow.contains("PutBucketTagging"), "{slow}");
     }
 }
