@@ -346,6 +346,16 @@ fn status_with(bucket: &Bucket, phase: BucketPhase, mut set: Vec<Condition>) -> 
     serde_json::json!({"status": {"phase": phase, "conditions": set, "observedGeneration": generation}})
 }
 
+/// Whether writing the status patch `patch` would change what `bucket` shows. Conditions
+/// keep their transition time where their status stays ([`condition`]), so a patch that
+/// says again what the Bucket says is equal to it.
+pub fn changes(bucket: &Bucket, patch: &serde_json::Value) -> bool {
+    let Ok(shown) = serde_json::to_value(bucket) else { return true };
+    let mut patched = shown.clone();
+    json_patch::merge(&mut patched, patch);
+    patched != shown
+}
+
 /// kstatus's condition of a Bucket the loop is still working on: not bound yet, its store
 /// retried, its BucketContent not there yet (it may come with the same `kubectl apply`).
 /// Flux's health checks, kpt and `kstatus` read it as in progress; Argo CD, with the check in
@@ -661,6 +671,10 @@ mod tests {
         // Its bucket gone at the store, or its access revoked: someone has to act.
         let missing = not_ready(&seen, BucketPhase::Bound, BUCKET_MISSING, "gone".into());
         assert_eq!(types(&missing), ["Ready", STALLED, "CredentialsScoped"]);
+        let said = patched(&seen, &missing);
+        assert!(!changes(&said, &not_ready(&said, BucketPhase::Bound, BUCKET_MISSING, "gone".into())), "said already");
+        assert!(changes(&said, &not_ready(&said, BucketPhase::Bound, BUCKET_MISSING, "moved".into())));
+        assert!(changes(&seen, &missing));
         let revoked = revoked(&patched(&seen, &missing), "taken off".into());
         assert_eq!(types(&revoked), ["Ready", STALLED, ACCESS_REVOKED, "CredentialsScoped"]);
 

@@ -305,7 +305,7 @@ async fn restore_options(bucket: &Bucket, content: &BucketContent, driver: &dyn 
 
 /// A Bucket whose bucket its store no longer has: `Ready` `False` with the reason and what
 /// to do, said once in an Event, and looked at again within minutes. Its status is written
-/// again only where the message changed (the provisioner pointed elsewhere).
+/// again only where that changes it (the provisioner pointed elsewhere, a new generation).
 async fn missing(
     bucket: &Bucket,
     content: &BucketContent,
@@ -315,11 +315,8 @@ async fn missing(
     let configured = ctx.endpoint_of(content.spec.provisioner()).unwrap_or_default();
     let message = plan::missing_from_store(content, configured);
     let reported = plan::reports_missing(bucket);
-    // A Bucket said missing before it had kstatus's Stalled gets it too.
-    let said =
-        bucket.condition("Ready").is_some_and(|c| c.message == message) && bucket.condition(plan::STALLED).is_some();
-    if !(reported && said) {
-        let status = plan::not_ready(bucket, BucketPhase::Bound, plan::BUCKET_MISSING, message.clone());
+    let status = plan::not_ready(bucket, BucketPhase::Bound, plan::BUCKET_MISSING, message.clone());
+    if plan::changes(bucket, &status) {
         buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
     }
     if !reported {
