@@ -490,8 +490,11 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
     let observed = bound.status.as_ref().and_then(|s| s.observed_generation);
     assert_eq!((observed, bound.condition("Reconciling")), (bound.metadata.generation, None));
     let content = bound.status.unwrap().bucket_content_name.unwrap();
-    let said = Api::<BucketContent>::all(plane.client.clone()).get(&content).await.unwrap().status.unwrap().message;
-    assert_eq!(said, Some(format!("bucket {bucket_name} created with versioning")));
+    let said = Api::<BucketContent>::all(plane.client.clone()).get(&content).await.unwrap().status.unwrap();
+    assert_eq!(said.message, Some(format!("bucket {bucket_name} created with versioning")));
+    // What `kubectl wait --for=condition=Ready bucketcontent/...` reads.
+    let conditions: Vec<_> = said.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
+    assert_eq!(conditions, [("Ready", "True")]);
     // The CRD's selectable fields, which a content's deletion lists Buckets by. An API
     // server before 1.31 refuses them, and the deletion below lists all Buckets instead.
     let all = Api::<Bucket>::all(plane.client.clone());
@@ -782,6 +785,10 @@ async fn an_unreachable_store_is_said_and_force_release_lets_the_bucket_go() {
     let [content] = contents.as_slice() else { panic!("one content, not {}", contents.len()) };
     assert_eq!(content.phase(), Some(BucketContentPhase::Retrying), "{:?}", content.status);
     assert!(content.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains(&nowhere)));
+    let conditions = content.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let reconciling =
+        conditions.iter().find(|c| c.type_ == "Reconciling").map(|c| (c.status.as_str(), c.reason.as_str()));
+    assert_eq!(reconciling, Some(("True", "Retrying")), "kstatus reads it as in progress: {:?}", content.status);
 
     buckets.delete("waiting", &DeleteParams::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;

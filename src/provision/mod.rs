@@ -204,8 +204,11 @@ async fn record_failure(bucket: &Bucket, error: &Error, ctx: &Context) {
         _ => (plan::not_ready(bucket, BucketPhase::Pending, "Retrying", error.to_string()), "Retrying"),
     };
     let api: Api<Bucket> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
-    if let Err(patch_error) =
-        api.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await
+    // A failure met again at each retry is written once: a store down for an hour would
+    // otherwise have each of its Buckets' statuses written again at every retry.
+    if plan::changes(bucket, &status)
+        && let Err(patch_error) =
+            api.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await
     {
         tracing::warn!(bucket = %key(bucket), %patch_error, "cannot record the failure on the Bucket");
     }

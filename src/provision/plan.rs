@@ -10,8 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
-    BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentSpec, BucketPhase, ClosedToBinding, FINALIZER,
-    PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
+    BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentPhase, BucketContentSpec, BucketPhase,
+    ClosedToBinding, FINALIZER, PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
 };
 use crate::driver::{BucketOptions, Connection, DriverError, Grant};
 use crate::naming::{
@@ -346,14 +346,38 @@ fn status_with(bucket: &Bucket, phase: BucketPhase, mut set: Vec<Condition>) -> 
     serde_json::json!({"status": {"phase": phase, "conditions": set, "observedGeneration": generation}})
 }
 
-/// Whether writing the status patch `patch` would change what `bucket` shows. Conditions
+/// Whether writing the status patch `patch` would change what `object` shows. Conditions
 /// keep their transition time where their status stays ([`condition`]), so a patch that
-/// says again what the Bucket says is equal to it.
-pub fn changes(bucket: &Bucket, patch: &serde_json::Value) -> bool {
-    let Ok(shown) = serde_json::to_value(bucket) else { return true };
+/// says again what the object says is equal to it.
+pub fn changes(object: &impl serde::Serialize, patch: &serde_json::Value) -> bool {
+    let Ok(shown) = serde_json::to_value(object) else { return true };
     let mut patched = shown.clone();
     json_patch::merge(&mut patched, patch);
     patched != shown
+}
+
+/// The status patch of a BucketContent the loop made, in `phase`, with `message`: the KEP's
+/// phase and message, and the conditions that `kubectl wait --for=condition=Ready` and
+/// kstatus read. `Ready` is `True` only when Bound; beside it, [`RECONCILING`] while its
+/// store is retried, [`STALLED`] once it failed for good. Released is neither: it is where
+/// a content kept by its release policy ends. The list is replaced whole, as a Bucket's is.
+pub fn content_status(content: &BucketContent, phase: BucketContentPhase, message: String) -> serde_json::Value {
+    let existing = content.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let generation = content.metadata.generation;
+    // The phase is the reason: each phase has one cause the message tells.
+    let reason = serde_json::to_value(phase).ok().and_then(|p| p.as_str().map(String::from)).unwrap_or_default();
+    let mut conditions =
+        vec![condition(existing, "Ready", phase == BucketContentPhase::Bound, &reason, message.clone(), generation)];
+    match phase {
+        BucketContentPhase::Retrying => {
+            conditions.push(condition(existing, RECONCILING, true, &reason, message.clone(), generation))
+        }
+        BucketContentPhase::Failed => {
+            conditions.push(condition(existing, STALLED, true, &reason, message.clone(), generation))
+        }
+        BucketContentPhase::Bound | BucketContentPhase::Released => {}
+    }
+    serde_json::json!({"status": {"phase": phase, "message": message, "conditions": conditions}})
 }
 
 /// kstatus's condition of a Bucket the loop is still working on: not bound yet, its store
@@ -625,9 +649,9 @@ mod tests {
         .unwrap()
     }
 
-    /// `bucket` with `status` merged into what it shows, as the next reconcile sees it.
-    fn patched(bucket: &Bucket, status: &serde_json::Value) -> Bucket {
-        let mut shown = serde_json::to_value(bucket).unwrap();
+    /// `object` with `status` merged into what it shows, as the next reconcile sees it.
+    fn patched<K: serde::Serialize + serde::de::DeserializeOwned>(object: &K, status: &serde_json::Value) -> K {
+        let mut shown = serde_json::to_value(object).unwrap();
         json_patch::merge(&mut shown, status);
         serde_json::from_value(shown).unwrap()
     }
@@ -689,6 +713,43 @@ mod tests {
         ] {
             assert_eq!(waits_on_someone(phase, reason), stalled, "{phase:?} {reason}");
         }
+    }
+
+    /// A content's status says what its phase says, in the conditions `kubectl wait` and
+    /// kstatus read: Ready only when Bound; Reconciling while retried; Stalled when failed.
+    #[test]
+    fn a_contents_conditions_follow_its_phase() {
+        let mut content = greenfield_content(&bucket(json!({"protocol": "s3"})), &class(), "u").unwrap();
+        content.metadata.generation = Some(1);
+        let retrying = content_status(&content, BucketContentPhase::Retrying, "connection refused".into());
+        assert_eq!(types(&retrying), ["Ready", RECONCILING]);
+        let conditions = retrying["status"]["conditions"].as_array().unwrap();
+        assert_eq!(
+            conditions.iter().map(|c| (&c["status"], &c["reason"], &c["observedGeneration"])).collect::<Vec<_>>(),
+            [(&json!("False"), &json!("Retrying"), &json!(1)), (&json!("True"), &json!("Retrying"), &json!(1))]
+        );
+        assert_eq!(retrying["status"]["message"], "connection refused");
+        let seen = patched(&content, &retrying);
+        assert!(!changes(&seen, &content_status(&seen, BucketContentPhase::Retrying, "connection refused".into())));
+        assert!(changes(&seen, &content_status(&seen, BucketContentPhase::Retrying, "timed out".into())));
+
+        let failed = content_status(&seen, BucketContentPhase::Failed, "access denied".into());
+        assert_eq!(types(&failed), ["Ready", STALLED]);
+        // Ready was False and stays so: its transition time stays.
+        assert_eq!(failed["status"]["conditions"][0]["lastTransitionTime"], conditions[0]["lastTransitionTime"]);
+
+        let bound = content_status(&patched(&seen, &failed), BucketContentPhase::Bound, "bucket b created".into());
+        assert_eq!(types(&bound), ["Ready"], "neither Reconciling nor Stalled stays: {bound}");
+        assert_eq!(
+            (&bound["status"]["phase"], &bound["status"]["conditions"][0]["status"]),
+            (&json!("Bound"), &json!("True"))
+        );
+        let released = content_status(&patched(&seen, &bound), BucketContentPhase::Released, "kept".into());
+        assert_eq!(types(&released), ["Ready"]);
+        assert_eq!(
+            (&released["status"]["conditions"][0]["status"], &released["status"]["conditions"][0]["reason"]),
+            (&json!("False"), &json!("Released"))
+        );
     }
 
     fn class() -> BucketClass {

@@ -149,8 +149,7 @@ async fn provision(bucket: &Bucket, ctx: &Context) -> Result<Option<Bound>, Erro
     tag(bucket, &content, &*driver, ctx).await;
     contents.patch(&name, &PatchParams::default(), &Patch::Merge(&plan::connection_recorded(&connection))).await?;
     let asked = options.summary();
-    let status =
-        json!({"status": {"phase": BucketContentPhase::Bound, "message": format!("bucket {backend} created{asked}")}});
+    let status = plan::content_status(&content, BucketContentPhase::Bound, format!("bucket {backend} created{asked}"));
     let content = contents.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
     let note = format!("created bucket {backend}{asked}");
     ctx.event(bucket, EventType::Normal, "BucketCreated", "Provision", note).await;
@@ -411,8 +410,12 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
                     contents.delete(&content_name, &DeleteParams::default()).await?;
                 }
                 ReleasePolicy::Retain => {
-                    let status = json!({"status": {"phase": BucketContentPhase::Released,
-                        "message": format!("Bucket {}/{} was deleted; the bucket and its data are kept", bucket.namespace().unwrap_or_default(), bucket.name_any())}});
+                    let message = format!(
+                        "Bucket {}/{} was deleted; the bucket and its data are kept",
+                        bucket.namespace().unwrap_or_default(),
+                        bucket.name_any()
+                    );
+                    let status = plan::content_status(&content, BucketContentPhase::Released, message);
                     contents.patch_status(&content_name, &PatchParams::default(), &Patch::Merge(&status)).await?;
                 }
             }
@@ -528,10 +531,12 @@ async fn content_failed(content: &BucketContent, error: DriverError, ctx: &Conte
         DriverError::Transient(_) => BucketContentPhase::Retrying,
         DriverError::Permanent(_) => BucketContentPhase::Failed,
     };
-    let status = json!({"status": {"phase": phase, "message": error.to_string()}});
+    let status = plan::content_status(content, phase, error.to_string());
     let api: Api<BucketContent> = Api::all(ctx.client.clone());
-    if let Err(patch_error) =
-        api.patch_status(&content.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await
+    // A failure met again at each retry is written once, as on the Bucket.
+    if plan::changes(content, &status)
+        && let Err(patch_error) =
+            api.patch_status(&content.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await
     {
         tracing::warn!(content = %content.name_any(), %patch_error, "cannot record the backend failure");
     }
