@@ -1,11 +1,15 @@
 //! Prometheus metrics, served as text on `GET /metrics`.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -79,6 +83,76 @@ pub struct ProvisionerLabel {
     pub provisioner: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct BucketStateLabels {
+    /// The provisioner of the Bucket's content, or of its class while it has none.
+    pub provisioner: String,
+    /// new (no status yet), reconciling, ready, stalled or deleting.
+    pub state: &'static str,
+    /// The reason of the Bucket's Ready condition; empty while new or being deleted.
+    pub reason: String,
+}
+
+/// What counts the Buckets, by [`BucketStateLabels`], at each scrape.
+pub type BucketTally = Box<dyn Fn() -> BTreeMap<BucketStateLabels, i64> + Send + Sync>;
+
+/// `bucketgate_buckets`: the Buckets by provisioner, state and reason, counted at each
+/// scrape from what the provisioning loop holds, so only on the leader; no figures
+/// elsewhere, rather than zeros that would read as "no Bucket". Counted, not kept up to
+/// date one change at a time: a count can then never drift from the Buckets.
+#[derive(Clone, Default)]
+pub struct BucketStates {
+    tally: Arc<RwLock<Option<(u64, BucketTally)>>>,
+    followers: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for BucketStates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BucketStates")
+    }
+}
+
+/// Counting goes on while this lives: [`BucketStates::follow`].
+pub struct Following {
+    states: BucketStates,
+    id: u64,
+}
+
+impl BucketStates {
+    /// Counts the Buckets with `tally` from now on, until the [`Following`] is dropped (the
+    /// loop stopped: its replica no longer leads, or it starts again with new drivers).
+    pub fn follow(&self, tally: BucketTally) -> Following {
+        let id = self.followers.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.tally.write().unwrap_or_else(|e| e.into_inner()) = Some((id, tally));
+        Following { states: self.clone(), id }
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let mut tally = self.states.tally.write().unwrap_or_else(|e| e.into_inner());
+        // A loop started again may follow before the one it replaces is dropped.
+        if tally.as_ref().is_some_and(|(id, _)| *id == self.id) {
+            *tally = None;
+        }
+    }
+}
+
+impl Collector for BucketStates {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let tally = self.tally.read().unwrap_or_else(|e| e.into_inner());
+        let Some((_, tally)) = tally.as_ref() else { return Ok(()) };
+        let counts = tally();
+        let help = "Buckets by provisioner, state (new: no status yet; reconciling; ready; stalled: waits on someone; \
+                    deleting) and the reason of their Ready condition, counted by the leader at each scrape";
+        let mut family = encoder.encode_descriptor("buckets", help, None, ConstGauge::new(0i64).metric_type())?;
+        for (labels, count) in &counts {
+            ConstGauge::new(*count).encode(family.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Reading a file again after it changed (the certificate, the policies, the
 /// configuration): each attempt counted by result, and whether the file as it now is came
 /// into force. The counter alone cannot say that: a broken file is reported once, not at
@@ -140,6 +214,7 @@ pub struct Metrics {
     pub iam_requests: Family<IamLabels, Gauge>,
     pub reconcile_turns: Family<TurnLabels, Gauge>,
     pub buckets_missing: Family<ProvisionerLabel, Gauge>,
+    pub bucket_states: BucketStates,
     pub leader: Gauge,
     pub provisioning_enabled: Gauge,
 }
@@ -224,6 +299,8 @@ impl Default for Metrics {
              (0 on the other replicas)",
             buckets_missing.clone(),
         );
+        let bucket_states = BucketStates::default();
+        registry.register_collector(Box::new(bucket_states.clone()));
         let leader = Gauge::default();
         registry.register(
             "provisioning_leader",
@@ -252,6 +329,7 @@ impl Default for Metrics {
             iam_requests,
             reconcile_turns,
             buckets_missing,
+            bucket_states,
             leader,
             provisioning_enabled,
         }
@@ -317,5 +395,40 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(count: i64) -> BucketTally {
+        Box::new(move || {
+            let labels = BucketStateLabels { provisioner: "p".into(), state: "ready", reason: "Bound".into() };
+            BTreeMap::from([(labels, count)])
+        })
+    }
+
+    /// Figures only while a loop follows its Buckets; a loop started again takes over, and
+    /// the end of the one it replaced does not end the counting.
+    #[test]
+    fn the_buckets_are_counted_only_while_a_loop_follows_them() {
+        let metrics = Metrics::default();
+        let sample = |metrics: &Metrics| {
+            let text = metrics.encode();
+            text.lines().find(|l| l.starts_with("bucketgate_buckets{")).map(str::to_string)
+        };
+        assert_eq!(sample(&metrics), None);
+        let first = metrics.bucket_states.follow(tally(3));
+        assert_eq!(
+            sample(&metrics).as_deref(),
+            Some(r#"bucketgate_buckets{provisioner="p",state="ready",reason="Bound"} 3"#)
+        );
+        assert!(metrics.encode().contains("# TYPE bucketgate_buckets gauge\n"));
+        let second = metrics.bucket_states.follow(tally(4));
+        drop(first);
+        assert!(sample(&metrics).is_some_and(|line| line.ends_with(" 4")));
+        drop(second);
+        assert_eq!(sample(&metrics), None);
     }
 }

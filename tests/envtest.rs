@@ -808,8 +808,9 @@ async fn an_unreachable_store_is_said_and_force_release_lets_the_bucket_go() {
 /// the store, is turned on again with a Warning Event, and its tags replaced there are put
 /// back beside the admin's; the bucket deleted at the store turns
 /// the Bucket `Ready` `False` (`BucketMissing`, phase still `Bound`), counted in
-/// `bucketgate_buckets_missing`, and no empty bucket is made in its place; put back, the
-/// Bucket is `Ready` again and the count goes to nothing.
+/// `bucketgate_buckets_missing` and as stalled in `bucketgate_buckets`, and no empty bucket
+/// is made in its place; put back, the Bucket is `Ready` again and counted so, and the count
+/// of missing ones goes to nothing.
 #[tokio::test]
 async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_said() {
     use aws_sdk_s3::types::{BucketVersioningStatus, Tag, Tagging, VersioningConfiguration};
@@ -825,6 +826,10 @@ async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_
     create_once_class_seen(&buckets, &new_bucket("kept", "kept-")).await;
     wait_phase(&buckets, "kept", BucketPhase::Bound, Duration::from_secs(30)).await;
     let (backend, _) = secret_key(&client, "team-a", "kept").await;
+    // The leader counts its Buckets where they stand, at each scrape.
+    let counted_ready = r#"bucketgate_buckets{provisioner="seaweedfs",state="ready",reason="Bound"}"#;
+    let counted_stalled = r#"bucketgate_buckets{provisioner="seaweedfs",state="stalled",reason="BucketMissing"}"#;
+    assert_eq!((https.metric(counted_ready).await, https.metric(counted_stalled).await), (Some(1.0), None));
     let admin = store(&admin_key());
     let s3 = admin.client();
     let versioning = |status: BucketVersioningStatus| VersioningConfiguration::builder().status(status).build();
@@ -886,6 +891,7 @@ async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_
     let stalled = buckets.get("kept").await.unwrap().condition("Stalled").cloned();
     assert_eq!(stalled.map(|c| (c.status, c.reason)), Some(("True".into(), "BucketMissing".into())));
     assert_eq!(https.metric(missing).await, Some(1.0));
+    assert_eq!((https.metric(counted_ready).await, https.metric(counted_stalled).await), (None, Some(1.0)));
     // Looked at every 2 s while missing: said once, and nothing made in its place.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(said(&client, "kept", "BucketMissing").await.len(), 1);
@@ -900,6 +906,7 @@ async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_
     assert_eq!(said(&client, "kept", "BucketFound").await.len(), 1);
     assert!(buckets.get("kept").await.unwrap().condition("Stalled").is_none(), "no longer stalled");
     assert_eq!(https.metric(missing).await, Some(0.0));
+    assert_eq!((https.metric(counted_ready).await, https.metric(counted_stalled).await), (Some(1.0), None));
     // The bucket put back plain has what its class asked again.
     assert_eq!(versioning_of(s3).await, Some(BucketVersioningStatus::Enabled));
 }

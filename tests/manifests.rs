@@ -354,7 +354,7 @@ fn alerts_query_metrics_that_bucketgate_exports() {
         assert_eq!(rules["metadata"]["namespace"], "bucketgate-system");
     }
     // A family shows only once it has a series: one of each.
-    use bucketgate::metrics::{AdmissionLabels, BackendLabels, Metrics, ProvisionerLabel};
+    use bucketgate::metrics::{AdmissionLabels, BackendLabels, BucketStateLabels, Metrics, ProvisionerLabel};
     let metrics = Metrics::default();
     let admission = AdmissionLabels { webhook: "mutate", kind: "Bucket", operation: "CREATE", result: "allowed" };
     metrics.observe(admission, std::time::Duration::from_micros(50));
@@ -363,6 +363,10 @@ fn alerts_query_metrics_that_bucketgate_exports() {
     metrics.reconciled("Bucket", "success");
     metrics.looked_up("BucketContent", "found");
     metrics.buckets_missing.get_or_create(&ProvisionerLabel { provisioner: "p".into() }).set(0);
+    let _counting = metrics.bucket_states.follow(Box::new(|| {
+        let labels = BucketStateLabels { provisioner: "p".into(), state: "stalled", reason: "Failed".into() };
+        [(labels, 1)].into()
+    }));
     // OpenMetrics names a family in its TYPE line: without _total, _bucket, _count or _sum.
     let families: BTreeSet<String> = metrics
         .encode()
@@ -389,7 +393,7 @@ fn alerts_query_metrics_that_bucketgate_exports() {
         }
         alerts += 1;
     }
-    assert_eq!(alerts, 10);
+    assert_eq!(alerts, 11);
 }
 
 /// Argo CD's health of a Bucket (manifests/argocd/): the script run in Lua 5.1, as Argo CD's

@@ -13,7 +13,7 @@ pub mod plan;
 mod reconcile;
 pub mod waiting;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ use crate::api::{Bucket, BucketClass, BucketContent, BucketPhase};
 use crate::catalog::Catalog;
 use crate::config::{Config, S3Settings};
 use crate::driver::{Credentials, Driver, DriverError};
-use crate::metrics::{Metrics, TurnLabels};
+use crate::metrics::{BucketStateLabels, BucketTally, Metrics, TurnLabels};
 use crate::turns::Turns;
 
 /// Makes a driver for a provisioner's settings and credentials.
@@ -236,6 +236,8 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
     let turns = Arc::new(ReconcileTurns::new(max_concurrent_reconciles, ctx.metrics.reconcile_turns.clone()));
     let (bucket_turns, for_buckets) = (turns.clone(), catalog.clone());
     let (buckets_store, buckets_writer) = reflector::store();
+    // Counted while the controllers run: this future is dropped when they stop.
+    let _counting = ctx.metrics.bucket_states.follow(tally(buckets_store.clone(), catalog.clone(), ctx.config.clone()));
     // A Bucket that waits on its class, or on the content it binds, goes on as soon as that
     // appears or changes, rather than at its next retry.
     let waiting = waiting::Waiting::default();
@@ -278,6 +280,24 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
         )
         .for_each(|result| report("BucketContent", result));
     futures::future::join(buckets, contents).await;
+}
+
+/// Counts the Buckets of the provisioners this loop drives by where they stand
+/// ([`plan::standing`]), for `bucketgate_buckets`; another deployment's are its to count.
+fn tally(buckets: reflector::Store<Bucket>, catalog: Catalog, config: Config) -> BucketTally {
+    Box::new(move || {
+        let mut counts = BTreeMap::new();
+        for bucket in buckets.state() {
+            let provisioner = provisioner_of(&bucket, &catalog);
+            // Brownfield ones, and those whose class is not there yet, are this loop's too.
+            if !provisioner.is_empty() && !config.has_driver(&provisioner) {
+                continue;
+            }
+            let (state, reason) = plan::standing(&bucket);
+            *counts.entry(BucketStateLabels { provisioner, state, reason }).or_insert(0) += 1;
+        }
+        counts
+    })
 }
 
 /// How many reconciles run at once for each provisioner, Buckets and BucketContents

@@ -401,6 +401,26 @@ pub fn waits_on_someone(phase: BucketPhase, reason: &str) -> bool {
         || closed.iter().any(|c| c.reason() == reason)
 }
 
+/// Where `bucket` stands, for the `bucketgate_buckets` gauge: `deleting`, `new` (no Ready
+/// condition yet: the loop has not looked at it), `ready`, `stalled` (it waits on someone,
+/// as kstatus reads [`STALLED`]; a status written before that condition existed, by its
+/// phase and reason) or `reconciling`; and the reason of its Ready condition.
+pub fn standing(bucket: &Bucket) -> (&'static str, String) {
+    if bucket.metadata.deletion_timestamp.is_some() {
+        return ("deleting", String::new());
+    }
+    let Some(ready) = bucket.condition("Ready") else { return ("new", String::new()) };
+    let stalled = bucket.condition(STALLED).is_some_and(|c| c.status == "True")
+        || bucket.phase().is_some_and(|phase| waits_on_someone(phase, &ready.reason))
+        || access_revoked(bucket);
+    let state = match (ready.status == "True", stalled) {
+        (true, _) => "ready",
+        (false, true) => "stalled",
+        (false, false) => "reconciling",
+    };
+    (state, ready.reason.clone())
+}
+
 /// The reason a Bucket stays Pending when a Secret of its Secret's name is not its own:
 /// bucketgate never overwrites it, and `spec.secretName` cannot change.
 pub const SECRET_CONFLICT: &str = "SecretConflict";
@@ -713,6 +733,34 @@ mod tests {
         ] {
             assert_eq!(waits_on_someone(phase, reason), stalled, "{phase:?} {reason}");
         }
+    }
+
+    /// Where a Bucket stands for `bucketgate_buckets`, from each status the loop writes, and
+    /// from a Failed one written before `Stalled` existed.
+    #[test]
+    fn a_bucket_stands_where_its_status_says() {
+        let mut fresh = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+        fresh.metadata.generation = Some(1);
+        assert_eq!(standing(&fresh), ("new", String::new()));
+        let retrying = patched(&fresh, &not_ready(&fresh, BucketPhase::Pending, "Retrying", "refused".into()));
+        assert_eq!(standing(&retrying), ("reconciling", "Retrying".into()));
+        let conflict = patched(&fresh, &not_ready(&fresh, BucketPhase::Pending, SECRET_CONFLICT, "taken".into()));
+        assert_eq!(standing(&conflict), ("stalled", SECRET_CONFLICT.into()));
+        let bound = patched(&retrying, &bound_status(&retrying, "bucket-x", Key::BucketUser).unwrap());
+        assert_eq!(standing(&bound), ("ready", "Bound".into()));
+        let revoked = patched(&bound, &revoked(&bound, "taken off".into()));
+        assert_eq!(standing(&revoked), ("stalled", ACCESS_REVOKED.into()));
+        // A revoked Bucket whose look failed on the way stays stalled.
+        let blip = patched(&revoked, &not_ready(&revoked, BucketPhase::Pending, "Retrying", "404".into()));
+        assert_eq!(standing(&blip), ("stalled", "Retrying".into()));
+        let mut older = patched(
+            &fresh,
+            &json!({"status": {"phase": "Failed", "conditions": [{"type": "Ready",
+            "status": "False", "reason": "Failed", "message": "no", "lastTransitionTime": "2026-11-20T10:00:00Z"}]}}),
+        );
+        assert_eq!(standing(&older), ("stalled", "Failed".into()));
+        older.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        assert_eq!(standing(&older), ("deleting", String::new()));
     }
 
     /// A content's status says what its phase says, in the conditions `kubectl wait` and

@@ -2114,3 +2114,47 @@ fn the_loops_own_writes_pass_its_webhooks() {
         admitted("the Bucket's finalizer taken off", Kind::Bucket, "UPDATE", unlabelled, released);
     }
 }
+
+/// `bucketgate_buckets`: the leader's Buckets counted where they stand, by the provisioner
+/// of their content or class; another deployment's provisioner's are left out.
+#[test]
+fn the_buckets_are_counted_by_provisioner_and_where_they_stand() {
+    let named = |name: &str, spec: Value, status: Value| {
+        let mut b = bucket(spec, status);
+        b.metadata.name = Some(name.into());
+        b
+    };
+    let ready = json!({"type": "Ready", "status": "True", "reason": "Bound", "message": "bound",
+        "lastTransitionTime": "2026-11-24T10:00:00Z"});
+    let missing = json!({"type": "Ready", "status": "False", "reason": "BucketMissing", "message": "gone",
+        "lastTransitionTime": "2026-11-24T10:00:00Z"});
+    let greenfield = json!({"protocol": "s3", "bucketClassName": "ceph"});
+    let mut other_class: BucketClass = serde_json::from_value(class()).unwrap();
+    other_class.metadata.name = Some("other".into());
+    other_class.spec.provisioner = Some("elsewhere".into());
+    let buckets = [
+        named("a", greenfield.clone(), json!({"phase": "Bound", "conditions": [ready.clone()]})),
+        named("b", greenfield.clone(), json!({"phase": "Bound", "conditions": [ready]})),
+        named("c", greenfield.clone(), json!({"phase": "Bound", "conditions": [missing]})),
+        named("d", greenfield, json!(null)),
+        // Not this deployment's to drive.
+        named("e", json!({"protocol": "s3", "bucketClassName": "other"}), json!(null)),
+        // Its class not there yet: the loop's, under no provisioner.
+        named("f", json!({"protocol": "s3", "bucketClassName": "later"}), json!(null)),
+    ];
+    let (store, mut writer) = reflector::store();
+    for bucket in buckets {
+        writer.apply_watcher_event(&watcher::Event::Apply(bucket));
+    }
+    let catalog = Catalog::from_objects([serde_json::from_value(class()).unwrap(), other_class], [], []);
+    let counts = super::tally(store, catalog, test_config())();
+    let count = |provisioner: &str, state, reason: &str| {
+        let labels = BucketStateLabels { provisioner: provisioner.into(), state, reason: reason.into() };
+        counts.get(&labels).copied()
+    };
+    assert_eq!(count("seaweed", "ready", "Bound"), Some(2));
+    assert_eq!(count("seaweed", "stalled", "BucketMissing"), Some(1));
+    assert_eq!(count("seaweed", "new", ""), Some(1));
+    assert_eq!(count("", "new", ""), Some(1));
+    assert_eq!(counts.len(), 4, "nothing of another provisioner's: {counts:?}");
+}
