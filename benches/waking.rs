@@ -2,13 +2,18 @@
 //! catalog hands it every content, as it does when a replica starts leading and after each
 //! of its lists: 10,000 contents, each bound by one of 10,000 Buckets, found through the
 //! loop's index (`provision::waiting`) and, for comparison, by a look at every Bucket in the
-//! watch's store, as the loop found them before. Run with `cargo bench --bench waking`.
+//! watch's store, as the loop found them before. And what the leader's scrape costs with
+//! those Buckets: `bucketgate_buckets` counts them all at each one. Run with
+//! `cargo bench --bench waking`.
 
 use std::hint::black_box;
 
-use bucketgate::api::{Bucket, BucketSpec};
-use bucketgate::provision::plan;
+use bucketgate::api::{Bucket, BucketClass, BucketSpec};
+use bucketgate::catalog::Catalog;
+use bucketgate::config::{Config, S3Settings};
+use bucketgate::metrics::Metrics;
 use bucketgate::provision::waiting::Waiting;
+use bucketgate::provision::{plan, tally};
 use criterion::{Criterion, criterion_group, criterion_main};
 use kube::runtime::{reflector, watcher};
 
@@ -42,6 +47,29 @@ fn bench(c: &mut Criterion) {
                 .sum::<usize>()
         })
     });
+    group.finish();
+
+    // A scrape of the leader: the classes' one provisioner driven here, each Bucket's
+    // content unknown to the catalog, so each is looked up and then found by its class.
+    let classes = (0..1_000).map(|i| {
+        let class = serde_json::json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketClass",
+            "metadata": {"name": format!("class-{i}")}, "provisioner": "p", "supportedProtocols": ["s3"]});
+        serde_json::from_value::<BucketClass>(class).unwrap()
+    });
+    let catalog = Catalog::from_objects(classes, [], []);
+    let mut config = Config::default().with_provisioners(["p".to_string()]);
+    config.provisioners[0].s3 = Some(S3Settings {
+        endpoint: "http://127.0.0.1:8333".into(),
+        region: "us-east-1".into(),
+        path_style: true,
+        iam: None,
+        credentials_from_env: Default::default(),
+    });
+    let metrics = Metrics::default();
+    let _counting = metrics.bucket_states.follow(tally(store, catalog, config));
+    let mut group = c.benchmark_group("a scrape of /metrics on the leader, with 10,000 Buckets");
+    group.sample_size(10);
+    group.bench_function("bucketgate_buckets counted", |b| b.iter(|| metrics.encode().len()));
     group.finish();
 }
 

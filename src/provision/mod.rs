@@ -284,7 +284,8 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
 
 /// Counts the Buckets of the provisioners this loop drives by where they stand
 /// ([`plan::standing`]), for `bucketgate_buckets`; another deployment's are its to count.
-fn tally(buckets: reflector::Store<Bucket>, catalog: Catalog, config: Config) -> BucketTally {
+/// Public for the benchmark of a scrape (benches/waking.rs).
+pub fn tally(buckets: reflector::Store<Bucket>, catalog: Catalog, config: Config) -> BucketTally {
     Box::new(move || {
         let mut counts = BTreeMap::new();
         for bucket in buckets.state() {
