@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use bucketgate::api::{Bucket, BucketClass, BucketSpec};
 use bucketgate::catalog::Catalog;
-use bucketgate::config::{Config, S3Settings};
+use bucketgate::config::Config;
 use bucketgate::metrics::Metrics;
 use bucketgate::provision::waiting::Waiting;
 use bucketgate::provision::{plan, tally};
@@ -57,14 +57,8 @@ fn bench(c: &mut Criterion) {
         serde_json::from_value::<BucketClass>(class).unwrap()
     });
     let catalog = Catalog::from_objects(classes, [], []);
-    let mut config = Config::default().with_provisioners(["p".to_string()]);
-    config.provisioners[0].s3 = Some(S3Settings {
-        endpoint: "http://127.0.0.1:8333".into(),
-        region: "us-east-1".into(),
-        path_style: true,
-        iam: None,
-        credentials_from_env: Default::default(),
-    });
+    let config =
+        Config::parse("provisioners:\n  - name: p\n    s3: {endpoint: 'http://127.0.0.1:8333'}\n", "bench").unwrap();
     let metrics = Metrics::default();
     let _counting = metrics.bucket_states.follow(tally(store, catalog, config));
     let mut group = c.benchmark_group("a scrape of /metrics on the leader, with 10,000 Buckets");
