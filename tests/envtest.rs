@@ -930,7 +930,8 @@ async fn said(client: &Client, name: &str, reason: &str) -> Vec<Event> {
 
 /// Two replicas, as the Deployment runs them: one leads the provisioning loop and the Lease
 /// names it. Stopped as on a rollout (SIGTERM), it releases the Lease, the other takes
-/// over without waiting for it to expire, and Buckets go on being bound.
+/// over without waiting for it to expire, and Buckets go on being bound. Only the leader
+/// counts them in `bucketgate_buckets`.
 #[tokio::test]
 async fn the_other_replica_takes_over_when_the_leader_stops() {
     let _ = require_assets!();
@@ -945,6 +946,12 @@ async fn the_other_replica_takes_over_when_the_leader_stops() {
 
     let second_certs = tempfile::tempdir().unwrap();
     let (_second, port, ca) = bucketgate(&plane, &config, second_certs.path(), "replica-b", &[]).await;
+    let second =
+        Https { client: common::client(&[&ca], &[&rustls::version::TLS13]), base: format!("https://localhost:{port}") };
+    // Only the leader counts the Buckets: a replica that waits for the Lease shows no
+    // figures, rather than zeros that a sum over the replicas would read as none.
+    let counted = r#"bucketgate_buckets{provisioner="seaweedfs",state="ready",reason="Bound"}"#;
+    assert_eq!(second.metric(counted).await, None);
     // The Service would send reviews to the replica that stays; here the webhooks say so.
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .delete("bucketgate", &DeleteParams::default())
@@ -967,6 +974,12 @@ async fn the_other_replica_takes_over_when_the_leader_stops() {
     eprintln!("the Lease taken over {:?} after the leader stopped", started.elapsed());
     buckets.create(&PostParams::default(), &new_bucket("second", "second-")).await.unwrap();
     wait_phase(&buckets, "second", BucketPhase::Bound, Duration::from_secs(30)).await;
+    // The new leader counts both, once its watch has the second one Bound.
+    let started = Instant::now();
+    while second.metric(counted).await != Some(2.0) {
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", second.metric(counted).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The suite's SeaweedFS, reached with `key`.
