@@ -331,6 +331,18 @@ pub enum BucketContentPhase {
     Retrying,
 }
 
+impl BucketContentPhase {
+    /// As the status spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BucketContentPhase::Bound => "Bound",
+            BucketContentPhase::Released => "Released",
+            BucketContentPhase::Failed => "Failed",
+            BucketContentPhase::Retrying => "Retrying",
+        }
+    }
+}
+
 impl Bucket {
     pub fn phase(&self) -> Option<BucketPhase> {
         self.status.as_ref().and_then(|s| s.phase)

@@ -177,6 +177,12 @@ impl Config {
         self.provisioner(provisioner).is_some_and(ProvisionerConfig::has_driver)
     }
 
+    /// Whether this deployment's provisioning loop manages objects of `provisioner`: those
+    /// with a driver here, and brownfield ones that no provisioner manages.
+    pub fn drives(&self, provisioner: &str) -> bool {
+        provisioner.is_empty() || self.has_driver(provisioner)
+    }
+
     /// Whether the provisioning loop has anything to drive here.
     pub fn has_any_driver(&self) -> bool {
         self.provisioners.iter().any(ProvisionerConfig::has_driver)

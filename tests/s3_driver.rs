@@ -279,13 +279,19 @@ impl Recording {
     }
 }
 
+/// A plain bucket named from `prefix`, made through a driver whose requests are recorded.
+async fn recorded_plain_bucket(prefix: &str) -> (Recording, S3Driver, String) {
+    let recording = Recording::default();
+    let driver = recording.driver(&settings(false));
+    let name = unique(prefix);
+    driver.create_bucket(&name, &BucketOptions::default()).await.unwrap();
+    (recording, driver, name)
+}
+
 #[tokio::test]
 #[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
 async fn deleting_objects_says_the_content_md5_older_minio_requires() {
-    let recording = Recording::default();
-    let driver = recording.driver(&settings(false));
-    let name = unique("md5");
-    driver.create_bucket(&name, &BucketOptions::default()).await.unwrap();
+    let (recording, driver, name) = recorded_plain_bucket("md5").await;
     put(driver.client(), &name, "a").await.unwrap();
     driver.delete_bucket(&name).await.unwrap();
     assert!(driver.client().head_bucket().bucket(&name).send().await.is_err(), "the bucket is gone");
@@ -552,10 +558,7 @@ async fn a_bucket_outside_us_east_1_is_created_with_its_location() {
     driver.delete_bucket(&name).await.unwrap();
 
     // us-east-1 is AWS's default, which it refuses to be told.
-    let recording = Recording::default();
-    let driver = recording.driver(&settings(false));
-    let name = unique("default");
-    driver.create_bucket(&name, &BucketOptions::default()).await.unwrap();
+    let (recording, driver, name) = recorded_plain_bucket("default").await;
     assert_eq!(created_with(&recording, &name), None, "no configuration for us-east-1");
     driver.delete_bucket(&name).await.unwrap();
 }
@@ -741,10 +744,7 @@ async fn benchmark_keys_for_many_buckets_at_once() {
 #[tokio::test]
 #[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
 async fn a_bucket_is_tagged_with_whom_it_is_for() {
-    let recording = Recording::default();
-    let driver = recording.driver(&settings(false));
-    let name = unique("tagged");
-    driver.create_bucket(&name, &BucketOptions::default()).await.unwrap();
+    let (_recording, driver, name) = recorded_plain_bucket("tagged").await;
     let tags = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     };

@@ -204,15 +204,24 @@ async fn record_failure(bucket: &Bucket, error: &Error, ctx: &Context) {
         _ => (plan::not_ready(bucket, BucketPhase::Pending, "Retrying", error.to_string()), "Retrying"),
     };
     let api: Api<Bucket> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
-    // A failure met again at each retry is written once: a store down for an hour would
-    // otherwise have each of its Buckets' statuses written again at every retry.
-    if plan::changes(bucket, &status)
-        && let Err(patch_error) =
-            api.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await
-    {
+    if let Err(patch_error) = write_status(&api, bucket, &status).await {
         tracing::warn!(bucket = %key(bucket), %patch_error, "cannot record the failure on the Bucket");
     }
     ctx.event(bucket, kube::runtime::events::EventType::Warning, reason, "Provision", error.to_string()).await;
+}
+
+/// Writes the status patch `status` of `object`, unless it says again what the object shows
+/// ([`plan::changes`]): a failure met again at a retry, a Bucket still waiting on the same
+/// thing. A store down for an hour would otherwise have every status written again at each
+/// retry.
+async fn write_status<K>(api: &Api<K>, object: &K, status: &serde_json::Value) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if plan::changes(object, status) {
+        api.patch_status(&object.name_any(), &PatchParams::default(), &Patch::Merge(status)).await?;
+    }
+    Ok(())
 }
 
 /// A watch that retries with backoff and keeps what the catalog keeps of an object (see
@@ -289,9 +298,9 @@ pub fn tally(buckets: reflector::Store<Bucket>, catalog: Catalog, config: Config
     Box::new(move || {
         let mut counts = BTreeMap::new();
         for bucket in buckets.state() {
+            // Those whose class is not there yet (no provisioner known) are this loop's too.
             let provisioner = provisioner_of(&bucket, &catalog);
-            // Brownfield ones, and those whose class is not there yet, are this loop's too.
-            if !provisioner.is_empty() && !config.has_driver(&provisioner) {
+            if !config.drives(&provisioner) {
                 continue;
             }
             let (state, reason) = plan::standing(&bucket);

@@ -316,9 +316,7 @@ pub fn condition(
 /// `reason` and `message`, beside kstatus's `Reconciling` or `Stalled` ([`waits_on_someone`]).
 pub fn not_ready(bucket: &Bucket, phase: BucketPhase, reason: &str, message: String) -> serde_json::Value {
     let (existing, generation) = (bucket.conditions(), bucket.metadata.generation);
-    // A revoked Bucket never binds again: a passing failure on its way changes nothing.
-    let stalled = waits_on_someone(phase, reason) || access_revoked(bucket);
-    let progress = if stalled { STALLED } else { RECONCILING };
+    let progress = if stalls(bucket, phase, reason) { STALLED } else { RECONCILING };
     let progress = condition(existing, progress, true, reason, message.clone(), generation);
     let ready = condition(existing, "Ready", false, reason, message, generation);
     status_with(bucket, phase, vec![ready, progress])
@@ -365,18 +363,15 @@ pub fn content_status(content: &BucketContent, phase: BucketContentPhase, messag
     let existing = content.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let generation = content.metadata.generation;
     // The phase is the reason: each phase has one cause the message tells.
-    let reason = serde_json::to_value(phase).ok().and_then(|p| p.as_str().map(String::from)).unwrap_or_default();
-    let mut conditions =
-        vec![condition(existing, "Ready", phase == BucketContentPhase::Bound, &reason, message.clone(), generation)];
-    match phase {
-        BucketContentPhase::Retrying => {
-            conditions.push(condition(existing, RECONCILING, true, &reason, message.clone(), generation))
-        }
-        BucketContentPhase::Failed => {
-            conditions.push(condition(existing, STALLED, true, &reason, message.clone(), generation))
-        }
-        BucketContentPhase::Bound | BucketContentPhase::Released => {}
-    }
+    let reason = phase.as_str();
+    let ready = phase == BucketContentPhase::Bound;
+    let mut conditions = vec![condition(existing, "Ready", ready, reason, message.clone(), generation)];
+    let progress = match phase {
+        BucketContentPhase::Retrying => Some(RECONCILING),
+        BucketContentPhase::Failed => Some(STALLED),
+        BucketContentPhase::Bound | BucketContentPhase::Released => None,
+    };
+    conditions.extend(progress.map(|type_| condition(existing, type_, true, reason, message.clone(), generation)));
     serde_json::json!({"status": {"phase": phase, "message": message, "conditions": conditions}})
 }
 
@@ -401,18 +396,23 @@ pub fn waits_on_someone(phase: BucketPhase, reason: &str) -> bool {
         || closed.iter().any(|c| c.reason() == reason)
 }
 
+/// Whether `bucket`, not Ready for `reason` in `phase`, is kstatus's [`STALLED`]: it waits on
+/// someone, or its access was revoked (it never binds again: a passing failure on its way
+/// changes nothing).
+fn stalls(bucket: &Bucket, phase: BucketPhase, reason: &str) -> bool {
+    waits_on_someone(phase, reason) || access_revoked(bucket)
+}
+
 /// Where `bucket` stands, for the `bucketgate_buckets` gauge: `deleting`, `new` (no Ready
-/// condition yet: the loop has not looked at it), `ready`, `stalled` (it waits on someone,
-/// as kstatus reads [`STALLED`]; a status written before that condition existed, by its
-/// phase and reason) or `reconciling`; and the reason of its Ready condition.
+/// condition yet: the loop has not looked at it), `ready`, `stalled` (as [`not_ready`] writes
+/// [`STALLED`], so a status written before that condition existed counts too) or
+/// `reconciling`; and the reason of its Ready condition.
 pub fn standing(bucket: &Bucket) -> (&'static str, String) {
     if bucket.metadata.deletion_timestamp.is_some() {
         return ("deleting", String::new());
     }
     let Some(ready) = bucket.condition("Ready") else { return ("new", String::new()) };
-    let stalled = bucket.condition(STALLED).is_some_and(|c| c.status == "True")
-        || bucket.phase().is_some_and(|phase| waits_on_someone(phase, &ready.reason))
-        || access_revoked(bucket);
+    let stalled = bucket.phase().is_some_and(|phase| stalls(bucket, phase, &ready.reason));
     let state = match (ready.status == "True", stalled) {
         (true, _) => "ready",
         (false, true) => "stalled",
@@ -792,6 +792,10 @@ mod tests {
             (&bound["status"]["phase"], &bound["status"]["conditions"][0]["status"]),
             (&json!("Bound"), &json!("True"))
         );
+        use BucketContentPhase::{Bound, Failed, Released, Retrying};
+        for phase in [Bound, Released, Failed, Retrying] {
+            assert_eq!(json!(phase), json!(phase.as_str()), "the reason is the phase as the status spells it");
+        }
         let released = content_status(&patched(&seen, &bound), BucketContentPhase::Released, "kept".into());
         assert_eq!(types(&released), ["Ready"]);
         assert_eq!(

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::looks;
 use super::plan::{self, FORCE_RELEASE_ANNOTATION, Key, KeyWork};
-use super::{Context, Error};
+use super::{Context, Error, write_status};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
 use crate::driver::{Connection, Deletion, Driver, DriverError, Grant, Metered};
 use crate::naming::check_dns1123_subdomain;
@@ -315,9 +315,7 @@ async fn missing(
     let message = plan::missing_from_store(content, configured);
     let reported = plan::reports_missing(bucket);
     let status = plan::not_ready(bucket, BucketPhase::Bound, plan::BUCKET_MISSING, message.clone());
-    if plan::changes(bucket, &status) {
-        buckets.patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
-    }
+    write_status(buckets, bucket, &status).await?;
     if !reported {
         ctx.event(bucket, EventType::Warning, plan::BUCKET_MISSING, "Provision", message).await;
     }
@@ -532,12 +530,7 @@ async fn content_failed(content: &BucketContent, error: DriverError, ctx: &Conte
         DriverError::Permanent(_) => BucketContentPhase::Failed,
     };
     let status = plan::content_status(content, phase, error.to_string());
-    let api: Api<BucketContent> = Api::all(ctx.client.clone());
-    // A failure met again at each retry is written once, as on the Bucket.
-    if plan::changes(content, &status)
-        && let Err(patch_error) =
-            api.patch_status(&content.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await
-    {
+    if let Err(patch_error) = write_status(&Api::all(ctx.client.clone()), content, &status).await {
         tracing::warn!(content = %content.name_any(), %patch_error, "cannot record the backend failure");
     }
     ctx.event(content, EventType::Warning, "BackendFailed", "Provision", error.to_string()).await;
@@ -547,17 +540,14 @@ async fn content_failed(content: &BucketContent, error: DriverError, ctx: &Conte
 /// Marks a Bucket Pending with a reason it cannot proceed.
 async fn pending(bucket: &Bucket, reason: &str, message: String, ctx: &Context) -> Result<(), Error> {
     let status = plan::not_ready(bucket, BucketPhase::Pending, reason, message);
-    Api::<Bucket>::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default())
-        .patch_status(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
-    Ok(())
+    let api = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
+    Ok(write_status(&api, bucket, &status).await?)
 }
 
 impl Context {
-    /// Whether this loop manages objects of `provisioner`: those with a driver here, and
-    /// brownfield ones that no provisioner manages.
+    /// Whether this loop manages objects of `provisioner` ([`crate::config::Config::drives`]).
     pub fn drives(&self, provisioner: &str) -> bool {
-        provisioner.is_empty() || self.config.has_driver(provisioner)
+        self.config.drives(provisioner)
     }
 
     /// Publishes an Event; failing to is logged, never fatal.
