@@ -227,8 +227,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(args) => {
             let generated = tls::generate(&args.dns_names, &args.ips, args.days)?;
             generated.write(&args.out)?;
+            let until = jiff::Timestamp::from_second(generated.expires).map(|t| t.to_string()).unwrap_or_default();
             eprintln!(
-                "wrote {dir}/ca.crt, {dir}/tls.crt and {dir}/tls.key for {}; caBundle follows",
+                "wrote {dir}/ca.crt, {dir}/tls.crt and {dir}/tls.key for {}, valid until {until}; caBundle follows",
                 args.dns_names.join(", "),
                 dir = args.out.display()
             );
@@ -406,7 +407,7 @@ fn review(args: ReviewArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.dev && !args.cert_dir.join(tls::CERT_FILE).exists() {
+    if args.dev && tls::dev_certs_needed(&args.cert_dir) {
         let generated = tls::generate(&["localhost".into()], &["127.0.0.1".parse()?], 30)?;
         generated.write(&args.cert_dir)?;
         tracing::info!(dir = %args.cert_dir.display(), "development certificates created; clients trust ca.crt");

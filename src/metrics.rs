@@ -204,6 +204,7 @@ pub struct Metrics {
     pub latency: Family<AdmissionLabels, Histogram>,
     pub lookups: Family<LookupLabels, Counter>,
     pub certificate_reloads: Reloads,
+    pub certificate_expiry: Gauge,
     pub policy_evaluations: Family<PolicyLabels, Counter>,
     pub policy_reloads: Reloads,
     pub config_reloads: Reloads,
@@ -241,6 +242,12 @@ impl Default for Metrics {
             lookups.clone(),
         );
         let certificate_reloads = Reloads::register(&mut registry, "tls_certificate", "Serving certificate");
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiration_timestamp_seconds",
+            "When the serving certificate in use, or the CA in ca.crt beside it, stops being valid (Unix seconds)",
+            certificate_expiry.clone(),
+        );
         let policy_evaluations = Family::<PolicyLabels, Counter>::default();
         registry.register(
             "policy_evaluations",
@@ -319,6 +326,7 @@ impl Default for Metrics {
             latency,
             lookups,
             certificate_reloads,
+            certificate_expiry,
             policy_evaluations,
             policy_reloads,
             config_reloads,

@@ -40,6 +40,8 @@ pub enum TlsError {
     NoKey { path: PathBuf, source: rustls::pki_types::pem::Error },
     #[error("{cert} and {key} do not make a usable pair: {source}")]
     Pair { cert: PathBuf, key: PathBuf, source: rustls::Error },
+    #[error("{path}: certificate {position} cannot be read as X.509: {reason}")]
+    Certificate { path: PathBuf, position: usize, reason: String },
     #[error("cannot generate certificates: {0}")]
     Generate(#[from] rcgen::Error),
     #[error(
@@ -61,11 +63,30 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub struct CertStore {
     cert_path: PathBuf,
     key_path: PathBuf,
+    ca_path: PathBuf,
     provider: Arc<CryptoProvider>,
-    current: RwLock<Option<Arc<CertifiedKey>>>,
-    /// The file contents last tried, so that an unchanged pair is not parsed again and a
+    current: RwLock<Option<Served>>,
+    /// The file contents last tried, so that unchanged files are not parsed again and a
     /// broken pair is reported once, not on every poll.
-    seen: LastRead<(Vec<u8>, Vec<u8>)>,
+    seen: LastRead<Files>,
+}
+
+#[derive(Clone, PartialEq)]
+struct Files {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    /// Optional (a Secret made by hand may hold only the pair), and not served: it only
+    /// counts towards the expiry.
+    ca: Option<Vec<u8>>,
+}
+
+struct Served {
+    key: Arc<CertifiedKey>,
+    /// Unix seconds when the first certificate the API server's check depends on ends: one
+    /// of those served, or the CA in `ca.crt` beside them, which is what the webhooks'
+    /// caBundle holds (`bucketgate certs` and cert-manager both write it there). Past it
+    /// every Bucket write fails, as the webhooks fail closed.
+    expires: i64,
 }
 
 impl fmt::Debug for CertStore {
@@ -80,6 +101,7 @@ impl CertStore {
         let store = Arc::new(CertStore {
             cert_path: dir.join(CERT_FILE),
             key_path: dir.join(KEY_FILE),
+            ca_path: dir.join(CA_FILE),
             provider: provider(),
             current: RwLock::new(None),
             seen: LastRead::default(),
@@ -94,20 +116,30 @@ impl CertStore {
     pub fn reload(&self) -> Result<bool, TlsError> {
         let read =
             |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source });
-        let (cert_pem, key_pem) = match (read(&self.cert_path), read(&self.key_path)) {
-            (Ok(cert), Ok(key)) => (cert, key),
+        let files = match (read(&self.cert_path), read(&self.key_path)) {
+            (Ok(cert), Ok(key)) => Files { cert, key, ca: std::fs::read(&self.ca_path).ok() },
             (Err(error), _) | (_, Err(error)) if self.seen.is_new_failure(error.to_string()) => return Err(error),
             _ => return Ok(false),
         };
-        if !self.seen.is_new(&(cert_pem.clone(), key_pem.clone())) {
+        if !self.seen.is_new(&files) {
             return Ok(false);
         }
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
+        let certs = pem_certificates(&files.cert);
         if certs.is_empty() {
             return Err(TlsError::NoCertificate { path: self.cert_path.clone() });
         }
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        let served = earliest_expiry(&certs).map_err(|(position, reason)| TlsError::Certificate {
+            path: self.cert_path.clone(),
+            position,
+            reason,
+        })?;
+        // A ca.crt that does not parse is not bucketgate's to refuse: the API server reads
+        // the caBundle, not this file.
+        let ca = files.ca.as_deref().map(pem_certificates).unwrap_or_default();
+        let Some(expires) = served.into_iter().chain(earliest_expiry(&ca).ok().flatten()).min() else {
+            return Err(TlsError::NoCertificate { path: self.cert_path.clone() });
+        };
+        let key = PrivateKeyDer::from_pem_slice(&files.key)
             .map_err(|source| TlsError::NoKey { path: self.key_path.clone(), source })?;
         // from_der refuses a key that does not match the certificate, which is what a
         // reader sees halfway through a non-atomic update of the two files.
@@ -116,7 +148,7 @@ impl CertStore {
             key: self.key_path.clone(),
             source,
         })?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(certified));
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Served { key: Arc::new(certified), expires });
         Ok(true)
     }
 
@@ -124,16 +156,37 @@ impl CertStore {
         self.current.read().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
+    /// Unix seconds when the certificate in use, or the CA beside it, stops being valid.
+    pub fn expires(&self) -> Option<i64> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|served| served.expires)
+    }
+
+    /// Sets the expiry gauge, and says in the log when the certificate in use ends, with a
+    /// warning once it is near or past: an expired one fails every handshake the API server
+    /// makes, and so every Bucket write.
+    fn report_expiry(&self, metrics: &Metrics, reloaded: bool) {
+        let Some(expires) = self.expires() else { return };
+        metrics.certificate_expiry.set(expires);
+        let at = jiff::Timestamp::from_second(expires).map(|t| t.to_string()).unwrap_or_else(|_| expires.to_string());
+        let cert = self.cert_path.display();
+        match expiry_warning(expires, jiff::Timestamp::now().as_second()) {
+            Some(warning) => tracing::warn!(%cert, expires = %at, "{warning}"),
+            None if reloaded => tracing::info!(%cert, expires = %at, "serving certificate reloaded"),
+            None => tracing::info!(%cert, expires = %at, "serving certificate loaded"),
+        }
+    }
+
     /// Polls the files every `interval` until the process ends.
     pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<Metrics>) {
         let store = self.clone();
+        self.report_expiry(&metrics, false);
         crate::poll::every(
             interval,
             "certificate",
             move || store.reload(),
             |outcome| match outcome {
                 Ok(true) => {
-                    tracing::info!(cert = %self.cert_path.display(), "serving certificate reloaded");
+                    self.report_expiry(&metrics, true);
                     metrics.certificate_reloads.succeeded();
                 }
                 Ok(false) => {}
@@ -149,7 +202,58 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|served| served.key.clone())
+    }
+}
+
+/// The certificates of a PEM file, in order; blocks of other kinds are passed over.
+fn pem_certificates(pem: &[u8]) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect()
+}
+
+/// Unix seconds when the first of `certs` ends; `None` for none. Err: the position (from 1)
+/// of one that is not X.509, and why.
+fn earliest_expiry(certs: &[CertificateDer<'_>]) -> Result<Option<i64>, (usize, String)> {
+    let mut earliest = None;
+    for (index, der) in certs.iter().enumerate() {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| (index + 1, e.to_string()))?;
+        let ends = cert.validity().not_after.timestamp();
+        earliest = Some(earliest.map_or(ends, |before: i64| before.min(ends)));
+    }
+    Ok(earliest)
+}
+
+/// Whether `dir` holds no serving certificate, or one that has expired: `--dev` then makes
+/// its own, rather than serve one that no client accepts. A file that cannot be read is left
+/// for loading to report.
+pub fn dev_certs_needed(dir: &Path) -> bool {
+    let path = dir.join(CERT_FILE);
+    if !path.exists() {
+        return true;
+    }
+    let Ok(pem) = std::fs::read(&path) else { return false };
+    matches!(earliest_expiry(&pem_certificates(&pem)), Ok(Some(expires)) if expires <= jiff::Timestamp::now().as_second())
+}
+
+/// Days before its end from which a certificate in use is warned about at each load.
+/// cert-manager renews a 90-day certificate 30 days before its end: one 14 days from it was
+/// not renewed when it should have been. The alerts (manifests/monitoring) say the same.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// What to warn of, if anything, about a certificate ending at `expires`, at `now` (both Unix
+/// seconds).
+fn expiry_warning(expires: i64, now: i64) -> Option<String> {
+    const DAY: i64 = 86_400;
+    let renew = "renew it: `bucketgate certs` and the webhooks' caBundle, or cert-manager's Certificate";
+    if expires <= now {
+        Some(format!(
+            "the serving certificate has expired: the API server refuses it, and every Bucket write fails; {renew}"
+        ))
+    } else if expires - now < EXPIRY_WARNING_DAYS * DAY {
+        let days = (expires - now) / DAY;
+        Some(format!("the serving certificate expires in {days} days (under {EXPIRY_WARNING_DAYS}); {renew}"))
+    } else {
+        None
     }
 }
 
@@ -168,6 +272,8 @@ pub struct GeneratedCerts {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// When both end, in Unix seconds.
+    pub expires: i64,
 }
 
 /// The longest validity `generate` gives, a hundred years.
@@ -203,7 +309,12 @@ pub fn generate(dns_names: &[String], ips: &[IpAddr], days: i64) -> Result<Gener
     params.not_after = now + time::Duration::days(days);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca)?;
-    Ok(GeneratedCerts { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(GeneratedCerts {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        expires: params.not_after.unix_timestamp(),
+    })
 }
 
 impl GeneratedCerts {
@@ -271,6 +382,74 @@ mod tests {
         assert!(matches!(store.reload(), Err(TlsError::Read { .. })));
         second.write(dir.path()).unwrap();
         assert!(store.reload().unwrap(), "the pair as it was, after a failure");
+    }
+
+    /// Seconds from now to `expires`, in whole days.
+    fn days_left(expires: i64) -> i64 {
+        (expires - jiff::Timestamp::now().as_second() + 60) / 86_400
+    }
+
+    #[test]
+    fn the_expiry_is_the_first_end_of_the_pair_and_the_ca_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let year = generate(&["localhost".into()], &[], 365).unwrap();
+        year.write(dir.path()).unwrap();
+        let store = CertStore::open(dir.path()).unwrap();
+        assert_eq!(store.expires(), Some(year.expires));
+        assert_eq!(days_left(year.expires), 365);
+
+        // A CA that ends before the certificate it signed: the API server's check fails then.
+        let week = generate(&["localhost".into()], &[], 7).unwrap();
+        std::fs::write(dir.path().join(CA_FILE), &week.ca_pem).unwrap();
+        assert!(store.reload().unwrap(), "a changed ca.crt is read again");
+        assert_eq!(store.expires(), Some(week.expires));
+
+        // ca.crt is optional and not served: gone or unreadable, the pair alone counts.
+        std::fs::write(dir.path().join(CA_FILE), "not a certificate").unwrap();
+        assert!(store.reload().unwrap());
+        assert_eq!(store.expires(), Some(year.expires));
+        std::fs::remove_file(dir.path().join(CA_FILE)).unwrap();
+        assert!(store.reload().unwrap());
+        assert_eq!(store.expires(), Some(year.expires));
+
+        // A PEM block that is no X.509 certificate is refused with where it is; the pair
+        // before it stays in use.
+        let chain = format!("{}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", year.cert_pem);
+        std::fs::write(dir.path().join(CERT_FILE), chain).unwrap();
+        let error = store.reload().unwrap_err();
+        assert!(matches!(error, TlsError::Certificate { position: 2, .. }), "{error}");
+        assert!(error.to_string().contains("tls.crt: certificate 2 cannot be read as X.509"), "{error}");
+        assert_eq!(store.expires(), Some(year.expires));
+    }
+
+    #[test]
+    fn a_certificate_near_or_past_its_end_is_warned_of() {
+        let now = 1_800_000_000;
+        let day = 86_400;
+        assert_eq!(expiry_warning(now + 30 * day, now), None);
+        assert_eq!(expiry_warning(now + EXPIRY_WARNING_DAYS * day, now), None);
+        let soon = expiry_warning(now + 3 * day + 5, now).unwrap();
+        assert!(soon.starts_with("the serving certificate expires in 3 days (under 14); renew it"), "{soon}");
+        let past = expiry_warning(now, now).unwrap();
+        assert!(past.contains("has expired: the API server refuses it, and every Bucket write fails"), "{past}");
+    }
+
+    #[test]
+    fn dev_certificates_are_made_again_only_when_missing_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(dev_certs_needed(dir.path()));
+        generate(&["localhost".into()], &[], 1).unwrap().write(dir.path()).unwrap();
+        assert!(!dev_certs_needed(dir.path()));
+        // generate refuses a past validity; rcgen writes one as an old certificate would be.
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(31);
+        params.not_after = now - time::Duration::days(1);
+        let key = KeyPair::generate().unwrap();
+        std::fs::write(dir.path().join(CERT_FILE), params.self_signed(&key).unwrap().pem()).unwrap();
+        assert!(dev_certs_needed(dir.path()));
+        std::fs::write(dir.path().join(CERT_FILE), "something else").unwrap();
+        assert!(!dev_certs_needed(dir.path()), "left for loading to report");
     }
 
     #[cfg(unix)]

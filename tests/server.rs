@@ -144,7 +144,7 @@ async fn tls_1_2_and_1_3_are_served_and_plain_http_is_not() {
 async fn certificate_swap_by_symlink_loses_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let first = tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
-    let second = tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
+    let second = tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 2).unwrap();
     first.write(&dir.path().join("..2026_11_21_v1")).unwrap();
     second.write(&dir.path().join("..2026_11_21_v2")).unwrap();
     std::os::unix::fs::symlink("..2026_11_21_v1", dir.path().join("..data")).unwrap();
@@ -152,6 +152,10 @@ async fn certificate_swap_by_symlink_loses_no_request() {
         std::os::unix::fs::symlink(format!("..data/{file}"), dir.path().join(file)).unwrap();
     }
     let ca_pems = [first.ca_pem.clone(), second.ca_pem.clone()];
+    let expiry = |certs: &tls::GeneratedCerts| {
+        format!("bucketgate_tls_certificate_expiration_timestamp_seconds {}\n", certs.expires)
+    };
+    let (first_expiry, second_expiry) = (expiry(&first), expiry(&second));
     let server = TestServer::start_in(dir, first, fixture_catalog(), served(), ServeOptions::default()).await;
     tokio::spawn(server.state.certs.clone().watch(Duration::from_millis(20), server.state.metrics.clone()));
 
@@ -180,6 +184,9 @@ async fn certificate_swap_by_symlink_loses_no_request() {
     while done.load(Ordering::SeqCst) < 60 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let before = client(&[&ca_pems[0]], &[&rustls::version::TLS13]);
+    let metrics = before.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(&first_expiry), "{metrics}");
     // The swap, as the kubelet does it: a new link renamed over ..data.
     let cert_dir = server.cert_dir.path();
     std::os::unix::fs::symlink("..2026_11_21_v2", cert_dir.join("..data_tmp")).unwrap();
@@ -205,5 +212,6 @@ async fn certificate_swap_by_symlink_loses_no_request() {
     let both = client(&[&ca_pems[0], &ca_pems[1]], &[&rustls::version::TLS13]);
     let metrics = both.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"bucketgate_tls_certificate_reloads_total{result="success"} 1"#), "{metrics}");
+    assert!(metrics.contains(&second_expiry), "the new certificate's end: {metrics}");
     Arc::try_unwrap(server).ok().unwrap().stop().await;
 }
