@@ -25,6 +25,19 @@ pub const VERSION: &str = "v1alpha1";
 pub const PROVISIONER_LABEL: &str = "cosi.io/provisioner";
 /// Finalizer that holds Buckets and BucketContents until the backend agrees.
 pub const FINALIZER: &str = "cosi.io/finalizer";
+/// Set to "true" on a Bucket to release it without asking the backend (bucket gone or
+/// unreachable); its data, if any is left, is not deleted.
+pub const FORCE_RELEASE_ANNOTATION: &str = "cosi.io/force-release";
+
+/// Whether `object` carries [`FINALIZER`].
+pub fn held(object: &impl kube::Resource) -> bool {
+    object.meta().finalizers.iter().flatten().any(|f| f == FINALIZER)
+}
+
+/// Whether `object` asks to be released without its store ([`FORCE_RELEASE_ANNOTATION`]).
+pub fn force_release_asked(object: &impl kube::Resource) -> bool {
+    object.meta().annotations.as_ref().and_then(|a| a.get(FORCE_RELEASE_ANNOTATION)).map(String::as_str) == Some("true")
+}
 
 /// Data-path protocol of a bucket.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

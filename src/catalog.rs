@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 use crate::api::{Bucket, BucketClass, BucketContent};
 
 mod fetch;
-pub use fetch::{Fetched, Lookup, Recheck, fetch};
+pub use fetch::{Fetched, Lookup, RELEASE_VERB, Recheck, fetch};
 
 type NamespaceMeta = PartialObjectMeta<Namespace>;
 type BucketMeta = PartialObjectMeta<Bucket>;
@@ -354,6 +354,24 @@ impl Catalog {
 
     pub fn content(&self, name: &str) -> Option<Arc<BucketContent>> {
         self.fetched(|f| f.contents.get(name)).or_else(|| self.contents.get(&ObjectRef::new(name)))
+    }
+
+    /// The provisioner whose store a Bucket's bucket is at, as the catalog knows it: its
+    /// BucketContent's, else its class's; "" where neither is known (yet).
+    pub fn provisioner_of(&self, bucket: &Bucket) -> String {
+        let content = bucket.status_content().or(bucket.spec.bucket_content_name.as_deref());
+        if let Some(content) = content.and_then(|name| self.content(name)) {
+            return content.spec.provisioner().to_string();
+        }
+        let class = bucket.spec.bucket_class_name.as_deref().and_then(|name| self.class(name));
+        class.map(|class| class.spec.provisioner().to_string()).unwrap_or_default()
+    }
+
+    /// Whether the request's user may release Buckets by hand, as the API server answered
+    /// for this review ([`Recheck::MayRelease`]); `None` before it was asked, or when it
+    /// could not be.
+    pub fn may_release(&self) -> Option<bool> {
+        self.fetched.as_deref().and_then(|f| f.may_release)
     }
 
     fn namespace(&self, name: &str) -> Option<Arc<NamespaceMeta>> {

@@ -158,7 +158,7 @@ async fn review_looking_up(
         if new.is_empty() || left.is_zero() {
             return reviewed;
         }
-        let (found, lookups) = catalog::fetch(client, &new, left).await;
+        let (found, lookups) = catalog::fetch(client, &new, &request.user_info, left).await;
         for (object, lookup) in &lookups {
             state.metrics.looked_up(object.kind(), lookup.as_str());
         }

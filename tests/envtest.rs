@@ -62,6 +62,8 @@ struct ControlPlane {
     bucketgate_kubeconfig: PathBuf,
     /// The suite's, as an admin.
     client: Client,
+    /// As `dev`, a developer with no grant but those the tests give.
+    tenant: Client,
 }
 
 async fn control_plane(assets: &Path) -> ControlPlane {
@@ -85,7 +87,7 @@ async fn control_plane(assets: &Path) -> ControlPlane {
     std::fs::write(
         dir.path().join("tokens.csv"),
         format!(
-            "envtest-token,admin,admin,system:masters\nbucketgate-token,system:serviceaccount:{NAMESPACE}:bucketgate,bucketgate,\"system:serviceaccounts,system:serviceaccounts:{NAMESPACE},system:authenticated\"\n"
+            "envtest-token,admin,admin,system:masters\nbucketgate-token,system:serviceaccount:{NAMESPACE}:bucketgate,bucketgate,\"system:serviceaccounts,system:serviceaccounts:{NAMESPACE},system:authenticated\"\ndev-token,dev,dev,system:authenticated\n"
         ),
     )
     .unwrap();
@@ -117,19 +119,19 @@ async fn control_plane(assets: &Path) -> ControlPlane {
         path
     };
     let (kubeconfig, bucketgate_kubeconfig) = (kubeconfig_for("envtest-token"), kubeconfig_for("bucketgate-token"));
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let client = Client::try_from(config).unwrap();
+    let client_of = |path: PathBuf| async move {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+        let options = kube::config::KubeConfigOptions::default();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.unwrap();
+        Client::try_from(config).unwrap()
+    };
+    let (client, tenant) = (client_of(kubeconfig).await, client_of(kubeconfig_for("dev-token")).await);
     let started = Instant::now();
     while client.apiserver_version().await.is_err() {
         assert!(started.elapsed() < Duration::from_secs(60), "kube-apiserver did not start");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    ControlPlane { _etcd: etcd, _apiserver: apiserver, _dir: dir, bucketgate_kubeconfig, client }
+    ControlPlane { _etcd: etcd, _apiserver: apiserver, _dir: dir, bucketgate_kubeconfig, client, tenant }
 }
 
 async fn install_crds(client: &Client) {
@@ -185,7 +187,7 @@ const NAMESPACE: &str = "bucketgate-system";
 /// them (their namespace set as kustomize sets it), so that bucketgate runs with them.
 async fn install_rbac(client: &Client) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
-    for file in ["namespace.yaml", "rbac.yaml"] {
+    for file in ["namespace.yaml", "rbac.yaml", "user-roles.yaml"] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         for document in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
             create(client, document, false).await.unwrap();
@@ -793,7 +795,43 @@ async fn an_unreachable_store_is_said_and_force_release_lets_the_bucket_go() {
     buckets.delete("waiting", &DeleteParams::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(buckets.get_opt("waiting").await.unwrap().is_some(), "its deletion waits on the store");
+
+    // A developer of team-a, an editor of its Buckets through the role that Kubernetes'
+    // `edit` takes in, may not let it go past the store: its key would stay working.
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "dev-edits-buckets", "namespace": "team-a"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "bucketgate-buckets-edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dev"}]});
+    let binding = serde_json::from_value(binding).unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), "team-a")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let as_dev: Api<Bucket> = Api::namespaced(plane.tenant.clone(), "team-a");
     let force = Patch::Merge(json!({"metadata": {"annotations": {"cosi.io/force-release": "true"}}}));
+    let unheld = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    for (patch, says) in [
+        (&unheld, "only the provisioning loop takes cosi.io/finalizer off a Bucket"),
+        (&force, "cosi.io/force-release=true has the Bucket released without its store"),
+    ] {
+        let started = Instant::now();
+        let refusal = loop {
+            // RBAC's cache may take a moment to see the binding: until then, RBAC refuses.
+            match as_dev.patch("waiting", &PatchParams::default(), patch).await {
+                Err(kube::Error::Api(status)) if status.message.contains(says) => break status,
+                Err(kube::Error::Api(status)) if started.elapsed() < Duration::from_secs(10) && status.code == 403 => {}
+                other => panic!("not refused as it should be: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(refusal.code, 403, "{refusal:?}");
+        assert!(
+            refusal.message.contains(r#"dev may not: that takes the verb "release" on buckets.cosi.io"#),
+            "{refusal:?}"
+        );
+    }
+    assert!(bucketgate::api::held(&buckets.get("waiting").await.unwrap()), "the finalizer is still there");
+    // A cluster admin may, and the loop then takes the finalizer off, itself asked about.
     buckets.patch("waiting", &PatchParams::default(), &force).await.unwrap();
     let started = Instant::now();
     while buckets.get_opt("waiting").await.unwrap().is_some() {

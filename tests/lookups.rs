@@ -24,14 +24,15 @@ const TEAM_A_UID: &str = "7239d61f-6c63-4400-865a-b393ebab86df";
 
 /// How the mock API server answers.
 enum Answer {
-    /// Each GET from these objects by path, a 404 Status for any other.
+    /// Each GET from these objects by path (a POST: the answer at its path), a 404 Status for
+    /// any other.
     From(Vec<(&'static str, Value)>),
     /// Never.
     Silence,
 }
 
 /// A client of a mock API server answering as `answer` says, and the requests it got
-/// (method and path).
+/// (method and path, and the body of a POST).
 fn api_server(answer: Answer) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -40,7 +41,15 @@ fn api_server(answer: Answer) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
         let mut unanswered = Vec::new();
         while let Some((request, send)) = handle.next_request().await {
             let path = request.uri().path().to_string();
-            log.lock().unwrap().push(format!("{} {path}", request.method()));
+            let method = request.method().clone();
+            let logged = if method == http::Method::POST {
+                use http_body_util::BodyExt;
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                format!("{method} {path} {}", String::from_utf8_lossy(&body))
+            } else {
+                format!("{method} {path}")
+            };
+            log.lock().unwrap().push(logged);
             let Answer::From(objects) = &answer else {
                 unanswered.push(send);
                 continue;
@@ -213,5 +222,69 @@ async fn an_api_server_that_does_not_answer_leaves_the_catalogs_refusal_in_time(
     // Not a measure of speed: past 5 s the API server has given up on the webhook, and with
     // failurePolicy Fail refuses the write with a timeout instead of the reason.
     assert!(took >= LOOKUP_TIMEOUT && took < Duration::from_secs(5), "{took:?}");
+    server.stop().await;
+}
+
+const REVIEW_PATH: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+
+/// Taking the finalizer off a Bucket being deleted, or asking for its release without its
+/// store, leaves its key working: the webhook asks the API server's authorizer whether the
+/// requester may (RBAC's verb `release` on buckets), as the requester, and decides by the
+/// answer. A namespace's editor may not; a cluster admin, or bucketgate itself, may.
+#[tokio::test]
+async fn releasing_a_bucket_by_hand_is_decided_by_the_api_servers_authorizer() {
+    // The captured Bucket UPDATE, as a developer of team-a who takes the finalizer off the
+    // Bucket after deleting it, its store being down.
+    let mut review = fixture("018");
+    let request = &mut review["request"];
+    request["userInfo"] = json!({"username": "dev", "uid": "u-dev", "groups": ["developers", "system:authenticated"]});
+    for (object, finalizers) in [("oldObject", json!(["cosi.io/finalizer"])), ("object", Value::Null)] {
+        request[object]["metadata"]["deletionTimestamp"] = json!("2026-11-24T10:00:00Z");
+        request[object]["metadata"]["finalizers"] = finalizers;
+        request[object]["spec"]["bucketClassName"] = json!("ceph-s3");
+    }
+    // This deployment's loop drives the class's provisioner: its release is the loop's.
+    let yaml = format!("provisioners:\n- name: {SERVED}\n  s3:\n    endpoint: http://127.0.0.1:9\n");
+    let config = bucketgate::config::Config::parse(&yaml, "test").unwrap();
+
+    for allowed in [false, true] {
+        let answer = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {}, "status": {"allowed": allowed}});
+        let (api, seen) = api_server(Answer::From(vec![(REVIEW_PATH, answer)]));
+        let server = TestServer::with_api_serving(fixture_catalog(), config.clone(), api).await;
+        let response = server.review("validate", &review).await;
+        assert_eq!(response["allowed"], allowed, "{response}");
+        if !allowed {
+            assert_eq!(response["status"]["code"], 403);
+            let message = response["status"]["message"].as_str().unwrap();
+            assert!(message.contains("only the provisioning loop takes cosi.io/finalizer off a Bucket"), "{message}");
+            assert!(message.contains(r#"dev may not: that takes the verb "release" on buckets.cosi.io"#), "{message}");
+        }
+        // Asked once, as the requester, about exactly that.
+        let seen = seen.lock().unwrap().clone();
+        let [asked] = seen.as_slice() else { panic!("one question, not {seen:?}") };
+        let body: Value = serde_json::from_str(asked.strip_prefix(&format!("POST {REVIEW_PATH} ")).unwrap()).unwrap();
+        assert_eq!(body["spec"]["user"], "dev");
+        assert_eq!(body["spec"]["uid"], "u-dev");
+        assert_eq!(body["spec"]["groups"], json!(["developers", "system:authenticated"]));
+        assert_eq!(
+            body["spec"]["resourceAttributes"],
+            json!({"group": "cosi.io", "resource": "buckets", "verb": "release", "namespace": "team-a"})
+        );
+        let lookups = server.client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(
+            lookups.contains(r#"bucketgate_admission_lookups_total{kind="SubjectAccessReview",result="found"} 1"#),
+            "{lookups}"
+        );
+        server.stop().await;
+    }
+
+    // An authorizer that does not answer in time: refused, saying so.
+    let (api, _) = api_server(Answer::Silence);
+    let server = TestServer::with_api_serving(fixture_catalog(), config, api).await;
+    let response = server.review("validate", &review).await;
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.contains("could not be asked of the API server: try again"), "{message}");
     server.stop().await;
 }

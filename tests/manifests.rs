@@ -197,6 +197,10 @@ const CALLS: &[(&str, &str, &str)] = &[
     ("cosi.io", "bucketclasses", "list"),
     ("cosi.io", "bucketcontents", "get"),
     ("", "namespaces", "get"),
+    // src/catalog/fetch.rs: whether a Bucket's requester may release it by hand...
+    ("authorization.k8s.io", "subjectaccessreviews", "create"),
+    // ... which the loop's own finalizer removal is asked too: not a call, RBAC's answer.
+    ("cosi.io", "buckets", "release"),
     // src/provision/mod.rs: the controllers' watches (Secrets by label).
     ("", "secrets", "list"),
     ("", "secrets", "watch"),

@@ -1,5 +1,6 @@
 //! How the built-in rules read a request's objects: as their kube types, but with
-//! `metadata.managedFields` and `metadata.annotations` skipped, not built.
+//! `metadata.managedFields` and `metadata.annotations` skipped, not built; of the
+//! annotations, only `cosi.io/force-release` is kept, which a rule reads.
 //!
 //! No rule reads either, and they were most of an object's parse: each managedFields entry
 //! becomes a tree of JSON values, and kubectl's last-applied-configuration annotation is
@@ -16,7 +17,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::api::{
     AccessMode, Bucket, BucketClass, BucketClassSpec, BucketContent, BucketContentSpec, BucketContentStatus,
-    BucketSpec, BucketStatus, Protocol, ReleasePolicy,
+    BucketSpec, BucketStatus, FORCE_RELEASE_ANNOTATION, Protocol, ReleasePolicy,
 };
 
 /// An object of kind `K`, read for the rules.
@@ -25,7 +26,7 @@ pub struct Lean<K>(pub K);
 #[derive(Deserialize)]
 #[serde(remote = "ObjectMeta", rename_all = "camelCase")]
 struct Meta {
-    #[serde(skip)]
+    #[serde(default, deserialize_with = "force_release_only")]
     annotations: Option<BTreeMap<String, String>>,
     creation_timestamp: Option<Time>,
     deletion_grace_period_seconds: Option<i64>,
@@ -42,6 +43,77 @@ struct Meta {
     resource_version: Option<String>,
     self_link: Option<String>,
     uid: Option<String>,
+}
+
+/// Of an object's annotations, [`FORCE_RELEASE_ANNOTATION`] alone; the others are scanned,
+/// not built, and anything but a map of strings is passed over unjudged, as before.
+fn force_release_only<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    /// Whether a key is the one kept, compared where it lies rather than copied.
+    struct Kept(bool);
+    impl<'de> Deserialize<'de> for Kept {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Kept, D::Error> {
+            struct Key;
+            impl Visitor<'_> for Key {
+                type Value = Kept;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an annotation's name")
+                }
+                fn visit_str<E>(self, key: &str) -> Result<Kept, E> {
+                    Ok(Kept(key == FORCE_RELEASE_ANNOTATION))
+                }
+            }
+            deserializer.deserialize_str(Key)
+        }
+    }
+
+    struct Annotations;
+    impl<'de> Visitor<'de> for Annotations {
+        type Value = Option<BTreeMap<String, String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("annotations")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut kept = None;
+            while let Some(Kept(wanted)) = map.next_key()? {
+                if wanted {
+                    // A value that is not a string is not "true": passed over.
+                    if let serde_json::Value::String(value) = map.next_value()? {
+                        kept.get_or_insert_with(BTreeMap::new).insert(FORCE_RELEASE_ANNOTATION.to_string(), value);
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(kept)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    deserializer.deserialize_any(Annotations)
 }
 
 #[derive(Deserialize)]
@@ -179,5 +251,23 @@ mod tests {
         assert!(serde_json::from_value::<Lean<Bucket>>(object.clone()).is_ok());
         object["metadata"]["labels"] = json!(["not", "a", "map"]);
         assert!(serde_json::from_value::<Lean<Bucket>>(object).is_err());
+    }
+
+    #[test]
+    fn of_the_annotations_only_force_release_is_kept() {
+        let mut object = json!({"metadata": metadata(), "spec": {}});
+        object["metadata"]["annotations"]["cosi.io/force-release"] = json!("true");
+        let Lean(bucket) = serde_json::from_value::<Lean<Bucket>>(object.clone()).unwrap();
+        let kept = BTreeMap::from([("cosi.io/force-release".to_string(), "true".to_string())]);
+        assert_eq!(bucket.metadata.annotations, Some(kept));
+        assert!(crate::api::force_release_asked(&bucket));
+        // Read from bytes as the webhook reads a review, with an escaped name among them.
+        object["metadata"]["annotations"]["a\"quoted\"name"] = json!("x");
+        let bytes = serde_json::to_vec(&object).unwrap();
+        let Lean(bucket) = serde_json::from_slice::<Lean<Bucket>>(&bytes).unwrap();
+        assert!(crate::api::force_release_asked(&bucket));
+        object["metadata"]["annotations"]["cosi.io/force-release"] = json!(true);
+        let Lean(bucket) = serde_json::from_value::<Lean<Bucket>>(object).unwrap();
+        assert_eq!(bucket.metadata.annotations, None, "not a string: passed over");
     }
 }

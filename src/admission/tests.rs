@@ -662,3 +662,82 @@ fn objects_read_from_the_api_server_decide_the_review_again() {
     assert_eq!(patched.unwrap()["spec"]["bucketClassName"], "ceph");
     assert!(listed.class("old").is_none() && old.class("old").is_some());
 }
+
+/// bucketgate's loop drives SERVED here (it has a store), so its Buckets' release is the
+/// loop's: taken past it only by those the API server says may.
+fn driving() -> Config {
+    let yaml = format!("provisioners:\n- name: {SERVED}\n  s3:\n    endpoint: http://127.0.0.1:8333\n");
+    Config::parse(&yaml, "test").unwrap()
+}
+
+fn review_driving(req: &Request, catalog: &Catalog) -> Reviewed {
+    let ctx = Context { catalog, config: &driving(), policies: &crate::policy::PolicySet::default() };
+    review(Webhook::Validate, req, &ctx)
+}
+
+/// A Bucket of class "ceph" (SERVED) in team-a, being deleted, with or without its
+/// finalizer and the force-release annotation.
+fn deleting_bucket(finalizer: bool, forced: bool) -> Value {
+    let mut object = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+    object["metadata"]["deletionTimestamp"] = json!("2026-11-24T10:00:00Z");
+    if finalizer {
+        object["metadata"]["finalizers"] = json!([FINALIZER]);
+    }
+    if forced {
+        object["metadata"]["annotations"] = json!({"cosi.io/force-release": "true"});
+    }
+    object
+}
+
+#[test]
+fn releasing_a_bucket_by_hand_is_for_whom_the_api_server_lets_release() {
+    let unheld =
+        request("Bucket", "UPDATE", Some("team-a"), deleting_bucket(false, false), deleting_bucket(true, false));
+    // First the webhook asks; until it has the answer, it refuses.
+    let first = review_driving(&unheld, &standard());
+    assert!(!first.response.allowed);
+    assert_eq!(first.rechecks, [Recheck::MayRelease("team-a".into())]);
+    assert_eq!(first.response.result.code, 403);
+    let message = &first.response.result.message;
+    assert!(message.contains("only the provisioning loop takes cosi.io/finalizer off a Bucket"), "{message}");
+    assert!(message.contains("could not be asked of the API server: try again"), "{message}");
+
+    // The answer decides: a namespace's editor may not, a cluster admin (or bucketgate) may.
+    let denied = standard().with_fetched(crate::catalog::Fetched::release_answer(false));
+    let refused = review_driving(&unheld, &denied);
+    assert!(!refused.response.allowed && refused.rechecks.is_empty());
+    let message = &refused.response.result.message;
+    assert!(
+        message.contains(
+            r#"dev may not: that takes the verb "release" on buckets.cosi.io in namespace "team-a", which cluster admins have"#
+        ),
+        "{message}"
+    );
+    let granted = standard().with_fetched(crate::catalog::Fetched::release_answer(true));
+    assert!(review_driving(&unheld, &granted).response.allowed);
+
+    // Asking the loop to release without the store is the same: on create or later.
+    let forced = request("Bucket", "UPDATE", Some("team-a"), deleting_bucket(true, true), deleting_bucket(true, false));
+    let message = review_driving(&forced, &denied).response.result.message;
+    assert!(message.contains(": cosi.io/force-release=true has the Bucket released without its store"), "{message}");
+    assert!(review_driving(&forced, &granted).response.allowed);
+    let mut created = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+    created["metadata"]["annotations"] = json!({"cosi.io/force-release": "true"});
+    let create = request("Bucket", "CREATE", Some("team-a"), created, Value::Null);
+    assert_eq!(review_driving(&create, &standard()).rechecks, [Recheck::MayRelease("team-a".into())]);
+
+    // What does not release by hand asks nothing: the finalizer kept, the annotation there
+    // before, a Bucket without the finalizer to begin with.
+    let kept = request("Bucket", "UPDATE", Some("team-a"), deleting_bucket(true, true), deleting_bucket(true, true));
+    let never =
+        request("Bucket", "UPDATE", Some("team-a"), deleting_bucket(false, false), deleting_bucket(false, false));
+    for req in [&kept, &never] {
+        let reviewed = review_driving(req, &standard());
+        assert!(reviewed.response.allowed && reviewed.rechecks.is_empty(), "{:?}", reviewed.response);
+    }
+    // Nor where another controller releases: a provisioner served here without a store, or
+    // a deployment that drives none.
+    let elsewhere = catalog(vec![class("ceph", "other.example.com/s3", true, &["s3"])]);
+    assert!(review_driving(&unheld, &elsewhere).response.allowed);
+    allowed(Webhook::Validate, &unheld, &standard());
+}

@@ -10,8 +10,11 @@ use std::collections::BTreeMap;
 use kube::{Resource, ResourceExt};
 
 use super::{Kind, Objects, Operation, Request, Verdict, objects};
-use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketSpec, Protocol, ReleasePolicy};
-use crate::catalog::{Catalog, Recheck};
+use crate::api::{
+    Bucket, BucketClass, BucketContent, BucketContentPhase, BucketSpec, FINALIZER, FORCE_RELEASE_ANNOTATION, Protocol,
+    ReleasePolicy,
+};
+use crate::catalog::{Catalog, RELEASE_VERB, Recheck};
 use crate::config::Config;
 use crate::driver::BucketOptions;
 use crate::driver::options::BUCKET_PARAMETERS;
@@ -53,7 +56,10 @@ struct Context<'a> {
 impl Context<'_> {
     fn bucket(&self, objects: &Objects<Bucket>, verdict: &mut Verdict) {
         match (self.req.operation.clone(), objects.new.as_ref(), objects.old.as_ref()) {
-            (Operation::Create, Some(new), _) => self.bucket_spec(&new.spec, verdict),
+            (Operation::Create, Some(new), _) => {
+                self.bucket_spec(&new.spec, verdict);
+                self.released_by_hand(None, new, verdict);
+            }
             (Operation::Update, Some(new), Some(old)) => {
                 immutable_bucket_spec(&old.spec, &new.spec, verdict);
                 // Set fields cannot change, so a different spec means a field was newly
@@ -61,6 +67,7 @@ impl Context<'_> {
                 if verdict.allowed() && new.spec != old.spec {
                     self.bucket_spec(&new.spec, verdict);
                 }
+                self.released_by_hand(Some(old), new, verdict);
             }
             (Operation::Delete, _, Some(old)) => self.bucket_delete_advice(old, verdict),
             _ => {}
@@ -211,6 +218,52 @@ impl Context<'_> {
                 served_text(self.config, provisioner)
             ));
         }
+    }
+
+    /// Releasing a Bucket by hand, past the provisioning loop: taking `cosi.io/finalizer`
+    /// off, or asking for `cosi.io/force-release`. Either way its key is not revoked at the
+    /// store, and whoever holds a copy keeps reaching the bucket, even once an admin takes
+    /// the namespace off a shared content's `bindableNamespaces`. So it is for those RBAC
+    /// lets `release` Buckets (cluster admins, and bucketgate's own ServiceAccount, which
+    /// takes the finalizer off once the key is revoked), as the API server answers
+    /// ([`Recheck::MayRelease`]); not for a namespace's editors. Only for the provisioners
+    /// this deployment's loop drives: another controller releases the others.
+    fn released_by_hand(&self, old: Option<&Bucket>, new: &Bucket, verdict: &mut Verdict) {
+        let unheld = old.is_some_and(crate::api::held) && !crate::api::held(new);
+        let forced = crate::api::force_release_asked(new) && !old.is_some_and(crate::api::force_release_asked);
+        if !(unheld || forced) || !self.config.has_any_driver() {
+            return;
+        }
+        if !self.config.drives(&self.catalog.provisioner_of(old.unwrap_or(new))) {
+            return;
+        }
+        let answer = self.catalog.may_release();
+        if answer == Some(true) {
+            return;
+        }
+        let what = if unheld {
+            format!(
+                "only the provisioning loop takes {FINALIZER} off a Bucket, once its key is revoked at the store and its \
+                 BucketContent deleted or released (`kubectl describe bucket {}` says what that waits on); taken off by \
+                 hand, the key would go on working",
+                new.name_any()
+            )
+        } else {
+            format!(
+                "{FORCE_RELEASE_ANNOTATION}=true has the Bucket released without its store, its key not revoked there"
+            )
+        };
+        let namespace = self.req.namespace.as_deref().unwrap_or_default();
+        let user = self.req.user_info.username.as_deref().unwrap_or("the requester");
+        let verb = format!("the verb {RELEASE_VERB:?} on buckets.cosi.io in namespace {namespace:?}");
+        let who = match answer {
+            Some(_) => format!("{user} may not: that takes {verb}, which cluster admins have"),
+            None => {
+                verdict.recheck(Recheck::MayRelease(namespace.to_string()));
+                format!("whether {user} may ({verb}) could not be asked of the API server: try again")
+            }
+        };
+        verdict.forbid(format!("{what}. {who}"));
     }
 
     fn bucket_delete_advice(&self, old: &Bucket, verdict: &mut Verdict) {

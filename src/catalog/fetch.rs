@@ -8,13 +8,18 @@
 //! Bucket refused as naming "no BucketContent" for a content created a moment before.
 //! Rather than refuse, or patch short, on the catalog's word alone, the webhook asks the
 //! API server for just the objects its answer turned on, and decides again with them.
+//!
+//! One answer is not an object: whether the requester may release a Bucket by hand, which
+//! RBAC decides and only the API server can tell (a SubjectAccessReview).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
 
 use super::NamespaceMeta;
@@ -34,7 +39,16 @@ pub enum Recheck {
     BucketClasses,
     BucketContent(String),
     Namespace(String),
+    /// Whether the request's user may release Buckets by hand in this namespace: RBAC's verb
+    /// [`RELEASE_VERB`] on `buckets.cosi.io` there.
+    MayRelease(String),
 }
+
+/// The RBAC verb on `buckets` (group `cosi.io`) that lets a user release a Bucket by hand:
+/// take `cosi.io/finalizer` off it, or ask the loop to release it without its store
+/// (`cosi.io/force-release`). Either leaves the Bucket's key working at the store, so it is
+/// not a tenant's to do. Cluster admins have it through `*`; bucketgate's ClusterRole names it.
+pub const RELEASE_VERB: &str = "release";
 
 impl Recheck {
     pub fn kind(&self) -> &'static str {
@@ -42,13 +56,18 @@ impl Recheck {
             Recheck::BucketClass(_) | Recheck::BucketClasses => "BucketClass",
             Recheck::BucketContent(_) => "BucketContent",
             Recheck::Namespace(_) => "Namespace",
+            Recheck::MayRelease(_) => "SubjectAccessReview",
         }
     }
 
-    /// The object's name; empty for [`Recheck::BucketClasses`].
+    /// The object's name (the namespace, for [`Recheck::MayRelease`]); empty for
+    /// [`Recheck::BucketClasses`].
     pub fn name(&self) -> &str {
         match self {
-            Recheck::BucketClass(name) | Recheck::BucketContent(name) | Recheck::Namespace(name) => name,
+            Recheck::BucketClass(name)
+            | Recheck::BucketContent(name)
+            | Recheck::Namespace(name)
+            | Recheck::MayRelease(name) => name,
             Recheck::BucketClasses => "",
         }
     }
@@ -58,6 +77,7 @@ impl std::fmt::Display for Recheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Recheck::BucketClasses => f.write_str("every BucketClass"),
+            Recheck::MayRelease(namespace) => write!(f, "whether the requester may release Buckets in {namespace:?}"),
             named => write!(f, "{} {:?}", named.kind(), named.name()),
         }
     }
@@ -71,6 +91,9 @@ pub struct Fetched {
     pub(super) namespaces: HashMap<String, Arc<NamespaceMeta>>,
     /// `classes` holds every class there is: they were listed.
     pub(super) classes_listed: bool,
+    /// The API server's answer to [`Recheck::MayRelease`], for the request's user (a review
+    /// is for one request).
+    pub(super) may_release: Option<bool>,
 }
 
 impl Fetched {
@@ -88,7 +111,13 @@ impl Fetched {
             contents: by_name(contents),
             namespaces: by_name(namespaces),
             classes_listed: false,
+            may_release: None,
         }
+    }
+
+    /// The API server's answer to whether the requester may release Buckets by hand.
+    pub fn release_answer(may_release: bool) -> Fetched {
+        Fetched { may_release: Some(may_release), ..Fetched::default() }
     }
 
     /// Every class there is, as a list would have read them.
@@ -97,7 +126,11 @@ impl Fetched {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.classes.is_empty() && self.contents.is_empty() && self.namespaces.is_empty() && !self.classes_listed
+        self.classes.is_empty()
+            && self.contents.is_empty()
+            && self.namespaces.is_empty()
+            && !self.classes_listed
+            && self.may_release.is_none()
     }
 
     pub fn extend(&mut self, more: Fetched) {
@@ -109,13 +142,14 @@ impl Fetched {
         }
         self.contents.extend(more.contents);
         self.namespaces.extend(more.namespaces);
+        self.may_release = more.may_release.or(self.may_release);
     }
 }
 
 /// What the API server said of one object to recheck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
-    /// It exists: the catalog was behind.
+    /// It exists: the catalog was behind. For a [`Recheck::MayRelease`]: answered.
     Found,
     /// It does not exist: the catalog was right.
     Absent,
@@ -133,15 +167,23 @@ impl Lookup {
     }
 }
 
-/// Reads each of `objects` from the API server, all at once, each within `timeout`.
-pub async fn fetch(client: &Client, objects: &[Recheck], timeout: Duration) -> (Fetched, Vec<(Recheck, Lookup)>) {
+/// Reads each of `objects` from the API server, all at once, each within `timeout`; asks
+/// for `user` what is asked about the requester.
+pub async fn fetch(
+    client: &Client,
+    objects: &[Recheck],
+    user: &UserInfo,
+    timeout: Duration,
+) -> (Fetched, Vec<(Recheck, Lookup)>) {
     let lookups = objects.iter().map(|m| async move {
         let name = m.name();
         // The names come from the request's object, unchecked (mutating webhooks run before
         // the schema), and kube puts a name into the path as it is: "x/../../../api/v1/..."
         // would have bucketgate's ServiceAccount GET a path of the requester's choosing. No
         // object has a name that is not a DNS subdomain, so there is nothing to ask for.
-        if *m != Recheck::BucketClasses && check_dns1123_subdomain(name).is_err() {
+        if matches!(m, Recheck::BucketClass(_) | Recheck::BucketContent(_) | Recheck::Namespace(_))
+            && check_dns1123_subdomain(name).is_err()
+        {
             return (m.clone(), Ok(None));
         }
         let read = match m {
@@ -159,6 +201,12 @@ pub async fn fetch(client: &Client, objects: &[Recheck], timeout: Duration) -> (
             Recheck::Namespace(_) => within(timeout, Api::<Namespace>::all(client.clone()).get_metadata_opt(name))
                 .await
                 .map(|found| found.map(|ns| Fetched { namespaces: by_name([ns]), ..Fetched::default() })),
+            Recheck::MayRelease(namespace) => {
+                let review = may_release(user, namespace);
+                within(timeout, Api::<SubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review))
+                    .await
+                    .map(|answered| Some(Fetched::release_answer(answered.status.is_some_and(|status| status.allowed))))
+            }
         };
         (m.clone(), read)
     });
@@ -183,6 +231,29 @@ pub async fn fetch(client: &Client, objects: &[Recheck], timeout: Duration) -> (
         outcomes.push((object, lookup));
     }
     (fetched, outcomes)
+}
+
+/// The question whether `user` may release Buckets by hand in `namespace`, asked of the API
+/// server's authorizer as the request's user, groups and extra put it: RBAC, or whatever
+/// else the cluster authorizes with, decides.
+fn may_release(user: &UserInfo, namespace: &str) -> SubjectAccessReview {
+    SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: user.username.clone(),
+            groups: user.groups.clone(),
+            uid: user.uid.clone(),
+            extra: user.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("cosi.io".into()),
+                resource: Some("buckets".into()),
+                verb: Some(RELEASE_VERB.into()),
+                namespace: Some(namespace.into()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    }
 }
 
 fn by_name<K: Resource>(objects: impl IntoIterator<Item = K>) -> HashMap<String, Arc<K>> {

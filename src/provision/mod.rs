@@ -267,7 +267,7 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
         })
         .run(
             move |bucket, ctx| {
-                let turns = bucket_turns.of(&provisioner_of(&bucket, &for_buckets));
+                let turns = bucket_turns.of(&for_buckets.provisioner_of(&bucket));
                 async move { turns.take(reconcile_bucket(bucket, ctx)).await }
             },
             bucket_error_policy,
@@ -299,7 +299,7 @@ pub fn tally(buckets: reflector::Store<Bucket>, catalog: Catalog, config: Config
         let mut counts = BTreeMap::new();
         for bucket in buckets.state() {
             // Those whose class is not there yet (no provisioner known) are this loop's too.
-            let provisioner = provisioner_of(&bucket, &catalog);
+            let provisioner = catalog.provisioner_of(&bucket);
             if !config.drives(&provisioner) {
                 continue;
             }
@@ -337,17 +337,6 @@ impl ReconcileTurns {
         };
         by_provisioner.entry(provisioner.to_string()).or_insert_with(made).clone()
     }
-}
-
-/// The provisioner whose store a Bucket's reconcile works with, as the catalog knows it:
-/// its BucketContent's, else its class's; "" where neither is known (yet).
-fn provisioner_of(bucket: &Bucket, catalog: &Catalog) -> String {
-    let content = bucket.status_content().or(bucket.spec.bucket_content_name.as_deref());
-    if let Some(content) = content.and_then(|name| catalog.content(name)) {
-        return content.spec.provisioner().to_string();
-    }
-    let class = bucket.spec.bucket_class_name.as_deref().and_then(|name| catalog.class(name));
-    class.map(|class| class.spec.provisioner().to_string()).unwrap_or_default()
 }
 
 /// Logs what a controller reports that nothing else does: a watch of its failing (no RBAC

@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::{
     BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentPhase, BucketContentSpec, BucketPhase,
-    ClosedToBinding, FINALIZER, PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
+    ClosedToBinding, FINALIZER, FORCE_RELEASE_ANNOTATION, PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
 };
 use crate::driver::{BucketOptions, Connection, DriverError, Grant};
 use crate::naming::{
@@ -22,9 +22,6 @@ use crate::naming::{
 pub const BUCKET_NAMESPACE_LABEL: &str = "cosi.io/bucket-namespace";
 pub const BUCKET_NAME_LABEL: &str = "cosi.io/bucket-name";
 pub const BUCKET_UID_LABEL: &str = "cosi.io/bucket-uid";
-/// Set to "true" on a Bucket to release it without asking the backend (bucket gone or
-/// unreachable); its data, if any is left, is not deleted.
-pub const FORCE_RELEASE_ANNOTATION: &str = "cosi.io/force-release";
 
 /// The backend bucket name: the Bucket's prefix and a suffix from its uid, so that the same
 /// Bucket always gets the same name and two Buckets never share one.

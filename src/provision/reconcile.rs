@@ -12,9 +12,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::looks;
-use super::plan::{self, FORCE_RELEASE_ANNOTATION, Key, KeyWork};
+use super::plan::{self, Key, KeyWork};
 use super::{Context, Error, write_status};
-use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, FINALIZER, ReleasePolicy};
+use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, ReleasePolicy};
 use crate::driver::{Connection, Deletion, Driver, DriverError, Grant, Metered};
 use crate::naming::check_dns1123_subdomain;
 
@@ -24,7 +24,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
     }
     let namespace = bucket.namespace().unwrap_or_default();
     let buckets: Api<Bucket> = Api::namespaced(ctx.client.clone(), &namespace);
-    if !bucket.finalizers().iter().any(|f| f == FINALIZER) {
+    if !crate::api::held(&*bucket) {
         // Admission adds it; this covers Buckets created while the webhook was away.
         let patch = plan::finalizer_added(bucket.meta());
         buckets.patch(&bucket.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
@@ -373,10 +373,10 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Op
 /// A Bucket going away: its key is revoked; a greenfield Bucket's BucketContent is deleted
 /// (releasePolicy Delete, the bucket goes with it) or marked Released (Retain).
 async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
-    if !bucket.finalizers().iter().any(|f| f == FINALIZER) {
+    if !crate::api::held(bucket) {
         return Ok(Action::await_change());
     }
-    let forced = bucket.annotations().get(FORCE_RELEASE_ANNOTATION).map(String::as_str) == Some("true");
+    let forced = crate::api::force_release_asked(bucket);
     let contents: Api<BucketContent> = Api::all(ctx.client.clone());
     let content_name = bucket
         .status_content()
@@ -440,7 +440,7 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
 /// destroyed (releasePolicy Delete) or kept (Retain), and the finalizer comes off.
 pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<Action, Error> {
     if content.meta().deletion_timestamp.is_none()
-        || !content.finalizers().iter().any(|f| f == FINALIZER)
+        || !crate::api::held(&*content)
         || !ctx.drives(content.spec.provisioner())
     {
         return Ok(Action::await_change());
@@ -455,7 +455,7 @@ pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<A
             .await?;
         return Ok(Action::requeue(Duration::from_secs(15)));
     }
-    let forced = content.annotations().get(FORCE_RELEASE_ANNOTATION).map(String::as_str) == Some("true");
+    let forced = crate::api::force_release_asked(&*content);
     let delete = content.spec.release_policy.unwrap_or_default() == ReleasePolicy::Delete;
     if delete && !forced && !content.spec.provisioner().is_empty() {
         let backend = plan::backend_name(&content);

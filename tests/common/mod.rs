@@ -120,8 +120,13 @@ impl TestServer {
     /// `catalog`, and `api` to ask for what the catalog does not hold, as `serve` does
     /// with the API server its catalog watches.
     pub async fn with_api(catalog: Catalog, api: kube::Client) -> TestServer {
+        Self::with_api_serving(catalog, served(), api).await
+    }
+
+    /// [`TestServer::with_api`], serving `config`.
+    pub async fn with_api_serving(catalog: Catalog, config: Config, api: kube::Client) -> TestServer {
         let (cert_dir, certs) = fresh_certs();
-        let (config, policies) = (ConfigStore::fixed(served()), PolicyStore::new(Vec::new()));
+        let (config, policies) = (ConfigStore::fixed(config), PolicyStore::new(Vec::new()));
         Self::launch(cert_dir, certs, catalog, config, policies, ServeOptions::default(), Some(api)).await
     }
 
