@@ -258,6 +258,47 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
     assert_eq!(rule.verbs, ["get", "create", "patch", "list", "watch"]);
 }
 
+/// The roles for people: Kubernetes' `edit` and `admin` take in the Buckets' editing and
+/// `view` their reading, and none of them lets a tenant release a Bucket by hand.
+#[test]
+fn developers_get_buckets_through_the_built_in_roles_and_no_release() {
+    let objects = rendered();
+    let role =
+        |name: &str| -> ClusterRole { serde_json::from_value(find(&objects, "ClusterRole", name).clone()).unwrap() };
+    let aggregated = |role: &ClusterRole| -> Vec<String> {
+        let labels = role.metadata.labels.clone().unwrap_or_default();
+        let to = labels.iter().filter(|(_, v)| *v == "true");
+        to.filter_map(|(k, _)| k.strip_prefix("rbac.authorization.k8s.io/aggregate-to-").map(str::to_string)).collect()
+    };
+    let verbs = |role: &ClusterRole| -> BTreeSet<(String, String)> {
+        let rules = role.rules.clone().unwrap_or_default();
+        rules
+            .iter()
+            .flat_map(|r| {
+                let resources = r.resources.clone().unwrap_or_default();
+                resources.into_iter().flat_map(move |res| r.verbs.iter().map(move |v| (res.clone(), v.clone())))
+            })
+            .collect()
+    };
+    let edit = role("bucketgate-buckets-edit");
+    assert_eq!(aggregated(&edit), ["admin", "edit"]);
+    let create = ("buckets".to_string(), "create".to_string());
+    assert!(verbs(&edit).contains(&create));
+    let view = role("bucketgate-buckets-view");
+    assert_eq!(aggregated(&view), ["view"]);
+    assert!(verbs(&view).iter().all(|(_, verb)| ["get", "list", "watch"].contains(&verb.as_str())));
+    let classes = role("bucketgate-bucketclasses-view");
+    assert!(aggregated(&classes).is_empty(), "cluster-scoped: bound cluster-wide by choice, not folded into view");
+    for role in [&edit, &view, &classes] {
+        let granted = verbs(role);
+        assert!(
+            granted.iter().all(|(_, verb)| verb != "release" && verb != "*"),
+            "{:?} lets a tenant release by hand: {granted:?}",
+            role.metadata.name
+        );
+    }
+}
+
 #[test]
 fn deployment_is_hardened_and_probed() {
     let objects = rendered();
