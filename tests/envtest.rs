@@ -285,6 +285,22 @@ async fn register_webhooks(client: &Client, port: u16, ca_pem: &str) {
     }
 }
 
+/// The class `seaweedfs` and a Bucket `name` of it in team-a, once it is Bound.
+async fn bound_in_team_a(client: &Client, name: &str) -> (Api<Bucket>, Bucket) {
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &class("seaweedfs")).await.unwrap();
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    create_once_class_seen(&buckets, &new_bucket(name, &format!("{name}-"))).await;
+    let bound = wait_phase(&buckets, name, BucketPhase::Bound, Duration::from_secs(30)).await;
+    (buckets, bound)
+}
+
+/// Takes the webhook configurations [`register_webhooks`] made away.
+async fn unregister_webhooks(client: &Client) {
+    let delete = DeleteParams::default();
+    Api::<MutatingWebhookConfiguration>::all(client.clone()).delete("bucketgate", &delete).await.unwrap();
+    Api::<ValidatingWebhookConfiguration>::all(client.clone()).delete("bucketgate", &delete).await.unwrap();
+}
+
 async fn setup(config: &str) -> Option<(ControlPlane, Child, tempfile::TempDir)> {
     setup_with(config, &[]).await.map(|(plane, server, certs, _)| (plane, server, certs))
 }
@@ -697,6 +713,56 @@ async fn a_shared_bucket_gives_each_namespace_its_own_key_and_takes_it_back() {
     objects(&a_key, &bucket).await.expect("team-a's key is untouched");
 }
 
+/// A Bucket that goes without being released (here: bucketgate away, its webhooks taken
+/// off by an admin, the finalizer taken off and the Bucket deleted) left its key working
+/// and its content Bound to nothing. bucketgate, back, finds it at its first sweep: the key
+/// is revoked, the content `Released` saying why, and the bucket and its data kept.
+#[tokio::test]
+async fn a_bucket_gone_unreleased_has_its_key_revoked_and_its_data_kept() {
+    let _ = require_assets!();
+    let Some(config) = seaweedfs_config(true) else { return };
+    let (plane, mut server, _certs) = setup(&config).await.unwrap();
+    let client = plane.client.clone();
+    let (buckets, bound) = bound_in_team_a(&client, "photos").await;
+    let content_name = bound.status.unwrap().bucket_content_name.unwrap();
+    let (bucket, key) = secret_key(&client, "team-a", "photos").await;
+    let started = Instant::now();
+    while objects(&key, &bucket).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the Bucket's key never worked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    assert!(stop(&mut server).await.success());
+    unregister_webhooks(&client).await;
+    buckets.delete("photos", &DeleteParams::default()).await.unwrap();
+    let unheld = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    buckets.patch("photos", &PatchParams::default(), &unheld).await.unwrap();
+    assert!(buckets.get_opt("photos").await.unwrap().is_none());
+    objects(&key, &bucket).await.expect("the key of a Bucket gone unreleased still works");
+
+    let certs = tempfile::tempdir().unwrap();
+    let (_back, ..) = bucketgate(&plane, &config, certs.path(), "envtest", &[]).await;
+    let contents: Api<BucketContent> = Api::all(client.clone());
+    let started = Instant::now();
+    let content = loop {
+        let content = contents.get(&content_name).await.unwrap();
+        if content.phase() == Some(BucketContentPhase::Released) {
+            break content;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not released: {:?}", content.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let message = content.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.starts_with("Bucket team-a/photos went without being released"), "{message}");
+    let started = Instant::now();
+    while objects(&key, &bucket).await.is_ok() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the key still reads the bucket");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    objects(&admin_key(), &bucket).await.expect("the bucket and its data are kept");
+    assert!(content.metadata.deletion_timestamp.is_none(), "the content stays for an admin to delete");
+}
+
 /// `releasePolicy: Retain` (the KEP: the bucket and its data outlive the Bucket): deleting
 /// the Bucket keeps the bucket and what it holds, marks its BucketContent Released, and the
 /// content is not bound again.
@@ -976,10 +1042,7 @@ async fn the_other_replica_takes_over_when_the_leader_stops() {
     let Some(config) = seaweedfs_config(false) else { return };
     let (plane, mut first, _certs) = setup(&config).await.unwrap();
     let client = plane.client.clone();
-    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &class("seaweedfs")).await.unwrap();
-    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
-    create_once_class_seen(&buckets, &new_bucket("first", "first-")).await;
-    wait_phase(&buckets, "first", BucketPhase::Bound, Duration::from_secs(30)).await;
+    let (buckets, _) = bound_in_team_a(&client, "first").await;
     assert_eq!(lease_holder(&client).await.as_deref(), Some("envtest"));
 
     let second_certs = tempfile::tempdir().unwrap();
@@ -991,14 +1054,7 @@ async fn the_other_replica_takes_over_when_the_leader_stops() {
     let counted = r#"bucketgate_buckets{provisioner="seaweedfs",state="ready",reason="Bound"}"#;
     assert_eq!(second.metric(counted).await, None);
     // The Service would send reviews to the replica that stays; here the webhooks say so.
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .delete("bucketgate", &DeleteParams::default())
-        .await
-        .unwrap();
-    Api::<ValidatingWebhookConfiguration>::all(client.clone())
-        .delete("bucketgate", &DeleteParams::default())
-        .await
-        .unwrap();
+    unregister_webhooks(&client).await;
     register_webhooks(&client, port, &ca).await;
     assert!(stop(&mut first).await.success());
 

@@ -13,7 +13,7 @@ pub mod plan;
 mod reconcile;
 pub mod waiting;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -245,6 +245,7 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
     let turns = Arc::new(ReconcileTurns::new(max_concurrent_reconciles, ctx.metrics.reconcile_turns.clone()));
     let (bucket_turns, for_buckets) = (turns.clone(), catalog.clone());
     let (buckets_store, buckets_writer) = reflector::store();
+    let (ctx_for_sweep, buckets_for_sweep) = (ctx.clone(), buckets_store.clone());
     // Counted while the controllers run: this future is dropped when they stop.
     let _counting = ctx.metrics.bucket_states.follow(tally(buckets_store.clone(), catalog.clone(), ctx.config.clone()));
     // A Bucket that waits on its class, or on the content it binds, goes on as soon as that
@@ -288,7 +289,36 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
             ctx,
         )
         .for_each(|result| report("BucketContent", result));
-    futures::future::join(buckets, contents).await;
+    let orphans = sweep_orphans(ctx_for_sweep, catalog, buckets_for_sweep);
+    futures::future::join3(buckets, contents, orphans).await;
+}
+
+/// At the start, and then every recheck interval, the greenfield contents still Bound to a
+/// Bucket that went without being released ([`plan::orphaned`], [`reconcile::release_orphan`]):
+/// no watch shows such a going (a Bucket without a finalizer is gone at once, and one gone
+/// while no replica led is never seen to go), and its key would go on working.
+async fn sweep_orphans(ctx: Arc<Context>, catalog: Catalog, buckets: reflector::Store<Bucket>) {
+    if buckets.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(ctx.recheck_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let uids: HashSet<String> = buckets.state().iter().filter_map(|bucket| bucket.uid()).collect();
+        for content in plan::orphaned(catalog.contents_store().state().iter(), &uids) {
+            match reconcile::release_orphan(&content, &ctx).await {
+                Ok(true) => {
+                    tracing::warn!(content = %content.name_any(), "released a BucketContent whose Bucket went unreleased")
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(
+                    content = %content.name_any(), %error,
+                    "cannot release a BucketContent whose Bucket went unreleased; trying again at the next sweep"
+                ),
+            }
+        }
+    }
 }
 
 /// Counts the Buckets of the provisioners this loop drives by where they stand

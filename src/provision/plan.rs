@@ -1,7 +1,8 @@
 //! Pure decisions of the provisioning loop: what a Bucket's BucketContent, Secret and
 //! status look like, and which Buckets a change to another object concerns. No I/O here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -142,6 +143,40 @@ pub fn connection_recorded(connection: &Connection) -> serde_json::Value {
 /// A content marked to be released without asking its store.
 pub fn force_release_marked() -> serde_json::Value {
     serde_json::json!({"metadata": {"annotations": {FORCE_RELEASE_ANNOTATION: "true"}}})
+}
+
+/// The Bucket a greenfield `content` was made for and is Bound to, as its labels name it
+/// (namespace, name, uid): `None` for contents made by hand (no such labels), shared
+/// ones, and those being deleted or no longer Bound. For [`orphaned`].
+pub fn bound_owner(content: &BucketContent) -> Option<(String, String, String)> {
+    if content.metadata.deletion_timestamp.is_some() || content.phase() != Some(BucketContentPhase::Bound) {
+        return None;
+    }
+    let label = |key: &str| content.labels().get(key).filter(|v| !v.is_empty()).cloned();
+    Some((label(BUCKET_NAMESPACE_LABEL)?, label(BUCKET_NAME_LABEL)?, label(BUCKET_UID_LABEL)?))
+}
+
+/// Of `contents`, the greenfield ones still Bound to a Bucket that is not among `buckets`
+/// (uids): the Bucket went without being released, its finalizer taken off by someone
+/// allowed to, or while no webhook ran. Its key still works at the store. A watch cache may
+/// be behind: the loop asks the API server before it acts on one.
+pub fn orphaned<'a>(
+    contents: impl IntoIterator<Item = &'a Arc<BucketContent>>,
+    buckets: &HashSet<String>,
+) -> Vec<Arc<BucketContent>> {
+    let gone = |content: &&Arc<BucketContent>| bound_owner(content).is_some_and(|(.., uid)| !buckets.contains(&uid));
+    contents.into_iter().filter(gone).cloned().collect()
+}
+
+/// What a content whose Bucket went unreleased says (phase Released, the data kept whatever
+/// its release policy).
+pub fn orphan_message(namespace: &str, name: &str) -> String {
+    format!(
+        "Bucket {namespace}/{name} went without being released (its finalizer taken off by hand, or removed while \
+         bucketgate's webhooks were away): the key made for it at the store, if any, was revoked, and the bucket and \
+         its data are kept, whatever the release policy. Delete this BucketContent to have them released as its \
+         releasePolicy says"
+    )
 }
 
 /// Whether `content` was made for `bucket`.
@@ -886,6 +921,35 @@ mod tests {
         let mut other = b.clone();
         other.metadata.uid = Some("a2b9d61c-96a8-4d1a-9532-630184d2c774".into());
         assert_ne!(name, backend_bucket_name(&other));
+    }
+
+    #[test]
+    fn a_bound_content_whose_bucket_is_gone_is_found_and_no_other() {
+        let b = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+        let made = greenfield_content(&b, &class(), "ns-uid").unwrap();
+        let bound = |mut content: BucketContent| {
+            content.status = Some(serde_json::from_value(json!({"phase": "Bound"})).unwrap());
+            content
+        };
+        let uid = b.uid().unwrap();
+        assert_eq!(bound_owner(&bound(made.clone())), Some(("team-a".into(), b.name_any(), uid.clone())));
+        assert_eq!(bound_owner(&made), None, "not Bound yet: the loop is still at it");
+        let mut deleting = bound(made.clone());
+        deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        assert_eq!(bound_owner(&deleting), None, "being released");
+        let mut by_hand = bound(made.clone());
+        by_hand.metadata.labels = None;
+        assert_eq!(bound_owner(&by_hand), None, "an admin's content: no Bucket of its own");
+
+        let contents = [bound(made.clone()), made, deleting, by_hand].map(Arc::new);
+        let here = HashSet::from([uid]);
+        assert!(orphaned(&contents, &here).is_empty(), "its Bucket is there");
+        let gone = orphaned(&contents, &HashSet::new());
+        assert_eq!(gone.len(), 1);
+        assert!(Arc::ptr_eq(&gone[0], &contents[0]));
+        let message = orphan_message("team-a", "photos");
+        assert!(message.starts_with("Bucket team-a/photos went without being released"), "{message}");
+        assert!(message.contains("Delete this BucketContent to have them released"), "{message}");
     }
 
     #[test]

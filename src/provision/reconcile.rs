@@ -16,7 +16,7 @@ use super::plan::{self, Key, KeyWork};
 use super::{Context, Error, write_status};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, ReleasePolicy};
 use crate::driver::{Connection, Deletion, Driver, DriverError, Grant, Metered};
-use crate::naming::check_dns1123_subdomain;
+use crate::naming::{check_dns1123_label, check_dns1123_subdomain};
 
 pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
     if bucket.meta().deletion_timestamp.is_some() {
@@ -479,6 +479,40 @@ pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<A
     }
     remove_finalizer(&Api::<BucketContent>::all(ctx.client.clone()), &*content).await?;
     Ok(Action::await_change())
+}
+
+/// A greenfield content whose Bucket went without being released ([`plan::orphaned`], from
+/// watch caches): asked again of the API server, whose answer is current, and where the
+/// Bucket is indeed gone and the content still Bound, the key made for the Bucket is
+/// revoked and the content marked Released, its bucket and data kept whatever its release
+/// policy (deleting data on the word of a sweep is not bucketgate's to do; deleting the
+/// content is the admin's way). `Ok(true)` when it was released here.
+pub async fn release_orphan(content: &BucketContent, ctx: &Context) -> Result<bool, Error> {
+    let Some((namespace, name, uid)) = plan::bound_owner(content) else { return Ok(false) };
+    // Labels can be edited by hand; a name no Bucket can have names no Bucket to ask for.
+    if check_dns1123_label(&namespace).is_err() || check_dns1123_subdomain(&name).is_err() {
+        return Ok(false);
+    }
+    if content.spec.provisioner().is_empty() || !ctx.drives(content.spec.provisioner()) {
+        return Ok(false);
+    }
+    let bucket = Api::<Bucket>::namespaced(ctx.client.clone(), &namespace).get_opt(&name).await?;
+    if bucket.is_some_and(|bucket| bucket.uid().as_deref() == Some(uid.as_str())) {
+        return Ok(false);
+    }
+    let contents: Api<BucketContent> = Api::all(ctx.client.clone());
+    let Some(current) = contents.get_opt(&content.name_any()).await? else { return Ok(false) };
+    if plan::bound_owner(&current).is_none_or(|(.., now)| now != uid) {
+        return Ok(false);
+    }
+    let owner = (namespace.clone(), name.clone());
+    let driver = ctx.key_driver(&current, &owner, KeyWork::Release).await?;
+    driver.revoke(&uid).await.map_err(Error::Driver)?;
+    let message = plan::orphan_message(&namespace, &name);
+    let status = plan::content_status(&current, BucketContentPhase::Released, message.clone());
+    contents.patch_status(&current.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
+    ctx.event(&current, EventType::Warning, "BucketGone", "Release", message).await;
+    Ok(true)
 }
 
 /// The Buckets bound to the content `name`, or naming it, as `namespace/name`. Asked of
