@@ -1217,6 +1217,58 @@ async fn deleting_a_bucket_revokes_its_key_and_deletes_its_content() {
     assert_eq!(*driver.calls.lock().unwrap(), [format!("revoke {UID}")]);
 }
 
+/// A content whose Bucket the watch cache no longer has is released only on the API
+/// server's word: a Bucket still there (the cache behind), or a content released meanwhile,
+/// is left alone; a Bucket gone, or made again under its name (another uid), has the old
+/// Bucket's key revoked and the content marked Released, its data kept.
+#[tokio::test]
+async fn a_content_whose_bucket_went_unreleased_is_released_only_on_the_api_servers_word() {
+    let owner = bucket(
+        json!({"protocol": "s3", "bucketClassName": "ceph"}),
+        json!({"bucketContentName": CONTENT, "phase": "Bound"}),
+    );
+    let mut content = serde_json::to_value(content_for(&owner)).unwrap();
+    content["status"] = json!({"phase": "Bound"});
+    let cached: BucketContent = serde_json::from_value(content.clone()).unwrap();
+    let bucket_path = "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos";
+    let content_path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}");
+    let release = |ctx: Arc<Context>| {
+        let cached = cached.clone();
+        tokio::spawn(async move { reconcile::release_orphan(&cached, &ctx).await.unwrap() })
+    };
+    let mut released_meanwhile = content.clone();
+    released_meanwhile["status"]["phase"] = json!("Released");
+    let mut made_again = serde_json::to_value(&owner).unwrap();
+    made_again["metadata"]["uid"] = json!("another-uid");
+
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context(driver.clone());
+    let looking = release(ctx.clone());
+    api.expect("GET", bucket_path, Reply::Json(serde_json::to_value(&owner).unwrap())).await;
+    assert!(!finish(looking).await, "the cache was behind: the Bucket is there");
+    let looking = release(ctx.clone());
+    api.expect("GET", bucket_path, Reply::NotFound).await;
+    api.expect("GET", &content_path, Reply::Json(released_meanwhile)).await;
+    assert!(!finish(looking).await, "released meanwhile");
+    assert!(driver.calls.lock().unwrap().is_empty());
+
+    for bucket_now in [Reply::NotFound, Reply::Json(made_again)] {
+        let driver = Arc::new(FakeDriver::default());
+        let (ctx, mut api) = context_with_events(driver.clone());
+        let looking = release(ctx);
+        api.expect("GET", bucket_path, bucket_now).await;
+        api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+        expect_provisioner_secret(&mut api).await;
+        let status = api.expect("PATCH", &format!("{content_path}/status"), Reply::MergeInto(content.clone())).await;
+        assert_eq!(status["status"]["phase"], "Released");
+        let (reason, note) = expect_event_on(&mut api, "default", CONTENT).await;
+        assert_eq!(reason, "BucketGone");
+        assert!(note.starts_with("Bucket team-a/photos went without being released"), "{note}");
+        assert!(finish(looking).await);
+        assert_eq!(*driver.calls.lock().unwrap(), [format!("revoke {UID}")], "no deletion");
+    }
+}
+
 /// A Bucket whose content was removed by hand under it is released, but its own key, which
 /// nothing says where to revoke any more, is named in a Warning rather than left unseen.
 #[tokio::test]
