@@ -705,11 +705,7 @@ async fn a_shared_bucket_gives_each_namespace_its_own_key_and_takes_it_back() {
     contents.patch(&content_name, &PatchParams::default(), &bindable(&only_team_a)).await.unwrap();
     let revoked = wait_phase(&team_b, "photos", BucketPhase::Failed, Duration::from_secs(30)).await;
     assert!(revoked.status.unwrap().conditions.iter().any(|c| c.type_ == "AccessRevoked"));
-    let started = Instant::now();
-    while objects(&b_key, &bucket).await.is_ok() {
-        assert!(started.elapsed() < Duration::from_secs(10), "team-b's key still reads the bucket");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_key_reads(&b_key, &bucket, false, "team-b's key still reads the bucket").await;
     objects(&a_key, &bucket).await.expect("team-a's key is untouched");
 }
 
@@ -726,11 +722,7 @@ async fn a_bucket_gone_unreleased_has_its_key_revoked_and_its_data_kept() {
     let (buckets, bound) = bound_in_team_a(&client, "photos").await;
     let content_name = bound.status.unwrap().bucket_content_name.unwrap();
     let (bucket, key) = secret_key(&client, "team-a", "photos").await;
-    let started = Instant::now();
-    while objects(&key, &bucket).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "the Bucket's key never worked");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_key_reads(&key, &bucket, true, "the Bucket's key never worked").await;
 
     assert!(stop(&mut server).await.success());
     unregister_webhooks(&client).await;
@@ -754,11 +746,7 @@ async fn a_bucket_gone_unreleased_has_its_key_revoked_and_its_data_kept() {
     };
     let message = content.status.and_then(|s| s.message).unwrap_or_default();
     assert!(message.starts_with("Bucket team-a/photos went without being released"), "{message}");
-    let started = Instant::now();
-    while objects(&key, &bucket).await.is_ok() {
-        assert!(started.elapsed() < Duration::from_secs(10), "the key still reads the bucket");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_key_reads(&key, &bucket, false, "the key still reads the bucket").await;
     objects(&admin_key(), &bucket).await.expect("the bucket and its data are kept");
     assert!(content.metadata.deletion_timestamp.is_none(), "the content stays for an admin to delete");
 }
@@ -1101,6 +1089,16 @@ async fn objects(key: &Credentials, bucket: &str) -> Result<Vec<String>, String>
     match store(key).client().list_objects_v2().bucket(bucket).send().await {
         Ok(listed) => Ok(listed.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()),
         Err(error) => Err(aws_sdk_s3::error::ProvideErrorMetadata::code(&error).unwrap_or("no code").to_string()),
+    }
+}
+
+/// Waits up to 10 s for `key` to read `bucket`, or to be refused (`reads` false), as the
+/// store's IAM takes a moment to make a key work or stop working; fails saying `otherwise`.
+async fn until_key_reads(key: &Credentials, bucket: &str, reads: bool, otherwise: &str) {
+    let started = Instant::now();
+    while objects(key, bucket).await.is_ok() != reads {
+        assert!(started.elapsed() < Duration::from_secs(10), "{otherwise}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -413,8 +413,7 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
                         bucket.namespace().unwrap_or_default(),
                         bucket.name_any()
                     );
-                    let status = plan::content_status(&content, BucketContentPhase::Released, message);
-                    contents.patch_status(&content_name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+                    mark_released(&contents, &content, message).await?;
                 }
             }
         }
@@ -509,10 +508,16 @@ pub async fn release_orphan(content: &BucketContent, ctx: &Context) -> Result<bo
     let driver = ctx.key_driver(&current, &owner, KeyWork::Release).await?;
     driver.revoke(&uid).await.map_err(Error::Driver)?;
     let message = plan::orphan_message(&namespace, &name);
-    let status = plan::content_status(&current, BucketContentPhase::Released, message.clone());
-    contents.patch_status(&current.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
+    mark_released(&contents, &current, message.clone()).await?;
     ctx.event(&current, EventType::Warning, "BucketGone", "Release", message).await;
     Ok(true)
+}
+
+/// Marks `content` Released with `message`: its Bucket went, and its bucket stays.
+async fn mark_released(contents: &Api<BucketContent>, content: &BucketContent, message: String) -> Result<(), Error> {
+    let status = plan::content_status(content, BucketContentPhase::Released, message);
+    contents.patch_status(&content.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
+    Ok(())
 }
 
 /// The Buckets bound to the content `name`, or naming it, as `namespace/name`. Asked of
