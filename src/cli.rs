@@ -43,7 +43,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTPS admission server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Generate a CA and a serving certificate, and print the caBundle.
     Certs(CertsArgs),
     /// Print the CustomResourceDefinitions, or write them into a directory.
@@ -153,6 +153,27 @@ pub struct ServeArgs {
     /// Time in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Make the serving certificate and its CA, renew them, and keep the webhooks' caBundle
+    /// current, in the Secret --tls-secret of bucketgate's namespace (--lease-namespace),
+    /// which the pods mount at --cert-dir; the server waits for the certificate to appear.
+    #[arg(long)]
+    pub manage_certs: bool,
+    /// The Secret --manage-certs keeps the CA, its key and the certificate in.
+    #[arg(long, default_value = tls::rotation::SECRET)]
+    pub tls_secret: String,
+    /// The webhook configurations, mutating and validating, whose caBundle --manage-certs keeps.
+    #[arg(long, default_value = tls::rotation::WEBHOOK_CONFIGURATION)]
+    pub webhook_configuration: String,
+    /// The Service the API server calls the webhooks through: the certificate's names.
+    #[arg(long, default_value = tls::rotation::SERVICE)]
+    pub service: String,
+    /// Another DNS name for the certificate --manage-certs makes (webhooks called by URL);
+    /// repeat for several.
+    #[arg(long = "cert-dns-name", value_name = "NAME")]
+    pub cert_dns_names: Vec<String>,
+    /// How often --manage-certs looks at the Secret and the caBundles.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub manage_certs_interval: Duration,
     /// Development mode: create certificates in --cert-dir when there are none, load the
     /// example policies in policies/ when no --policies is given, and use the example catalog
     /// and configuration when no cluster is reachable.
@@ -223,7 +244,7 @@ pub enum WebhookArg {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Certs(args) => {
             let generated = tls::generate(&args.dns_names, &args.ips, args.days)?;
             generated.write(&args.out)?;
@@ -412,8 +433,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         generated.write(&args.cert_dir)?;
         tracing::info!(dir = %args.cert_dir.display(), "development certificates created; clients trust ca.crt");
     }
-    let certs = CertStore::open(&args.cert_dir)
-        .with_context(|| format!("loading the serving certificate from {}", args.cert_dir.display()))?;
+    tls::check_dns_names(&args.cert_dns_names)?;
+    let certs = if args.manage_certs {
+        CertStore::open_or_wait(&args.cert_dir)
+    } else {
+        CertStore::open(&args.cert_dir)
+            .with_context(|| format!("loading the serving certificate from {}", args.cert_dir.display()))?
+    };
 
     let (catalog, dev_fallback, client) = match &args.catalog {
         Some(dir) => (Catalog::load_dir(dir)?, false, None),
@@ -430,6 +456,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Err(error) => return Err(error.context("connecting to the cluster (use --catalog DIR to run without one)")),
         },
     };
+    if args.manage_certs {
+        let Some(client) = &client else {
+            anyhow::bail!(
+                "--manage-certs keeps the certificate in a Secret of the cluster: it needs one, not --catalog"
+            );
+        };
+        let managed = tls::rotation::Managed {
+            names: tls::rotation::Managed::service_names(&args.service, &args.lease_namespace)
+                .into_iter()
+                .chain(args.cert_dns_names.iter().cloned())
+                .collect(),
+            namespace: args.lease_namespace.clone(),
+            secret: args.tls_secret.clone(),
+            webhook_configuration: args.webhook_configuration.clone(),
+            interval: args.manage_certs_interval,
+        };
+        tokio::spawn(tls::rotation::manage(client.clone(), managed));
+    }
     let config = args.served.open(dev_fallback.then_some(Path::new(DEV_CONFIG)))?;
     config.current().announce("serving provisioners");
 

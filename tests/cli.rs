@@ -333,6 +333,28 @@ async fn serve_refuses_to_start_without_a_certificate() {
     assert!(stderr.contains("loading the serving certificate") && stderr.contains("tls.crt"), "{stderr}");
 }
 
+/// `--manage-certs` keeps the certificate in the cluster: without one (a catalog from files)
+/// it refuses to start rather than wait for ever, and a name no certificate can hold is
+/// refused before anything else.
+#[tokio::test]
+async fn serve_refuses_to_manage_certificates_it_cannot_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |extra: &'static [&'static str]| {
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--listen", "127.0.0.1:0", "--catalog", "manifests/examples", "--manage-certs"]);
+        command.args(extra).arg("--cert-dir").arg(dir.path());
+        command
+    };
+    let output = serve(&[]).output().await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--manage-certs keeps the certificate in a Secret of the cluster"), "{stderr}");
+    let output = serve(&["--cert-dns-name", "not a name"]).output().await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("\"not a name\" is not a DNS name"), "{stderr}");
+}
+
 /// A recheck interval that would turn the loop's timed looks into a busy loop, or that is no
 /// duration, is refused before anything starts.
 #[tokio::test]

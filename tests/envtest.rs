@@ -221,8 +221,14 @@ async fn bucketgate(
     identity: &str,
     args: &[&str],
 ) -> (Child, u16, String) {
-    let certs = bucketgate::tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
-    certs.write(certs_dir).unwrap();
+    // With --manage-certs it makes its own, and waits for them.
+    let ca_pem = if args.contains(&"--manage-certs") {
+        String::new()
+    } else {
+        let certs = bucketgate::tls::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
+        certs.write(certs_dir).unwrap();
+        certs.ca_pem
+    };
     std::fs::write(certs_dir.join("config.yaml"), config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_bucketgate"))
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--cert-dir"])
@@ -254,17 +260,22 @@ async fn bucketgate(
             }
         }
     });
-    (child, port, certs.ca_pem)
+    (child, port, ca_pem)
 }
 
 /// The webhook configurations from manifests/base, pointed at the local server.
 async fn register_webhooks(client: &Client, port: u16, ca_pem: &str) {
+    register_webhooks_at(client, &format!("https://127.0.0.1:{port}"), ca_pem).await
+}
+
+/// [`register_webhooks`], the server called at `base` (a URL).
+async fn register_webhooks_at(client: &Client, base: &str, ca_pem: &str) {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/webhooks.yaml")).unwrap();
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     for mut document in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
         for hook in document["webhooks"].as_array_mut().unwrap() {
             let path = hook["clientConfig"]["service"]["path"].as_str().unwrap().to_string();
-            hook["clientConfig"] = json!({"url": format!("https://127.0.0.1:{port}{path}"), "caBundle": bundle});
+            hook["clientConfig"] = json!({"url": format!("{base}{path}"), "caBundle": bundle});
         }
         match document["kind"].as_str().unwrap() {
             "MutatingWebhookConfiguration" => {
@@ -1006,6 +1017,140 @@ async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_
 /// The Events of reason `reason` about the Bucket `name` in team-a, once there is one: the
 /// loop posts an Event after the change it tells of (the store's, the Bucket's status),
 /// which is what the tests wait for first.
+/// With `--manage-certs` (manifests/overlays/self-managed-certs), bucketgate makes its CA
+/// and serving certificate in the Secret, puts the CA into both webhooks' caBundle, and the
+/// API server then calls it with the certificate it serves; a certificate it did not issue
+/// (or near its end) is issued again by the same CA, which the webhooks go on trusting.
+/// The test does the kubelet's part: it copies the Secret into the server's files.
+#[tokio::test]
+async fn bucketgate_makes_and_renews_its_own_certificate_and_the_webhooks_trust_it() {
+    use bucketgate::tls::rotation::SECRET;
+    use rustls::pki_types::pem::PemObject;
+    use x509_parser::prelude::GeneralName;
+    let assets = require_assets!();
+    let plane = control_plane(&assets).await;
+    install_crds(&plane.client).await;
+    install_rbac(&plane.client).await;
+    let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/overlays/self-managed-certs");
+    for file in ["secret.yaml", "rbac.yaml"] {
+        let text = std::fs::read_to_string(overlay.join(file)).unwrap();
+        for document in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
+            create(&plane.client, document, false).await.unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--manage-certs",
+        "--manage-certs-interval",
+        "1s",
+        "--cert-dns-name",
+        "localhost",
+        "--cert-reload-interval",
+        "1s",
+    ];
+    let config = "provisioners:\n  - name: admission.example/only\n";
+    let (_server, port, _) = bucketgate(&plane, config, dir.path(), "envtest", &args).await;
+    register_webhooks_at(&plane.client, &format!("https://localhost:{port}"), "").await;
+    create_namespace(&plane.client, "team-a").await;
+
+    let secrets: Api<Secret> = Api::namespaced(plane.client.clone(), NAMESPACE);
+    let data = |secret: &Secret, key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| String::from_utf8(v.0.clone()).unwrap())
+            .unwrap_or_default()
+    };
+    let issued = |previous: String| {
+        let secrets = secrets.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let secret = secrets.get(SECRET).await.unwrap();
+                if !data(&secret, "tls.crt").is_empty() && data(&secret, "tls.crt") != previous {
+                    return secret;
+                }
+                assert!(started.elapsed() < Duration::from_secs(30), "no certificate in the Secret");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let kubelet = |secret: &Secret| {
+        for key in ["ca.crt", "tls.crt", "tls.key"] {
+            std::fs::write(dir.path().join(key), data(secret, key)).unwrap();
+        }
+    };
+    let first = issued(String::new()).await;
+    let ca = data(&first, "ca.crt");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----") && !data(&first, "ca.key").is_empty());
+    let mutating = Api::<MutatingWebhookConfiguration>::all(plane.client.clone()).get("bucketgate").await.unwrap();
+    let validating = Api::<ValidatingWebhookConfiguration>::all(plane.client.clone()).get("bucketgate").await.unwrap();
+    let bundles = mutating.webhooks.unwrap().into_iter().map(|w| w.client_config.ca_bundle);
+    let bundles = bundles.chain(validating.webhooks.unwrap().into_iter().map(|w| w.client_config.ca_bundle));
+    for bundle in bundles {
+        assert_eq!(bundle.map(|b| String::from_utf8(b.0).unwrap()), Some(ca.clone()), "the CA trusted");
+    }
+    let der = |pem: &str| rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let leaf = der(&data(&first, "tls.crt"));
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap().value.general_names.clone();
+    let names: Vec<&str> =
+        san.iter().filter_map(|n| if let GeneralName::DNSName(n) = n { Some(*n) } else { None }).collect();
+    assert_eq!(
+        names,
+        ["bucketgate.bucketgate-system.svc", "bucketgate.bucketgate-system.svc.cluster.local", "localhost"]
+    );
+
+    // The API server calls the webhooks with the certificate served from the files.
+    kubelet(&first);
+    let classes: Api<BucketClass> = Api::all(plane.client.clone());
+    let started = Instant::now();
+    while let Err(error) =
+        classes.create(&PostParams { dry_run: true, ..Default::default() }, &class("admission.example/only")).await
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the webhooks are not called with the certificate: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let buckets: Api<Bucket> = Api::namespaced(plane.client.clone(), "team-a");
+    classes.create(&PostParams::default(), &class("admission.example/only")).await.unwrap();
+    let created = create_once_class_seen(&buckets, &new_bucket("photos", "photos-")).await;
+    assert_eq!(created.spec.bucket_class_name.as_deref(), Some("standard"), "mutated through the webhook");
+
+    // A certificate from another CA, for the same names, put into the Secret is issued again
+    // by bucketgate's CA.
+    let same_names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+    let foreign = bucketgate::tls::generate(&same_names, &[], 60).unwrap();
+    let mut replaced = first.clone();
+    for (key, value) in [("tls.crt", &foreign.cert_pem), ("tls.key", &foreign.key_pem)] {
+        replaced.data.as_mut().unwrap().insert(key.into(), k8s_openapi::ByteString(value.clone().into_bytes()));
+    }
+    secrets.replace(SECRET, &PostParams::default(), &replaced).await.unwrap();
+    let renewed = issued(foreign.cert_pem.clone()).await;
+    assert_eq!(data(&renewed, "ca.crt"), ca, "the same CA, still trusted");
+    assert_ne!(data(&renewed, "tls.crt"), data(&first, "tls.crt"), "a new certificate");
+    kubelet(&renewed);
+    // A new connection gets the new certificate, trusted through the same CA.
+    let wanted = der(&data(&renewed, "tls.crt"));
+    let started = Instant::now();
+    loop {
+        let https = common::client(&[&ca], &[&rustls::version::TLS13]);
+        let response = https.get(format!("https://localhost:{port}/healthz")).send().await.unwrap();
+        let served =
+            response.extensions().get::<reqwest::tls::TlsInfo>().and_then(|i| i.peer_certificate().map(<[u8]>::to_vec));
+        if served.as_deref() == Some(wanted.as_ref()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the renewed certificate is not served");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let again = create_once_class_seen(&buckets, &new_bucket("photos-2", "photos-")).await;
+    assert_eq!(again.spec.bucket_class_name.as_deref(), Some("standard"));
+}
+
 async fn said(client: &Client, name: &str, reason: &str) -> Vec<Event> {
     let about = |e: &Event| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
     let started = Instant::now();

@@ -385,6 +385,57 @@ fn both_certificate_routes_produce_the_same_secret() {
     }
 }
 
+/// The overlay where bucketgate makes its own certificates: it runs with `--manage-certs`
+/// and the names the flags default to, may change only the Secret and the two webhook
+/// configurations it keeps (no create, nothing else), and its pods never see the CA's key.
+#[test]
+fn self_managed_certificates_touch_their_secret_and_webhooks_alone() {
+    use bucketgate::tls::rotation::{SECRET, SERVICE, WEBHOOK_CONFIGURATION};
+    if !kubectl() {
+        eprintln!("skipped: kubectl not found, so the kustomize overlays cannot be rendered");
+        return;
+    }
+    let objects = render(&root().join("overlays/self-managed-certs"));
+    let secret = find(&objects, "Secret", SECRET);
+    assert!(secret["data"].is_null(), "shipped empty, so that applying again keeps what bucketgate wrote");
+    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+        for hook in find(&objects, kind, WEBHOOK_CONFIGURATION)["webhooks"].as_array().unwrap() {
+            assert_eq!(hook["clientConfig"]["service"]["name"], SERVICE);
+            assert_eq!(hook["clientConfig"]["service"]["namespace"], "bucketgate-system");
+            assert!(hook["clientConfig"]["caBundle"].is_null(), "bucketgate fills it");
+        }
+    }
+    let deployment: Deployment = typed(find(&objects, "Deployment", "bucketgate"));
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    assert!(pod.containers[0].args.as_ref().unwrap().contains(&"--manage-certs".to_string()));
+    let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "tls").unwrap().secret.unwrap();
+    assert_eq!(volume.secret_name.as_deref(), Some(SECRET));
+    assert_eq!(volume.optional, Some(true), "the pods start before the Secret holds anything");
+    let projected: BTreeSet<String> = volume.items.unwrap().into_iter().map(|item| item.key).collect();
+    assert_eq!(projected, BTreeSet::from(["ca.crt".into(), "tls.crt".into(), "tls.key".into()]));
+
+    let rules = |kind: &str, name: &str| -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
+        serde_json::from_value(find(&objects, kind, name)["rules"].clone()).unwrap()
+    };
+    let secrets = rules("Role", "bucketgate-certificates");
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0].resources.as_deref(), Some(&["secrets".to_string()][..]));
+    assert_eq!(secrets[0].resource_names.as_deref(), Some(&[SECRET.to_string()][..]));
+    assert_eq!(secrets[0].verbs, ["get", "update"]);
+    let webhooks = rules("ClusterRole", "bucketgate-webhook-ca");
+    assert_eq!(webhooks.len(), 1);
+    assert_eq!(webhooks[0].api_groups.as_deref(), Some(&["admissionregistration.k8s.io".to_string()][..]));
+    assert_eq!(webhooks[0].resource_names.as_deref(), Some(&[WEBHOOK_CONFIGURATION.to_string()][..]));
+    assert_eq!(webhooks[0].verbs, ["get", "update"]);
+    for binding in [
+        find(&objects, "RoleBinding", "bucketgate-certificates"),
+        find(&objects, "ClusterRoleBinding", "bucketgate-webhook-ca"),
+    ] {
+        assert_eq!(binding["subjects"][0]["name"], "bucketgate");
+        assert_eq!(binding["subjects"][0]["namespace"], "bucketgate-system");
+    }
+}
+
 /// The alerts in manifests/monitoring query metrics under the names bucketgate exports
 /// them: a renamed metric would leave its alert silent for ever rather than failing.
 #[test]

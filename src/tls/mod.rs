@@ -26,6 +26,8 @@ use rustls::sign::CertifiedKey;
 use crate::metrics::Metrics;
 use crate::poll::LastRead;
 
+pub mod rotation;
+
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
 pub const CA_FILE: &str = "ca.crt";
@@ -52,6 +54,8 @@ pub enum TlsError {
     Days(i64),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("{0} is not a time a certificate can start at")]
+    Time(i64),
 }
 
 /// The one crypto provider bucketgate uses, for the server and for tests' clients.
@@ -98,16 +102,31 @@ impl fmt::Debug for CertStore {
 impl CertStore {
     /// A store for `dir/tls.crt` and `dir/tls.key`, loaded once before it is returned.
     pub fn open(dir: &Path) -> Result<Arc<CertStore>, TlsError> {
-        let store = Arc::new(CertStore {
+        let store = Self::unloaded(dir);
+        store.reload()?;
+        Ok(store)
+    }
+
+    fn unloaded(dir: &Path) -> Arc<CertStore> {
+        Arc::new(CertStore {
             cert_path: dir.join(CERT_FILE),
             key_path: dir.join(KEY_FILE),
             ca_path: dir.join(CA_FILE),
             provider: provider(),
             current: RwLock::new(None),
             seen: LastRead::default(),
-        });
-        store.reload()?;
-        Ok(store)
+        })
+    }
+
+    /// A store for `dir` whose files may not hold a certificate yet (`serve --manage-certs`
+    /// makes it, and the kubelet brings it into the mount): it serves none, and the server
+    /// is not ready, until [`CertStore::watch`] finds one.
+    pub fn open_or_wait(dir: &Path) -> Arc<CertStore> {
+        let store = Self::unloaded(dir);
+        if let Err(error) = store.reload() {
+            tracing::info!(%error, "no serving certificate yet: bucketgate makes one, and the kubelet brings it here");
+        }
+        store
     }
 
     /// Reads the files again. `Ok(true)` when a new certificate is now served, `Ok(false)`
@@ -136,7 +155,7 @@ impl CertStore {
         // A ca.crt that does not parse is not bucketgate's to refuse: the API server reads
         // the caBundle, not this file.
         let ca = files.ca.as_deref().map(pem_certificates).unwrap_or_default();
-        let Some(expires) = served.into_iter().chain(earliest_expiry(&ca).ok().flatten()).min() else {
+        let Some(expires) = served.into_iter().chain(issuer_expiry(&certs[0], &ca)).min() else {
             return Err(TlsError::NoCertificate { path: self.cert_path.clone() });
         };
         let key = PrivateKeyDer::from_pem_slice(&files.key)
@@ -223,6 +242,17 @@ fn earliest_expiry(certs: &[CertificateDer<'_>]) -> Result<Option<i64>, (usize, 
     Ok(earliest)
 }
 
+/// When the CA in `ca` that signed `leaf` ends: where `ca.crt` holds several (a CA made
+/// anew keeps the old one trusted until it ends: `--manage-certs`), only the issuer's end
+/// is the served certificate's. Where none of them signed it, the earliest of all.
+fn issuer_expiry(leaf: &CertificateDer<'_>, ca: &[CertificateDer<'_>]) -> Option<i64> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let leaf = X509Certificate::from_der(leaf).ok()?.1;
+    let issuers = ca.iter().filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, cert)| cert));
+    let signed = issuers.filter(|ca| leaf.verify_signature(Some(ca.public_key())).is_ok());
+    signed.map(|ca| ca.validity().not_after.timestamp()).min().or_else(|| earliest_expiry(ca).ok().flatten())
+}
+
 /// Whether `dir` holds no serving certificate, or one that has expired: `--dev` then makes
 /// its own, rather than serve one that no client accepts. A file that cannot be read is left
 /// for loading to report.
@@ -244,7 +274,8 @@ pub const EXPIRY_WARNING_DAYS: i64 = 14;
 /// seconds).
 fn expiry_warning(expires: i64, now: i64) -> Option<String> {
     const DAY: i64 = 86_400;
-    let renew = "renew it: `bucketgate certs` and the webhooks' caBundle, or cert-manager's Certificate";
+    let renew = "renew it: `bucketgate certs` and the webhooks' caBundle, or cert-manager's Certificate; with \
+                 --manage-certs, bucketgate's log says why it could not";
     if expires <= now {
         Some(format!(
             "the serving certificate has expired: the API server refuses it, and every Bucket write fails; {renew}"
@@ -288,25 +319,10 @@ pub fn generate(dns_names: &[String], ips: &[IpAddr], days: i64) -> Result<Gener
     if !(1..=MAX_DAYS).contains(&days) {
         return Err(TlsError::Days(days));
     }
-    if let Some(bad) = dns_names.iter().find(|name| DnsName::try_from(name.as_str()).is_err()) {
-        return Err(TlsError::DnsName(bad.clone()));
-    }
+    check_dns_names(dns_names)?;
     let now = time::OffsetDateTime::now_utc();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "bucketgate webhook CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = now - time::Duration::hours(1);
-    ca_params.not_after = now + time::Duration::days(days);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-
-    let mut params = CertificateParams::new(dns_names.to_vec())?;
-    params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-    params.distinguished_name.push(DnType::CommonName, dns_names.first().map(String::as_str).unwrap_or("bucketgate"));
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(days);
+    let ca = CertifiedIssuer::self_signed(ca_params(now, days), KeyPair::generate()?)?;
+    let params = leaf_params(dns_names, ips, now, days)?;
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca)?;
     Ok(GeneratedCerts {
@@ -315,6 +331,66 @@ pub fn generate(dns_names: &[String], ips: &[IpAddr], days: i64) -> Result<Gener
         key_pem: key.serialize_pem(),
         expires: params.not_after.unix_timestamp(),
     })
+}
+
+/// Refuses a name no certificate can hold, before anything is made for it.
+pub fn check_dns_names(dns_names: &[String]) -> Result<(), TlsError> {
+    match dns_names.iter().find(|name| DnsName::try_from(name.as_str()).is_err()) {
+        Some(bad) => Err(TlsError::DnsName(bad.clone())),
+        None => Ok(()),
+    }
+}
+
+/// A CA from an hour before `now` (clocks differ) for `days`.
+fn ca_params(now: time::OffsetDateTime, days: i64) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    // The year tells one CA from the next in `openssl x509 -text` and in the caBundle.
+    params.distinguished_name.push(DnType::CommonName, format!("bucketgate webhook CA {}", now.year()));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+    params
+}
+
+/// A serving certificate for `dns_names` and `ips` from an hour before `now` for `days`.
+fn leaf_params(
+    dns_names: &[String],
+    ips: &[IpAddr],
+    now: time::OffsetDateTime,
+    days: i64,
+) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::new(dns_names.to_vec())?;
+    params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.distinguished_name.push(DnType::CommonName, dns_names.first().map(String::as_str).unwrap_or("bucketgate"));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+    Ok(params)
+}
+
+fn unix(now: i64) -> Result<time::OffsetDateTime, TlsError> {
+    time::OffsetDateTime::from_unix_timestamp(now).map_err(|_| TlsError::Time(now))
+}
+
+/// A new CA valid for `days` from `now` (Unix seconds): its certificate and key, in PEM.
+fn new_ca(days: i64, now: i64) -> Result<(String, String), TlsError> {
+    let ca = CertifiedIssuer::self_signed(ca_params(unix(now)?, days), KeyPair::generate()?)?;
+    Ok((ca.pem(), ca.key().serialize_pem()))
+}
+
+/// A serving certificate for `dns_names` that `issuer` signs, valid for `days` from `now`
+/// (Unix seconds): the certificate and its new key, in PEM.
+fn new_leaf(
+    dns_names: &[String],
+    days: i64,
+    now: i64,
+    issuer: &rcgen::Issuer<'_, KeyPair>,
+) -> Result<(String, String), TlsError> {
+    let key = KeyPair::generate()?;
+    let cert = leaf_params(dns_names, &[], unix(now)?, days)?.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 impl GeneratedCerts {
@@ -403,6 +479,12 @@ mod tests {
         std::fs::write(dir.path().join(CA_FILE), &week.ca_pem).unwrap();
         assert!(store.reload().unwrap(), "a changed ca.crt is read again");
         assert_eq!(store.expires(), Some(week.expires));
+
+        // Several CAs, as when one was made anew and the old one is still trusted: the end
+        // of the one that signed the certificate counts, not the other's.
+        std::fs::write(dir.path().join(CA_FILE), format!("{}{}", week.ca_pem, year.ca_pem)).unwrap();
+        assert!(store.reload().unwrap());
+        assert_eq!(store.expires(), Some(year.expires));
 
         // ca.crt is optional and not served: gone or unreadable, the pair alone counts.
         std::fs::write(dir.path().join(CA_FILE), "not a certificate").unwrap();
