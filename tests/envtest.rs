@@ -609,7 +609,15 @@ async fn the_api_server_takes_every_object_of_the_manifests() {
     let (plane, _server, _certs) = setup("provisioners:\n  - name: admission.example/only\n").await.unwrap();
     let minor = minor_version(&plane.client).await;
     let mut asked = 0;
-    for object in common::manifests::rendered() {
+    // And the objects manifests/overlays/self-managed-certs changes or adds (its RBAC is
+    // created for real by the test of --manage-certs).
+    let overlay = if common::manifests::kubectl() {
+        common::manifests::render(&common::manifests::root().join("overlays/self-managed-certs"))
+    } else {
+        Vec::new()
+    };
+    let changed = overlay.into_iter().filter(|o| o["kind"] == "Deployment" || o["kind"] == "Secret");
+    for object in common::manifests::rendered().into_iter().chain(changed) {
         let (kind, name) = (object["kind"].as_str().unwrap().to_string(), object["metadata"]["name"].clone());
         let api_version = object["apiVersion"].as_str().unwrap().to_string();
         let created_by_setup =
