@@ -70,6 +70,7 @@ pub enum Step {
 /// seconds). Pure: the caller reads and writes.
 pub fn next(stored: &Stored, names: &[String], trusted: bool, now: i64) -> Result<Step, TlsError> {
     let bundle = certificates(&stored.ca_crt);
+    let alive = |cert: &&CertificateDer| ends(cert).is_some_and(|end| end > now);
     let in_force = ca_in_force(&bundle, &stored.ca_key, now);
     let Some(ca) = in_force else {
         let why = match bundle.first() {
@@ -78,11 +79,11 @@ pub fn next(stored: &Stored, names: &[String], trusted: bool, now: i64) -> Resul
         };
         let (ca_pem, ca_key) = super::new_ca(CA_DAYS, now)?;
         // The old ones stay trusted until they end: a replica may serve what they signed.
-        let kept = bundle.iter().filter(|cert| ends(cert).is_some_and(|end| end > now)).map(pem);
+        let kept = bundle.iter().filter(alive).map(pem);
         let ca_crt = std::iter::once(ca_pem).chain(kept).collect::<String>();
         return Ok(Step::Store(Stored { ca_crt, ca_key, ..stored.clone() }, why));
     };
-    let current: Vec<&CertificateDer> = bundle.iter().filter(|cert| ends(cert).is_some_and(|end| end > now)).collect();
+    let current: Vec<&CertificateDer> = bundle.iter().filter(alive).collect();
     if current.len() < bundle.len() {
         let ca_crt = current.into_iter().map(pem).collect();
         return Ok(Step::Store(Stored { ca_crt, ..stored.clone() }, "an older CA has ended".into()));
