@@ -392,6 +392,14 @@ async fn admission_through_a_real_api_server() {
     assert_eq!(created.spec.bucket_class_name.as_deref(), Some("standard"));
     assert!(created.finalizers().iter().any(|f| f == "cosi.io/finalizer"));
     assert_eq!(created.labels().get("cosi.io/provisioner").map(String::as_str), Some("admission.example-only"));
+    // No loop drives this provisioner, so nothing has written a status: what the API server
+    // shows is the CRD's default, written for generation 0, behind the Bucket's, which
+    // kstatus (Flux's health checks) reads as in progress, not as done.
+    let stored = buckets.get("photos").await.unwrap();
+    assert_eq!(stored.metadata.generation, Some(1));
+    assert_eq!(stored.status.as_ref().and_then(|s| s.observed_generation), Some(0), "{:?}", stored.status);
+    let listed = buckets.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items[0].status.as_ref().and_then(|s| s.observed_generation), Some(0));
 
     let refused = buckets.create(&PostParams::default(), &new_bucket("kep", "YosemitePhotos-")).await.unwrap_err();
     assert!(refused.to_string().contains("use \"yosemitephotos-\""), "{refused}");

@@ -528,6 +528,13 @@ fn argo_cd_reads_the_health_of_a_bucket_from_the_status_the_loop_writes() {
 
     let waiting = ("Progressing".to_string(), "waiting for bucketgate to provision the bucket".to_string());
     assert_eq!(health(&show(&created)), waiting, "not looked at yet: no status");
+    let defaulted =
+        serde_json::json!({"status": serde_json::from_str::<Value>(bucketgate::crds::UNOBSERVED_STATUS).unwrap()});
+    assert_eq!(
+        health(&show(&with(&created, &defaulted))),
+        waiting,
+        "the CRD's default status, as the API server shows it"
+    );
 
     let retrying = with(
         &created,
