@@ -456,6 +456,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Err(error) => return Err(error.context("connecting to the cluster (use --catalog DIR to run without one)")),
         },
     };
+    let metrics = Arc::new(Metrics::default());
     if args.manage_certs {
         let Some(client) = &client else {
             anyhow::bail!(
@@ -472,12 +473,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             webhook_configuration: args.webhook_configuration.clone(),
             interval: args.manage_certs_interval,
         };
-        tokio::spawn(tls::rotation::manage(client.clone(), managed));
+        tokio::spawn(tls::rotation::manage(client.clone(), managed, metrics.clone()));
     }
     let config = args.served.open(dev_fallback.then_some(Path::new(DEV_CONFIG)))?;
     config.current().announce("serving provisioners");
 
-    let metrics = Arc::new(Metrics::default());
     // Both the server and the provisioning loop stop on it.
     let shutdown = shutdown_signal().boxed().shared();
     let mut provisioning = None;

@@ -167,18 +167,23 @@ pub struct Reloads {
 
 impl Reloads {
     fn register(registry: &mut Registry, what: &str, of: &str) -> Reloads {
+        Reloads::register_as(
+            registry,
+            [&format!("{what}_reloads"), &format!("{of} reloads after a change, by result")],
+            [
+                &format!("{what}_last_reload_successful"),
+                &format!("1 while the {} on disk is the one in force, 0 after it failed to load", of.to_lowercase()),
+            ],
+        )
+    }
+
+    /// Attempts counted under `total` and the last one's outcome under `last`, each a name
+    /// and its help.
+    fn register_as(registry: &mut Registry, total: [&str; 2], last: [&str; 2]) -> Reloads {
         let reloads = Reloads { total: Family::default(), last_successful: Gauge::default() };
         reloads.last_successful.set(1);
-        registry.register(
-            format!("{what}_reloads"),
-            format!("{of} reloads after a change, by result"),
-            reloads.total.clone(),
-        );
-        registry.register(
-            format!("{what}_last_reload_successful"),
-            format!("1 while the {} on disk is the one in force, 0 after it failed to load", of.to_lowercase()),
-            reloads.last_successful.clone(),
-        );
+        registry.register(total[0], total[1], reloads.total.clone());
+        registry.register(last[0], last[1], reloads.last_successful.clone());
         reloads
     }
 
@@ -205,6 +210,8 @@ pub struct Metrics {
     pub lookups: Family<LookupLabels, Counter>,
     pub certificate_reloads: Reloads,
     pub certificate_expiry: Gauge,
+    /// `serve --manage-certs`'s looks at the Secret and the caBundles, by result.
+    pub certificate_renewals: Reloads,
     pub policy_evaluations: Family<PolicyLabels, Counter>,
     pub policy_reloads: Reloads,
     pub config_reloads: Reloads,
@@ -242,6 +249,17 @@ impl Default for Metrics {
             lookups.clone(),
         );
         let certificate_reloads = Reloads::register(&mut registry, "tls_certificate", "Serving certificate");
+        let certificate_renewals = Reloads::register_as(
+            &mut registry,
+            [
+                "tls_certificate_renewals",
+                "With --manage-certs, looks at the certificate's Secret and the webhooks' caBundle (renewing what is due), by result",
+            ],
+            [
+                "tls_certificate_last_renewal_successful",
+                "1 while the last look of --manage-certs ended well (or none was made), 0 after it failed",
+            ],
+        );
         let certificate_expiry = Gauge::default();
         registry.register(
             "tls_certificate_expiration_timestamp_seconds",
@@ -327,6 +345,7 @@ impl Default for Metrics {
             lookups,
             certificate_reloads,
             certificate_expiry,
+            certificate_renewals,
             policy_evaluations,
             policy_reloads,
             config_reloads,

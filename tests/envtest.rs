@@ -1165,6 +1165,10 @@ async fn bucketgate_makes_and_renews_its_own_certificate_and_the_webhooks_trust_
     }
     let again = create_once_class_seen(&buckets, &new_bucket("photos-2", "photos-")).await;
     assert_eq!(again.spec.bucket_class_name.as_deref(), Some("standard"));
+    let https =
+        Https { client: common::client(&[&ca], &[&rustls::version::TLS13]), base: format!("https://localhost:{port}") };
+    assert!(https.metric("bucketgate_tls_certificate_renewals_total{result=\"success\"}").await >= Some(2.0));
+    assert_eq!(https.metric("bucketgate_tls_certificate_last_renewal_successful").await, Some(1.0));
 }
 
 async fn said(client: &Client, name: &str, reason: &str) -> Vec<Event> {

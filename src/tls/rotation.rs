@@ -13,6 +13,7 @@
 //! check. A new CA (a year before the old one ends) goes into the bundle beside the old
 //! one, which stays there until it ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -25,6 +26,7 @@ use rustls::pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::{CA_FILE, CERT_FILE, KEY_FILE, TlsError, pem_certificates};
+use crate::metrics::Metrics;
 
 /// The CA's key, beside its certificate in the Secret: it signs each new serving certificate.
 pub const CA_KEY_FILE: &str = "ca.key";
@@ -186,14 +188,27 @@ impl Managed {
     }
 }
 
-/// Looks every `managed.interval` until the process ends, and at once at the start.
-pub async fn manage(client: Client, managed: Managed) {
+/// Looks every `managed.interval` until the process ends, and at once at the start. A
+/// failure is logged when it starts or changes, and counted at every look.
+pub async fn manage(client: Client, managed: Managed, metrics: Arc<Metrics>) {
+    let secret = format!("{}/{}", managed.namespace, managed.secret);
+    let mut failing: Option<String> = None;
     loop {
-        if let Err(error) = converge(&client, &managed).await {
-            tracing::warn!(
-                secret = %format!("{}/{}", managed.namespace, managed.secret), %error,
-                "cannot renew the serving certificate now; trying again"
-            );
+        match converge(&client, &managed).await {
+            Ok(()) => {
+                metrics.certificate_renewals.succeeded();
+                if failing.take().is_some() {
+                    tracing::info!(%secret, "the serving certificate can be renewed again");
+                }
+            }
+            Err(error) => {
+                metrics.certificate_renewals.failed();
+                let error = error.to_string();
+                if failing.as_ref() != Some(&error) {
+                    tracing::warn!(%secret, %error, "cannot renew the serving certificate now; trying again");
+                    failing = Some(error);
+                }
+            }
         }
         tokio::time::sleep(managed.interval).await;
     }
