@@ -73,6 +73,9 @@ pub struct CertStore {
     /// The file contents last tried, so that unchanged files are not parsed again and a
     /// broken pair is reported once, not on every poll.
     seen: LastRead<Files>,
+    /// Files not there yet are waited for, not a failure, until a first certificate loads
+    /// (`--manage-certs`: the Secret is empty until bucketgate writes it).
+    waits_for_files: bool,
 }
 
 #[derive(Clone, PartialEq)]
@@ -102,12 +105,12 @@ impl fmt::Debug for CertStore {
 impl CertStore {
     /// A store for `dir/tls.crt` and `dir/tls.key`, loaded once before it is returned.
     pub fn open(dir: &Path) -> Result<Arc<CertStore>, TlsError> {
-        let store = Self::unloaded(dir);
+        let store = Self::unloaded(dir, false);
         store.reload()?;
         Ok(store)
     }
 
-    fn unloaded(dir: &Path) -> Arc<CertStore> {
+    fn unloaded(dir: &Path, waits_for_files: bool) -> Arc<CertStore> {
         Arc::new(CertStore {
             cert_path: dir.join(CERT_FILE),
             key_path: dir.join(KEY_FILE),
@@ -115,6 +118,7 @@ impl CertStore {
             provider: provider(),
             current: RwLock::new(None),
             seen: LastRead::default(),
+            waits_for_files,
         })
     }
 
@@ -122,9 +126,15 @@ impl CertStore {
     /// makes it, and the kubelet brings it into the mount): it serves none, and the server
     /// is not ready, until [`CertStore::watch`] finds one.
     pub fn open_or_wait(dir: &Path) -> Arc<CertStore> {
-        let store = Self::unloaded(dir);
-        if let Err(error) = store.reload() {
-            tracing::info!(%error, "no serving certificate yet: bucketgate makes one, and the kubelet brings it here");
+        let store = Self::unloaded(dir, true);
+        match store.reload() {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(
+                dir = %dir.display(),
+                "no serving certificate yet: bucketgate makes one, and the kubelet brings it here"
+            ),
+            // Not reported again by the watch until the files change.
+            Err(error) => tracing::warn!(%error, "serving certificate not loaded; waiting for one that loads"),
         }
         store
     }
@@ -137,6 +147,11 @@ impl CertStore {
             |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source });
         let files = match (read(&self.cert_path), read(&self.key_path)) {
             (Ok(cert), Ok(key)) => Files { cert, key, ca: std::fs::read(&self.ca_path).ok() },
+            (Err(TlsError::Read { source, .. }), _) | (_, Err(TlsError::Read { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound && self.waits_for_files && !self.is_loaded() =>
+            {
+                return Ok(false);
+            }
             (Err(error), _) | (_, Err(error)) if self.seen.is_new_failure(error.to_string()) => return Err(error),
             _ => return Ok(false),
         };
@@ -502,6 +517,23 @@ mod tests {
         assert!(matches!(error, TlsError::Certificate { position: 2, .. }), "{error}");
         assert!(error.to_string().contains("tls.crt: certificate 2 cannot be read as X.509"), "{error}");
         assert_eq!(store.expires(), Some(year.expires));
+    }
+
+    /// `--manage-certs`: the files are not there until bucketgate has written the Secret and
+    /// the kubelet brought it: waited for, not failed on (no alert for an install), and
+    /// loaded when they come. Once one has loaded, files gone are a failure as before.
+    #[test]
+    fn a_store_that_waits_takes_missing_files_as_not_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CertStore::open_or_wait(dir.path());
+        assert!(!store.is_loaded());
+        assert!(!store.reload().unwrap(), "missing files: not yet, no error");
+        assert!(CertStore::open(dir.path()).is_err(), "without --manage-certs they are required");
+        generate(&["localhost".into()], &[], 1).unwrap().write(dir.path()).unwrap();
+        assert!(store.reload().unwrap());
+        assert!(store.is_loaded());
+        std::fs::remove_file(dir.path().join(CERT_FILE)).unwrap();
+        assert!(store.reload().is_err(), "gone after one loaded: a failure");
     }
 
     #[test]
