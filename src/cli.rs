@@ -145,7 +145,7 @@ pub struct ServeArgs {
     /// How often the provisioning loop looks at a bound Bucket when nothing changed (to one
     /// and a half times it, spread over the Buckets), and asks its store whether the bucket
     /// is still there and has what its class asked: at least 1s.
-    #[arg(long, default_value = "1h", env = "BUCKETGATE_RECHECK_INTERVAL", value_parser = recheck_interval)]
+    #[arg(long, default_value = "1h", env = "BUCKETGATE_RECHECK_INTERVAL", value_parser = at_least_a_second)]
     pub recheck_interval: Duration,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
@@ -172,7 +172,7 @@ pub struct ServeArgs {
     #[arg(long = "cert-dns-name", value_name = "NAME")]
     pub cert_dns_names: Vec<String>,
     /// How often --manage-certs looks at the Secret and the caBundles.
-    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = at_least_a_second)]
     pub manage_certs_interval: Duration,
     /// Development mode: create certificates in --cert-dir when there are none, load the
     /// example policies in policies/ when no --policies is given, and use the example catalog
@@ -181,10 +181,11 @@ pub struct ServeArgs {
     pub dev: bool,
 }
 
-/// `--recheck-interval`: a duration of at least a second. Every bound Bucket costs two or
-/// three reads of the API server and a request to its store an interval; under a second
-/// that would be a loop, not a recheck.
-fn recheck_interval(text: &str) -> Result<Duration, String> {
+/// `--recheck-interval` and `--manage-certs-interval`: a duration of at least a second.
+/// Every bound Bucket costs two or three reads of the API server and a request to its store
+/// an interval, and every replica three reads a look at its certificate; under a second
+/// either would be a loop against the API server, not a look now and then.
+fn at_least_a_second(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if interval < Duration::from_secs(1) {
         return Err(format!("{text} is under a second"));

@@ -349,6 +349,9 @@ async fn serve_refuses_to_manage_certificates_it_cannot_keep() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--manage-certs keeps the certificate in a Secret of the cluster"), "{stderr}");
+    let output = serve(&["--manage-certs-interval", "0s"]).output().await.unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("0s is under a second"));
     let output = serve(&["--cert-dns-name", "not a name"]).output().await.unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
