@@ -214,9 +214,17 @@ pub async fn manage(client: Client, managed: Managed, metrics: Arc<Metrics>) {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("making the certificate: {0}")]
+    Certificate(#[from] TlsError),
+}
+
 /// Steps until all is done (at most a few: a CA, its trust, a certificate). A write refused
 /// because another replica wrote first ends the round; the next one reads afresh.
-pub async fn converge(client: &Client, managed: &Managed) -> Result<(), kube::Error> {
+pub async fn converge(client: &Client, managed: &Managed) -> Result<(), RotationError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &managed.namespace);
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
@@ -234,8 +242,7 @@ pub async fn converge(client: &Client, managed: &Managed) -> Result<(), kube::Er
         let wanted = stored.ca_crt.as_bytes();
         let trusted = bundles.into_iter().all(|bundle| bundle.as_ref().is_some_and(|b| b.0 == wanted));
         let now = jiff::Timestamp::now().as_second();
-        let step = next(&stored, &managed.names, trusted, now)
-            .map_err(|error| kube::Error::Service(format!("making the certificate: {error}").into()))?;
+        let step = next(&stored, &managed.names, trusted, now)?;
         let refused = match step {
             Step::Done => return Ok(()),
             Step::Store(new, why) => {
