@@ -46,14 +46,21 @@ pub const CA_RENEW_DAYS: i64 = 365;
 pub const LEAF_DAYS: i64 = 90;
 pub const LEAF_RENEW_DAYS: i64 = 30;
 
-/// What the Secret holds, as text (a key missing or not UTF-8 reads as empty).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What the Secret holds, as text (a key missing or not UTF-8 reads as empty). Debug output
+/// shows the certificates, never the keys.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Stored {
     /// The CA in force first, then older ones that have not ended: the webhooks' caBundle.
     pub ca_crt: String,
     pub ca_key: String,
     pub tls_crt: String,
     pub tls_key: String,
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored").field("ca_crt", &self.ca_crt).field("tls_crt", &self.tls_crt).finish_non_exhaustive()
+    }
 }
 
 /// What a look at the Secret and the webhook configurations calls for next.
@@ -355,6 +362,13 @@ mod tests {
         std::fs::write(dir.path().join(CERT_FILE), &stored.tls_crt).unwrap();
         std::fs::write(dir.path().join(KEY_FILE), &stored.tls_key).unwrap();
         assert!(super::super::CertStore::open(dir.path()).unwrap().is_loaded());
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_key() {
+        let (stored, _) = settle(Stored::default(), NOW);
+        let shown = format!("{stored:?} {:?}", Step::Store(stored.clone(), "why".into()));
+        assert!(shown.contains("BEGIN CERTIFICATE") && !shown.contains("PRIVATE KEY"), "{shown}");
     }
 
     #[test]
