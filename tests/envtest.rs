@@ -1097,6 +1097,16 @@ async fn bucketgate_makes_and_renews_its_own_certificate_and_the_webhooks_trust_
             std::fs::write(dir.path().join(key), data(secret, key)).unwrap();
         }
     };
+    // Before the kubelet brings it, the kubelet's probes (HTTPS, nothing verified) are
+    // answered over a throwaway certificate: alive, not ready, so never restarted for it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let probe = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let healthz = probe.get(format!("https://127.0.0.1:{port}/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200);
+    let readyz = probe.get(format!("https://127.0.0.1:{port}/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    assert!(readyz.text().await.unwrap().contains("no serving certificate"));
+
     let first = issued(String::new()).await;
     let ca = data(&first, "ca.crt");
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----") && !data(&first, "ca.key").is_empty());

@@ -76,6 +76,12 @@ pub struct CertStore {
     /// Files not there yet are waited for, not a failure, until a first certificate loads
     /// (`--manage-certs`: the Secret is empty until bucketgate writes it).
     waits_for_files: bool,
+    /// Served while it waits: a throwaway self-signed certificate that no client trusts,
+    /// so that the kubelet's HTTPS probes (which verify nothing) reach `/healthz` and
+    /// `/readyz` rather than failing the handshake, which the liveness probe would answer
+    /// by restarting the container, again and again, before the first certificate came.
+    /// Not ready meanwhile: the Service sends the API server nowhere near it.
+    bootstrap: Option<Arc<CertifiedKey>>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -119,6 +125,7 @@ impl CertStore {
             current: RwLock::new(None),
             seen: LastRead::default(),
             waits_for_files,
+            bootstrap: waits_for_files.then(bootstrap).flatten(),
         })
     }
 
@@ -236,7 +243,36 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|served| served.key.clone())
+        self.served()
+    }
+}
+
+impl CertStore {
+    /// The certificate handshakes get: the one loaded, else the bootstrap one, if any.
+    fn served(&self) -> Option<Arc<CertifiedKey>> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().map(|served| served.key.clone()).or_else(|| self.bootstrap.clone())
+    }
+}
+
+/// A self-signed certificate for the time before the first real one ([`CertStore::bootstrap`]).
+fn bootstrap() -> Option<Arc<CertifiedKey>> {
+    let made = generate(&["bucketgate-bootstrap.invalid".into()], &[], 1).and_then(|certs| {
+        let cert = pem_certificates(certs.cert_pem.as_bytes());
+        let key = PrivateKeyDer::from_pem_slice(certs.key_pem.as_bytes())
+            .map_err(|source| TlsError::NoKey { path: "bootstrap".into(), source })?;
+        CertifiedKey::from_der(cert, key, &provider()).map_err(|source| TlsError::Pair {
+            cert: "bootstrap".into(),
+            key: "bootstrap".into(),
+            source,
+        })
+    });
+    match made {
+        Ok(key) => Some(Arc::new(key)),
+        Err(error) => {
+            tracing::warn!(%error, "no certificate to answer probes with until the first one comes");
+            None
+        }
     }
 }
 
@@ -448,6 +484,7 @@ mod tests {
         first.write(dir.path()).unwrap();
         let store = CertStore::open(dir.path()).unwrap();
         assert!(store.is_loaded());
+        assert!(store.bootstrap.is_none(), "only a store that waits has a throwaway certificate");
         assert!(!store.reload().unwrap(), "unchanged files are not reloaded");
 
         // Certificate replaced, key not yet: refused, the old pair stays.
@@ -527,11 +564,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CertStore::open_or_wait(dir.path());
         assert!(!store.is_loaded());
+        let bootstrap = store.served().expect("a throwaway certificate answers probes meanwhile");
+        assert!(Arc::ptr_eq(&bootstrap, store.bootstrap.as_ref().unwrap()));
         assert!(!store.reload().unwrap(), "missing files: not yet, no error");
         assert!(CertStore::open(dir.path()).is_err(), "without --manage-certs they are required");
         generate(&["localhost".into()], &[], 1).unwrap().write(dir.path()).unwrap();
         assert!(store.reload().unwrap());
         assert!(store.is_loaded());
+        assert!(!Arc::ptr_eq(&store.served().unwrap(), &bootstrap), "the real one once it came");
         std::fs::remove_file(dir.path().join(CERT_FILE)).unwrap();
         assert!(store.reload().is_err(), "gone after one loaded: a failure");
     }
