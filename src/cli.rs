@@ -461,7 +461,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.manage_certs {
         let Some(client) = &client else {
             anyhow::bail!(
-                "--manage-certs keeps the certificate in a Secret of the cluster: it needs one, not --catalog"
+                "--manage-certs keeps the certificate in a Secret of the cluster, and no cluster is read here \
+                 (--catalog, or --dev without one reachable)"
             );
         };
         let managed = tls::rotation::Managed {

@@ -263,7 +263,7 @@ impl Default for Metrics {
         let certificate_expiry = Gauge::default();
         registry.register(
             "tls_certificate_expiration_timestamp_seconds",
-            "When the serving certificate in use, or the CA in ca.crt beside it, stops being valid (Unix seconds)",
+            "When the serving certificate in use, or the CA in ca.crt beside it that signed it, stops being valid (Unix seconds)",
             certificate_expiry.clone(),
         );
         let policy_evaluations = Family::<PolicyLabels, Counter>::default();

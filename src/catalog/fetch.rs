@@ -244,7 +244,7 @@ fn may_release(user: &UserInfo, namespace: &str) -> SubjectAccessReview {
             uid: user.uid.clone(),
             extra: user.extra.clone(),
             resource_attributes: Some(ResourceAttributes {
-                group: Some("cosi.io".into()),
+                group: Some(crate::api::GROUP.into()),
                 resource: Some("buckets".into()),
                 verb: Some(RELEASE_VERB.into()),
                 namespace: Some(namespace.into()),

@@ -96,9 +96,9 @@ struct Files {
 struct Served {
     key: Arc<CertifiedKey>,
     /// Unix seconds when the first certificate the API server's check depends on ends: one
-    /// of those served, or the CA in `ca.crt` beside them, which is what the webhooks'
-    /// caBundle holds (`bucketgate certs` and cert-manager both write it there). Past it
-    /// every Bucket write fails, as the webhooks fail closed.
+    /// of those served, or the CA in `ca.crt` beside them that signed them, which is what
+    /// the webhooks' caBundle holds (`bucketgate certs`, cert-manager and `--manage-certs`
+    /// all write it there). Past it every Bucket write fails, as the webhooks fail closed.
     expires: i64,
 }
 
@@ -130,8 +130,9 @@ impl CertStore {
     }
 
     /// A store for `dir` whose files may not hold a certificate yet (`serve --manage-certs`
-    /// makes it, and the kubelet brings it into the mount): it serves none, and the server
-    /// is not ready, until [`CertStore::watch`] finds one.
+    /// makes it, and the kubelet brings it into the mount): until [`CertStore::watch`] finds
+    /// one, handshakes get a throwaway certificate ([`CertStore::bootstrap`]) and the server
+    /// is not ready.
     pub fn open_or_wait(dir: &Path) -> Arc<CertStore> {
         let store = Self::unloaded(dir, true);
         match store.reload() {
@@ -197,7 +198,8 @@ impl CertStore {
         self.current.read().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
-    /// Unix seconds when the certificate in use, or the CA beside it, stops being valid.
+    /// Unix seconds when the certificate in use, or the CA beside it that signed it, stops
+    /// being valid.
     pub fn expires(&self) -> Option<i64> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|served| served.expires)
     }
@@ -257,17 +259,14 @@ impl CertStore {
 
 /// A self-signed certificate for the time before the first real one ([`CertStore::bootstrap`]).
 fn bootstrap() -> Option<Arc<CertifiedKey>> {
-    let made = generate(&["bucketgate-bootstrap.invalid".into()], &[], 1).and_then(|certs| {
-        let cert = pem_certificates(certs.cert_pem.as_bytes());
-        let key = PrivateKeyDer::from_pem_slice(certs.key_pem.as_bytes())
-            .map_err(|source| TlsError::NoKey { path: "bootstrap".into(), source })?;
-        CertifiedKey::from_der(cert, key, &provider()).map_err(|source| TlsError::Pair {
-            cert: "bootstrap".into(),
-            key: "bootstrap".into(),
-            source,
-        })
-    });
-    match made {
+    let made = || -> Result<CertifiedKey, Box<dyn std::error::Error>> {
+        let key = KeyPair::generate()?;
+        let names = ["bucketgate-bootstrap.invalid".to_string()];
+        let cert = leaf_params(&names, &[], time::OffsetDateTime::now_utc(), 1)?.self_signed(&key)?;
+        let key = PrivateKeyDer::try_from(key.serialize_der())?;
+        Ok(CertifiedKey::from_der(vec![cert.der().clone()], key, &provider())?)
+    };
+    match made() {
         Ok(key) => Some(Arc::new(key)),
         Err(error) => {
             tracing::warn!(%error, "no certificate to answer probes with until the first one comes");

@@ -131,10 +131,13 @@ fn ends(der: &CertificateDer) -> Option<i64> {
 fn ca_in_force<'a>(bundle: &'a [CertificateDer<'static>], key: &str, now: i64) -> Option<&'a CertificateDer<'static>> {
     let first = bundle.first()?;
     let cert = parsed(first)?;
-    let key = KeyPair::from_pem(key).ok()?;
-    let fits = cert.public_key().raw == key.subject_public_key_info().as_slice();
     let lasts = cert.validity().not_after.timestamp() - now > CA_RENEW_DAYS * DAY;
-    (cert.is_ca() && fits && lasts).then_some(first)
+    (cert.is_ca() && key_fits(&cert, key) && lasts).then_some(first)
+}
+
+/// Whether the private key `key` (PEM) is the one `cert` was issued for.
+fn key_fits(cert: &X509Certificate, key: &str) -> bool {
+    KeyPair::from_pem(key).is_ok_and(|key| cert.public_key().raw == key.subject_public_key_info().as_slice())
 }
 
 /// Why the serving certificate must be issued again, if it must: missing, not matching
@@ -144,9 +147,7 @@ fn leaf_due(stored: &Stored, ca: &CertificateDer, names: &[String], now: i64) ->
     let Some(cert) = leaf.first().and_then(parsed) else {
         return Some("no serving certificate yet".into());
     };
-    let key_fits = KeyPair::from_pem(&stored.tls_key)
-        .is_ok_and(|key| cert.public_key().raw == key.subject_public_key_info().as_slice());
-    if !key_fits {
+    if !key_fits(&cert, &stored.tls_key) {
         return Some("the serving certificate does not match its key".into());
     }
     let ca = parsed(ca)?;
