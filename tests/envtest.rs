@@ -186,8 +186,14 @@ const NAMESPACE: &str = "bucketgate-system";
 /// The Namespace and RBAC of manifests/base, created as `kubectl apply -k` would create
 /// them (their namespace set as kustomize sets it), so that bucketgate runs with them.
 async fn install_rbac(client: &Client) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
-    for file in ["namespace.yaml", "rbac.yaml", "user-roles.yaml"] {
+    install(client, "manifests/base", &["namespace.yaml", "rbac.yaml", "user-roles.yaml"]).await
+}
+
+/// Creates every object of `files` in `dir` (from the repository's root), as
+/// [`install_rbac`] does.
+async fn install(client: &Client, dir: &str, files: &[&str]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    for file in files {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         for document in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
             create(client, document, false).await.unwrap();
@@ -1047,13 +1053,7 @@ async fn bucketgate_makes_and_renews_its_own_certificate_and_the_webhooks_trust_
     let plane = control_plane(&assets).await;
     install_crds(&plane.client).await;
     install_rbac(&plane.client).await;
-    let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/overlays/self-managed-certs");
-    for file in ["secret.yaml", "rbac.yaml"] {
-        let text = std::fs::read_to_string(overlay.join(file)).unwrap();
-        for document in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
-            create(&plane.client, document, false).await.unwrap();
-        }
-    }
+    install(&plane.client, "manifests/overlays/self-managed-certs", &["secret.yaml", "rbac.yaml"]).await;
     let dir = tempfile::tempdir().unwrap();
     let args = [
         "--manage-certs",
