@@ -200,6 +200,49 @@ impl Catalog {
         Ok(sorted.into_catalog())
     }
 
+    /// Every document of the files [`Catalog::load_dir`] reads, with the file it came from,
+    /// for `policy audit`, which judges the objects as well as deciding against them.
+    pub fn documents_in(dir: &Path) -> Result<Vec<(PathBuf, serde_json::Value)>, CatalogError> {
+        let mut files = Vec::new();
+        collect_files(dir, &mut files)?;
+        files.sort();
+        let mut documents = Vec::new();
+        for path in files {
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| CatalogError::Read { path: path.clone(), source })?;
+            documents.extend(Catalog::documents(&path, &text)?.into_iter().map(|doc| (path.clone(), doc)));
+        }
+        Ok(documents)
+    }
+
+    /// The cluster's Namespaces, BucketClasses, BucketContents and Buckets as documents,
+    /// listed once: what `policy audit` judges, and decides against.
+    pub async fn list_documents(client: &Client) -> Result<Vec<serde_json::Value>, kube::Error> {
+        use kube::api::{ApiResource, DynamicObject, ListParams};
+        let mut documents = Vec::new();
+        for namespace in Api::<Namespace>::all(client.clone()).list(&ListParams::default()).await? {
+            documents.push(serde_json::to_value(namespace).map_err(kube::Error::SerdeError)?);
+        }
+        let resources = [
+            ApiResource::erase::<BucketClass>(&()),
+            ApiResource::erase::<BucketContent>(&()),
+            ApiResource::erase::<Bucket>(&()),
+        ];
+        for resource in resources {
+            // Read as they are, not as bucketgate's types: what a policy's path selects is
+            // what the API server holds, fields these types lack included.
+            for object in Api::<DynamicObject>::all_with(client.clone(), &resource).list(&ListParams::default()).await?
+            {
+                let mut document = serde_json::to_value(object).map_err(kube::Error::SerdeError)?;
+                // Items of a list need not say their kind.
+                document["apiVersion"] = resource.api_version.clone().into();
+                document["kind"] = resource.kind.clone().into();
+                documents.push(document);
+            }
+        }
+        Ok(documents)
+    }
+
     /// The YAML (or JSON) documents of one catalog file, `text` read from `path`.
     pub fn documents(path: &Path, text: &str) -> Result<Vec<serde_json::Value>, CatalogError> {
         serde_saphyr::from_multiple(text)
@@ -390,10 +433,13 @@ impl Catalog {
         self.namespace(name).map(|ns| ns.metadata.labels.clone().unwrap_or_default())
     }
 
-    /// Buckets in `namespace`, from the watch cache.
-    pub fn bucket_count(&self, namespace: &str) -> usize {
+    /// Buckets in `namespace`, from the watch cache, other than one named `besides`: a
+    /// Bucket created again under the name of one whose deletion the watch has not brought
+    /// yet, or a Bucket there judged as its own creation (`policy audit`), is not counted
+    /// against itself.
+    pub fn bucket_count(&self, namespace: &str, besides: &str) -> usize {
         let names = self.buckets.by_namespace.read().unwrap_or_else(|e| e.into_inner());
-        names.get(namespace).map_or(0, HashSet::len)
+        names.get(namespace).map_or(0, |names| names.len() - usize::from(names.contains(besides)))
     }
 
     pub fn len(&self) -> (usize, usize, usize) {
@@ -774,7 +820,7 @@ mod tests {
         };
         let catalog = Catalog::from_objects([], [], []);
         let mut writer = BucketNamesWriter { names: catalog.buckets.clone(), relisting: None };
-        let counts = || (catalog.bucket_count("team-a"), catalog.bucket_count("team-b"));
+        let counts = || (catalog.bucket_count("team-a", ""), catalog.bucket_count("team-b", ""));
         assert!(!writer.apply(&watcher::Event::Init));
         writer.apply(&watcher::Event::InitApply(bucket("team-a", "photos")));
         writer.apply(&watcher::Event::InitApply(bucket("team-a", "logs")));
@@ -814,8 +860,9 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let catalog = Catalog::load_dir(dir.path()).unwrap();
         assert_eq!(catalog.len(), (1, 1, 1));
-        assert_eq!(catalog.bucket_count("team-a"), 1);
-        assert_eq!(catalog.bucket_count("team-b"), 0);
+        assert_eq!(catalog.bucket_count("team-a", ""), 1);
+        assert_eq!(catalog.bucket_count("team-a", "b"), 0, "not counted against itself");
+        assert_eq!(catalog.bucket_count("team-b", "b"), 0);
         assert_eq!(catalog.class("fast").unwrap().spec.provisioner(), "p");
         assert!(catalog.content("legacy").is_some());
         assert_eq!(catalog.namespace_uid("team-a").as_deref(), Some("u-1"));

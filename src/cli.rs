@@ -1,4 +1,4 @@
-//! Command line: `serve`, `certs`, `crds`, `review`, `policy` (lint, test) and `config check`.
+//! Command line: `serve`, `certs`, `crds`, `review`, `policy` (lint, test, audit) and `config check`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -83,6 +83,39 @@ pub enum PolicyCommand {
         #[arg(long)]
         junit: Option<PathBuf>,
     },
+    /// Judge the objects a cluster holds now against policies, as their next update and as
+    /// their creation today; fails when a policy in enforce mode refuses one.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Policy directories.
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Judge the objects in this directory of YAML instead of the cluster's (kubeconfig).
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// The provisioners the built-in rules take as served (--config, --provisioner);
+    /// without either, every provisioner a BucketClass or BucketContent names.
+    #[command(flatten)]
+    pub served: Served,
+    /// The user the writes are judged as, for policies that select users.
+    #[arg(long, default_value = "bucketgate-audit")]
+    pub user: String,
+    /// A group of that user; repeat for several.
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    #[arg(long, value_enum, default_value_t = AuditOutput::Text)]
+    pub output: AuditOutput,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditOutput {
+    /// A line for each finding, then a summary.
+    Text,
+    /// The report as one JSON document.
+    Json,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -272,6 +305,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Review(args) => review(args),
         Command::Policy(PolicyCommand::Lint { dirs }) => lint(&dirs),
         Command::Policy(PolicyCommand::Test { dir, junit }) => policy_test(&dir, junit.as_deref()),
+        Command::Policy(PolicyCommand::Audit(args)) => audit(args).await,
         Command::Config(ConfigCommand::Check { files }) => config_check(&files),
     }
 }
@@ -392,6 +426,51 @@ fn policy_test(dir: &Path, junit: Option<&Path>) -> anyhow::Result<()> {
     }
     if failed > 0 {
         bail!("{failed} policy test(s) failed");
+    }
+    Ok(())
+}
+
+async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let policies = policy::load::load(&args.dirs).map_err(|errors| {
+        anyhow::anyhow!(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+            .context("the policies do not load")
+    })?;
+    let documents = match &args.catalog {
+        Some(dir) => Catalog::documents_in(dir)?,
+        None => {
+            let client = cluster_client(true)
+                .await
+                .context("no cluster to judge: set KUBECONFIG, or pass --catalog DIR to judge a directory of YAML")?;
+            let listed = Catalog::list_documents(&client).await.context("listing the cluster's objects")?;
+            listed.into_iter().map(|doc| (PathBuf::from("the cluster"), doc)).collect()
+        }
+    };
+    let catalog = Catalog::from_documents(documents.iter().cloned())?;
+    let config = if args.served.config.is_none() && args.served.provisioners.is_empty() {
+        // The question is the policies, not this deployment's provisioners.
+        let named = catalog.classes().iter().map(|c| c.spec.provisioner().to_string()).collect::<Vec<_>>();
+        let contents = catalog.contents_store().state();
+        let named = named.into_iter().chain(contents.iter().map(|c| c.spec.provisioner().to_string()));
+        Arc::new(Config::default().with_provisioners(named.filter(|name| !name.is_empty())))
+    } else {
+        args.served.open(None)?.current()
+    };
+    let ctx = admission::Context { catalog: &catalog, config: &config, policies: &policies };
+    let objects: Vec<serde_json::Value> = documents.into_iter().map(|(_, doc)| doc).collect();
+    let writer = policy::audit::Writer { username: args.user, groups: args.groups };
+    let report = policy::audit::audit(&ctx, &objects, &writer);
+    match args.output {
+        AuditOutput::Text => {
+            for finding in &report.findings {
+                println!("{finding}");
+            }
+            println!("{}", report.summary(policies.policies.len()));
+        }
+        AuditOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    let refused = report.refused_by_policies();
+    if refused > 0 {
+        bail!("{refused} object(s) refused by policies in enforce mode");
     }
     Ok(())
 }

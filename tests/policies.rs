@@ -324,3 +324,112 @@ async fn lint_says_a_missing_directory_once() {
     assert_eq!(stdout.matches("cannot read directory").count(), 1, "{stdout}");
     assert!(stderr.contains("1 problem(s) in the policy files"), "{stderr}");
 }
+
+/// `bucketgate policy audit DIR ARGS...`: success, stdout, stderr.
+async fn audit(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bucketgate"))
+        .args(["policy", "audit"])
+        .args(args)
+        // Never the machine's own cluster.
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), stdout.into_owned(), stderr.into_owned())
+}
+
+/// The examples of manifests/ pass the example policies: what `serve --dev` serves admits
+/// what the README applies.
+#[tokio::test]
+async fn the_example_policies_admit_the_example_objects() {
+    let (ok, stdout, stderr) = audit(&["policies".as_ref(), "--catalog".as_ref(), "manifests/examples".as_ref()]).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "judged 2 Buckets, 3 BucketClasses, 1 BucketContent against 7 policies: 0 refused by a policy, \
+         0 by a built-in rule; 0 warned of, 0 recorded, 0 not evaluated\n"
+    );
+}
+
+/// A policy added to a cluster whose Buckets already break it: the audit names them, and
+/// fails, before the policy holds up their next change.
+#[tokio::test]
+async fn audit_names_the_objects_a_policy_would_refuse() {
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(policies.path().join("team.yaml"), policy("team", "enforce", TEAM_LABEL)).unwrap();
+    std::fs::write(
+        policies.path().join("prefix.yaml"),
+        policy(
+            "prefix",
+            "warn",
+            "    operations: [CREATE]\n  validate:\n    - path: $.object.spec.bucketPrefix\n      required: true\n",
+        ),
+    )
+    .unwrap();
+    let catalog = tempfile::tempdir().unwrap();
+    for file in ["bucketclass-ceph-rgw.yaml", "bucket-photos.yaml"] {
+        std::fs::copy(format!("manifests/examples/{file}"), catalog.path().join(file)).unwrap();
+    }
+    std::fs::write(
+        catalog.path().join("more.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-b, uid: u-b}\n---\n\
+         apiVersion: cosi.io/v1alpha1\nkind: Bucket\nmetadata: {name: scratch, namespace: team-b}\n\
+         spec: {protocol: s3, bucketClassName: ceph-rgw}\n",
+    )
+    .unwrap();
+    let args = [policies.path().as_os_str(), "--catalog".as_ref(), catalog.path().as_os_str()];
+    let (ok, stdout, stderr) = audit(&args).await;
+    assert!(!ok, "{stdout}");
+    assert_eq!(
+        stdout,
+        "Bucket team-b/scratch: policy prefix warns of its CREATE: $.object.spec.bucketPrefix is required\n\
+         Bucket team-b/scratch: policy team refuses its CREATE and UPDATE: a team label is required\n\
+         judged 2 Buckets, 1 BucketClass against 2 policies: 1 refused by a policy, 0 by a built-in rule; \
+         1 warned of, 0 recorded, 0 not evaluated\n"
+    );
+    assert!(stderr.contains("1 object(s) refused by policies in enforce mode"), "{stderr}");
+
+    let (_, json, _) = audit(&[&args[..], &["--output".as_ref(), "json".as_ref()]].concat()).await;
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        report["findings"][1],
+        json!({"kind": "Bucket", "namespace": "team-b", "name": "scratch", "policy": "team", "effect": "refused",
+            "operations": ["CREATE", "UPDATE"], "message": "a team label is required"})
+    );
+    assert_eq!(report["judged"], json!({"Bucket": 2, "BucketClass": 1}));
+
+    // Judged as a user the policy leaves out, the Bucket passes.
+    std::fs::write(
+        policies.path().join("team.yaml"),
+        policy("team", "enforce", &format!("    excludeGroups: [platform]\n{TEAM_LABEL}")),
+    )
+    .unwrap();
+    let (ok, stdout, _) = audit(&[&args[..], &["--group".as_ref(), "platform".as_ref()]].concat()).await;
+    assert!(ok, "{stdout}");
+}
+
+/// What the audit cannot read is said, with where: it judges nothing on half the facts.
+#[tokio::test]
+async fn audit_says_what_it_cannot_read() {
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(policies.path().join("broken.yaml"), "kind: [").unwrap();
+    let (ok, stdout, stderr) =
+        audit(&[policies.path().as_os_str(), "--catalog".as_ref(), "manifests/examples".as_ref()]).await;
+    assert!(!ok && stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("the policies do not load") && stderr.contains("broken.yaml:1"), "{stderr}");
+
+    let catalog = tempfile::tempdir().unwrap();
+    std::fs::write(
+        catalog.path().join("bad.yaml"),
+        "apiVersion: cosi.io/v1alpha1\nkind: Bucket\nmetadata: {namespace: a}\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = audit(&["policies".as_ref(), "--catalog".as_ref(), catalog.path().as_os_str()]).await;
+    assert!(!ok);
+    assert!(stderr.contains("bad.yaml") && stderr.contains("metadata.name is missing"), "{stderr}");
+
+    let (ok, _, stderr) = audit(&["policies".as_ref()]).await;
+    assert!(!ok);
+    assert!(stderr.contains("no cluster to judge: set KUBECONFIG, or pass --catalog DIR"), "{stderr}");
+}

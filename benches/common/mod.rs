@@ -116,7 +116,7 @@ impl Cases {
             (PathBuf::from("generated"), bucket)
         }));
         let catalog = Catalog::from_documents(documents).unwrap();
-        assert_eq!(catalog.bucket_count("team-a"), 10);
+        assert_eq!(catalog.bucket_count("team-a", ""), 10);
         catalog
     }
 

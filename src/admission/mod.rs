@@ -195,6 +195,8 @@ pub struct Chained {
     pub audit: BTreeMap<String, String>,
     /// The object with the mutating webhook's patch applied, once that webhook admitted it.
     pub patched: Option<serde_json::Value>,
+    /// How each policy that took part judged the write, in both webhooks.
+    pub records: Vec<Record>,
 }
 
 /// Sends a write through the admission chain as the API server runs it: the mutating
@@ -217,7 +219,9 @@ pub fn chain(
         let new = object.clone().unwrap_or(serde_json::Value::Null);
         let body = synthetic_review(kind, operation, namespace, user.clone(), new, old.clone());
         let request = decode(body.to_string().as_bytes()).map_err(|e| format!("not a valid request: {e}"))?;
-        let response = review(webhook, &request, ctx).response;
+        let reviewed = review(webhook, &request, ctx);
+        chained.records.extend(reviewed.records);
+        let response = reviewed.response;
         chained.warnings.extend(response.warnings.unwrap_or_default());
         chained.audit.extend(response.audit_annotations);
         if !response.allowed {

@@ -2,9 +2,11 @@
 //! mutations and catalog limits, each in a mode (enforce, warn, audit).
 //!
 //! [`load`] reads and compiles a directory, [`store`] keeps the set in force and reloads it,
-//! [`testing`] runs the test suites written next to the policies. Evaluation here is pure:
+//! [`testing`] runs the test suites written next to the policies, [`audit`] judges the
+//! objects already there. Evaluation here is pure:
 //! it reads the request, the catalog and the compiled set, and writes into a [`Verdict`].
 
+pub mod audit;
 pub mod load;
 mod rule;
 pub mod spec;
@@ -193,7 +195,7 @@ fn limits_violation(limits: &LimitsSpec, facts: &Facts) -> Option<String> {
     let labels = facts.namespace_labels;
     let by_label = limits.max_buckets_by_namespace_label.as_ref().and_then(|b| b.for_labels(labels).copied());
     if let Some(max) = [limits.max_buckets, by_label].into_iter().flatten().min() {
-        let count = facts.catalog.bucket_count(namespace);
+        let count = facts.catalog.bucket_count(namespace, &facts.req.name);
         if count >= max {
             return Some(format!(
                 "namespace {namespace:?} already has {count} Buckets, the most it may have is {max}: delete one first, \
@@ -821,7 +823,7 @@ mod tests {
                 "metadata": {"name": name, "namespace": "lab"}, "spec": {}}))
             .unwrap()
         };
-        let catalog = Catalog::with_buckets([], [], [namespace], [bucket("a"), bucket("b")]);
+        let catalog = Catalog::with_buckets([], [], [namespace.clone()], [bucket("a"), bucket("c")]);
         let set = PolicySet {
             policies: vec![policy(json!({"limits": {
                 "maxBucketsByNamespaceLabel": {"label": "tier", "values": {"bronze": 2}, "default": 10},
@@ -838,6 +840,13 @@ mod tests {
             ]
         );
         assert_eq!(records[0].result.as_str(), "violation");
+
+        // A Bucket of the request's name is not counted against it: one deleted a moment ago
+        // that the watch still holds, or an existing Bucket judged by `policy audit`.
+        let itself = Catalog::with_buckets([], [], [namespace], [bucket("a"), bucket("b")]);
+        let mut verdict = Verdict::default();
+        apply(Webhook::Validate, &req, Kind::Bucket, &itself, &set, &mut verdict);
+        assert!(!verdict.errors[0].contains("already has"), "{:?}", verdict.errors);
 
         let roomy = Catalog::with_buckets(
             [],
