@@ -289,7 +289,12 @@ fn developers_get_buckets_through_the_built_in_roles_and_no_release() {
     assert!(verbs(&view).iter().all(|(_, verb)| ["get", "list", "watch"].contains(&verb.as_str())));
     let classes = role("bucketgate-bucketclasses-view");
     assert!(aggregated(&classes).is_empty(), "cluster-scoped: bound cluster-wide by choice, not folded into view");
-    for role in [&edit, &view, &classes] {
+    // `policy audit` lists what the webhooks judge, and nothing else.
+    let audit = role("bucketgate-policy-audit");
+    assert!(aggregated(&audit).is_empty());
+    let listed = ["buckets", "bucketclasses", "bucketcontents", "namespaces"];
+    assert_eq!(verbs(&audit), listed.iter().map(|r| (r.to_string(), "list".to_string())).collect());
+    for role in [&edit, &view, &classes, &audit] {
         let granted = verbs(role);
         assert!(
             granted.iter().all(|(_, verb)| verb != "release" && verb != "*"),
