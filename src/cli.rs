@@ -101,7 +101,7 @@ pub struct AuditArgs {
     #[command(flatten)]
     pub served: Served,
     /// The user the writes are judged as, for policies that select users.
-    #[arg(long, default_value = "bucketgate-audit")]
+    #[arg(long, default_value = policy::audit::AUDITOR)]
     pub user: String,
     /// A group of that user; repeat for several.
     #[arg(long = "group", value_name = "GROUP")]
@@ -163,6 +163,10 @@ pub struct ServeArgs {
     /// How often to look for changed policy files.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub policy_reload_interval: Duration,
+    /// How often the cluster's objects are judged against the policies (and within seconds
+    /// of a new policy set), for `GET /policies` and the metrics; 0 turns it off.
+    #[arg(long, default_value = "1h", value_parser = off_or_at_least_a_second)]
+    pub policy_audit_interval: Duration,
     /// How often to look for a changed configuration file.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub config_reload_interval: Duration,
@@ -224,6 +228,14 @@ fn at_least_a_second(text: &str) -> Result<Duration, String> {
         return Err(format!("{text} is under a second"));
     }
     Ok(interval)
+}
+
+/// `--policy-audit-interval`: 0 (off), or at least a second, for the reason above.
+fn off_or_at_least_a_second(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(Duration::ZERO) => Ok(Duration::ZERO),
+        _ => at_least_a_second(text),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -599,8 +611,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(certs.clone().watch(args.cert_reload_interval, metrics.clone()));
     tokio::spawn(policies.clone().watch(args.policy_reload_interval, metrics.clone()));
     tokio::spawn(config.clone().watch(args.config_reload_interval, metrics.clone()));
-    let state =
-        Arc::new(AppState { catalog, api, config, policies, metrics, certs, shutting_down: AtomicBool::new(false) });
+    let audit = Arc::new(policy::audit::LastAudit::default());
+    if let Some(client) = &api
+        && !args.policy_audit_interval.is_zero()
+    {
+        let interval = args.policy_audit_interval;
+        let (catalog, policies, config) = (catalog.clone(), policies.clone(), config.clone());
+        let (metrics, last) = (metrics.clone(), audit.clone());
+        tokio::spawn(policy::audit::keep(client.clone(), catalog, policies, config, interval, metrics, last));
+    }
+    let state = Arc::new(AppState {
+        catalog,
+        api,
+        config,
+        policies,
+        audit,
+        metrics,
+        certs,
+        shutting_down: AtomicBool::new(false),
+    });
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving admission over HTTPS");
     let options = ServeOptions { max_body_bytes: args.max_body_bytes, shutdown_grace: args.shutdown_grace };

@@ -44,6 +44,13 @@ pub struct PolicyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    pub policy: String,
+    /// refused, warned, recorded, or ignored (not evaluated; onError: ignore).
+    pub effect: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
     /// Bucket or BucketContent.
     pub kind: &'static str,
@@ -214,6 +221,9 @@ pub struct Metrics {
     pub certificate_renewals: Reloads,
     pub policy_evaluations: Family<PolicyLabels, Counter>,
     pub policy_reloads: Reloads,
+    /// `serve`'s audits of the cluster's objects against the policies, by result.
+    pub policy_audits: Reloads,
+    pub policy_audit_objects: Family<AuditLabels, Gauge>,
     pub config_reloads: Reloads,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub time_to_bound: Histogram,
@@ -273,6 +283,21 @@ impl Default for Metrics {
             policy_evaluations.clone(),
         );
         let policy_reloads = Reloads::register(&mut registry, "policy", "Policy set");
+        let policy_audits = Reloads::register_as(
+            &mut registry,
+            ["policy_audits", "Audits of the cluster's objects against the policies, by result"],
+            [
+                "policy_audit_last_successful",
+                "1 while the last audit of the cluster ended (or none began), 0 after it failed",
+            ],
+        );
+        let policy_audit_objects = Family::<AuditLabels, Gauge>::default();
+        registry.register(
+            "policy_audit_objects",
+            "Objects of the cluster that each policy refuses, warns of, records or cannot evaluate, at their creation \
+             or next update, as the last audit found them",
+            policy_audit_objects.clone(),
+        );
         let config_reloads = Reloads::register(&mut registry, "config", "Configuration");
 
         let reconciles = Family::<ReconcileLabels, Counter>::default();
@@ -348,6 +373,8 @@ impl Default for Metrics {
             certificate_renewals,
             policy_evaluations,
             policy_reloads,
+            policy_audits,
+            policy_audit_objects,
             config_reloads,
             reconciles,
             time_to_bound,
@@ -364,6 +391,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// An audit ended with `tally`: its counts replace the last one's, so that a policy
+    /// removed since has no figures left.
+    pub fn audited(&self, tally: &crate::policy::audit::Tally) {
+        self.policy_audits.succeeded();
+        self.policy_audit_objects.clear();
+        for (policy, counts) in &tally.policies {
+            for (effect, n) in counts.by_effect() {
+                let labels = AuditLabels { policy: policy.clone(), effect };
+                self.policy_audit_objects.get_or_create(&labels).set(n as i64);
+            }
+        }
+    }
+
     pub fn observe(&self, labels: AdmissionLabels, elapsed: Duration) {
         self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();

@@ -38,6 +38,8 @@ pub struct AppState {
     pub api: Option<kube::Client>,
     pub config: Arc<ConfigStore>,
     pub policies: Arc<PolicyStore>,
+    /// The policy audit of the cluster, where one runs.
+    pub audit: Arc<crate::policy::audit::LastAudit>,
     pub metrics: Arc<Metrics>,
     pub certs: Arc<CertStore>,
     /// Set when shutdown begins, so that /readyz sends new traffic elsewhere.
@@ -206,6 +208,8 @@ async fn policies(State(state): State<Arc<AppState>>) -> Response {
     let load = state.policies.state();
     let time = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     let metrics = &state.metrics;
+    let audit = state.audit.get();
+    let found = audit.as_ref().and_then(|a| a.found.as_ref());
     let policies: Vec<_> = set
         .policies
         .iter()
@@ -224,6 +228,8 @@ async fn policies(State(state): State<Arc<AppState>>) -> Response {
                     "violation": metrics.policy_count(&p.name, mode, "violation"),
                     "error": metrics.policy_count(&p.name, mode, "error"),
                 },
+                // What the last audit of the cluster found, unless the policy is newer.
+                "audit": found.and_then(|f| f.policies.get(&p.name)),
             })
         })
         .collect();
@@ -234,6 +240,13 @@ async fn policies(State(state): State<Arc<AppState>>) -> Response {
         "lastAttempt": load.last_attempt.map(time),
         "errors": load.errors.iter().map(|e| serde_json::json!({"file": e.file, "line": e.line, "message": e.message})).collect::<Vec<_>>(),
         "policies": policies,
+        "audit": audit.map(|a| serde_json::json!({
+            "finished": a.finished.map(time),
+            "judged": a.found.as_ref().map(|f| &f.judged),
+            "beingDeleted": a.found.as_ref().map(|f| f.being_deleted),
+            "builtIn": a.found.as_ref().map(|f| &f.built_in),
+            "error": a.error,
+        })),
     }))
     .into_response()
 }

@@ -422,20 +422,15 @@ async fn admission_through_a_real_api_server() {
     assert!(refused.to_string().contains("use \"yosemitephotos-\""), "{refused}");
 }
 
-/// `policy audit` lists what the API server holds and judges it: Buckets stored before the
-/// policies (no webhook here) are named with the policy each breaks. It runs as a tenant
-/// bound to the ClusterRole manifests/base makes for it, which is enough.
-#[tokio::test]
-async fn policy_audit_judges_what_the_api_server_holds() {
-    let assets = require_assets!();
-    let plane = control_plane(&assets).await;
-    install_crds(&plane.client).await;
-    create_namespace(&plane.client, "team-a").await;
+/// A namespace, a class and two Buckets stored with no webhook to judge them, as before the
+/// policies: `photos` keeps policies/ and `scratch` breaks two (its prefix, no team label).
+async fn stored_before_the_policies(client: &Client) {
+    create_namespace(client, "team-a").await;
     // The class policies/classes-by-tier.yaml allows namespaces without a tier.
     let mut ceph = class("admission.example/only");
     ceph.metadata.name = Some("ceph-rgw".into());
-    Api::<BucketClass>::all(plane.client.clone()).create(&PostParams::default(), &ceph).await.unwrap();
-    let buckets: Api<Bucket> = Api::namespaced(plane.client.clone(), "team-a");
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &ceph).await.unwrap();
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
     let mut labelled = new_bucket("photos", "photos-");
     labelled.metadata.labels = Some([("team".to_string(), "team-a".to_string())].into());
     for bucket in [labelled, new_bucket("scratch", "scratch-data-")] {
@@ -446,6 +441,17 @@ async fn policy_audit_judges_what_the_api_server_holds() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// `policy audit` lists what the API server holds and judges it: Buckets stored before the
+/// policies (no webhook here) are named with the policy each breaks. It runs as a tenant
+/// bound to the ClusterRole manifests/base makes for it, which is enough.
+#[tokio::test]
+async fn policy_audit_judges_what_the_api_server_holds() {
+    let assets = require_assets!();
+    let plane = control_plane(&assets).await;
+    install_crds(&plane.client).await;
+    stored_before_the_policies(&plane.client).await;
     let audit = || async {
         let output = Command::new(env!("CARGO_BIN_EXE_bucketgate"))
             .args(["policy", "audit", "policies"])
@@ -463,7 +469,7 @@ async fn policy_audit_judges_what_the_api_server_holds() {
     assert!(stderr.contains("listing the cluster's objects") && stderr.contains("forbidden"), "{stderr}");
 
     // The role manifests/base makes for it is all it needs.
-    install(&plane.client, "manifests/base", &["user-roles.yaml"]).await;
+    install_rbac(&plane.client).await;
     let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": "dev-policy-audit"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "bucketgate-policy-audit"},
@@ -492,6 +498,65 @@ async fn policy_audit_judges_what_the_api_server_holds() {
         "{stderr}"
     );
     assert!(stderr.contains("1 object(s) refused by policies in enforce mode"), "{stderr}");
+}
+
+/// `serve` audits the cluster as it runs: what it found is in `GET /policies` and the
+/// metrics, and follows the objects as they change.
+#[tokio::test]
+async fn serve_audits_the_cluster_and_says_what_it_found() {
+    let assets = require_assets!();
+    let plane = control_plane(&assets).await;
+    install_crds(&plane.client).await;
+    install_rbac(&plane.client).await;
+    stored_before_the_policies(&plane.client).await;
+    let certs = tempfile::tempdir().unwrap();
+    let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let args = ["--policies", policies, "--policy-audit-interval", "1s"];
+    let config = "provisioners:\n  - name: admission.example/only\n";
+    let (_server, port, ca) = bucketgate(&plane, config, certs.path(), "envtest", &args).await;
+    let https =
+        Https { client: common::client(&[&ca], &[&rustls::version::TLS13]), base: format!("https://localhost:{port}") };
+    // What `GET /policies` says once an audit has found `refused` objects the team label
+    // policy refuses.
+    let audited = |refused: u64| {
+        let https = &https;
+        async move {
+            let started = Instant::now();
+            loop {
+                let url = format!("{}/policies", https.base);
+                let body: Value = https.client.get(url).send().await.unwrap().json().await.unwrap();
+                let team =
+                    body["policies"].as_array().unwrap().iter().find(|p| p["name"] == "require-team-label").cloned();
+                if team.as_ref().is_some_and(|t| t["audit"]["refused"] == refused) {
+                    return (body, team.unwrap());
+                }
+                assert!(started.elapsed() < Duration::from_secs(30), "no audit found {refused}: {body}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let (body, team) = audited(1).await;
+    assert_eq!(body["audit"]["judged"], json!({"Bucket": 2, "BucketClass": 1}), "{body}");
+    assert!(body["audit"]["error"].is_null() && body["audit"]["finished"].is_string(), "{body}");
+    assert_eq!(
+        team["audit"]["examples"],
+        json!(["Bucket team-a/scratch: policy require-team-label refuses its CREATE and UPDATE: Buckets need a team \
+                label with a lower-case team name (metadata.labels.team is absent)"])
+    );
+    let prefix = body["policies"].as_array().unwrap().iter().find(|p| p["name"] == "bucket-prefix-pattern").unwrap();
+    assert_eq!(prefix["audit"]["refused"], 1);
+    let objects = |policy: &str| format!("bucketgate_policy_audit_objects{{policy=\"{policy}\",effect=\"refused\"}}");
+    assert_eq!(https.metric(&objects("require-team-label")).await, Some(1.0));
+    assert_eq!(https.metric(&objects("bucket-quota")).await, Some(0.0), "a policy that finds nothing says 0");
+    assert!(https.metric("bucketgate_policy_audits_total{result=\"success\"}").await.unwrap() >= 1.0);
+
+    // The Bucket mended, the next audit finds nothing wrong with it.
+    let buckets: Api<Bucket> = Api::namespaced(plane.client.clone(), "team-a");
+    let label = json!({"metadata": {"labels": {"team": "team-a"}}});
+    buckets.patch("scratch", &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+    let (_, team) = audited(0).await;
+    assert_eq!(team["audit"]["examples"], json!([]));
+    assert_eq!(https.metric(&objects("require-team-label")).await, Some(0.0));
 }
 
 /// What the seed report's cluster let through to fail silently later, and the tenancy
@@ -1533,6 +1598,30 @@ async fn benchmark_memory_with_a_large_catalog() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     println!("memory of a leader started afresh: {}", memory(leader.id().unwrap()));
     println!("memory of a follower started afresh: {}", memory(follower.id().unwrap()));
+
+    // With policies, each replica audits the cluster at start: 11,000 objects judged, a
+    // page at a time.
+    let audited_certs = tempfile::tempdir().unwrap();
+    let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let (audited, port, ca) =
+        bucketgate(&plane, &config, audited_certs.path(), "audited", &["--policies", policies]).await;
+    let https = common::client(&[&ca], &[&rustls::version::TLS13]);
+    let started = Instant::now();
+    let finished = loop {
+        let url = format!("https://localhost:{port}/policies");
+        let body: Value = https.get(url).send().await.unwrap().json().await.unwrap();
+        if body["audit"]["finished"].is_string() {
+            break body["audit"].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "no audit ended: {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!(
+        "a follower with the example policies audited {} within {:?} of starting; memory then: {}",
+        finished["judged"],
+        started.elapsed(),
+        memory(audited.id().unwrap())
+    );
 }
 
 /// `object` as `kubectl apply` creates it: with its own JSON in an annotation.

@@ -5,18 +5,34 @@
 //! Kyverno's background scan answer this for their policies; here each object is sent
 //! through both webhooks twice, as its next update (changing nothing) and as its creation
 //! today, with the built-in rules and the policies, against a catalog of everything listed.
+//!
+//! [`audit`] judges objects in hand (the CLI's, listed once); [`keep`] is `serve`'s audit
+//! of the cluster now and then, tallied per policy ([`Tally`]) for `GET /policies` and the
+//! metrics rather than kept whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::spec::{Mode, OnError};
+use super::store::PolicyStore;
 use super::{PolicyResult, PolicySet};
 use crate::admission::{self, Context, Kind};
+use crate::api::Bucket;
+use crate::catalog::Catalog;
+use crate::config::{Config, ConfigStore};
+use crate::metrics::Metrics;
 
 /// Each object is judged as these writes.
 const OPERATIONS: [&str; 2] = ["CREATE", "UPDATE"];
+
+/// Who the writes are judged as where no one is named (`serve`'s audit, the CLI's default).
+pub const AUDITOR: &str = "bucketgate-audit";
 
 /// The user the writes are judged as: policies select by user, and objects already there
 /// have no writer to name.
@@ -53,7 +69,7 @@ pub struct Finding {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Effect {
     /// The write would be denied.
@@ -211,6 +227,229 @@ fn judge(ctx: &Context, kind: Kind, object: &Value, operation: &'static str, use
 
 fn on_error(set: &PolicySet, policy: &str) -> OnError {
     set.policies.iter().find(|p| p.name == policy).map_or(OnError::Fail, |p| p.on_error)
+}
+
+/// Findings of each kind the server keeps for each policy, for `GET /policies`.
+pub const EXAMPLES: usize = 20;
+
+/// What an audit found, counted: a cluster's every finding would be as large as its
+/// Buckets.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tally {
+    pub judged: BTreeMap<&'static str, usize>,
+    pub being_deleted: usize,
+    /// By policy name: the objects each refuses, warns of, records or cannot evaluate.
+    pub policies: BTreeMap<String, Counts>,
+    /// The objects the built-in rules refuse.
+    pub built_in: Counts,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct Counts {
+    pub refused: usize,
+    pub warned: usize,
+    pub recorded: usize,
+    pub ignored: usize,
+    /// The first findings, as `bucketgate policy audit` prints them.
+    pub examples: Vec<String>,
+}
+
+impl Counts {
+    fn count(&mut self, effect: Effect) {
+        *match effect {
+            Effect::Refused => &mut self.refused,
+            Effect::Warned => &mut self.warned,
+            Effect::Recorded => &mut self.recorded,
+            Effect::Ignored => &mut self.ignored,
+        } += 1;
+    }
+
+    /// Each effect's name and count, for the metrics.
+    pub fn by_effect(&self) -> [(&'static str, usize); 4] {
+        [("refused", self.refused), ("warned", self.warned), ("recorded", self.recorded), ("ignored", self.ignored)]
+    }
+}
+
+impl Tally {
+    /// A tally with a line, at zero, for every policy of `set`: a policy that finds nothing
+    /// says so.
+    pub fn of(set: &PolicySet) -> Tally {
+        let policies = set.policies.iter().map(|p| (p.name.clone(), Counts::default())).collect();
+        Tally { policies, ..Tally::default() }
+    }
+
+    /// Counts `report` in: each object once for each policy and effect, however many of its
+    /// writes were found wanting.
+    pub fn add(&mut self, report: Report) {
+        for (kind, n) in report.judged {
+            *self.judged.entry(kind).or_default() += n;
+        }
+        self.being_deleted += report.being_deleted;
+        let mut counted = HashSet::new();
+        for finding in report.findings {
+            let counts = match &finding.policy {
+                Some(policy) => self.policies.entry(policy.clone()).or_default(),
+                None => &mut self.built_in,
+            };
+            if counted.insert((finding.object(), finding.policy.clone(), finding.effect)) {
+                counts.count(finding.effect);
+            }
+            if counts.examples.len() < EXAMPLES {
+                counts.examples.push(finding.to_string());
+            }
+        }
+    }
+}
+
+/// The last audit of the cluster by this replica, for `GET /policies`.
+#[derive(Default)]
+pub struct LastAudit(RwLock<Option<Audited>>);
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Audited {
+    /// When the last audit that ended well ended, and what it found.
+    pub finished: Option<SystemTime>,
+    pub found: Option<Tally>,
+    /// Why the last audit did not end, where it did not; what was found before stays.
+    pub error: Option<String>,
+}
+
+impl LastAudit {
+    pub fn get(&self) -> Option<Audited> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, outcome: Result<Tally, String>) {
+        let mut last = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let audited = last.get_or_insert(Audited { finished: None, found: None, error: None });
+        match outcome {
+            Ok(tally) => *audited = Audited { finished: Some(SystemTime::now()), found: Some(tally), error: None },
+            Err(error) => audited.error = Some(error),
+        }
+    }
+}
+
+/// Buckets asked of the API server at a time: the server's audit holds one page of them.
+const PAGE: u32 = 500;
+
+/// How often `keep` looks whether an audit is due (or the interval, where shorter).
+const LOOK: Duration = Duration::from_secs(10);
+
+/// When an audit that failed is tried again, at the latest.
+const RETRY: Duration = Duration::from_secs(60);
+
+/// `serve`'s audit: every `interval`, and within seconds of a new policy set coming into
+/// force, judges the cluster's objects against the policies (when there are any), and
+/// keeps the tally in `last` and the metrics. BucketClasses and BucketContents come from
+/// the catalog, which holds them whole; Buckets, which it holds by name only, are listed a
+/// page at a time.
+pub async fn keep(
+    client: Client,
+    catalog: Catalog,
+    policies: Arc<PolicyStore>,
+    config: Arc<ConfigStore>,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    last: Arc<LastAudit>,
+) {
+    // The set audited last, and when the next audit is due.
+    let mut audited: Option<(SystemTime, Instant)> = None;
+    let mut failure: Option<String> = None;
+    loop {
+        let set = policies.current();
+        let due = match audited {
+            None => true,
+            Some((loaded_at, next)) => loaded_at != set.loaded_at || Instant::now() >= next,
+        };
+        if due && catalog.is_synced() && !set.policies.is_empty() {
+            let began = Instant::now();
+            match audit_cluster(&client, &catalog, set.clone(), config.current()).await {
+                Ok(tally) => {
+                    let refused: usize = tally.policies.values().map(|c| c.refused).sum();
+                    tracing::info!(
+                        refused,
+                        judged = ?tally.judged,
+                        took = ?began.elapsed(),
+                        "policy audit: objects the policies in enforce mode refuse (GET /policies names them)"
+                    );
+                    metrics.audited(&tally);
+                    last.set(Ok(tally));
+                    failure = None;
+                    audited = Some((set.loaded_at, began + interval));
+                }
+                Err(error) => {
+                    if failure.as_ref() != Some(&error) {
+                        tracing::warn!(%error, "policy audit did not end; tried again at the next one");
+                    }
+                    metrics.policy_audits.failed();
+                    last.set(Err(error.clone()));
+                    failure = Some(error);
+                    audited = Some((set.loaded_at, Instant::now() + interval.min(RETRY)));
+                }
+            }
+        }
+        tokio::time::sleep(LOOK.min(interval)).await;
+    }
+}
+
+async fn audit_cluster(
+    client: &Client,
+    catalog: &Catalog,
+    set: Arc<PolicySet>,
+    config: Arc<Config>,
+) -> Result<Tally, String> {
+    let mut tally = Tally::of(&set);
+    // A page at a time too: ten thousand contents as JSON at once would double the memory
+    // the catalog takes.
+    for classes in catalog.classes().chunks(PAGE as usize) {
+        let page = classes.iter().filter_map(|class| serde_json::to_value(&**class).ok()).collect();
+        tally.add(judge_apart(catalog, &set, &config, page).await?);
+    }
+    for contents in catalog.contents_store().state().chunks(PAGE as usize) {
+        let page = contents.iter().filter_map(|content| serde_json::to_value(&**content).ok()).collect();
+        tally.add(judge_apart(catalog, &set, &config, page).await?);
+    }
+    let resource = ApiResource::erase::<Bucket>(&());
+    let buckets: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = buckets.list(&params).await.map_err(|error| format!("listing the cluster's Buckets: {error}"))?;
+        let next = page.metadata.continue_.clone().filter(|token| !token.is_empty());
+        let documents = page
+            .items
+            .into_iter()
+            .filter_map(|bucket| serde_json::to_value(bucket).ok())
+            .map(|mut document| {
+                // Items of a list need not say their kind.
+                document["apiVersion"] = resource.api_version.clone().into();
+                document["kind"] = resource.kind.clone().into();
+                document
+            })
+            .collect();
+        tally.add(judge_apart(catalog, &set, &config, documents).await?);
+        match next {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(tally),
+        }
+    }
+}
+
+/// [`audit`] on the blocking pool: a page takes tens of milliseconds of one core, which
+/// the reviews being answered meanwhile should not wait behind.
+async fn judge_apart(
+    catalog: &Catalog,
+    set: &Arc<PolicySet>,
+    config: &Arc<Config>,
+    objects: Vec<Value>,
+) -> Result<Report, String> {
+    let (catalog, set, config) = (catalog.clone(), set.clone(), config.clone());
+    let judged = tokio::task::spawn_blocking(move || {
+        let ctx = Context { catalog: &catalog, config: &config, policies: &set };
+        audit(&ctx, &objects, &Writer { username: AUDITOR.into(), groups: Vec::new() })
+    });
+    judged.await.map_err(|error| format!("judging the objects failed: {error}"))
 }
 
 #[cfg(test)]
@@ -372,5 +611,103 @@ mod tests {
         assert!(
             over.findings.iter().all(|f| f.operations == ["CREATE"] && f.message.contains("already has 2 Buckets"))
         );
+    }
+
+    fn team_policy() -> PolicySet {
+        policies(
+            "apiVersion: policy.bucketgate.dev/v1alpha1\nkind: BucketPolicy\nmetadata: {name: team}\n\
+             spec:\n  match: {kinds: [Bucket]}\n  validate:\n  - {path: $.object.metadata.labels.team, required: true}\n\
+             ---\napiVersion: policy.bucketgate.dev/v1alpha1\nkind: BucketPolicy\nmetadata: {name: quiet}\n\
+             spec:\n  match: {kinds: [Bucket]}\n  validate:\n  - {path: $.object.spec.protocol, required: true}\n",
+        )
+    }
+
+    /// The server keeps counts, not findings: an object once for each policy and effect,
+    /// a policy that finds nothing at zero, and the first findings as examples.
+    #[test]
+    fn a_tally_counts_each_object_once_and_keeps_a_few_examples() {
+        let set = team_policy();
+        let buckets = (0..EXAMPLES + 5).map(|i| bucket("team-a", &format!("b{i}"), labelled(None), SPEC())).collect();
+        let mut tally = Tally::of(&set);
+        tally.add(run(&cluster(buckets), &set));
+        // A second page.
+        tally.add(run(&cluster(vec![bucket("team-a", "last", labelled(None), SPEC())]), &set));
+        let team = &tally.policies["team"];
+        assert_eq!((team.refused, team.warned, team.recorded, team.ignored), (EXAMPLES + 6, 0, 0, 0));
+        assert_eq!(team.examples.len(), EXAMPLES);
+        assert_eq!(
+            team.examples[0],
+            "Bucket team-a/b0: policy team refuses its CREATE and UPDATE: $.object.metadata.labels.team is required"
+        );
+        assert_eq!(tally.policies["quiet"], Counts::default());
+        assert_eq!(tally.judged, BTreeMap::from([("Bucket", EXAMPLES + 6), ("BucketClass", 2)]));
+        assert_eq!(tally.built_in, Counts::default());
+
+        let metrics = Metrics::default();
+        metrics.audited(&tally);
+        let text = metrics.encode();
+        assert!(
+            text.contains(&format!(
+                "bucketgate_policy_audit_objects{{policy=\"team\",effect=\"refused\"}} {}",
+                EXAMPLES + 6
+            )),
+            "{text}"
+        );
+        assert!(text.contains("bucketgate_policy_audit_objects{policy=\"quiet\",effect=\"refused\"} 0"), "{text}");
+        // A policy gone since has no figures left.
+        metrics.audited(&Tally::of(&policies(
+            "apiVersion: policy.bucketgate.dev/v1alpha1\nkind: BucketPolicy\nmetadata: {name: quiet}\n\
+             spec:\n  validate:\n  - {path: $.object.spec.protocol, required: true}\n",
+        )));
+        assert!(!metrics.encode().contains("policy=\"team\""));
+    }
+
+    /// `serve`'s audit reads classes and contents from the catalog and Buckets from the API
+    /// server, a page at a time, following the continue token to the end.
+    #[tokio::test]
+    async fn the_server_audit_pages_through_the_buckets() {
+        let (service, mut api) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let client = Client::new(service, "default");
+        let objects = cluster(Vec::new());
+        let catalog = Catalog::from_documents(objects.iter().map(|o| (PathBuf::from("c.yaml"), o.clone()))).unwrap();
+        let set = Arc::new(team_policy());
+        let config = Arc::new(Config::default().with_provisioners([PROVISIONER.to_string()]));
+        let audit = tokio::spawn(async move { audit_cluster(&client, &catalog, set, config).await });
+        let page = |names: &[&str], next: &str| {
+            // As the API server lists them: items without their kind.
+            let items: Vec<Value> = names
+                .iter()
+                .map(|name| json!({"metadata": {"name": name, "namespace": "team-a"}, "spec": SPEC()}))
+                .collect();
+            json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketList", "metadata": {"continue": next}, "items": items})
+        };
+        for (query, body) in
+            [("limit=500", page(&["a", "b"], "next-page")), ("limit=500&continue=next-page", page(&["c"], ""))]
+        {
+            let (request, send) = api.next_request().await.expect("a list of Buckets");
+            assert_eq!(request.uri().path(), "/apis/cosi.io/v1alpha1/buckets");
+            assert_eq!(request.uri().query().map(|q| q.trim_start_matches('&')), Some(query));
+            send.send_response(http::Response::builder().body(serde_json::to_vec(&body).unwrap().into()).unwrap());
+        }
+        let tally = audit.await.unwrap().unwrap();
+        assert_eq!(tally.judged, BTreeMap::from([("Bucket", 3), ("BucketClass", 1)]));
+        assert_eq!(tally.policies["team"].refused, 3);
+
+        // A list refused is the audit's error, not an empty tally.
+        let (service, mut api) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let client = Client::new(service, "default");
+        let catalog = Catalog::from_documents(objects.iter().map(|o| (PathBuf::from("c.yaml"), o.clone()))).unwrap();
+        let (set, config) = (Arc::new(team_policy()), Arc::new(Config::default()));
+        let audit = tokio::spawn(async move { audit_cluster(&client, &catalog, set, config).await });
+        let (_, send) = api.next_request().await.unwrap();
+        let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden",
+            "code": 403, "message": "buckets.cosi.io is forbidden"});
+        send.send_response(
+            http::Response::builder().status(403).body(serde_json::to_vec(&forbidden).unwrap().into()).unwrap(),
+        );
+        let error = audit.await.unwrap().unwrap_err();
+        assert!(error.starts_with("listing the cluster's Buckets: ") && error.contains("forbidden"), "{error}");
     }
 }

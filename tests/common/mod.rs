@@ -157,6 +157,7 @@ impl TestServer {
             api,
             config,
             policies,
+            audit: Arc::default(),
             metrics: Arc::new(Metrics::default()),
             certs: store,
             shutting_down: AtomicBool::new(false),
