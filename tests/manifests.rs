@@ -494,7 +494,7 @@ fn alerts_query_metrics_that_bucketgate_exports() {
         }
         alerts += 1;
     }
-    assert_eq!(alerts, 15);
+    assert_eq!(alerts, 16);
 }
 
 /// Argo CD's health of a Bucket (manifests/argocd/): the script run in Lua 5.1, as Argo CD's

@@ -102,13 +102,14 @@ impl std::fmt::Display for Finding {
             Some(policy) => format!("policy {policy}"),
             None => "a built-in rule".to_string(),
         };
-        let does = match self.effect {
-            Effect::Refused => "refuses",
-            Effect::Warned => "warns of",
-            Effect::Recorded => "records",
-            Effect::Ignored => "cannot evaluate (onError: ignore lets it pass)",
+        let (does, after) = match self.effect {
+            Effect::Refused => ("refuses", ""),
+            Effect::Warned => ("warns of", ""),
+            Effect::Recorded => ("records", ""),
+            Effect::Ignored => ("cannot evaluate", " (onError: ignore lets it pass)"),
         };
-        write!(f, "{}: {who} {does} its {}: {}", self.object(), self.operations.join(" and "), self.message)
+        let writes = self.operations.join(" and ");
+        write!(f, "{}: {who} {does} its {writes}{after}: {}", self.object(), self.message)
     }
 }
 
@@ -206,9 +207,10 @@ fn judge(ctx: &Context, kind: Kind, object: &Value, operation: &'static str, use
         let (message, counted) = match record.result {
             PolicyResult::Pass => continue,
             PolicyResult::Violation(message) => (message, true),
-            PolicyResult::Error(error) => {
-                (format!("could not be evaluated: {error}"), on_error(ctx.policies, &record.policy) == OnError::Fail)
-            }
+            PolicyResult::Error(error) => match on_error(ctx.policies, &record.policy) {
+                OnError::Fail => (format!("could not be evaluated: {error}"), true),
+                OnError::Ignore => (error, false),
+            },
         };
         let effect = match (counted, record.mode) {
             (false, _) => Effect::Ignored,
@@ -229,7 +231,7 @@ fn on_error(set: &PolicySet, policy: &str) -> OnError {
     set.policies.iter().find(|p| p.name == policy).map_or(OnError::Fail, |p| p.on_error)
 }
 
-/// Findings of each kind the server keeps for each policy, for `GET /policies`.
+/// Findings the server keeps of each policy, the first it met, for `GET /policies`.
 pub const EXAMPLES: usize = 20;
 
 /// What an audit found, counted: a cluster's every finding would be as large as its
@@ -542,6 +544,12 @@ mod tests {
             ]
         );
         assert_eq!(report.refused_by_policies(), 1);
+        let ignored = report.findings[1].to_string();
+        assert!(
+            ignored.starts_with("Bucket team-a/good: policy typed cannot evaluate its CREATE and UPDATE (onError: ignore lets it pass): "),
+            "{ignored}"
+        );
+        assert!(!ignored.contains("could not be evaluated"), "{ignored}");
         assert_eq!(
             report.findings[4].to_string(),
             "Bucket team-a/bare: policy team refuses its CREATE and UPDATE: \
