@@ -185,33 +185,19 @@ impl Catalog {
     /// Each file is parsed within serde-saphyr's default budget (1,024 documents and 250,000
     /// nodes a file), which keeps a hostile file from exhausting memory: split larger catalogs.
     pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
-        let mut files = Vec::new();
-        collect_files(dir, &mut files)?;
-        files.sort();
-        // File by file, so that only one file's documents are ever held as YAML values.
         let mut sorted = Sorted::default();
-        for path in files {
-            let text =
-                std::fs::read_to_string(&path).map_err(|source| CatalogError::Read { path: path.clone(), source })?;
-            for doc in Catalog::documents(&path, &text)? {
-                sorted.add(&path, doc)?;
-            }
-        }
+        each_document(dir, |path, doc| sorted.add(path, doc))?;
         Ok(sorted.into_catalog())
     }
 
     /// Every document of the files [`Catalog::load_dir`] reads, with the file it came from,
     /// for `policy audit`, which judges the objects as well as deciding against them.
     pub fn documents_in(dir: &Path) -> Result<Vec<(PathBuf, serde_json::Value)>, CatalogError> {
-        let mut files = Vec::new();
-        collect_files(dir, &mut files)?;
-        files.sort();
         let mut documents = Vec::new();
-        for path in files {
-            let text =
-                std::fs::read_to_string(&path).map_err(|source| CatalogError::Read { path: path.clone(), source })?;
-            documents.extend(Catalog::documents(&path, &text)?.into_iter().map(|doc| (path.clone(), doc)));
-        }
+        each_document(dir, |path, doc| {
+            documents.push((path.to_path_buf(), doc));
+            Ok(())
+        })?;
         Ok(documents)
     }
 
@@ -633,6 +619,25 @@ fn typed<K: DeserializeOwned + Resource>(path: &Path, kind: &str, doc: serde_jso
     let mut object: K = crate::api::from_value(doc).map_err(refused)?;
     trim(object.meta_mut());
     Ok(object)
+}
+
+/// Hands each document of the catalog files below `dir` to `take`, in the files' order,
+/// file by file, so that only one file's documents are ever held as YAML values.
+fn each_document(
+    dir: &Path,
+    mut take: impl FnMut(&Path, serde_json::Value) -> Result<(), CatalogError>,
+) -> Result<(), CatalogError> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files)?;
+    files.sort();
+    for path in files {
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| CatalogError::Read { path: path.clone(), source })?;
+        for doc in Catalog::documents(&path, &text)? {
+            take(&path, doc)?;
+        }
+    }
+    Ok(())
 }
 
 fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), CatalogError> {
