@@ -392,7 +392,9 @@ pub async fn keep(
                 }
             }
         }
-        tokio::time::sleep(LOOK.min(interval)).await;
+        // A catalog still listing is looked at again soon: the first audit waits on it.
+        let look = if catalog.is_synced() { LOOK } else { Duration::from_secs(1) };
+        tokio::time::sleep(look.min(interval)).await;
     }
 }
 
