@@ -333,8 +333,10 @@ impl LastAudit {
     }
 }
 
-/// Buckets asked of the API server at a time: the server's audit holds one page of them.
-const PAGE: u32 = 500;
+/// Objects judged at a time (and Buckets asked of the API server at a time): the server's
+/// audit holds one page of them as JSON, so that it adds little to the memory the catalog
+/// takes (500 at a time brought a replica with 11,000 objects from 62 to 64 MB at its peak).
+const PAGE: u32 = 100;
 
 /// How often `keep` looks whether an audit is due (or the interval, where shorter).
 const LOOK: Duration = Duration::from_secs(10);
@@ -693,7 +695,7 @@ mod tests {
             json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketList", "metadata": {"continue": next}, "items": items})
         };
         for (query, body) in
-            [("limit=500", page(&["a", "b"], "next-page")), ("limit=500&continue=next-page", page(&["c"], ""))]
+            [("limit=100", page(&["a", "b"], "next-page")), ("limit=100&continue=next-page", page(&["c"], ""))]
         {
             let (request, send) = api.next_request().await.expect("a list of Buckets");
             assert_eq!(request.uri().path(), "/apis/cosi.io/v1alpha1/buckets");
