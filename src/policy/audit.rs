@@ -334,8 +334,8 @@ impl LastAudit {
 }
 
 /// Objects judged at a time (and Buckets asked of the API server at a time): the server's
-/// audit holds one page of them as JSON, so that it adds little to the memory the catalog
-/// takes (500 at a time brought a replica with 11,000 objects from 62 to 64 MB at its peak).
+/// audit holds one page of them as JSON, not the cluster's every object beside the catalog
+/// (BENCHMARKS.md: what an audit adds to a replica's peak).
 const PAGE: u32 = 100;
 
 /// How often `keep` looks whether an audit is due (or the interval, where shorter).
