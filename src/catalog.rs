@@ -219,11 +219,7 @@ impl Catalog {
             // what the API server holds, fields these types lack included.
             for object in Api::<DynamicObject>::all_with(client.clone(), &resource).list(&ListParams::default()).await?
             {
-                let mut document = serde_json::to_value(object).map_err(kube::Error::SerdeError)?;
-                // Items of a list need not say their kind.
-                document["apiVersion"] = resource.api_version.clone().into();
-                document["kind"] = resource.kind.clone().into();
-                documents.push(document);
+                documents.push(listed_document(object, &resource).map_err(kube::Error::SerdeError)?);
             }
         }
         Ok(documents)
@@ -619,6 +615,18 @@ fn typed<K: DeserializeOwned + Resource>(path: &Path, kind: &str, doc: serde_jso
     let mut object: K = crate::api::from_value(doc).map_err(refused)?;
     trim(object.meta_mut());
     Ok(object)
+}
+
+/// An object from a list of `resource` as a document that says its kind, as the items of a
+/// list need not.
+pub fn listed_document(
+    object: kube::api::DynamicObject,
+    resource: &kube::api::ApiResource,
+) -> Result<serde_json::Value, serde_json::Error> {
+    let mut document = serde_json::to_value(object)?;
+    document["apiVersion"] = resource.api_version.clone().into();
+    document["kind"] = resource.kind.clone().into();
+    Ok(document)
 }
 
 /// Hands each document of the catalog files below `dir` to `take`, in the files' order,

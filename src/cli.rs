@@ -460,10 +460,9 @@ async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     let catalog = Catalog::from_documents(documents.iter().cloned())?;
     let config = if args.served.config.is_none() && args.served.provisioners.is_empty() {
         // The question is the policies, not this deployment's provisioners.
-        let named = catalog.classes().iter().map(|c| c.spec.provisioner().to_string()).collect::<Vec<_>>();
-        let contents = catalog.contents_store().state();
-        let named = named.into_iter().chain(contents.iter().map(|c| c.spec.provisioner().to_string()));
-        Arc::new(Config::default().with_provisioners(named.filter(|name| !name.is_empty())))
+        let (classes, contents) = (catalog.classes(), catalog.contents_store().state());
+        let named = classes.iter().map(|c| c.spec.provisioner()).chain(contents.iter().map(|c| c.spec.provisioner()));
+        Arc::new(Config::default().with_provisioners(named.filter(|name| !name.is_empty()).map(String::from)))
     } else {
         args.served.open(None)?.current()
     };

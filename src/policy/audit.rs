@@ -24,7 +24,7 @@ use super::store::PolicyStore;
 use super::{PolicyResult, PolicySet};
 use crate::admission::{self, Context, Kind};
 use crate::api::Bucket;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, listed_document};
 use crate::config::{Config, ConfigStore};
 use crate::metrics::Metrics;
 
@@ -423,17 +423,7 @@ async fn audit_cluster(
     loop {
         let page = buckets.list(&params).await.map_err(|error| format!("listing the cluster's Buckets: {error}"))?;
         let next = page.metadata.continue_.clone().filter(|token| !token.is_empty());
-        let documents = page
-            .items
-            .into_iter()
-            .filter_map(|bucket| serde_json::to_value(bucket).ok())
-            .map(|mut document| {
-                // Items of a list need not say their kind.
-                document["apiVersion"] = resource.api_version.clone().into();
-                document["kind"] = resource.kind.clone().into();
-                document
-            })
-            .collect();
+        let documents = page.items.into_iter().filter_map(|bucket| listed_document(bucket, &resource).ok()).collect();
         tally.add(judge_apart(catalog, &set, &config, documents).await?);
         match next {
             Some(token) => params = params.continue_token(&token),
