@@ -253,7 +253,10 @@ pub struct Counts {
     pub warned: usize,
     pub recorded: usize,
     pub ignored: usize,
-    /// The first findings, as `bucketgate policy audit` prints them.
+    /// The first findings, as `bucketgate policy audit` prints them: for the log, which
+    /// RBAC guards (`pods/log`), not for `GET /policies`, which anyone who reaches the pod
+    /// may read, and which should not name one tenant's Buckets to another.
+    #[serde(skip)]
     pub examples: Vec<String>,
 }
 
@@ -371,13 +374,21 @@ pub async fn keep(
             let began = Instant::now();
             match audit_cluster(&client, &catalog, set.clone(), config.current()).await {
                 Ok(tally) => {
-                    let refused: usize = tally.policies.values().map(|c| c.refused).sum();
-                    tracing::info!(
-                        refused,
-                        judged = ?tally.judged,
-                        took = ?began.elapsed(),
-                        "policy audit: objects the policies in enforce mode refuse (GET /policies names them)"
-                    );
+                    tracing::info!(judged = ?tally.judged, took = ?began.elapsed(), "policy audit ended");
+                    let found = tally.policies.iter().map(|(policy, counts)| (policy.as_str(), counts));
+                    for (policy, counts) in found.chain([("(built-in rules)", &tally.built_in)]) {
+                        if counts.by_effect().iter().any(|(_, n)| *n > 0) {
+                            tracing::info!(
+                                policy,
+                                refused = counts.refused,
+                                warned = counts.warned,
+                                recorded = counts.recorded,
+                                ignored = counts.ignored,
+                                first = ?counts.examples,
+                                "policy audit found objects"
+                            );
+                        }
+                    }
                     metrics.audited(&tally);
                     last.set(Ok(tally));
                     failure = None;
