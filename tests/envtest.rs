@@ -913,6 +913,89 @@ async fn a_shared_bucket_gives_each_namespace_its_own_key_and_takes_it_back() {
     objects(&a_key, &bucket).await.expect("team-a's key is untouched");
 }
 
+/// A bucket made at the store by hand before bucketgate (the seed report's Loki and Iceberg
+/// buckets) brought under it: an admin's BucketContent names it with the provisioner, a
+/// Bucket binds it and gets a key of its own that reads what was there and reaches no other
+/// bucket, and deleting the Bucket revokes that key and keeps the bucket and its data.
+#[tokio::test]
+async fn a_bucket_made_by_hand_is_brought_under_bucketgate_with_a_key_of_its_own() {
+    let _ = require_assets!();
+    let Some(config) = seaweedfs_config(true) else { return };
+    let (plane, _server, _certs) = setup(&config).await.unwrap();
+    let client = plane.client.clone();
+    let team_a = Api::<Namespace>::all(client.clone()).get("team-a").await.unwrap().metadata.uid.unwrap();
+    let admin = store(&admin_key());
+    let suffix =
+        format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let (name, other) = (format!("loki-chunks-{suffix}"), format!("iceberg-{suffix}"));
+    for bucket in [&name, &other] {
+        admin.client().create_bucket().bucket(bucket).send().await.unwrap();
+        let put = admin.client().put_object().bucket(bucket).key("index/0001").body(b"chunk".to_vec().into());
+        put.send().await.unwrap();
+    }
+    let content: BucketContent = serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketContent",
+        "metadata": {"name": "loki-chunks"},
+        "spec": {"provisioner": "seaweedfs", "releasePolicy": "Retain", "accessMode": "rw",
+            "bindableNamespaces": [{"name": "team-a", "uid": team_a}],
+            "protocol": {"type": "s3", "s3": {"bucketName": name, "endpoint": std::env::var("BUCKETGATE_S3_ENDPOINT").unwrap(),
+                "region": "us-east-1"}}}}))
+    .unwrap();
+    Api::<BucketContent>::all(client.clone()).create(&PostParams::default(), &content).await.unwrap();
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    let loki: Bucket = serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "loki", "namespace": "team-a"}, "spec": {"protocol": "s3", "bucketContentName": "loki-chunks"}}))
+    .unwrap();
+    buckets.create(&PostParams::default(), &loki).await.unwrap();
+    wait_phase(&buckets, "loki", BucketPhase::Bound, Duration::from_secs(30)).await;
+    let (bucket, key) = secret_key(&client, "team-a", "loki").await;
+    assert_eq!(bucket, name);
+    until_key_reads(&key, &name, true, "the Bucket's key does not read the bucket made by hand").await;
+    assert_eq!(objects(&key, &name).await.unwrap(), ["index/0001"]);
+    assert!(objects(&key, &other).await.is_err(), "the Bucket's key reaches another bucket");
+
+    buckets.delete("loki", &DeleteParams::default()).await.unwrap();
+    let started = Instant::now();
+    while buckets.get_opt("loki").await.unwrap().is_some() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the Bucket was not released");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until_key_reads(&key, &name, false, "the deleted Bucket's key still reads the bucket").await;
+    assert_eq!(objects(&admin_key(), &name).await.unwrap(), ["index/0001"], "the bucket and its data are kept");
+
+    // The content is the admin's: not Released by a Bucket leaving, a Bucket binds it again
+    // (the workload deployed anew) with a new key, once the Secret of the earlier one is
+    // gone. The garbage collector would delete it; envtest runs none.
+    buckets.create(&PostParams::default(), &loki).await.unwrap();
+    let started = Instant::now();
+    let waiting = loop {
+        let bucket = buckets.get("loki").await.unwrap();
+        if let Some(ready) = bucket.condition("Ready").filter(|c| c.reason == "SecretOfEarlierBucket") {
+            break (ready.clone(), bucket.condition("Reconciling").is_some(), bucket.condition("Stalled").is_some());
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", bucket.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(waiting.0.message.contains("garbage collector deletes it in a moment"), "{:?}", waiting.0);
+    assert_eq!((waiting.1, waiting.2), (true, false), "it goes on by itself: reconciling, not stalled");
+    Api::<Secret>::namespaced(client.clone(), "team-a").delete("loki", &DeleteParams::default()).await.unwrap();
+    wait_phase(&buckets, "loki", BucketPhase::Bound, Duration::from_secs(30)).await;
+    let (_, again) = secret_key(&client, "team-a", "loki").await;
+    assert_ne!(again.access_key_id, key.access_key_id);
+    until_key_reads(&again, &name, true, "the new Bucket's key does not read the bucket").await;
+
+    // The content deleted once no Bucket binds it (Retain): the bucket and its data stay.
+    buckets.delete("loki", &DeleteParams::default()).await.unwrap();
+    let contents: Api<BucketContent> = Api::all(client.clone());
+    contents.delete("loki-chunks", &DeleteParams::default()).await.unwrap();
+    let started = Instant::now();
+    while contents.get_opt("loki-chunks").await.unwrap().is_some() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the content was not released");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until_key_reads(&again, &name, false, "the second Bucket's key still reads the bucket").await;
+    assert_eq!(objects(&admin_key(), &name).await.unwrap(), ["index/0001"], "the bucket and its data are kept");
+}
+
 /// A Bucket that goes without being released (here: bucketgate away, its webhooks taken
 /// off by an admin, the finalizer taken off and the Bucket deleted) left its key working
 /// and its content Bound to nothing. bucketgate, back, finds it at its first sweep: the key

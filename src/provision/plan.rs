@@ -309,6 +309,21 @@ pub fn owned_by(secret: &Secret, bucket: &Bucket) -> bool {
     secret.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref() && o.controller == Some(true))
 }
 
+/// Whether `secret` belongs to an earlier Bucket of `bucket`'s name: one deleted (two
+/// cannot be at once), whose Secret Kubernetes' garbage collector has not deleted yet, as
+/// when a Bucket is deleted and made again at once (`kubectl replace --force`, an
+/// application installed again).
+pub fn left_by_earlier(secret: &Secret, bucket: &Bucket) -> bool {
+    let (name, uid) = (bucket.name_any(), bucket.uid());
+    secret.owner_references().iter().any(|o| {
+        o.controller == Some(true)
+            && o.kind == "Bucket"
+            && o.api_version.split('/').next() == Some(crate::api::GROUP)
+            && o.name == name
+            && Some(&o.uid) != uid.as_ref()
+    })
+}
+
 fn host_and_port(endpoint: &str) -> (String, u16) {
     match endpoint.parse::<http::Uri>() {
         Ok(uri) => {
@@ -456,6 +471,11 @@ pub fn standing(bucket: &Bucket) -> (&'static str, String) {
 /// The reason a Bucket stays Pending when a Secret of its Secret's name is not its own:
 /// bucketgate never overwrites it, and `spec.secretName` cannot change.
 pub const SECRET_CONFLICT: &str = "SecretConflict";
+
+/// The reason a Bucket waits while the Secret of its name is an earlier Bucket's
+/// ([`left_by_earlier`]): the garbage collector deletes it in a moment, and the loop then
+/// writes the Bucket's own. Nobody need do anything, so not a [`STALLED`] one.
+pub const SECRET_OF_EARLIER_BUCKET: &str = "SecretOfEarlierBucket";
 
 /// How often a bound Bucket is looked at again when nothing has changed, unless configured
 /// (`--recheck-interval`).
@@ -1014,6 +1034,16 @@ mod tests {
         assert_eq!(get("BUCKET_NAME"), "photos-0123");
         assert_eq!(get("AWS_ENDPOINT_URL"), "http://rgw.rook-ceph.svc:8080");
         assert!(owned_by(&secret, &b));
+        assert!(!left_by_earlier(&secret, &b), "its own");
+        // The same name made again: another uid.
+        let mut again = b.clone();
+        again.metadata.uid = Some("another".into());
+        assert!(!owned_by(&secret, &again) && left_by_earlier(&secret, &again));
+        let mut other = again.clone();
+        other.metadata.name = Some("other".into());
+        assert!(!left_by_earlier(&secret, &other), "another Bucket's Secret of the name is a conflict");
+        assert!(!waits_on_someone(BucketPhase::Pending, SECRET_OF_EARLIER_BUCKET));
+        assert!(waits_on_someone(BucketPhase::Pending, SECRET_CONFLICT));
         assert_eq!(Key::recorded(&secret), Some(Key::BucketUser));
         let unscoped = Grant { scoped: false, ..grant };
         assert_eq!(Key::recorded(&credentials_secret(&b, &connection, Some(&unscoped))), Some(Key::Provisioner));

@@ -47,11 +47,9 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
     if !look_at_store(&bucket, &bound, &ctx).await {
         return missing(&bucket, &bound.content, &buckets, &ctx).await;
     }
-    let Some(secret) = credentials(&bucket, &bound, &ctx).await? else {
-        return Ok(Action::requeue(Duration::from_secs(60)));
-    };
     let content = bound.content.name_any();
-    let (bucket, key) = match secret {
+    let (bucket, key) = match credentials(&bucket, &bound, &ctx).await? {
+        Issued::Taken(retry) => return Ok(Action::requeue(retry)),
         Issued::Written(key) => (bucket, key),
         Issued::Found(recorded) => {
             let key = recorded.unwrap_or_else(|| Key::assumed(&bucket, &bound.content));
@@ -336,22 +334,36 @@ enum Issued {
     Written(Key),
     /// There already, owned by the Bucket; the key it says it holds, if it says.
     Found(Option<Key>),
+    /// The name is taken by a Secret the Bucket does not own (reported, never overwritten):
+    /// looked at again after this long.
+    Taken(Duration),
 }
 
-/// Writes the workload's Secret unless a Secret the Bucket owns is there already; `None`
-/// when the name is taken by a Secret the Bucket does not own (reported, never overwritten).
-async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Option<Issued>, Error> {
+/// Writes the workload's Secret unless a Secret of its name is there already.
+async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Issued, Error> {
     let (content, connection) = (&bound.content, &bound.connection);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
     let name = plan::secret_name(bucket);
     if let Some(existing) = secrets.get_opt(&name).await? {
         if plan::owned_by(&existing, bucket) {
-            return Ok(Some(Issued::Found(Key::recorded(&existing))));
+            return Ok(Issued::Found(Key::recorded(&existing)));
+        }
+        if plan::left_by_earlier(&existing, bucket) {
+            // Its deletion by the garbage collector wakes this Bucket (the Secret's owner
+            // has its name); the retry is for a collector that is slow.
+            let message = format!(
+                "Secret {name} is that of an earlier Bucket {}, deleted: Kubernetes' garbage collector deletes it \
+                 in a moment, and this Bucket then gets its own",
+                bucket.name_any()
+            );
+            pending(bucket, plan::SECRET_OF_EARLIER_BUCKET, message.clone(), ctx).await?;
+            ctx.event(bucket, EventType::Normal, plan::SECRET_OF_EARLIER_BUCKET, "Credentials", message).await;
+            return Ok(Issued::Taken(Duration::from_secs(10)));
         }
         let message = format!("Secret {name} exists and is not owned by this Bucket: choose another spec.secretName");
         pending(bucket, plan::SECRET_CONFLICT, message.clone(), ctx).await?;
         ctx.event(bucket, EventType::Warning, plan::SECRET_CONFLICT, "Credentials", message).await;
-        return Ok(None);
+        return Ok(Issued::Taken(Duration::from_secs(60)));
     }
     let holder = bucket.uid().unwrap_or_default();
     let mode = content.spec.access_mode.unwrap_or(crate::api::AccessMode::ReadWrite);
@@ -367,7 +379,7 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Op
     };
     secrets.create(&PostParams::default(), &plan::credentials_secret(bucket, connection, grant.as_ref())).await?;
     ctx.event(bucket, EventType::Normal, "CredentialsIssued", "Credentials", format!("wrote Secret {name}")).await;
-    Ok(Some(Issued::Written(Key::of(grant.as_ref()))))
+    Ok(Issued::Written(Key::of(grant.as_ref())))
 }
 
 /// A Bucket going away: its key is revoked; a greenfield Bucket's BucketContent is deleted
