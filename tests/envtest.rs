@@ -954,11 +954,7 @@ async fn a_bucket_made_by_hand_is_brought_under_bucketgate_with_a_key_of_its_own
     assert!(objects(&key, &other).await.is_err(), "the Bucket's key reaches another bucket");
 
     buckets.delete("loki", &DeleteParams::default()).await.unwrap();
-    let started = Instant::now();
-    while buckets.get_opt("loki").await.unwrap().is_some() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the Bucket was not released");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_gone(&buckets, "loki", "the Bucket was not released").await;
     until_key_reads(&key, &name, false, "the deleted Bucket's key still reads the bucket").await;
     assert_eq!(objects(&admin_key(), &name).await.unwrap(), ["index/0001"], "the bucket and its data are kept");
 
@@ -987,11 +983,7 @@ async fn a_bucket_made_by_hand_is_brought_under_bucketgate_with_a_key_of_its_own
     buckets.delete("loki", &DeleteParams::default()).await.unwrap();
     let contents: Api<BucketContent> = Api::all(client.clone());
     contents.delete("loki-chunks", &DeleteParams::default()).await.unwrap();
-    let started = Instant::now();
-    while contents.get_opt("loki-chunks").await.unwrap().is_some() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the content was not released");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_gone(&contents, "loki-chunks", "the content was not released").await;
     until_key_reads(&again, &name, false, "the second Bucket's key still reads the bucket").await;
     assert_eq!(objects(&admin_key(), &name).await.unwrap(), ["index/0001"], "the bucket and its data are kept");
 }
@@ -1174,11 +1166,7 @@ async fn an_unreachable_store_is_said_and_force_release_lets_the_bucket_go() {
     assert!(bucketgate::api::held(&buckets.get("waiting").await.unwrap()), "the finalizer is still there");
     // A cluster admin may, and the loop then takes the finalizer off, itself asked about.
     buckets.patch("waiting", &PatchParams::default(), &force).await.unwrap();
-    let started = Instant::now();
-    while buckets.get_opt("waiting").await.unwrap().is_some() {
-        assert!(started.elapsed() < Duration::from_secs(30), "not released by force");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_gone(&buckets, "waiting", "not released by force").await;
 }
 
 /// A bucket is tagged at its store with whom it is for. A bound Bucket's store is asked
@@ -1579,6 +1567,19 @@ async fn stop(replica: &mut Child) -> std::process::ExitStatus {
 async fn lease_holder(client: &Client) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
     leases.get(LEASE).await.unwrap().spec.and_then(|spec| spec.holder_identity)
+}
+
+/// Waits up to 30 s for `name` to be gone from `api` (its finalizers done); fails saying
+/// `otherwise`.
+async fn until_gone<K>(api: &Api<K>, name: &str, otherwise: &str)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let started = Instant::now();
+    while api.get_opt(name).await.unwrap().is_some() {
+        assert!(started.elapsed() < Duration::from_secs(30), "{otherwise}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn wait_phase(buckets: &Api<Bucket>, name: &str, phase: BucketPhase, limit: Duration) -> Bucket {
