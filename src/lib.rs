@@ -9,7 +9,7 @@
 //! - [`admission`]: a review body decoded, the built-in rules (mutate, validate) run over
 //!   it and a [`catalog::Catalog`], the patch and the answer written. [`policy`]: the
 //!   admins' JSONPath policies, run after the built-in rules, loaded and reloaded from
-//!   files, and tested offline.
+//!   files, tested offline, and audited against the objects a cluster already holds.
 //! - [`catalog`]: what admission knows of the cluster, from watches or a directory of YAML.
 //! - [`config`]: which provisioners are served and with which driver, reloaded from disk.
 //! - [`provision`]: the provisioning loop (kube-runtime controllers, one leader), whose
