@@ -269,9 +269,10 @@ pub struct CrdsArgs {
 pub struct ReviewArgs {
     /// AdmissionReview JSON file.
     pub file: PathBuf,
-    /// Directory of YAML with the BucketClasses, BucketContents and Namespaces to decide against.
+    /// Directory of YAML with the BucketClasses, BucketContents and Namespaces to decide
+    /// against; without it, the cluster's (kubeconfig), listed once.
     #[arg(long)]
-    pub catalog: PathBuf,
+    pub catalog: Option<PathBuf>,
     #[command(flatten)]
     pub served: Served,
     /// Policy directories to apply on top of the built-in rules.
@@ -314,7 +315,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Review(args) => review(args),
+        Command::Review(args) => review(args).await,
         Command::Policy(PolicyCommand::Lint { dirs }) => lint(&dirs),
         Command::Policy(PolicyCommand::Test { dir, junit }) => policy_test(&dir, junit.as_deref()),
         Command::Policy(PolicyCommand::Audit(args)) => audit(args).await,
@@ -449,13 +450,7 @@ async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     })?;
     let documents = match &args.catalog {
         Some(dir) => Catalog::documents_in(dir)?,
-        None => {
-            let client = cluster_client(true)
-                .await
-                .context("no cluster to judge: set KUBECONFIG, or pass --catalog DIR to judge a directory of YAML")?;
-            let listed = Catalog::list_documents(&client).await.context("listing the cluster's objects")?;
-            listed.into_iter().map(|doc| (PathBuf::from("the cluster"), doc)).collect()
-        }
+        None => cluster_documents("judge").await?,
     };
     let catalog = Catalog::from_documents(documents.iter().cloned())?;
     let config = if args.served.config.is_none() && args.served.provisioners.is_empty() {
@@ -486,7 +481,17 @@ async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn review(args: ReviewArgs) -> anyhow::Result<()> {
+/// The cluster's objects, listed once, for the commands that read them rather than watch:
+/// what they are for (`to`) says in the error where there is no cluster.
+async fn cluster_documents(to: &str) -> anyhow::Result<Vec<(PathBuf, serde_json::Value)>> {
+    let client = cluster_client(true).await.with_context(|| {
+        format!("no cluster to {to}: set KUBECONFIG, or pass --catalog DIR to read a directory of YAML")
+    })?;
+    let listed = Catalog::list_documents(&client).await.context("listing the cluster's objects")?;
+    Ok(listed.into_iter().map(|doc| (PathBuf::from("the cluster"), doc)).collect())
+}
+
+async fn review(args: ReviewArgs) -> anyhow::Result<()> {
     let webhook = match args.webhook {
         Some(WebhookArg::Mutate) => Webhook::Mutate,
         Some(WebhookArg::Validate) => Webhook::Validate,
@@ -503,7 +508,10 @@ fn review(args: ReviewArgs) -> anyhow::Result<()> {
     };
     let body = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let request = admission::decode(&body).with_context(|| format!("{}", args.file.display()))?;
-    let catalog = Catalog::load_dir(&args.catalog)?;
+    let catalog = match &args.catalog {
+        Some(dir) => Catalog::load_dir(dir)?,
+        None => Catalog::from_documents(cluster_documents("decide against").await?)?,
+    };
     let config = args.served.open(None)?.current();
     let policies = if args.policy_dirs.is_empty() {
         PolicySet::default()

@@ -224,6 +224,13 @@ async fn review_answers_a_file_offline() {
     let output = run_review(&copy, &["--webhook", "validate"]).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a valid AdmissionReview"));
+
+    // Without --catalog it reads the cluster's objects, and says so where there is none.
+    let output =
+        Command::new(BIN).arg("review").arg(&file).env("KUBECONFIG", "/nonexistent/kubeconfig").output().await.unwrap();
+    assert!(!output.status.success() && output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no cluster to decide against: set KUBECONFIG, or pass --catalog DIR"), "{stderr}");
 }
 
 async fn config_check(files: &[&std::path::Path]) -> (bool, String) {

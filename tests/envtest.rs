@@ -505,6 +505,37 @@ async fn policy_audit_judges_what_the_api_server_holds() {
         "{stderr}"
     );
     assert!(stderr.contains("1 object(s) refused by policies in enforce mode"), "{stderr}");
+
+    // `review` decides one request against the same listing: a new Bucket the audit's
+    // policies refuse, which the API server, with no webhook here, would have stored.
+    let object = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "next", "namespace": "team-a", "labels": {"team": "team-a"}},
+        "spec": {"protocol": "s3", "bucketClassName": "ceph-rgw", "bucketPrefix": "next-data-"}});
+    let user = json!({"username": "dev"});
+    let review = bucketgate::admission::synthetic_review(
+        bucketgate::admission::Kind::Bucket,
+        "CREATE",
+        Some("team-a"),
+        user,
+        object,
+        Value::Null,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("review.json"), review.to_string()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_bucketgate"))
+        .arg("review")
+        .arg(dir.path().join("review.json"))
+        .args(["--webhook", "validate", "--policies", "policies", "--provisioner", "admission.example/only"])
+        .env("KUBECONFIG", &plane.tenant_kubeconfig)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("policy bucket-prefix-pattern: spec.bucketPrefix \"next-data-\""), "{message}");
 }
 
 /// `serve` audits the cluster as it runs: what it found is in `GET /policies` and the
