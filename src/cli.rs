@@ -96,6 +96,10 @@ pub struct AuditArgs {
     /// Judge the objects in this directory of YAML instead of the cluster's (kubeconfig).
     #[arg(long)]
     pub catalog: Option<PathBuf>,
+    /// The namespace of --catalog's Buckets that name none, as `kubectl apply -n` or
+    /// kustomize's `namespace:` would set it.
+    #[arg(long, short = 'n', requires = "catalog")]
+    pub namespace: Option<String>,
     /// The provisioners the built-in rules take as served (--config, --provisioner);
     /// without either, every provisioner a BucketClass or BucketContent names.
     #[command(flatten)]
@@ -448,10 +452,26 @@ async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         anyhow::anyhow!(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
             .context("the policies do not load")
     })?;
-    let documents = match &args.catalog {
+    let mut documents = match &args.catalog {
         Some(dir) => Catalog::documents_in(dir)?,
         None => cluster_documents("judge").await?,
     };
+    let unplaced: Vec<&mut serde_json::Value> = documents
+        .iter_mut()
+        .map(|(_, doc)| doc)
+        .filter(|doc| doc["kind"] == "Bucket" && doc.pointer("/metadata/namespace").is_none_or(|n| n.is_null()))
+        .collect();
+    match &args.namespace {
+        Some(namespace) => {
+            unplaced.into_iter().for_each(|doc| doc["metadata"]["namespace"] = namespace.as_str().into())
+        }
+        None if !unplaced.is_empty() => eprintln!(
+            "{} Bucket(s) name no namespace and are judged in none: pass --namespace NS as kubectl apply -n, \
+             or kustomize's namespace:, would set it",
+            unplaced.len()
+        ),
+        None => {}
+    }
     let catalog = Catalog::from_documents(documents.iter().cloned())?;
     let config = if args.served.config.is_none() && args.served.provisioners.is_empty() {
         // The question is the policies, not this deployment's provisioners.

@@ -433,3 +433,30 @@ async fn audit_says_what_it_cannot_read() {
     assert!(!ok);
     assert!(stderr.contains("no cluster to judge: set KUBECONFIG, or pass --catalog DIR"), "{stderr}");
 }
+
+/// A GitOps repository's Buckets often name no namespace (kustomize or `kubectl apply -n`
+/// sets it): judged in none, a policy for a namespace passes them by, which the audit says,
+/// and `--namespace` places them.
+#[tokio::test]
+async fn audit_places_buckets_that_name_no_namespace() {
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policies.path().join("team.yaml"),
+        policy("team", "enforce", &format!("    namespaces: [team-b]\n{TEAM_LABEL}")),
+    )
+    .unwrap();
+    let catalog = tempfile::tempdir().unwrap();
+    std::fs::copy("manifests/examples/bucketclass-ceph-rgw.yaml", catalog.path().join("class.yaml")).unwrap();
+    std::fs::write(
+        catalog.path().join("bucket.yaml"),
+        "apiVersion: cosi.io/v1alpha1\nkind: Bucket\nmetadata: {name: scratch}\nspec: {protocol: s3, bucketClassName: ceph-rgw}\n",
+    )
+    .unwrap();
+    let args = [policies.path().as_os_str(), "--catalog".as_ref(), catalog.path().as_os_str()];
+    let (ok, stdout, stderr) = audit(&args).await;
+    assert!(ok, "{stdout}");
+    assert!(stderr.contains("1 Bucket(s) name no namespace and are judged in none: pass --namespace NS"), "{stderr}");
+    let (ok, stdout, _) = audit(&[&args[..], &["--namespace".as_ref(), "team-b".as_ref()]].concat()).await;
+    assert!(!ok);
+    assert!(stdout.starts_with("Bucket team-b/scratch: policy team refuses its CREATE and UPDATE"), "{stdout}");
+}
