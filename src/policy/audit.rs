@@ -207,7 +207,7 @@ fn judge(ctx: &Context, kind: Kind, object: &Value, operation: &'static str, use
         let (message, counted) = match record.result {
             PolicyResult::Pass => continue,
             PolicyResult::Violation(message) => (message, true),
-            PolicyResult::Error(error) => match on_error(ctx.policies, &record.policy) {
+            PolicyResult::Error(error) => match record.on_error {
                 OnError::Fail => (format!("could not be evaluated: {error}"), true),
                 OnError::Ignore => (error, false),
             },
@@ -225,10 +225,6 @@ fn judge(ctx: &Context, kind: Kind, object: &Value, operation: &'static str, use
         found.push(finding(None, Effect::Refused, chained.message));
     }
     found
-}
-
-fn on_error(set: &PolicySet, policy: &str) -> OnError {
-    set.policies.iter().find(|p| p.name == policy).map_or(OnError::Fail, |p| p.on_error)
 }
 
 /// Findings the server keeps of each policy, the first it met, for `GET /policies`.

@@ -54,11 +54,13 @@ impl Default for PolicySet {
     }
 }
 
-/// How one policy judged one request, for metrics and logs.
+/// How one policy judged one request, for metrics, logs and the audit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub policy: String,
     pub mode: Mode,
+    /// What an [`PolicyResult::Error`] counted as.
+    pub on_error: OnError,
     pub result: PolicyResult,
 }
 
@@ -396,7 +398,7 @@ fn record(policy: &Policy, result: PolicyResult, verdict: &mut Verdict) -> Recor
             Mode::Audit => verdict.audit(crate::naming::label_value(&policy.name), message),
         }
     }
-    Record { policy: policy.name.clone(), mode: policy.mode, result }
+    Record { policy: policy.name.clone(), mode: policy.mode, on_error: policy.on_error, result }
 }
 
 /// Whether the document carries the object's class and content: copying them costs more
