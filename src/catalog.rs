@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::Api;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -204,7 +204,6 @@ impl Catalog {
     /// The cluster's Namespaces, BucketClasses, BucketContents and Buckets as documents,
     /// listed once: what `policy audit` judges, and decides against.
     pub async fn list_documents(client: &Client) -> Result<Vec<serde_json::Value>, kube::Error> {
-        use kube::api::{ApiResource, DynamicObject, ListParams};
         let mut documents = Vec::new();
         for namespace in Api::<Namespace>::all(client.clone()).list(&ListParams::default()).await? {
             documents.push(serde_json::to_value(namespace).map_err(kube::Error::SerdeError)?);
@@ -215,11 +214,9 @@ impl Catalog {
             ApiResource::erase::<Bucket>(&()),
         ];
         for resource in resources {
-            // Read as they are, not as bucketgate's types: what a policy's path selects is
-            // what the API server holds, fields these types lack included.
-            for object in Api::<DynamicObject>::all_with(client.clone(), &resource).list(&ListParams::default()).await?
-            {
-                documents.push(listed_document(object, &resource).map_err(kube::Error::SerdeError)?);
+            let mut pages = Pages::new(client, resource, 500);
+            while let Some(page) = pages.next().await? {
+                documents.extend(page);
             }
         }
         Ok(documents)
@@ -617,16 +614,39 @@ fn typed<K: DeserializeOwned + Resource>(path: &Path, kind: &str, doc: serde_jso
     Ok(object)
 }
 
-/// An object from a list of `resource` as a document that says its kind, as the items of a
-/// list need not.
-pub fn listed_document(
-    object: kube::api::DynamicObject,
-    resource: &kube::api::ApiResource,
-) -> Result<serde_json::Value, serde_json::Error> {
-    let mut document = serde_json::to_value(object)?;
-    document["apiVersion"] = resource.api_version.clone().into();
-    document["kind"] = resource.kind.clone().into();
-    Ok(document)
+/// The objects of one kind, listed from the API server a page at a time (`policy audit`,
+/// `review`, and `serve`'s audit, which judges each page before it asks for the next).
+/// Read as they are, not as bucketgate's types: what a policy's path selects is what the
+/// API server holds, fields these types lack included.
+pub struct Pages {
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+    params: Option<ListParams>,
+}
+
+impl Pages {
+    pub fn new(client: &Client, resource: ApiResource, limit: u32) -> Pages {
+        let api = Api::all_with(client.clone(), &resource);
+        Pages { api, resource, params: Some(ListParams::default().limit(limit)) }
+    }
+
+    /// The next page, each object a document that says its kind (the items of a list need
+    /// not); `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<serde_json::Value>>, kube::Error> {
+        let Some(params) = self.params.take() else { return Ok(None) };
+        let page = self.api.list(&params).await?;
+        if let Some(token) = page.metadata.continue_.as_deref().filter(|token| !token.is_empty()) {
+            self.params = Some(params.continue_token(token));
+        }
+        let mut documents = Vec::with_capacity(page.items.len());
+        for object in page.items {
+            let mut document = serde_json::to_value(object).map_err(kube::Error::SerdeError)?;
+            document["apiVersion"] = self.resource.api_version.clone().into();
+            document["kind"] = self.resource.kind.clone().into();
+            documents.push(document);
+        }
+        Ok(Some(documents))
+    }
 }
 
 /// Hands each document of the catalog files below `dir` to `take`, in the files' order,

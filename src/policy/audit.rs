@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::api::ApiResource;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -24,7 +24,7 @@ use super::store::PolicyStore;
 use super::{PolicyResult, PolicySet};
 use crate::admission::{self, Context, Kind};
 use crate::api::Bucket;
-use crate::catalog::{Catalog, listed_document};
+use crate::catalog::{Catalog, Pages};
 use crate::config::{Config, ConfigStore};
 use crate::metrics::Metrics;
 
@@ -424,19 +424,12 @@ async fn audit_cluster(
         let page = contents.iter().filter_map(|content| serde_json::to_value(&**content).ok()).collect();
         tally.add(judge_apart(catalog, &set, &config, page).await?);
     }
-    let resource = ApiResource::erase::<Bucket>(&());
-    let buckets: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-    let mut params = ListParams::default().limit(PAGE);
-    loop {
-        let page = buckets.list(&params).await.map_err(|error| format!("listing the cluster's Buckets: {error}"))?;
-        let next = page.metadata.continue_.clone().filter(|token| !token.is_empty());
-        let documents = page.items.into_iter().filter_map(|bucket| listed_document(bucket, &resource).ok()).collect();
-        tally.add(judge_apart(catalog, &set, &config, documents).await?);
-        match next {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(tally),
-        }
+    let mut buckets = Pages::new(client, ApiResource::erase::<Bucket>(&()), PAGE);
+    let listing = |error| format!("listing the cluster's Buckets: {error}");
+    while let Some(page) = buckets.next().await.map_err(listing)? {
+        tally.add(judge_apart(catalog, &set, &config, page).await?);
     }
+    Ok(tally)
 }
 
 /// [`audit`] on the blocking pool: a page takes tens of milliseconds of one core, which
