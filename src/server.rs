@@ -209,7 +209,7 @@ async fn policies(State(state): State<Arc<AppState>>) -> Response {
     let time = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     let metrics = &state.metrics;
     let audit = state.audit.get();
-    let found = audit.as_ref().and_then(|a| a.found.as_ref());
+    let found = audit.as_ref().and_then(|a| a.found.as_ref()).map(|(_, tally)| tally);
     let policies: Vec<_> = set
         .policies
         .iter()
@@ -240,11 +240,11 @@ async fn policies(State(state): State<Arc<AppState>>) -> Response {
         "lastAttempt": load.last_attempt.map(time),
         "errors": load.errors.iter().map(|e| serde_json::json!({"file": e.file, "line": e.line, "message": e.message})).collect::<Vec<_>>(),
         "policies": policies,
-        "audit": audit.map(|a| serde_json::json!({
-            "finished": a.finished.map(time),
-            "judged": a.found.as_ref().map(|f| &f.judged),
-            "beingDeleted": a.found.as_ref().map(|f| f.being_deleted),
-            "builtIn": a.found.as_ref().map(|f| &f.built_in),
+        "audit": audit.as_ref().map(|a| serde_json::json!({
+            "finished": a.found.as_ref().map(|(at, _)| time(*at)),
+            "judged": found.map(|f| &f.judged),
+            "beingDeleted": found.map(|f| f.being_deleted),
+            "builtIn": found.map(|f| &f.built_in),
             "error": a.error,
         })),
     }))

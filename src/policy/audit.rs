@@ -232,8 +232,7 @@ pub const EXAMPLES: usize = 20;
 
 /// What an audit found, counted: a cluster's every finding would be as large as its
 /// Buckets.
-#[derive(Debug, Default, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Tally {
     pub judged: BTreeMap<&'static str, usize>,
     pub being_deleted: usize,
@@ -307,12 +306,10 @@ impl Tally {
 #[derive(Default)]
 pub struct LastAudit(RwLock<Option<Audited>>);
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct Audited {
     /// When the last audit that ended well ended, and what it found.
-    pub finished: Option<SystemTime>,
-    pub found: Option<Tally>,
+    pub found: Option<(SystemTime, Tally)>,
     /// Why the last audit did not end, where it did not; what was found before stays.
     pub error: Option<String>,
 }
@@ -324,9 +321,9 @@ impl LastAudit {
 
     fn set(&self, outcome: Result<Tally, String>) {
         let mut last = self.0.write().unwrap_or_else(|e| e.into_inner());
-        let audited = last.get_or_insert(Audited { finished: None, found: None, error: None });
+        let audited = last.get_or_insert_default();
         match outcome {
-            Ok(tally) => *audited = Audited { finished: Some(SystemTime::now()), found: Some(tally), error: None },
+            Ok(tally) => *audited = Audited { found: Some((SystemTime::now(), tally)), error: None },
             Err(error) => audited.error = Some(error),
         }
     }
