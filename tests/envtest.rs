@@ -429,9 +429,14 @@ async fn admission_through_a_real_api_server() {
     assert!(refused.to_string().contains("use \"yosemitephotos-\""), "{refused}");
 }
 
-/// A namespace, a class and two Buckets stored with no webhook to judge them, as before the
-/// policies: `photos` keeps policies/ and `scratch` breaks two (its prefix, no team label).
-async fn stored_before_the_policies(client: &Client) {
+/// A control plane with the CRDs and the RBAC of manifests/base, and a namespace, a class
+/// and two Buckets stored with no webhook to judge them, as before the policies: `photos`
+/// keeps policies/ and `scratch` breaks two (its prefix, no team label).
+async fn plane_before_the_policies(assets: &Path) -> ControlPlane {
+    let plane = control_plane(assets).await;
+    install_crds(&plane.client).await;
+    install_rbac(&plane.client).await;
+    let client = &plane.client;
     create_namespace(client, "team-a").await;
     // The class policies/classes-by-tier.yaml allows namespaces without a tier.
     let mut ceph = class("admission.example/only");
@@ -448,6 +453,7 @@ async fn stored_before_the_policies(client: &Client) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    plane
 }
 
 /// `policy audit` lists what the API server holds and judges it: Buckets stored before the
@@ -456,9 +462,7 @@ async fn stored_before_the_policies(client: &Client) {
 #[tokio::test]
 async fn policy_audit_judges_what_the_api_server_holds() {
     let assets = require_assets!();
-    let plane = control_plane(&assets).await;
-    install_crds(&plane.client).await;
-    stored_before_the_policies(&plane.client).await;
+    let plane = plane_before_the_policies(&assets).await;
     let audit = || async {
         let output = Command::new(env!("CARGO_BIN_EXE_bucketgate"))
             .args(["policy", "audit", "policies"])
@@ -476,7 +480,6 @@ async fn policy_audit_judges_what_the_api_server_holds() {
     assert!(stderr.contains("listing the cluster's objects") && stderr.contains("forbidden"), "{stderr}");
 
     // The role manifests/base makes for it is all it needs.
-    install_rbac(&plane.client).await;
     let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": "dev-policy-audit"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "bucketgate-policy-audit"},
@@ -543,10 +546,7 @@ async fn policy_audit_judges_what_the_api_server_holds() {
 #[tokio::test]
 async fn serve_audits_the_cluster_and_says_what_it_found() {
     let assets = require_assets!();
-    let plane = control_plane(&assets).await;
-    install_crds(&plane.client).await;
-    install_rbac(&plane.client).await;
-    stored_before_the_policies(&plane.client).await;
+    let plane = plane_before_the_policies(&assets).await;
     let certs = tempfile::tempdir().unwrap();
     let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
     let args = ["--policies", policies, "--policy-audit-interval", "1s"];
