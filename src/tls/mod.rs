@@ -296,11 +296,16 @@ fn earliest_expiry(certs: &[CertificateDer<'_>]) -> Result<Option<i64>, (usize, 
 /// anew keeps the old one trusted until it ends: `--manage-certs`), only the issuer's end
 /// is the served certificate's. Where none of them signed it, the earliest of all.
 fn issuer_expiry(leaf: &CertificateDer<'_>, ca: &[CertificateDer<'_>]) -> Option<i64> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let leaf = X509Certificate::from_der(leaf).ok()?.1;
-    let issuers = ca.iter().filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, cert)| cert));
+    let leaf = parsed(leaf)?;
+    let issuers = ca.iter().filter_map(parsed);
     let signed = issuers.filter(|ca| leaf.verify_signature(Some(ca.public_key())).is_ok());
     signed.map(|ca| ca.validity().not_after.timestamp()).min().or_else(|| earliest_expiry(ca).ok().flatten())
+}
+
+/// `der` read as X.509; `None` where it is not.
+fn parsed<'a>(der: &'a CertificateDer) -> Option<x509_parser::prelude::X509Certificate<'a>> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(der).ok().map(|(_, cert)| cert)
 }
 
 /// Whether `dir` holds no serving certificate, or one that has expired: `--dev` then makes

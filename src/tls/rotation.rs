@@ -23,9 +23,9 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use rcgen::{Issuer, KeyPair, PublicKeyData};
 use rustls::pki_types::CertificateDer;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{GeneralName, X509Certificate};
 
-use super::{CA_FILE, CERT_FILE, KEY_FILE, TlsError, pem_certificates};
+use super::{CA_FILE, CERT_FILE, KEY_FILE, TlsError, parsed, pem_certificates};
 use crate::metrics::Metrics;
 
 /// The CA's key, beside its certificate in the Secret: it signs each new serving certificate.
@@ -116,10 +116,6 @@ fn certificates(pem: &str) -> Vec<CertificateDer<'static>> {
 fn pem(der: &CertificateDer) -> String {
     let block = ::pem::Pem::new("CERTIFICATE", der.to_vec());
     ::pem::encode_config(&block, ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF))
-}
-
-fn parsed<'a>(der: &'a CertificateDer) -> Option<X509Certificate<'a>> {
-    X509Certificate::from_der(der).ok().map(|(_, cert)| cert)
 }
 
 fn ends(der: &CertificateDer) -> Option<i64> {
@@ -241,14 +237,14 @@ pub async fn converge(client: &Client, managed: &Managed) -> Result<(), Rotation
         let stored = stored(&secret);
         let mut mutating_config = mutating.get(&managed.webhook_configuration).await?;
         let mut validating_config = validating.get(&managed.webhook_configuration).await?;
-        let bundles = mutating_config
+        let mut bundles = mutating_config
             .webhooks
             .iter()
             .flatten()
             .map(|w| &w.client_config.ca_bundle)
             .chain(validating_config.webhooks.iter().flatten().map(|w| &w.client_config.ca_bundle));
         let wanted = stored.ca_crt.as_bytes();
-        let trusted = bundles.into_iter().all(|bundle| bundle.as_ref().is_some_and(|b| b.0 == wanted));
+        let trusted = bundles.all(|bundle| bundle.as_ref().is_some_and(|b| b.0 == wanted));
         let now = jiff::Timestamp::now().as_second();
         let step = next(&stored, &managed.names, trusted, now)?;
         let refused = match step {
