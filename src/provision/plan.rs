@@ -309,11 +309,48 @@ pub fn owned_by(secret: &Secret, bucket: &Bucket) -> bool {
     secret.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref() && o.controller == Some(true))
 }
 
+/// Why a Bucket does not get the Secret of its Secret's name, which it does not own: what
+/// to say, and when to look again. Never overwritten either way.
+#[derive(Debug, PartialEq)]
+pub struct Taken {
+    /// The Ready condition's reason: [`SECRET_CONFLICT`] or [`SECRET_OF_EARLIER_BUCKET`].
+    pub reason: &'static str,
+    pub message: String,
+    /// Said in a Warning Event (someone must act), else a Normal one.
+    pub warning: bool,
+    pub retry: Duration,
+}
+
+/// [`Taken`] for `secret`, not `bucket`'s own.
+pub fn secret_taken(secret: &Secret, bucket: &Bucket) -> Taken {
+    let name = secret.name_any();
+    if left_by_earlier(secret, bucket) {
+        // Its deletion by the garbage collector wakes the Bucket (the Secret's owner has
+        // its name); the retry is for a collector that is slow.
+        return Taken {
+            reason: SECRET_OF_EARLIER_BUCKET,
+            message: format!(
+                "Secret {name} is that of an earlier Bucket {}, deleted: Kubernetes' garbage collector deletes it \
+                 in a moment, and this Bucket then gets its own",
+                bucket.name_any()
+            ),
+            warning: false,
+            retry: Duration::from_secs(10),
+        };
+    }
+    Taken {
+        reason: SECRET_CONFLICT,
+        message: format!("Secret {name} exists and is not owned by this Bucket: choose another spec.secretName"),
+        warning: true,
+        retry: Duration::from_secs(60),
+    }
+}
+
 /// Whether `secret` belongs to an earlier Bucket of `bucket`'s name: one deleted (two
 /// cannot be at once), whose Secret Kubernetes' garbage collector has not deleted yet, as
 /// when a Bucket is deleted and made again at once (`kubectl replace --force`, an
 /// application installed again).
-pub fn left_by_earlier(secret: &Secret, bucket: &Bucket) -> bool {
+fn left_by_earlier(secret: &Secret, bucket: &Bucket) -> bool {
     let (name, uid) = (bucket.name_any(), bucket.uid());
     secret.owner_references().iter().any(|o| {
         o.controller == Some(true)
@@ -1039,9 +1076,20 @@ mod tests {
         let mut again = b.clone();
         again.metadata.uid = Some("another".into());
         assert!(!owned_by(&secret, &again) && left_by_earlier(&secret, &again));
+        let taken = secret_taken(&secret, &again);
+        assert_eq!(
+            (taken.reason, taken.warning, taken.retry),
+            (SECRET_OF_EARLIER_BUCKET, false, Duration::from_secs(10))
+        );
+        assert!(
+            taken.message.starts_with("Secret photos-creds is that of an earlier Bucket photos, deleted"),
+            "{taken:?}"
+        );
         let mut other = again.clone();
         other.metadata.name = Some("other".into());
         assert!(!left_by_earlier(&secret, &other), "another Bucket's Secret of the name is a conflict");
+        let taken = secret_taken(&secret, &other);
+        assert_eq!((taken.reason, taken.warning), (SECRET_CONFLICT, true));
         assert!(!waits_on_someone(BucketPhase::Pending, SECRET_OF_EARLIER_BUCKET));
         assert!(waits_on_someone(BucketPhase::Pending, SECRET_CONFLICT));
         assert_eq!(Key::recorded(&secret), Some(Key::BucketUser));

@@ -348,22 +348,11 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Is
         if plan::owned_by(&existing, bucket) {
             return Ok(Issued::Found(Key::recorded(&existing)));
         }
-        if plan::left_by_earlier(&existing, bucket) {
-            // Its deletion by the garbage collector wakes this Bucket (the Secret's owner
-            // has its name); the retry is for a collector that is slow.
-            let message = format!(
-                "Secret {name} is that of an earlier Bucket {}, deleted: Kubernetes' garbage collector deletes it \
-                 in a moment, and this Bucket then gets its own",
-                bucket.name_any()
-            );
-            pending(bucket, plan::SECRET_OF_EARLIER_BUCKET, message.clone(), ctx).await?;
-            ctx.event(bucket, EventType::Normal, plan::SECRET_OF_EARLIER_BUCKET, "Credentials", message).await;
-            return Ok(Issued::Taken(Duration::from_secs(10)));
-        }
-        let message = format!("Secret {name} exists and is not owned by this Bucket: choose another spec.secretName");
-        pending(bucket, plan::SECRET_CONFLICT, message.clone(), ctx).await?;
-        ctx.event(bucket, EventType::Warning, plan::SECRET_CONFLICT, "Credentials", message).await;
-        return Ok(Issued::Taken(Duration::from_secs(60)));
+        let taken = plan::secret_taken(&existing, bucket);
+        pending(bucket, taken.reason, taken.message.clone(), ctx).await?;
+        let kind = if taken.warning { EventType::Warning } else { EventType::Normal };
+        ctx.event(bucket, kind, taken.reason, "Credentials", taken.message).await;
+        return Ok(Issued::Taken(taken.retry));
     }
     let holder = bucket.uid().unwrap_or_default();
     let mode = content.spec.access_mode.unwrap_or(crate::api::AccessMode::ReadWrite);
