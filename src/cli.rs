@@ -448,10 +448,7 @@ fn policy_test(dir: &Path, junit: Option<&Path>) -> anyhow::Result<()> {
 }
 
 async fn audit(args: AuditArgs) -> anyhow::Result<()> {
-    let policies = policy::load::load(&args.dirs).map_err(|errors| {
-        anyhow::anyhow!(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
-            .context("the policies do not load")
-    })?;
+    let policies = load_policies(&args.dirs)?;
     let mut documents = match &args.catalog {
         Some(dir) => Catalog::documents_in(dir)?,
         None => cluster_documents("judge").await?,
@@ -501,6 +498,15 @@ async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The policies of `dirs` for a command that judges with them, or every problem with
+/// them, each with its file and line.
+fn load_policies(dirs: &[PathBuf]) -> anyhow::Result<PolicySet> {
+    policy::load::load(dirs).map_err(|errors| {
+        anyhow::anyhow!(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+            .context("the policies do not load")
+    })
+}
+
 /// The cluster's objects, listed once, for the commands that read them rather than watch:
 /// what they are for (`to`) says in the error where there is no cluster.
 async fn cluster_documents(to: &str) -> anyhow::Result<Vec<(PathBuf, serde_json::Value)>> {
@@ -533,12 +539,7 @@ async fn review(args: ReviewArgs) -> anyhow::Result<()> {
         None => Catalog::from_documents(cluster_documents("decide against").await?)?,
     };
     let config = args.served.open(None)?.current();
-    let policies = if args.policy_dirs.is_empty() {
-        PolicySet::default()
-    } else {
-        policy::load::load(&args.policy_dirs)
-            .map_err(|errors| anyhow::anyhow!(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?
-    };
+    let policies = if args.policy_dirs.is_empty() { PolicySet::default() } else { load_policies(&args.policy_dirs)? };
     let ctx = admission::Context { catalog: &catalog, config: &config, policies: &policies };
     let response = admission::review(webhook, &request, &ctx).response;
     let review: serde_json::Value = serde_json::from_slice(&admission::encode(&response)?)?;
