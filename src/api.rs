@@ -382,6 +382,11 @@ impl BucketContent {
         self.status.as_ref().and_then(|s| s.phase)
     }
 
+    /// See [`BucketContentStatus::key_holders`].
+    pub fn key_holders(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.status.iter().flat_map(|s| s.key_holders.iter()).map(|(uid, holder)| (uid.as_str(), holder.as_str()))
+    }
+
     /// Why a Bucket not yet bound to this content may not bind it now: it is being deleted
     /// (its deletion would then wait on that Bucket for as long as it lives), or it was
     /// released when its Bucket was deleted (the KEP does not reuse contents). Buckets bound
@@ -440,6 +445,13 @@ pub struct BucketContentStatus {
     pub phase: Option<BucketContentPhase>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The Buckets other than the one the content was made for that hold a key made for
+    /// them alone at its store, by uid: `namespace/name`. Written when the key is made and
+    /// taken off when it is revoked, so that the key of a Bucket that went without being
+    /// released (its finalizer taken off by hand) is found and revoked: a content made by
+    /// an admin, or shared, names no Bucket of its own that would say so.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_holders: BTreeMap<String, String>,
 }
 
 /// Reads a JSON value as one of these types. The error names the offending field where

@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -944,16 +945,10 @@ async fn a_shared_bucket_gives_each_namespace_its_own_key_and_takes_it_back() {
     objects(&a_key, &bucket).await.expect("team-a's key is untouched");
 }
 
-/// A bucket made at the store by hand before bucketgate (the seed report's Loki and Iceberg
-/// buckets) brought under it: an admin's BucketContent names it with the provisioner, a
-/// Bucket binds it and gets a key of its own that reads what was there and reaches no other
-/// bucket, and deleting the Bucket revokes that key and keeps the bucket and its data.
-#[tokio::test]
-async fn a_bucket_made_by_hand_is_brought_under_bucketgate_with_a_key_of_its_own() {
-    let _ = require_assets!();
-    let Some(config) = seaweedfs_config(true) else { return };
-    let (plane, _server, _certs) = setup(&config).await.unwrap();
-    let client = plane.client.clone();
+/// Two buckets made at the store by hand, each holding `index/0001`, the first of them in an
+/// admin's BucketContent `loki-chunks` with the provisioner (Retain, bindable from team-a):
+/// their names.
+async fn made_by_hand(client: &Client) -> (String, String) {
     let team_a = Api::<Namespace>::all(client.clone()).get("team-a").await.unwrap().metadata.uid.unwrap();
     let admin = store(&admin_key());
     let suffix =
@@ -972,10 +967,41 @@ async fn a_bucket_made_by_hand_is_brought_under_bucketgate_with_a_key_of_its_own
                 "region": "us-east-1"}}}}))
     .unwrap();
     Api::<BucketContent>::all(client.clone()).create(&PostParams::default(), &content).await.unwrap();
-    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
-    let loki: Bucket = serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
+    (name, other)
+}
+
+/// The Bucket `team-a/loki`, binding [`made_by_hand`]'s content.
+fn loki() -> Bucket {
+    serde_json::from_value(json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket",
         "metadata": {"name": "loki", "namespace": "team-a"}, "spec": {"protocol": "s3", "bucketContentName": "loki-chunks"}}))
-    .unwrap();
+    .unwrap()
+}
+
+/// The Bucket `name` in team-a made to go without being released: bucketgate stopped, its
+/// webhooks taken off by an admin, the finalizer taken off and the Bucket deleted.
+async fn gone_unreleased(client: &Client, server: &mut Child, name: &str) {
+    assert!(stop(server).await.success());
+    unregister_webhooks(client).await;
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    buckets.delete(name, &DeleteParams::default()).await.unwrap();
+    let unheld = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    buckets.patch(name, &PatchParams::default(), &unheld).await.unwrap();
+    assert!(buckets.get_opt(name).await.unwrap().is_none());
+}
+
+/// A bucket made at the store by hand before bucketgate (the seed report's Loki and Iceberg
+/// buckets) brought under it: an admin's BucketContent names it with the provisioner, a
+/// Bucket binds it and gets a key of its own that reads what was there and reaches no other
+/// bucket, and deleting the Bucket revokes that key and keeps the bucket and its data.
+#[tokio::test]
+async fn a_bucket_made_by_hand_is_brought_under_bucketgate_with_a_key_of_its_own() {
+    let _ = require_assets!();
+    let Some(config) = seaweedfs_config(true) else { return };
+    let (plane, _server, _certs) = setup(&config).await.unwrap();
+    let client = plane.client.clone();
+    let (name, other) = made_by_hand(&client).await;
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    let loki = loki();
     buckets.create(&PostParams::default(), &loki).await.unwrap();
     wait_phase(&buckets, "loki", BucketPhase::Bound, Duration::from_secs(30)).await;
     let (bucket, key) = secret_key(&client, "team-a", "loki").await;
@@ -987,6 +1013,8 @@ async fn a_bucket_made_by_hand_is_brought_under_bucketgate_with_a_key_of_its_own
     buckets.delete("loki", &DeleteParams::default()).await.unwrap();
     until_gone(&buckets, "loki", "the Bucket was not released").await;
     until_key_reads(&key, &name, false, "the deleted Bucket's key still reads the bucket").await;
+    let content = Api::<BucketContent>::all(client.clone()).get("loki-chunks").await.unwrap();
+    assert!(content.status.unwrap_or_default().key_holders.is_empty(), "the revoked key's record is taken off");
     assert_eq!(objects(&admin_key(), &name).await.unwrap(), ["index/0001"], "the bucket and its data are kept");
 
     // The content is the admin's: not Released by a Bucket leaving, a Bucket binds it again
@@ -1029,17 +1057,12 @@ async fn a_bucket_gone_unreleased_has_its_key_revoked_and_its_data_kept() {
     let Some(config) = seaweedfs_config(true) else { return };
     let (plane, mut server, _certs) = setup(&config).await.unwrap();
     let client = plane.client.clone();
-    let (buckets, bound) = bound_in_team_a(&client, "photos").await;
+    let (_, bound) = bound_in_team_a(&client, "photos").await;
     let content_name = bound.status.unwrap().bucket_content_name.unwrap();
     let (bucket, key) = secret_key(&client, "team-a", "photos").await;
     until_key_reads(&key, &bucket, true, "the Bucket's key never worked").await;
 
-    assert!(stop(&mut server).await.success());
-    unregister_webhooks(&client).await;
-    buckets.delete("photos", &DeleteParams::default()).await.unwrap();
-    let unheld = Patch::Merge(json!({"metadata": {"finalizers": null}}));
-    buckets.patch("photos", &PatchParams::default(), &unheld).await.unwrap();
-    assert!(buckets.get_opt("photos").await.unwrap().is_none());
+    gone_unreleased(&client, &mut server, "photos").await;
     objects(&key, &bucket).await.expect("the key of a Bucket gone unreleased still works");
 
     let certs = tempfile::tempdir().unwrap();
@@ -1059,6 +1082,51 @@ async fn a_bucket_gone_unreleased_has_its_key_revoked_and_its_data_kept() {
     until_key_reads(&key, &bucket, false, "the key still reads the bucket").await;
     objects(&admin_key(), &bucket).await.expect("the bucket and its data are kept");
     assert!(content.metadata.deletion_timestamp.is_none(), "the content stays for an admin to delete");
+}
+
+/// The same of a Bucket bound to a content it was not made for (an admin's, here one of a
+/// bucket made by hand; or shared): the content records the key made for the Bucket, so
+/// bucketgate, back, finds it though the content names no Bucket of its own, and revokes
+/// it, saying so on the content, which stays Bound with its bucket and data.
+#[tokio::test]
+async fn a_key_on_an_admins_content_whose_bucket_went_unreleased_is_revoked() {
+    let _ = require_assets!();
+    let Some(config) = seaweedfs_config(true) else { return };
+    let (plane, mut server, _certs) = setup(&config).await.unwrap();
+    let client = plane.client.clone();
+    let (name, _) = made_by_hand(&client).await;
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    buckets.create(&PostParams::default(), &loki()).await.unwrap();
+    let uid = wait_phase(&buckets, "loki", BucketPhase::Bound, Duration::from_secs(30)).await.metadata.uid.unwrap();
+    let contents: Api<BucketContent> = Api::all(client.clone());
+    let holders = |content: BucketContent| content.status.unwrap_or_default().key_holders;
+    let recorded = holders(contents.get("loki-chunks").await.unwrap());
+    assert_eq!(recorded, BTreeMap::from([(uid, "team-a/loki".to_string())]), "the key is recorded on the content");
+    let (_, key) = secret_key(&client, "team-a", "loki").await;
+    until_key_reads(&key, &name, true, "the Bucket's key never worked").await;
+
+    gone_unreleased(&client, &mut server, "loki").await;
+    objects(&key, &name).await.expect("the key of a Bucket gone unreleased still works");
+
+    let certs = tempfile::tempdir().unwrap();
+    let (_back, ..) = bucketgate(&plane, &config, certs.path(), "envtest", &[]).await;
+    let started = Instant::now();
+    while !holders(contents.get("loki-chunks").await.unwrap()).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the key is still recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until_key_reads(&key, &name, false, "the key still reads the bucket").await;
+    // events.k8s.io Events about cluster-scoped objects go to `default`, which API servers
+    // before 1.21 refuse (kubernetes#100125); bucketgate asks for 1.30 or later.
+    if minor_version(&client).await >= 21 {
+        let said = said_of(&client, "default", "loki-chunks", "KeyRevoked").await;
+        let note = said.first().and_then(|event| event.note.clone()).unwrap_or_default();
+        assert!(note.starts_with("Bucket team-a/loki went without being released"), "{said:?}");
+    }
+    let content = contents.get("loki-chunks").await.unwrap();
+    assert_eq!(content.phase(), None, "the admin's content is not Released: it was not made for that Bucket");
+    assert!(content.metadata.deletion_timestamp.is_none());
+    assert_eq!(objects(&admin_key(), &name).await.unwrap(), ["index/0001"], "the bucket and its data are kept");
 }
 
 /// `releasePolicy: Retain` (the KEP: the bucket and its data outlive the Bucket): deleting
@@ -1455,10 +1523,16 @@ async fn bucketgate_makes_and_renews_its_own_certificate_and_the_webhooks_trust_
 }
 
 async fn said(client: &Client, name: &str, reason: &str) -> Vec<Event> {
+    said_of(client, "team-a", name, reason).await
+}
+
+/// The Events of `reason` about the object `name` in `namespace` (cluster-scoped objects'
+/// are in `default`), waited for up to 10 s.
+async fn said_of(client: &Client, namespace: &str, name: &str, reason: &str) -> Vec<Event> {
     let about = |e: &Event| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
     let started = Instant::now();
     loop {
-        let events = Api::<Event>::namespaced(client.clone(), "team-a").list(&ListParams::default()).await.unwrap();
+        let events = Api::<Event>::namespaced(client.clone(), namespace).list(&ListParams::default()).await.unwrap();
         let said: Vec<Event> =
             events.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason) && about(e)).collect();
         if !said.is_empty() || started.elapsed() > Duration::from_secs(10) {

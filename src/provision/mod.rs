@@ -294,11 +294,15 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
 }
 
 /// At the start, and then every recheck interval, the greenfield contents still Bound to a
-/// Bucket that went without being released ([`plan::orphaned`], [`reconcile::release_orphan`]):
-/// no watch shows such a going (a Bucket without a finalizer is gone at once, and one gone
-/// while no replica led is never seen to go), and its key would go on working.
+/// Bucket that went without being released ([`plan::orphaned`], [`reconcile::release_orphan`]),
+/// and the keys recorded on any content for such a Bucket ([`plan::keys_left`],
+/// [`reconcile::revoke_left_key`]): no watch shows such a going (a Bucket without a
+/// finalizer is gone at once, and one gone while no replica led is never seen to go), and
+/// its key would go on working.
 async fn sweep_orphans(ctx: Arc<Context>, catalog: Catalog, buckets: reflector::Store<Bucket>) {
-    if buckets.wait_until_ready().await.is_err() {
+    // Both lists first: swept on half of either, a content would be missed until the next
+    // sweep, an interval later.
+    if buckets.wait_until_ready().await.is_err() || catalog.contents_store().wait_until_ready().await.is_err() {
         return;
     }
     let mut ticker = tokio::time::interval(ctx.recheck_interval);
@@ -315,6 +319,19 @@ async fn sweep_orphans(ctx: Arc<Context>, catalog: Catalog, buckets: reflector::
                 Err(error) => tracing::warn!(
                     content = %content.name_any(), %error,
                     "cannot release a BucketContent whose Bucket went unreleased; trying again at the next sweep"
+                ),
+            }
+        }
+        for (content, holder) in plan::keys_left(catalog.contents_store().state().iter(), &uids) {
+            let bucket = format!("{}/{}", holder.namespace, holder.name);
+            match reconcile::revoke_left_key(&content, &holder, &ctx).await {
+                Ok(true) => tracing::warn!(
+                    content = %content.name_any(), %bucket, "revoked the key of a Bucket that went unreleased"
+                ),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(
+                    content = %content.name_any(), %bucket, %error,
+                    "cannot revoke the key of a Bucket that went unreleased; trying again at the next sweep"
                 ),
             }
         }

@@ -16,7 +16,8 @@ use crate::api::{
 };
 use crate::driver::{BucketOptions, Connection, DriverError, Grant};
 use crate::naming::{
-    BUCKET_NAME_SUFFIX_LEN, check_dns1123_subdomain, check_secret_parameters, content_name_for, label_value, short_hash,
+    BUCKET_NAME_SUFFIX_LEN, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters, content_name_for,
+    label_value, short_hash,
 };
 
 /// Labels that tie a greenfield BucketContent to the Bucket it was made for.
@@ -166,6 +167,78 @@ pub fn orphaned<'a>(
 ) -> Vec<Arc<BucketContent>> {
     let gone = |content: &&Arc<BucketContent>| bound_owner(content).is_some_and(|(.., uid)| !buckets.contains(&uid));
     contents.into_iter().filter(gone).cloned().collect()
+}
+
+/// A Bucket that holds a key made for it alone on a content not made for it, as the
+/// content's status records it ([`crate::api::BucketContentStatus::key_holders`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHolder {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl KeyHolder {
+    /// The record `uid: namespace/name`; `None` for one that names no Bucket (status can be
+    /// edited by hand, and a name no Bucket can have is nothing to ask the API server for).
+    fn parse(uid: &str, holder: &str) -> Option<KeyHolder> {
+        let (namespace, name) = holder.split_once('/')?;
+        check_dns1123_label(namespace).ok()?;
+        check_dns1123_subdomain(name).ok()?;
+        Some(KeyHolder { uid: uid.to_string(), namespace: namespace.to_string(), name: name.to_string() })
+    }
+
+    /// Every holder `content` records.
+    pub fn all(content: &BucketContent) -> Vec<KeyHolder> {
+        content.key_holders().filter_map(|(uid, holder)| KeyHolder::parse(uid, holder)).collect()
+    }
+}
+
+/// The status patch that records `bucket` among `content`'s key holders, where it holds a
+/// key made for it alone (`key`) on a content not made for it and is not recorded yet.
+/// Written once the key is made, before the Secret holding it, and for Buckets bound before
+/// holders were recorded.
+pub fn key_holder_unrecorded(bucket: &Bucket, content: &BucketContent, key: Key) -> Option<serde_json::Value> {
+    let uid = bucket.uid()?;
+    if key != Key::BucketUser || made_for(content, bucket) || content.key_holders().any(|(held, _)| held == uid) {
+        return None;
+    }
+    let holder = format!("{}/{}", bucket.namespace().unwrap_or_default(), bucket.name_any());
+    Some(serde_json::json!({"status": {"keyHolders": {uid: holder}}}))
+}
+
+/// The status patch that takes `uid` off `content`'s key holders once its key is revoked;
+/// `None` where it is not among them.
+pub fn key_holder_removed(content: &BucketContent, uid: &str) -> Option<serde_json::Value> {
+    content
+        .key_holders()
+        .any(|(held, _)| held == uid)
+        .then(|| serde_json::json!({"status": {"keyHolders": {uid: null}}}))
+}
+
+/// Of `contents`, the key holders whose Bucket is not among `buckets` (uids): it went
+/// without being released, and its key still works at the store. Contents asked to be
+/// released without their store are passed over. As for [`orphaned`], a watch cache may be
+/// behind: the loop asks the API server before it acts on one.
+pub fn keys_left<'a>(
+    contents: impl IntoIterator<Item = &'a Arc<BucketContent>>,
+    buckets: &HashSet<String>,
+) -> Vec<(Arc<BucketContent>, KeyHolder)> {
+    let asking = |content: &&Arc<BucketContent>| !crate::api::force_release_asked(&***content);
+    let left = |content: &Arc<BucketContent>| {
+        let holders = KeyHolder::all(content).into_iter().filter(|holder| !buckets.contains(&holder.uid));
+        holders.map(|holder| (content.clone(), holder)).collect::<Vec<_>>()
+    };
+    contents.into_iter().filter(asking).flat_map(left).collect()
+}
+
+/// What the Event on a content says of a key revoked for `holder`, gone unreleased.
+pub fn key_left_message(holder: &KeyHolder) -> String {
+    format!(
+        "Bucket {}/{} went without being released (its finalizer taken off by hand, or removed while bucketgate's \
+         webhooks were away): the key made for it at the store was revoked; the bucket and its data are untouched",
+        holder.namespace, holder.name
+    )
 }
 
 /// What a content whose Bucket went unreleased says (phase Released, the data kept whatever
@@ -1007,6 +1080,31 @@ mod tests {
         let message = orphan_message("team-a", "photos");
         assert!(message.starts_with("Bucket team-a/photos went without being released"), "{message}");
         assert!(message.contains("Delete this BucketContent to have them released"), "{message}");
+    }
+
+    #[test]
+    fn only_a_key_of_its_own_on_a_content_not_made_for_it_is_recorded_there() {
+        let b = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+        let uid = b.uid().unwrap();
+        let made = greenfield_content(&b, &class(), "ns-uid").unwrap();
+        let mut other = b.clone();
+        other.metadata.uid = Some("other-uid".into());
+        other.metadata.name = Some("reader".into());
+        let record = json!({"status": {"keyHolders": {"other-uid": "team-a/reader"}}});
+        assert_eq!(key_holder_unrecorded(&other, &made, Key::BucketUser), Some(record.clone()), "sharing it");
+        assert_eq!(key_holder_unrecorded(&b, &made, Key::BucketUser), None, "made for it: its labels say so");
+        for key in [Key::Provisioner, Key::None] {
+            assert_eq!(key_holder_unrecorded(&other, &made, key), None, "no key made for it: {key:?}");
+        }
+        let mut holding = serde_json::to_value(&made).unwrap();
+        json_patch::merge(&mut holding, &record);
+        let holding: BucketContent = serde_json::from_value(holding).unwrap();
+        assert_eq!(key_holder_unrecorded(&other, &holding, Key::BucketUser), None, "recorded already");
+        assert_eq!(
+            key_holder_removed(&holding, "other-uid"),
+            Some(json!({"status": {"keyHolders": {"other-uid": null}}}))
+        );
+        assert_eq!(key_holder_removed(&holding, &uid), None, "nothing to take off");
     }
 
     #[test]

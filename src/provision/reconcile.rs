@@ -222,7 +222,9 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
         // goes too (the Secret stays, owned by the Bucket; its key no longer works).
         if !content.spec.provisioner().is_empty() {
             let driver = ctx.key_driver(&content, &owner_of(bucket), KeyWork::Revoke).await?;
-            driver.revoke(&bucket.uid().unwrap_or_default()).await.map_err(Error::Driver)?;
+            let uid = bucket.uid().unwrap_or_default();
+            driver.revoke(&uid).await.map_err(Error::Driver)?;
+            forget_key_holder(&content, &uid, ctx).await?;
         }
         return Err(Error::AccessRevoked(plan::revoked_message(bucket, &content, &namespace, false)));
     }
@@ -346,7 +348,9 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Is
     let name = plan::secret_name(bucket);
     if let Some(existing) = secrets.get_opt(&name).await? {
         if plan::owned_by(&existing, bucket) {
-            return Ok(Issued::Found(Key::recorded(&existing)));
+            let recorded = Key::recorded(&existing);
+            note_key_holder(bucket, content, recorded.unwrap_or_else(|| Key::assumed(bucket, content)), ctx).await?;
+            return Ok(Issued::Found(recorded));
         }
         let taken = plan::secret_taken(&existing, bucket);
         pending(bucket, taken.reason, taken.message.clone(), ctx).await?;
@@ -366,9 +370,30 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Is
         };
         Some(driver.grant(&connection.bucket_name, &holder, mode).await.map_err(Error::Driver)?)
     };
+    note_key_holder(bucket, content, Key::of(grant.as_ref()), ctx).await?;
     secrets.create(&PostParams::default(), &plan::credentials_secret(bucket, connection, grant.as_ref())).await?;
     ctx.event(bucket, EventType::Normal, "CredentialsIssued", "Credentials", format!("wrote Secret {name}")).await;
     Ok(Issued::Written(Key::of(grant.as_ref())))
+}
+
+/// Records `bucket` among `content`'s key holders where it holds a key made for it alone on
+/// a content not made for it ([`plan::key_holder_unrecorded`]), so that its key is found
+/// if the Bucket goes without being released ([`revoke_left_key`]).
+async fn note_key_holder(bucket: &Bucket, content: &BucketContent, key: Key, ctx: &Context) -> Result<(), Error> {
+    if let Some(record) = plan::key_holder_unrecorded(bucket, content, key) {
+        let contents: Api<BucketContent> = Api::all(ctx.client.clone());
+        contents.patch_status(&content.name_any(), &PatchParams::default(), &Patch::Merge(&record)).await?;
+    }
+    Ok(())
+}
+
+/// Takes `uid` off `content`'s key holders once its key is revoked.
+async fn forget_key_holder(content: &BucketContent, uid: &str, ctx: &Context) -> Result<(), Error> {
+    if let Some(removed) = plan::key_holder_removed(content, uid) {
+        let contents: Api<BucketContent> = Api::all(ctx.client.clone());
+        contents.patch_status(&content.name_any(), &PatchParams::default(), &Patch::Merge(&removed)).await?;
+    }
+    Ok(())
 }
 
 /// A Bucket going away: its key is revoked; a greenfield Bucket's BucketContent is deleted
@@ -396,7 +421,9 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         }
         if !forced && !content.spec.provisioner().is_empty() {
             let driver = ctx.key_driver(&content, &owner_of(bucket), KeyWork::Release).await?;
-            driver.revoke(&bucket.uid().unwrap_or_default()).await.map_err(Error::Driver)?;
+            let uid = bucket.uid().unwrap_or_default();
+            driver.revoke(&uid).await.map_err(Error::Driver)?;
+            forget_key_holder(&content, &uid, ctx).await?;
         }
         if plan::made_for(&content, bucket) {
             match content.spec.release_policy.unwrap_or_default() {
@@ -456,6 +483,13 @@ pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::requeue(Duration::from_secs(15)));
     }
     let forced = crate::api::force_release_asked(&*content);
+    if !forced && !content.spec.provisioner().is_empty() {
+        // No Bucket binds it: a key still recorded is one whose Bucket went unreleased.
+        for holder in plan::KeyHolder::all(&content) {
+            let driver = ctx.key_driver(&content, &(holder.namespace, holder.name), KeyWork::Release).await?;
+            driver.revoke(&holder.uid).await.map_err(Error::Driver)?;
+        }
+    }
     let delete = content.spec.release_policy.unwrap_or_default() == ReleasePolicy::Delete;
     if delete && !forced && !content.spec.provisioner().is_empty() {
         let backend = plan::backend_name(&content);
@@ -511,6 +545,32 @@ pub async fn release_orphan(content: &BucketContent, ctx: &Context) -> Result<bo
     let message = plan::orphan_message(&namespace, &name);
     mark_released(&contents, &current, message.clone()).await?;
     ctx.event(&current, EventType::Warning, "BucketGone", "Release", message).await;
+    Ok(true)
+}
+
+/// A key recorded on `content` for `holder` ([`plan::keys_left`], from watch caches), asked
+/// again of the API server, whose answer is current: where the Bucket is indeed gone (or
+/// made again, another uid) and the content still records the key, it is revoked and its
+/// record taken off, said in a Warning on the content. The content stays as it is: it was
+/// not made for that Bucket. `Ok(true)` when it was revoked here.
+pub async fn revoke_left_key(content: &BucketContent, holder: &plan::KeyHolder, ctx: &Context) -> Result<bool, Error> {
+    if content.spec.provisioner().is_empty() || !ctx.drives(content.spec.provisioner()) {
+        return Ok(false);
+    }
+    let bucket = Api::<Bucket>::namespaced(ctx.client.clone(), &holder.namespace).get_opt(&holder.name).await?;
+    if bucket.is_some_and(|bucket| bucket.uid().as_deref() == Some(holder.uid.as_str())) {
+        return Ok(false);
+    }
+    let contents: Api<BucketContent> = Api::all(ctx.client.clone());
+    let Some(current) = contents.get_opt(&content.name_any()).await? else { return Ok(false) };
+    if crate::api::force_release_asked(&current) || !plan::KeyHolder::all(&current).contains(holder) {
+        return Ok(false);
+    }
+    let owner = (holder.namespace.clone(), holder.name.clone());
+    let driver = ctx.key_driver(&current, &owner, KeyWork::Release).await?;
+    driver.revoke(&holder.uid).await.map_err(Error::Driver)?;
+    forget_key_holder(&current, &holder.uid, ctx).await?;
+    ctx.event(&current, EventType::Warning, "KeyRevoked", "Release", plan::key_left_message(holder)).await;
     Ok(true)
 }
 

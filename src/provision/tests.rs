@@ -329,6 +329,17 @@ fn legacy(uid: &str) -> Value {
                  "protocol": {"type": "s3", "s3": {"bucketName": "legacy", "endpoint": "https://s3.example"}}}})
 }
 
+/// `legacy` managed by a provisioner with a driver here (so that there are keys to make
+/// and revoke), Bound.
+fn managed_legacy() -> Value {
+    let mut shared = legacy("ns-uid");
+    shared["spec"]["provisioner"] = json!("seaweed");
+    shared["spec"]["parameters"] = class()["parameters"].clone();
+    shared["spec"]["protocol"]["s3"]["endpoint"] = json!("http://s3.example:8333");
+    shared["status"] = json!({"phase": "Bound"});
+    shared
+}
+
 fn namespace(uid: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "uid": uid}})
 }
@@ -732,6 +743,7 @@ async fn what_the_class_asked_of_a_bucket_is_set_again_where_the_store_lost_it()
     sharing["metadata"]["uid"] = json!("another-uid");
     sharing["spec"] = json!({"protocol": "s3", "bucketContentName": CONTENT});
     content["spec"]["bindableNamespaces"] = json!([{"name": "team-a", "uid": "u"}]);
+    content["status"]["keyHolders"] = json!({"another-uid": "team-a/photos"});
     let sharing: Bucket = serde_json::from_value(sharing).unwrap();
     let mut secret = secret;
     secret["metadata"]["ownerReferences"][0]["uid"] = json!("another-uid");
@@ -1044,14 +1056,10 @@ async fn names_no_object_can_have_are_not_asked_for() {
 async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_again() {
     let driver = Arc::new(FakeDriver::default());
     let (ctx, mut api) = context_with_events(driver.clone());
-    // Managed by a provisioner with a driver here, so that there is a key to revoke; team-a
-    // already taken off.
-    let mut shared = legacy("ns-uid");
-    shared["spec"]["provisioner"] = json!("seaweed");
-    shared["spec"]["parameters"] = class()["parameters"].clone();
+    // team-a already taken off.
+    let mut shared = managed_legacy();
     shared["spec"]["bindableNamespaces"] = json!([{"name": "team-b", "uid": "b-uid"}]);
-    shared["spec"]["protocol"]["s3"]["endpoint"] = json!("http://s3.example:8333");
-    shared["status"] = json!({"phase": "Bound"});
+    shared["status"]["keyHolders"] = json!({UID: "team-a/photos", "other-uid": "team-b/photos"});
     let conditions = json!([
         {"type": "Ready", "status": "True", "reason": "Bound", "message": "bound to legacy", "lastTransitionTime": "2026-11-22T10:00:01Z"},
         {"type": "CredentialsScoped", "status": "True", "reason": "BucketUser", "message": "scoped", "lastTransitionTime": "2026-11-22T10:00:01Z"},
@@ -1065,6 +1073,9 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
     api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared.clone())).await;
     api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("ns-uid"))).await;
     expect_provisioner_secret(&mut api).await;
+    let path = "/apis/cosi.io/v1alpha1/bucketcontents/legacy/status";
+    let forgotten = api.expect("PATCH", path, Reply::MergeInto(shared.clone())).await;
+    assert_eq!(forgotten, json!({"status": {"keyHolders": {UID: null}}}), "its key is no longer recorded");
     let status = expect_bucket_status(&mut api, shown.clone()).await;
     assert_eq!(status["status"]["phase"], "Failed");
     let ready = &status["status"]["conditions"][0];
@@ -1133,6 +1144,156 @@ async fn a_namespace_taken_off_a_shared_content_loses_its_key_and_does_not_bind_
     assert!(message.contains("the namespace is listed again, but this Bucket does not bind again"), "{message}");
     assert!(finish(reconciling).await.is_err());
     assert_eq!(driver.calls.lock().unwrap().len(), 1, "no new grant, no second revoke");
+}
+
+/// A key made for a Bucket on a content not made for it is recorded on the content before
+/// the Secret holding it is written (so that, were the Bucket to go unreleased, the key is
+/// found), recorded for a Bucket bound before records were kept, and taken off once the
+/// Bucket's release has revoked it.
+#[tokio::test]
+async fn a_key_on_a_content_not_made_for_its_bucket_is_recorded_there_until_revoked() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let shared = managed_legacy();
+    let content_status = "/apis/cosi.io/v1alpha1/bucketcontents/legacy/status";
+    let secret_path = "/api/v1/namespaces/team-a/secrets/photos";
+    let target = bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}));
+    let shown = serde_json::to_value(&target).unwrap();
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(target), ctx.clone()));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared.clone())).await;
+    api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("ns-uid"))).await;
+    api.expect("GET", secret_path, Reply::NotFound).await;
+    expect_provisioner_secret(&mut api).await;
+    let recorded = api.expect("PATCH", content_status, Reply::MergeInto(shared.clone())).await;
+    assert_eq!(recorded, json!({"status": {"keyHolders": {UID: "team-a/photos"}}}));
+    let mut secret = api.expect("POST", "/api/v1/namespaces/team-a/secrets", Reply::Echo).await;
+    assert_eq!(expect_event(&mut api).await.0, "CredentialsIssued");
+    let status = expect_bucket_status(&mut api, shown.clone()).await;
+    assert_eq!(status["status"]["phase"], "Bound");
+    assert_eq!(expect_event(&mut api).await.0, "Bound");
+    finish(reconciling).await.unwrap();
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("grant legacy {UID} ReadWrite")]);
+
+    // Bound before keys were recorded: recorded at its next look, without a new key.
+    let (ctx, mut api) = context(driver.clone());
+    let mut bound = shown;
+    json_patch::merge(&mut bound, &status);
+    secret["metadata"]["namespace"] = json!("team-a");
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(serde_json::from_value(bound.clone()).unwrap()), ctx));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared.clone())).await;
+    api.expect("GET", "/api/v1/namespaces/team-a", Reply::Json(namespace("ns-uid"))).await;
+    api.expect("GET", secret_path, Reply::Json(secret)).await;
+    assert_eq!(api.expect("PATCH", content_status, Reply::MergeInto(shared.clone())).await, recorded);
+    assert_eq!(finish(reconciling).await.unwrap(), next_look());
+    assert_eq!(driver.calls.lock().unwrap().len(), 1, "no new key");
+
+    // Released: revoked, then the record taken off; the content, not made for it, stays.
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let mut holding = shared;
+    json_patch::merge(&mut holding, &recorded);
+    let mut deleting: Bucket = serde_json::from_value(bound.clone()).unwrap();
+    deleting.metadata.deletion_timestamp = now();
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(deleting), ctx));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(holding.clone())).await;
+    expect_provisioner_secret(&mut api).await;
+    let forgotten = api.expect("PATCH", content_status, Reply::MergeInto(holding)).await;
+    assert_eq!(forgotten, json!({"status": {"keyHolders": {UID: null}}}));
+    expect_let_go(&mut api, bound, reconciling).await;
+    assert_eq!(driver.calls.lock().unwrap()[1..], [format!("revoke {UID}")]);
+}
+
+/// A key recorded for a Bucket the watch cache no longer has is revoked only on the API
+/// server's word: a Bucket still there, a record taken off meanwhile, or a content an admin
+/// asked to be released without its store leave it; a Bucket gone, or made again under its
+/// name (another uid), has its key revoked, the record taken off, and a Warning on the
+/// content. The content itself stays as it was.
+#[tokio::test]
+async fn a_key_left_by_a_bucket_gone_unreleased_is_revoked_only_on_the_api_servers_word() {
+    let mut content = managed_legacy();
+    content["status"]["keyHolders"] = json!({"gone-uid": "team-a/old", "bad": "not a bucket"});
+    let cached: Arc<BucketContent> = Arc::new(serde_json::from_value(content.clone()).unwrap());
+    let here = HashSet::from([UID.to_string()]);
+    let left = plan::keys_left([&cached], &here);
+    let holder = plan::KeyHolder { uid: "gone-uid".into(), namespace: "team-a".into(), name: "old".into() };
+    assert_eq!(left.iter().map(|(_, holder)| holder).collect::<Vec<_>>(), [&holder], "the bad record is passed over");
+    let bucket_path = "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/old";
+    let content_path = "/apis/cosi.io/v1alpha1/bucketcontents/legacy";
+    let revoke = |ctx: Arc<Context>| {
+        let (cached, holder) = (cached.clone(), holder.clone());
+        tokio::spawn(async move { reconcile::revoke_left_key(&cached, &holder, &ctx).await.unwrap() })
+    };
+    let mut old =
+        serde_json::to_value(bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}))).unwrap();
+    old["metadata"]["name"] = json!("old");
+    old["metadata"]["uid"] = json!("gone-uid");
+    let mut forgotten = content.clone();
+    forgotten["status"]["keyHolders"] = json!({});
+    let mut forced = content.clone();
+    forced["metadata"]["annotations"] = json!({"cosi.io/force-release": "true"});
+
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context(driver.clone());
+    let looking = revoke(ctx.clone());
+    api.expect("GET", bucket_path, Reply::Json(old.clone())).await;
+    assert!(!finish(looking).await, "the cache was behind: the Bucket is there");
+    for current in [forgotten, forced] {
+        let looking = revoke(ctx.clone());
+        api.expect("GET", bucket_path, Reply::NotFound).await;
+        api.expect("GET", content_path, Reply::Json(current)).await;
+        assert!(!finish(looking).await);
+    }
+    assert!(driver.calls.lock().unwrap().is_empty());
+
+    let mut made_again = old;
+    made_again["metadata"]["uid"] = json!("another-uid");
+    for bucket_now in [Reply::NotFound, Reply::Json(made_again)] {
+        let driver = Arc::new(FakeDriver::default());
+        let (ctx, mut api) = context_with_events(driver.clone());
+        let looking = revoke(ctx);
+        api.expect("GET", bucket_path, bucket_now).await;
+        api.expect("GET", content_path, Reply::Json(content.clone())).await;
+        expect_provisioner_secret(&mut api).await;
+        let patch = api.expect("PATCH", &format!("{content_path}/status"), Reply::MergeInto(content.clone())).await;
+        assert_eq!(patch, json!({"status": {"keyHolders": {"gone-uid": null}}}), "only the record");
+        let (reason, note) = expect_event_on(&mut api, "default", "legacy").await;
+        assert_eq!(reason, "KeyRevoked");
+        assert!(note.starts_with("Bucket team-a/old went without being released"), "{note}");
+        assert!(finish(looking).await);
+        assert_eq!(*driver.calls.lock().unwrap(), ["revoke gone-uid"]);
+    }
+}
+
+/// A content deleted once no Bucket binds it revokes the keys still recorded on it (their
+/// Buckets went unreleased before a sweep found them), unless asked to be released without
+/// its store.
+#[tokio::test]
+async fn a_deleted_content_revokes_the_keys_still_recorded_on_it() {
+    let list = json!({"apiVersion": "cosi.io/v1alpha1", "kind": "BucketList", "metadata": {}, "items": []});
+    let by = |field: &str| format!("/apis/cosi.io/v1alpha1/buckets?&fieldSelector={field}.bucketContentName%3Dlegacy");
+    for forced in [false, true] {
+        let driver = Arc::new(FakeDriver::default());
+        let (ctx, mut api) = context(driver.clone());
+        let mut content = managed_legacy();
+        content["metadata"]["deletionTimestamp"] = json!("2026-11-22T10:00:00Z");
+        content["metadata"]["finalizers"] = json!(["cosi.io/finalizer"]);
+        content["status"]["keyHolders"] = json!({"gone-uid": "team-a/old"});
+        if forced {
+            content["metadata"]["annotations"] = json!({"cosi.io/force-release": "true"});
+        }
+        let reconciling =
+            tokio::spawn(reconcile::content(Arc::new(serde_json::from_value(content.clone()).unwrap()), ctx));
+        api.expect("GET", &by("spec"), Reply::Json(list.clone())).await;
+        api.expect("GET", &by("status"), Reply::Json(list.clone())).await;
+        if !forced {
+            expect_provisioner_secret(&mut api).await;
+        }
+        let patch =
+            api.expect("PATCH", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::MergeInto(content)).await;
+        assert_eq!(patch["metadata"]["finalizers"], json!([]));
+        finish(reconciling).await.unwrap();
+        let revoked: &[&str] = if forced { &[] } else { &["revoke gone-uid"] };
+        assert_eq!(*driver.calls.lock().unwrap(), revoked, "Retain: no deletion");
+    }
 }
 
 #[tokio::test]
