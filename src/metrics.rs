@@ -232,6 +232,7 @@ pub struct Metrics {
     pub iam_requests: Family<IamLabels, Gauge>,
     pub reconcile_turns: Family<TurnLabels, Gauge>,
     pub buckets_missing: Family<ProvisionerLabel, Gauge>,
+    pub unrevoked_keys: Family<ProvisionerLabel, Gauge>,
     pub bucket_states: BucketStates,
     pub leader: Gauge,
     pub provisioning_enabled: Gauge,
@@ -349,6 +350,13 @@ impl Default for Metrics {
              (0 on the other replicas)",
             buckets_missing.clone(),
         );
+        let unrevoked_keys = Family::<ProvisionerLabel, Gauge>::default();
+        registry.register(
+            "unrevoked_keys",
+            "Keys made for Buckets that went without being released which the leader's last sweep could not revoke at \
+             their store, by provisioner (none on the other replicas)",
+            unrevoked_keys.clone(),
+        );
         let bucket_states = BucketStates::default();
         registry.register_collector(Box::new(bucket_states.clone()));
         let leader = Gauge::default();
@@ -383,6 +391,7 @@ impl Default for Metrics {
             iam_requests,
             reconcile_turns,
             buckets_missing,
+            unrevoked_keys,
             bucket_states,
             leader,
             provisioning_enabled,

@@ -352,9 +352,7 @@ async fn setup_with(config: &str, args: &[&str]) -> Option<(ControlPlane, Child,
     let (server, port, ca) = bucketgate(&plane, config, certs.path(), "envtest", args).await;
     register_webhooks(&plane.client, port, &ca).await;
     create_namespace(&plane.client, "team-a").await;
-    let https =
-        Https { client: common::client(&[&ca], &[&rustls::version::TLS13]), base: format!("https://localhost:{port}") };
-    Some((plane, server, certs, https))
+    Some((plane, server, certs, Https::at(port, &ca)))
 }
 
 /// bucketgate's HTTPS server, as Prometheus reaches it.
@@ -364,6 +362,11 @@ struct Https {
 }
 
 impl Https {
+    /// The server on `port` of [`bucketgate`], trusting `ca`.
+    fn at(port: u16, ca: &str) -> Https {
+        Https { client: common::client(&[ca], &[&rustls::version::TLS13]), base: format!("https://localhost:{port}") }
+    }
+
     /// The value of the sample `name` (with its labels) in `GET /metrics`, if there is one.
     async fn metric(&self, name: &str) -> Option<f64> {
         let text = self.client.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
@@ -1122,13 +1125,16 @@ async fn a_key_on_an_admins_content_whose_bucket_went_unreleased_is_revoked() {
     objects(&key, &name).await.expect("the key of a Bucket gone unreleased still works");
 
     let certs = tempfile::tempdir().unwrap();
-    let (_back, ..) = bucketgate(&plane, &config, certs.path(), "envtest", &[]).await;
+    let (_back, port, ca) = bucketgate(&plane, &config, certs.path(), "envtest", &[]).await;
+    let https = Https::at(port, &ca);
     let started = Instant::now();
     while !holders(contents.get("loki-chunks").await.unwrap()).is_empty() {
         assert!(started.elapsed() < Duration::from_secs(30), "the key is still recorded");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     until_key_reads(&key, &name, false, "the key still reads the bucket").await;
+    let unrevoked = r#"bucketgate_unrevoked_keys{provisioner="seaweedfs"}"#;
+    assert_eq!(https.metric_once(unrevoked, Some(0.0)).await, Some(0.0), "none left that could not be revoked");
     // events.k8s.io Events about cluster-scoped objects go to `default`, which API servers
     // before 1.21 refuse (kubernetes#100125); bucketgate asks for 1.30 or later.
     if minor_version(&client).await >= 21 {

@@ -464,6 +464,7 @@ fn alerts_query_metrics_that_bucketgate_exports() {
     metrics.reconciled("Bucket", "success");
     metrics.looked_up("BucketContent", "found");
     metrics.buckets_missing.get_or_create(&ProvisionerLabel { provisioner: "p".into() }).set(0);
+    metrics.unrevoked_keys.get_or_create(&ProvisionerLabel { provisioner: "p".into() }).set(0);
     let _counting = metrics.bucket_states.follow(Box::new(|| {
         let labels = BucketStateLabels { provisioner: "p".into(), state: "stalled", reason: "Failed".into() };
         [(labels, 1)].into()
@@ -494,7 +495,7 @@ fn alerts_query_metrics_that_bucketgate_exports() {
         }
         alerts += 1;
     }
-    assert_eq!(alerts, 16);
+    assert_eq!(alerts, 17);
 }
 
 /// Argo CD's health of a Bucket (manifests/argocd/): the script run in Lua 5.1, as Argo CD's

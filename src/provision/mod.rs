@@ -34,7 +34,7 @@ use crate::api::{Bucket, BucketClass, BucketContent, BucketPhase};
 use crate::catalog::Catalog;
 use crate::config::{Config, S3Settings};
 use crate::driver::{Credentials, Driver, DriverError};
-use crate::metrics::{BucketStateLabels, BucketTally, Metrics, TurnLabels};
+use crate::metrics::{BucketStateLabels, BucketTally, Metrics, ProvisionerLabel, TurnLabels};
 use crate::turns::Turns;
 
 /// Makes a driver for a provisioner's settings and credentials.
@@ -307,34 +307,74 @@ async fn sweep_orphans(ctx: Arc<Context>, catalog: Catalog, buckets: reflector::
     }
     let mut ticker = tokio::time::interval(ctx.recheck_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said while this loop runs only: once it stops, the next leader's sweep says.
+    let _said = SaidWhileRunning(ctx.metrics.unrevoked_keys.clone());
     loop {
         ticker.tick().await;
         let uids: HashSet<String> = buckets.state().iter().filter_map(|bucket| bucket.uid()).collect();
-        for content in plan::orphaned(catalog.contents_store().state().iter(), &uids) {
-            match reconcile::release_orphan(&content, &ctx).await {
-                Ok(true) => {
-                    tracing::warn!(content = %content.name_any(), "released a BucketContent whose Bucket went unreleased")
-                }
-                Ok(false) => {}
-                Err(error) => tracing::warn!(
+        let unrevoked = sweep(&ctx, &catalog.contents_store(), &uids).await;
+        for provisioner in ctx.config.provisioners.iter().filter(|p| ctx.config.has_driver(&p.name)) {
+            let label = ProvisionerLabel { provisioner: provisioner.name.clone() };
+            ctx.metrics
+                .unrevoked_keys
+                .get_or_create(&label)
+                .set(unrevoked.get(&provisioner.name).copied().unwrap_or(0));
+        }
+    }
+}
+
+/// One sweep of `contents` against the Buckets there are (`buckets`, uids): the keys it
+/// could not revoke, by provisioner, for `bucketgate_unrevoked_keys`.
+async fn sweep(
+    ctx: &Context,
+    contents: &reflector::Store<BucketContent>,
+    buckets: &HashSet<String>,
+) -> BTreeMap<String, i64> {
+    let mut unrevoked = BTreeMap::<String, i64>::new();
+    let mut failed =
+        |content: &BucketContent| *unrevoked.entry(content.spec.provisioner().to_string()).or_default() += 1;
+    for content in plan::orphaned(contents.state().iter(), buckets) {
+        match reconcile::release_orphan(&content, ctx).await {
+            Ok(true) => {
+                tracing::warn!(content = %content.name_any(), "released a BucketContent whose Bucket went unreleased")
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(
                     content = %content.name_any(), %error,
                     "cannot release a BucketContent whose Bucket went unreleased; trying again at the next sweep"
-                ),
+                );
+                failed(&content);
             }
         }
-        for (content, holder) in plan::keys_left(catalog.contents_store().state().iter(), &uids) {
-            let bucket = format!("{}/{}", holder.namespace, holder.name);
-            match reconcile::revoke_left_key(&content, &holder, &ctx).await {
-                Ok(true) => tracing::warn!(
-                    content = %content.name_any(), %bucket, "revoked the key of a Bucket that went unreleased"
-                ),
-                Ok(false) => {}
-                Err(error) => tracing::warn!(
+    }
+    for (content, holder) in plan::keys_left(contents.state().iter(), buckets) {
+        let bucket = format!("{}/{}", holder.namespace, holder.name);
+        match reconcile::revoke_left_key(&content, &holder, ctx).await {
+            Ok(true) => {
+                tracing::warn!(content = %content.name_any(), %bucket, "revoked the key of a Bucket that went unreleased")
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(
                     content = %content.name_any(), %bucket, %error,
                     "cannot revoke the key of a Bucket that went unreleased; trying again at the next sweep"
-                ),
+                );
+                failed(&content);
             }
         }
+    }
+    unrevoked
+}
+
+/// Clears a gauge of the provisioning loop's when dropped: the loop stopped (this replica no
+/// longer leads, or the loop starts again with new drivers), and what it found is not said
+/// as if it still looked.
+struct SaidWhileRunning(Family<ProvisionerLabel, Gauge>);
+
+impl Drop for SaidWhileRunning {
+    fn drop(&mut self) {
+        self.0.clear();
     }
 }
 

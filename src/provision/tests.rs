@@ -1296,6 +1296,24 @@ async fn a_deleted_content_revokes_the_keys_still_recorded_on_it() {
     }
 }
 
+/// A sweep says how many keys of Buckets gone unreleased it could not revoke, by
+/// provisioner (`bucketgate_unrevoked_keys`, and its alert): each is tried again at the next.
+#[tokio::test]
+async fn a_sweep_counts_the_keys_it_could_not_revoke() {
+    let unreachable = Some(DriverError::Transient("the store does not answer".into()));
+    let driver = Arc::new(FakeDriver { revoke_error: unreachable, ..Default::default() });
+    let (ctx, mut api) = context(driver.clone());
+    let mut content = managed_legacy();
+    content["status"]["keyHolders"] = json!({"gone-uid": "team-a/old"});
+    let catalog = Catalog::from_objects([], [serde_json::from_value(content.clone()).unwrap()], []);
+    let sweeping = tokio::spawn(async move { super::sweep(&ctx, &catalog.contents_store(), &HashSet::new()).await });
+    api.expect("GET", "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/old", Reply::NotFound).await;
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(content)).await;
+    expect_provisioner_secret(&mut api).await;
+    assert_eq!(finish(sweeping).await, BTreeMap::from([("seaweed".to_string(), 1)]));
+    assert_eq!(*driver.calls.lock().unwrap(), ["revoke gone-uid"], "the record stays for the next sweep");
+}
+
 #[tokio::test]
 async fn a_content_being_deleted_or_released_is_not_bound_but_keeps_what_it_bound_before() {
     let driver = Arc::new(FakeDriver::default());
