@@ -632,6 +632,47 @@ async fn scoped_credentials_work_for_their_bucket_and_not_another() {
     driver.delete_bucket(&other).await.unwrap();
 }
 
+/// A rotation makes a second key beside the one in use, with the same reach; both work until
+/// the old one is retired. A key left by a rotation that never reached its Secret is
+/// removed by the next.
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn a_rotated_key_works_beside_the_old_until_that_is_retired() {
+    let driver = S3Driver::new(&settings(true), admin());
+    let (mine, other) = (unique("mine"), unique("other"));
+    driver.create_bucket(&mine, &BucketOptions::default()).await.unwrap();
+    driver.create_bucket(&other, &BucketOptions::default()).await.unwrap();
+    let holder = unique("holder");
+    let first = driver.grant(&mine, &holder, AccessMode::ReadWrite).await.unwrap().credentials;
+    let old = S3Driver::new(&settings(false), first.clone());
+    eventually(Ok(()), || put(old.client(), &mine, "photo")).await;
+
+    let lost = driver.rotate(&holder, &first.access_key_id).await.unwrap();
+    let second = driver.rotate(&holder, &first.access_key_id).await.unwrap();
+    assert!(second != first && second != lost);
+    let new = S3Driver::new(&settings(false), second.clone());
+    eventually(Ok(()), || get(new.client(), &mine, "photo")).await;
+    put(new.client(), &mine, "after").await.expect("the new key writes as the old did");
+    assert_eq!(put(new.client(), &other, "x").await, Err("\"AccessDenied\"".into()), "and reaches no other bucket");
+    get(old.client(), &mine, "after").await.expect("the old key works until retired");
+    let left = S3Driver::new(&settings(false), lost);
+    eventually(Err(String::new()), || get(left.client(), &mine, "photo")).await;
+
+    driver.retire(&holder, &second.access_key_id).await.unwrap();
+    eventually(Err(String::new()), || get(old.client(), &mine, "photo")).await;
+    get(new.client(), &mine, "photo").await.expect("the new key is kept");
+    driver.retire(&holder, &second.access_key_id).await.expect("retiring twice is success");
+
+    driver.revoke(&holder).await.unwrap();
+    eventually(Err(String::new()), || get(new.client(), &mine, "photo")).await;
+    let without_iam = S3Driver::new(&settings(false), admin()).rotate(&holder, "any").await;
+    assert!(
+        matches!(without_iam, Err(DriverError::Permanent(message)) if message.contains("only where the provisioner has iam"))
+    );
+    driver.delete_bucket(&mine).await.unwrap();
+    driver.delete_bucket(&other).await.unwrap();
+}
+
 /// A versioned bucket's key reads what was overwritten, and cannot destroy it; it may lock
 /// what it writes.
 #[tokio::test]

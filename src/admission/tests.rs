@@ -446,6 +446,13 @@ fn class_parameters_no_store_could_carry_out_are_refused() {
     assert!(warning.contains("releasePolicy: Retain"), "{warning}");
     let verdict = judge(SERVED, "Retain", retained);
     assert!(verdict.errors.is_empty() && verdict.warnings.is_empty(), "{verdict:?}");
+
+    // Key rotation: an age the loop can keep; without iam there is no key of its own to rotate.
+    let verdict = judge(SERVED, "Delete", json!({"keyMaxAgeDays": "1", "keyRotationGraceHours": "24"}));
+    assert!(verdict.errors.iter().any(|e| e.contains("make the grace shorter than the age")), "{verdict:?}");
+    let verdict = judge(SERVED, "Delete", json!({"keyMaxAgeDays": "30"}));
+    assert!(verdict.errors.is_empty(), "{verdict:?}");
+    assert!(verdict.warnings.iter().any(|w| w.contains("has no iam configured")), "{verdict:?}");
 }
 
 /// A class carrying the `region` of a Rook or lib-bucket-provisioner StorageClass would get

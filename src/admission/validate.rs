@@ -17,7 +17,7 @@ use crate::api::{
 use crate::catalog::{Catalog, RELEASE_VERB, Recheck};
 use crate::config::Config;
 use crate::driver::BucketOptions;
-use crate::driver::options::BUCKET_PARAMETERS;
+use crate::driver::options::{BUCKET_PARAMETERS, KEY_MAX_AGE_DAYS, KEY_PARAMETERS, KeyRotation};
 use crate::naming::{
     DRIVER_PARAMETERS, check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters,
     closest,
@@ -513,7 +513,15 @@ impl Context<'_> {
             }
             Ok(_) => {}
         }
-        let read: Vec<&str> = DRIVER_PARAMETERS.into_iter().chain(BUCKET_PARAMETERS).collect();
+        match KeyRotation::from_parameters(parameters) {
+            Err(problems) => problems.into_iter().for_each(|problem| verdict.deny(problem)),
+            Ok(Some(_)) if s3.iam.is_none() => verdict.warn(format!(
+                "{KEY_MAX_AGE_DAYS} rotates keys made for a Bucket alone, and provisioner {provisioner:?} has no iam \
+                 configured: its Buckets get the provisioner's own key, which is not rotated"
+            )),
+            Ok(_) => {}
+        }
+        let read: Vec<&str> = DRIVER_PARAMETERS.into_iter().chain(BUCKET_PARAMETERS).chain(KEY_PARAMETERS).collect();
         let unread: Vec<&str> = parameters.keys().map(String::as_str).filter(|key| !read.contains(key)).collect();
         if unread.is_empty() {
             return;

@@ -81,6 +81,15 @@ pub trait Driver: Send + Sync {
     /// Removes what [`Driver::grant`] made for `holder`. Nothing to remove is success.
     async fn revoke(&self, holder: &str) -> Result<(), DriverError>;
 
+    /// A new key for `holder`, beside `keeping` (the one its Secret holds, which goes on
+    /// working until [`Driver::retire`]); `holder`'s other keys, left by an attempt that
+    /// ended before its Secret was written, are removed first. Only for keys of its own
+    /// ([`Grant::scoped`]).
+    async fn rotate(&self, holder: &str, keeping: &str) -> Result<Credentials, DriverError>;
+
+    /// Removes `holder`'s keys but `keeping`: the key a rotation replaced stops working.
+    async fn retire(&self, holder: &str, keeping: &str) -> Result<(), DriverError>;
+
     /// Whether the store has a bucket of that name that these credentials reach.
     async fn has_bucket(&self, name: &str) -> Result<bool, DriverError>;
 
@@ -157,6 +166,14 @@ impl Driver for Metered {
 
     async fn revoke(&self, holder: &str) -> Result<(), DriverError> {
         self.call("revoke", self.inner.revoke(holder)).await
+    }
+
+    async fn rotate(&self, holder: &str, keeping: &str) -> Result<Credentials, DriverError> {
+        self.call("rotate", self.inner.rotate(holder, keeping)).await
+    }
+
+    async fn retire(&self, holder: &str, keeping: &str) -> Result<(), DriverError> {
+        self.call("retire", self.inner.retire(holder, keeping)).await
     }
 
     async fn has_bucket(&self, name: &str) -> Result<bool, DriverError> {

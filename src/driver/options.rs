@@ -5,6 +5,7 @@
 //! refused when it is made, not at every Bucket.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 pub const VERSIONING: &str = "versioning";
 pub const OBJECT_LOCK: &str = "objectLock";
@@ -16,6 +17,12 @@ pub const ABORT_UPLOADS_DAYS: &str = "abortIncompleteMultipartUploadDays";
 /// The parameters read here.
 pub const BUCKET_PARAMETERS: [&str; 6] =
     [VERSIONING, OBJECT_LOCK, RETENTION_MODE, RETENTION_DAYS, EXPIRATION_DAYS, ABORT_UPLOADS_DAYS];
+
+pub const KEY_MAX_AGE_DAYS: &str = "keyMaxAgeDays";
+pub const KEY_ROTATION_GRACE_HOURS: &str = "keyRotationGraceHours";
+
+/// The parameters [`KeyRotation`] reads.
+pub const KEY_PARAMETERS: [&str; 2] = [KEY_MAX_AGE_DAYS, KEY_ROTATION_GRACE_HOURS];
 
 /// S3's own limit for a default retention in days is 100 years; expirations are held to
 /// the same.
@@ -152,9 +159,87 @@ impl BucketOptions {
     }
 }
 
+/// How old a key made for a Bucket alone may grow before the loop makes it a new one, and
+/// how long the key it replaces goes on working beside it: pods that read a mounted Secret
+/// see the new key within a minute or two, those that read it into their environment when
+/// they restart, which the grace leaves time for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRotation {
+    pub max_age: Duration,
+    pub grace: Duration,
+}
+
+impl KeyRotation {
+    /// A day: time for a rollout, or the nightly restart of a job.
+    pub const DEFAULT_GRACE_HOURS: u32 = 24;
+    /// A month: longer would leave two keys working most of the time for short ages.
+    pub const MAX_GRACE_HOURS: u32 = 720;
+
+    /// What `parameters` ask (`None`: keys are not rotated), or each problem with them.
+    pub fn from_parameters(parameters: &BTreeMap<String, String>) -> Result<Option<KeyRotation>, Vec<String>> {
+        let days = parameters.get(KEY_MAX_AGE_DAYS).map(|days| match days.parse::<u32>() {
+            Ok(days @ 1..=MAX_DAYS) => Ok(days),
+            _ => Err(format!(
+                "parameters {KEY_MAX_AGE_DAYS} is {days:?}: write a whole number of days from 1 to {MAX_DAYS}"
+            )),
+        });
+        let grace = parameters.get(KEY_ROTATION_GRACE_HOURS).map(|hours| match hours.parse::<u32>() {
+            Ok(hours @ 0..=Self::MAX_GRACE_HOURS) => Ok(hours),
+            _ => Err(format!(
+                "parameters {KEY_ROTATION_GRACE_HOURS} is {hours:?}: write a whole number of hours from 0 to {}",
+                Self::MAX_GRACE_HOURS
+            )),
+        });
+        let (days, hours) = match (days, grace) {
+            (None, None) => return Ok(None),
+            (None, Some(_)) => {
+                return Err(vec![format!(
+                    "parameters {KEY_ROTATION_GRACE_HOURS} without {KEY_MAX_AGE_DAYS} rotates no key: add {KEY_MAX_AGE_DAYS}, \
+                     or remove it"
+                )]);
+            }
+            (Some(days), grace) => (days, grace.unwrap_or(Ok(Self::DEFAULT_GRACE_HOURS))),
+        };
+        let problems: Vec<String> = [&days, &hours].into_iter().filter_map(|r| r.as_ref().err().cloned()).collect();
+        let (Ok(days), Ok(hours)) = (days, hours) else { return Err(problems) };
+        if hours >= days * 24 {
+            return Err(vec![format!(
+                "parameters {KEY_ROTATION_GRACE_HOURS} is {hours}, {KEY_MAX_AGE_DAYS} {days}: the key replaced must stop \
+                 working before the next is due, or two keys work all the time; make the grace shorter than the age"
+            )]);
+        }
+        let span = |hours: u32| Duration::from_secs(u64::from(hours) * 3600);
+        Ok(Some(KeyRotation { max_age: span(days * 24), grace: span(hours) }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_rotated_where_a_class_gives_them_an_age() {
+        let rotation = |pairs: &[(&str, &str)]| {
+            KeyRotation::from_parameters(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        };
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(rotation(&[]), Ok(None));
+        assert_eq!(rotation(&[(KEY_MAX_AGE_DAYS, "30")]), Ok(Some(KeyRotation { max_age: day * 30, grace: day })));
+        let quick = rotation(&[(KEY_MAX_AGE_DAYS, "1"), (KEY_ROTATION_GRACE_HOURS, "0")]);
+        assert_eq!(quick, Ok(Some(KeyRotation { max_age: day, grace: Duration::ZERO })));
+        for (pairs, says) in [
+            (&[(KEY_MAX_AGE_DAYS, "0")][..], "write a whole number of days from 1 to 36500"),
+            (&[(KEY_MAX_AGE_DAYS, "30d")], "write a whole number of days"),
+            (&[(KEY_MAX_AGE_DAYS, "30"), (KEY_ROTATION_GRACE_HOURS, "721")], "hours from 0 to 720"),
+            (&[(KEY_ROTATION_GRACE_HOURS, "2")], "without keyMaxAgeDays rotates no key"),
+            (&[(KEY_MAX_AGE_DAYS, "1")], "make the grace shorter than the age"),
+        ] {
+            let problems = rotation(pairs).unwrap_err();
+            assert!(problems.iter().any(|p| p.contains(says)), "{pairs:?}: {problems:?}");
+        }
+        let both = rotation(&[(KEY_MAX_AGE_DAYS, "x"), (KEY_ROTATION_GRACE_HOURS, "y")]).unwrap_err();
+        assert_eq!(both.len(), 2, "each said: {both:?}");
+    }
 
     fn parsed(pairs: &[(&str, &str)]) -> Result<BucketOptions, Vec<String>> {
         BucketOptions::from_parameters(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())

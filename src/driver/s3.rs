@@ -615,19 +615,24 @@ impl Driver for S3Driver {
         let put = iam.client.put_user_policy().user_name(&user).policy_name(POLICY_NAME).policy_document(policy);
         iam.send(put.send()).await.map_err(|error| self.iam_failed("limiting the IAM user to its bucket", error))?;
         // Keys from an attempt that crashed before its Secret was written are no one's.
-        self.delete_keys(iam, &user).await?;
-        let key = iam
-            .send(iam.client.create_access_key().user_name(&user).send())
-            .await
-            .map_err(|error| self.iam_failed("creating an access key", error))?;
-        let key = key.access_key().ok_or_else(|| DriverError::Transient("the store returned no access key".into()))?;
-        Ok(Grant {
-            credentials: Credentials {
-                access_key_id: key.access_key_id().to_string(),
-                secret_access_key: key.secret_access_key().to_string(),
-            },
-            scoped: true,
-        })
+        self.delete_keys(iam, &user, None).await?;
+        Ok(Grant { credentials: self.create_key(iam, &user).await?, scoped: true })
+    }
+
+    async fn rotate(&self, holder: &str, keeping: &str) -> Result<Credentials, DriverError> {
+        let Some(iam) = &self.iam else {
+            return Err(DriverError::Permanent(
+                "keys are rotated only where the provisioner has iam configured: this one hands out its own key".into(),
+            ));
+        };
+        let user = Self::user_name(holder);
+        self.delete_keys(iam, &user, Some(keeping)).await?;
+        self.create_key(iam, &user).await
+    }
+
+    async fn retire(&self, holder: &str, keeping: &str) -> Result<(), DriverError> {
+        let Some(iam) = &self.iam else { return Ok(()) };
+        self.delete_keys(iam, &Self::user_name(holder), Some(keeping)).await
     }
 
     async fn restore_options(&self, name: &str, options: &BucketOptions) -> Result<Vec<&'static str>, DriverError> {
@@ -690,7 +695,7 @@ impl Driver for S3Driver {
     async fn revoke(&self, holder: &str) -> Result<(), DriverError> {
         let Some(iam) = &self.iam else { return Ok(()) };
         let user = Self::user_name(holder);
-        self.delete_keys(iam, &user).await?;
+        self.delete_keys(iam, &user, None).await?;
         match iam.send(iam.client.delete_user_policy().user_name(&user).policy_name(POLICY_NAME).send()).await {
             Ok(_) => {}
             Err(error) if code(&error) == Some("NoSuchEntity") => {}
@@ -866,14 +871,27 @@ impl S3Driver {
         Ok(())
     }
 
-    async fn delete_keys(&self, iam: &Iam, user: &str) -> Result<(), DriverError> {
+    async fn create_key(&self, iam: &Iam, user: &str) -> Result<Credentials, DriverError> {
+        let key = iam
+            .send(iam.client.create_access_key().user_name(user).send())
+            .await
+            .map_err(|error| self.iam_failed("creating an access key", error))?;
+        let key = key.access_key().ok_or_else(|| DriverError::Transient("the store returned no access key".into()))?;
+        Ok(Credentials {
+            access_key_id: key.access_key_id().to_string(),
+            secret_access_key: key.secret_access_key().to_string(),
+        })
+    }
+
+    /// Deletes `user`'s access keys, but `keeping`.
+    async fn delete_keys(&self, iam: &Iam, user: &str, keeping: Option<&str>) -> Result<(), DriverError> {
         let keys = match iam.send(iam.client.list_access_keys().user_name(user).send()).await {
             Ok(keys) => keys,
             Err(error) if code(&error) == Some("NoSuchEntity") => return Ok(()),
             Err(error) => return Err(self.iam_failed("listing access keys", error)),
         };
         for key in keys.access_key_metadata() {
-            if let Some(id) = key.access_key_id() {
+            if let Some(id) = key.access_key_id().filter(|id| Some(*id) != keeping) {
                 match iam.send(iam.client.delete_access_key().user_name(user).access_key_id(id).send()).await {
                     Ok(_) => {}
                     Err(error) if code(&error) == Some("NoSuchEntity") => {}

@@ -72,6 +72,14 @@ impl Driver for FakeDriver {
             None => Ok(()),
         }
     }
+    async fn rotate(&self, holder: &str, keeping: &str) -> Result<Credentials, DriverError> {
+        self.calls.lock().unwrap().push(format!("rotate {holder} keeping {keeping}"));
+        Ok(Credentials { access_key_id: "AK2".into(), secret_access_key: "SK2".into() })
+    }
+    async fn retire(&self, holder: &str, keeping: &str) -> Result<(), DriverError> {
+        self.calls.lock().unwrap().push(format!("retire {holder} keeping {keeping}"));
+        Ok(())
+    }
     async fn tag_bucket(&self, name: &str, tags: &[(String, String)]) -> Result<bool, DriverError> {
         self.calls.lock().unwrap().push(format!("tag {name} {}", joined(tags)));
         self.tag_error.clone().map_or(Ok(true), Err)
