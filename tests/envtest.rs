@@ -1148,6 +1148,59 @@ async fn a_key_on_an_admins_content_whose_bucket_went_unreleased_is_revoked() {
     assert_eq!(objects(&admin_key(), &name).await.unwrap(), ["index/0001"], "the bucket and its data are kept");
 }
 
+/// A class that rotates keys (`keyMaxAgeDays`): once a Bucket's key is past its age (here
+/// its Secret is marked as issued two days ago, time passing by hand), the next look, every
+/// 2 s here, writes a new key into its Secret and says so; the old key works beside it for
+/// the grace (an hour: its end, too, is moved by hand), then stops, and the new one goes on.
+#[tokio::test]
+async fn a_key_past_its_age_is_rotated_and_the_old_one_stops_after_the_grace() {
+    let _ = require_assets!();
+    let Some(config) = seaweedfs_config(true) else { return };
+    let (plane, _server, _certs, _) = setup_with(&config, &["--recheck-interval", "2s"]).await.unwrap();
+    let client = plane.client.clone();
+    let mut rotating = class("seaweedfs");
+    rotating.spec.parameters.insert("keyMaxAgeDays".into(), "1".into());
+    rotating.spec.parameters.insert("keyRotationGraceHours".into(), "1".into());
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &rotating).await.unwrap();
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    create_once_class_seen(&buckets, &new_bucket("rotated", "rotated-")).await;
+    wait_phase(&buckets, "rotated", BucketPhase::Bound, Duration::from_secs(30)).await;
+    let (bucket, first) = secret_key(&client, "team-a", "rotated").await;
+    until_key_reads(&first, &bucket, true, "the first key never worked").await;
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "team-a");
+    let annotate =
+        |key: &str, at: jiff::Timestamp| Patch::Merge(json!({"metadata": {"annotations": {key: at.to_string()}}}));
+    let two_days_ago = jiff::Timestamp::now().checked_sub(Duration::from_secs(2 * 86_400)).unwrap();
+    secrets.patch("rotated", &PatchParams::default(), &annotate("cosi.io/key-issued", two_days_ago)).await.unwrap();
+    let started = Instant::now();
+    let second = loop {
+        let (_, key) = secret_key(&client, "team-a", "rotated").await;
+        if key != first {
+            break key;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the key was not rotated");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let note = said(&client, "rotated", "KeyRotated").await.first().and_then(|e| e.note.clone()).unwrap_or_default();
+    assert!(note.contains("its class rotating keys every 1 days"), "{note}");
+    until_key_reads(&second, &bucket, true, "the new key does not read the bucket").await;
+    objects(&first, &bucket).await.expect("the old key works through the grace");
+    let annotations = secrets.get("rotated").await.unwrap().metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations.get("cosi.io/retiring-key"), Some(&first.access_key_id));
+
+    let an_hour_ago = jiff::Timestamp::now().checked_sub(Duration::from_secs(3600)).unwrap();
+    secrets.patch("rotated", &PatchParams::default(), &annotate("cosi.io/retire-after", an_hour_ago)).await.unwrap();
+    until_key_reads(&first, &bucket, false, "the old key still works after its grace").await;
+    objects(&second, &bucket).await.expect("the new key goes on");
+    let started = Instant::now();
+    while secrets.get("rotated").await.unwrap().annotations().contains_key("cosi.io/retiring-key") {
+        assert!(started.elapsed() < Duration::from_secs(30), "the Secret still names the retired key");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(said(&client, "rotated", "KeyRetired").await.len(), 1);
+}
+
 /// `releasePolicy: Retain` (the KEP: the bucket and its data outlive the Bucket): deleting
 /// the Bucket keeps the bucket and what it holds, marks its BucketContent Released, and the
 /// content is not bound again.

@@ -217,6 +217,8 @@ const CALLS: &[(&str, &str, &str)] = &[
     ("", "namespaces", "get"),
     ("", "secrets", "get"),
     ("", "secrets", "create"),
+    // ... a Bucket's rotated key, written into its Secret.
+    ("", "secrets", "patch"),
     // kube-runtime's event Recorder.
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),

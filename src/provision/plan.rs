@@ -14,6 +14,7 @@ use crate::api::{
     BindableNamespace, Bucket, BucketClass, BucketContent, BucketContentPhase, BucketContentSpec, BucketPhase,
     ClosedToBinding, FINALIZER, FORCE_RELEASE_ANNOTATION, PROVISIONER_LABEL, Protocol, ProtocolSpec, S3Protocol,
 };
+use crate::driver::options::KeyRotation;
 use crate::driver::{BucketOptions, Connection, DriverError, Grant};
 use crate::naming::{
     BUCKET_NAME_SUFFIX_LEN, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters, content_name_for,
@@ -432,6 +433,99 @@ fn left_by_earlier(secret: &Secret, bucket: &Bucket) -> bool {
             && o.name == name
             && Some(&o.uid) != uid.as_ref()
     })
+}
+
+/// On a Bucket's Secret once its key was rotated: when the key it holds was made (before,
+/// the Secret's creation says), and the key it replaced, which works until the time named.
+pub const KEY_ISSUED_ANNOTATION: &str = "cosi.io/key-issued";
+pub const RETIRING_KEY_ANNOTATION: &str = "cosi.io/retiring-key";
+pub const RETIRE_AFTER_ANNOTATION: &str = "cosi.io/retire-after";
+
+/// What a Bucket's own key is due for, where its class rotates keys ([`KeyRotation`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyTurn {
+    /// Nothing now; the next turn is due after this long.
+    Later(Duration),
+    /// The key is older than the class allows: a new one is made beside it.
+    Rotate { keeping: String },
+    /// The grace of the key a rotation replaced is over: it goes.
+    Retire { keeping: String, retiring: String },
+}
+
+/// [`KeyTurn`] of the key `secret` holds, at `now`; `None` for a Secret that holds no key.
+/// A time edited by hand that does not parse is taken as due: the safe side of a key's age.
+pub fn key_turn(secret: &Secret, rotation: KeyRotation, now: jiff::Timestamp) -> Option<KeyTurn> {
+    let keeping = secret_value(secret, "AWS_ACCESS_KEY_ID")?;
+    let annotation = |key: &str| secret.annotations().get(key).map(String::as_str);
+    let after = |at: jiff::Timestamp| match at.duration_since(now) {
+        ahead if ahead.is_positive() => Some(ahead.unsigned_abs()),
+        _ => None,
+    };
+    if let Some(retiring) = annotation(RETIRING_KEY_ANNOTATION) {
+        let until = annotation(RETIRE_AFTER_ANNOTATION).and_then(|at| at.parse().ok()).and_then(after);
+        return Some(match until {
+            Some(wait) => KeyTurn::Later(wait),
+            None => KeyTurn::Retire { keeping, retiring: retiring.to_string() },
+        });
+    }
+    let issued = match annotation(KEY_ISSUED_ANNOTATION) {
+        Some(at) => at.parse().ok(),
+        None => secret.metadata.creation_timestamp.as_ref().map(|created| created.0),
+    };
+    let due = issued.and_then(|issued: jiff::Timestamp| issued.checked_add(rotation.max_age).ok()).and_then(after);
+    Some(match due {
+        Some(wait) => KeyTurn::Later(wait),
+        None => KeyTurn::Rotate { keeping },
+    })
+}
+
+/// The Secret patch of a rotation at `now`: the new key, and the key it replaces named with
+/// the time it stops working. On the Secret as it was read (its resourceVersion): a Secret
+/// changed since is not written over.
+pub fn key_rotated(
+    secret: &Secret,
+    new: &crate::driver::Credentials,
+    retiring: &str,
+    rotation: KeyRotation,
+    now: jiff::Timestamp,
+) -> serde_json::Value {
+    let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let retire_after = now.checked_add(rotation.grace).unwrap_or(now);
+    let encoded = |value: &str| serde_json::to_value(ByteString(value.as_bytes().to_vec())).unwrap_or_default();
+    serde_json::json!({
+        "metadata": {"resourceVersion": secret.metadata.resource_version, "annotations": {
+            KEY_ISSUED_ANNOTATION: now.to_string(),
+            RETIRING_KEY_ANNOTATION: retiring,
+            RETIRE_AFTER_ANNOTATION: retire_after.to_string(),
+        }},
+        "data": {
+            "AWS_ACCESS_KEY_ID": encoded(&new.access_key_id),
+            "AWS_SECRET_ACCESS_KEY": encoded(&new.secret_access_key),
+        },
+    })
+}
+
+/// The Secret patch once the replaced key is retired.
+pub fn key_retired(secret: &Secret) -> serde_json::Value {
+    serde_json::json!({"metadata": {"resourceVersion": secret.metadata.resource_version,
+        "annotations": {RETIRING_KEY_ANNOTATION: null, RETIRE_AFTER_ANNOTATION: null}}})
+}
+
+/// What a rotation at `now` tells the Bucket's owner.
+pub fn rotated_message(secret: &str, rotation: KeyRotation, now: jiff::Timestamp) -> String {
+    let days = rotation.max_age.as_secs() / 86_400;
+    let until = now.checked_add(rotation.grace).unwrap_or(now);
+    let until = jiff::Timestamp::from_second(until.as_second()).unwrap_or(until);
+    format!(
+        "Secret {secret} holds a new key, its class rotating keys every {days} days; the key it replaces works until \
+         {until}: pods that read the key into their environment take the new one when they restart (a mounted Secret \
+         is updated in place)"
+    )
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    let value = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(value.0.clone()).ok().filter(|value| !value.is_empty())
 }
 
 fn host_and_port(endpoint: &str) -> (String, u16) {
@@ -1083,6 +1177,62 @@ mod tests {
     }
 
     #[test]
+    fn a_key_is_rotated_when_its_age_is_up_and_the_old_one_retired_after_the_grace() {
+        let b = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+        let grant = Grant {
+            credentials: crate::driver::Credentials { access_key_id: "AK1".into(), secret_access_key: "SK1".into() },
+            scoped: true,
+        };
+        let mut secret = credentials_secret(&b, &connection(), Some(&grant));
+        secret.metadata.creation_timestamp = Some(Time("2026-11-01T00:00:00Z".parse().unwrap()));
+        secret.metadata.resource_version = Some("7".into());
+        let hour = Duration::from_secs(3600);
+        let rotation = KeyRotation { max_age: hour * 24 * 30, grace: hour * 24 };
+        let at = |time: &str| -> jiff::Timestamp { time.parse().unwrap() };
+        assert_eq!(key_turn(&secret, rotation, at("2026-11-30T23:00:00Z")), Some(KeyTurn::Later(hour)));
+        let keeping = "AK1".to_string();
+        let due = Some(KeyTurn::Rotate { keeping: keeping.clone() });
+        assert_eq!(key_turn(&secret, rotation, at("2026-12-01T00:00:00Z")), due, "30 days after its Secret was made");
+
+        let new = crate::driver::Credentials { access_key_id: "AK2".into(), secret_access_key: "SK2".into() };
+        let now = at("2026-12-01T00:30:00.25Z");
+        let patch = key_rotated(&secret, &new, "AK1", rotation, now);
+        assert_eq!(patch["metadata"]["resourceVersion"], "7", "not over a Secret changed since");
+        assert_eq!(
+            patch["metadata"]["annotations"],
+            json!({"cosi.io/key-issued": "2026-12-01T00:30:00Z", "cosi.io/retiring-key": "AK1",
+                   "cosi.io/retire-after": "2026-12-02T00:30:00Z"})
+        );
+        assert_eq!(patch["data"], json!({"AWS_ACCESS_KEY_ID": "QUsy", "AWS_SECRET_ACCESS_KEY": "U0sy"}));
+        let mut rotated = serde_json::to_value(&secret).unwrap();
+        json_patch::merge(&mut rotated, &patch);
+        let rotated: Secret = serde_json::from_value(rotated).unwrap();
+        let message = rotated_message("photos", rotation, now);
+        assert!(message.contains("every 30 days; the key it replaces works until 2026-12-02T00:30:00Z"), "{message}");
+
+        assert_eq!(key_turn(&rotated, rotation, at("2026-12-01T12:30:00Z")), Some(KeyTurn::Later(hour * 12)));
+        let retire = KeyTurn::Retire { keeping: "AK2".into(), retiring: "AK1".into() };
+        assert_eq!(key_turn(&rotated, rotation, at("2026-12-02T00:30:00Z")), Some(retire.clone()));
+        let mut retired = serde_json::to_value(&rotated).unwrap();
+        json_patch::merge(&mut retired, &key_retired(&rotated));
+        let retired: Secret = serde_json::from_value(retired).unwrap();
+        assert_eq!(key_turn(&retired, rotation, at("2026-12-02T00:30:00Z")), Some(KeyTurn::Later(hour * 24 * 29)));
+        assert_eq!(retired.annotations().get(KEY_ANNOTATION).map(String::as_str), Some("bucket-user"), "kept");
+
+        // Times edited by hand that do not parse count as due.
+        let mut edited = rotated.clone();
+        edited.annotations_mut().insert(RETIRE_AFTER_ANNOTATION.into(), "tomorrow".into());
+        assert_eq!(key_turn(&edited, rotation, at("2026-12-01T01:00:00Z")), Some(retire));
+        edited.annotations_mut().remove(RETIRING_KEY_ANNOTATION);
+        edited.annotations_mut().insert(KEY_ISSUED_ANNOTATION.into(), "yesterday".into());
+        assert_eq!(
+            key_turn(&edited, rotation, at("2026-12-01T01:00:00Z")),
+            Some(KeyTurn::Rotate { keeping: "AK2".into() })
+        );
+        assert_eq!(key_turn(&credentials_secret(&b, &connection(), None), rotation, now), None, "no key in it");
+    }
+
+    #[test]
     fn only_a_key_of_its_own_on_a_content_not_made_for_it_is_recorded_there() {
         let b = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
         let uid = b.uid().unwrap();
@@ -1148,15 +1298,19 @@ mod tests {
         assert!(again.contains("the namespace is listed again, but this Bucket does not bind again"), "{again}");
     }
 
-    #[test]
-    fn secrets_hold_obc_keys_and_belong_to_the_bucket() {
-        let b = bucket(json!({"protocol": "s3", "secretName": "photos-creds"}));
-        let connection = Connection {
+    fn connection() -> Connection {
+        Connection {
             endpoint: "http://rgw.rook-ceph.svc:8080".into(),
             region: "us-east-1".into(),
             bucket_name: "photos-0123".into(),
             signature_version: "s3v4".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn secrets_hold_obc_keys_and_belong_to_the_bucket() {
+        let b = bucket(json!({"protocol": "s3", "secretName": "photos-creds"}));
+        let connection = connection();
         let keys = Credentials { access_key_id: "AK".into(), secret_access_key: "SK".into() };
         let grant = Grant { credentials: keys, scoped: true };
         let secret = credentials_secret(&b, &connection, Some(&grant));

@@ -12,9 +12,10 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::looks;
-use super::plan::{self, Key, KeyWork};
+use super::plan::{self, Key, KeyTurn, KeyWork};
 use super::{Context, Error, write_status};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, ReleasePolicy};
+use crate::driver::options::KeyRotation;
 use crate::driver::{Connection, Deletion, Driver, DriverError, Grant, Metered};
 use crate::naming::{check_dns1123_label, check_dns1123_subdomain};
 
@@ -48,13 +49,20 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         return missing(&bucket, &bound.content, &buckets, &ctx).await;
     }
     let content = bound.content.name_any();
+    let mut next_turn = None;
+    // The next look: at the recheck interval, or sooner where the key's next turn is.
+    let next_look = |bucket: &Bucket, turn: Option<Duration>| {
+        let recheck = plan::recheck_after(bucket, ctx.recheck_interval);
+        Action::requeue(turn.map_or(recheck, |turn| turn.min(recheck)))
+    };
     let (bucket, key) = match credentials(&bucket, &bound, &ctx).await? {
         Issued::Taken(retry) => return Ok(Action::requeue(retry)),
         Issued::Written(key) => (bucket, key),
-        Issued::Found(recorded) => {
+        Issued::Found(recorded, turn) => {
+            next_turn = turn;
             let key = recorded.unwrap_or_else(|| Key::assumed(&bucket, &bound.content));
             if plan::bound_status(&bucket, &content, key).is_none() {
-                return Ok(Action::requeue(plan::recheck_after(&bucket, ctx.recheck_interval)));
+                return Ok(next_look(&bucket, next_turn));
             }
             // The Secret was written, but the Bucket in the watch cache is not Bound: most
             // often the Secret's own watch event woke this reconcile before the Bucket's
@@ -66,7 +74,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         }
     };
     let Some(status) = plan::bound_status(&bucket, &content, key) else {
-        return Ok(Action::requeue(plan::recheck_after(&bucket, ctx.recheck_interval)));
+        return Ok(next_look(&bucket, next_turn));
     };
     let was_bound = bucket.phase() == Some(BucketPhase::Bound);
     let was_missing = plan::reports_missing(&bucket);
@@ -85,7 +93,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         let note = format!("bound to BucketContent {content}{after}");
         ctx.event(&*bucket, EventType::Normal, "Bound", "Provision", note).await;
     }
-    Ok(Action::requeue(plan::recheck_after(&bucket, ctx.recheck_interval)))
+    Ok(next_look(&bucket, next_turn))
 }
 
 /// Greenfield: the BucketContent first (with the backend name in it), then the bucket.
@@ -206,9 +214,9 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
     // Checked again here, not only at admission: the grant may have changed since.
     let listed = content.spec.bindable_namespaces.iter().any(|b| b.name == namespace && b.uid == uid);
     if plan::access_revoked(bucket) {
-        // The Secret keeps the revoked key, and bucketgate may not rewrite Secrets: a
-        // Bucket whose access was revoked is not bound again, even once listed again. Nor
-        // is the store asked again.
+        // The Secret keeps the revoked key (bucketgate writes into a Secret only a rotated
+        // key): a Bucket whose access was revoked is not bound again, even once listed
+        // again. Nor is the store asked again.
         return Err(Error::AccessRevoked(plan::revoked_message(bucket, &content, &namespace, listed)));
     }
     if !listed {
@@ -334,8 +342,9 @@ struct Bound {
 enum Issued {
     /// Written now, holding this key.
     Written(Key),
-    /// There already, owned by the Bucket; the key it says it holds, if it says.
-    Found(Option<Key>),
+    /// There already, owned by the Bucket; the key it says it holds, if it says; and when
+    /// that key's next turn is due, where its class rotates keys ([`turn_key`]).
+    Found(Option<Key>, Option<Duration>),
     /// The name is taken by a Secret the Bucket does not own (reported, never overwritten):
     /// looked at again after this long.
     Taken(Duration),
@@ -349,8 +358,10 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Is
     if let Some(existing) = secrets.get_opt(&name).await? {
         if plan::owned_by(&existing, bucket) {
             let recorded = Key::recorded(&existing);
-            note_key_holder(bucket, content, recorded.unwrap_or_else(|| Key::assumed(bucket, content)), ctx).await?;
-            return Ok(Issued::Found(recorded));
+            let key = recorded.unwrap_or_else(|| Key::assumed(bucket, content));
+            note_key_holder(bucket, content, key, ctx).await?;
+            let turn = if key == Key::BucketUser { turn_key(bucket, bound, &existing, ctx).await? } else { None };
+            return Ok(Issued::Found(recorded, turn));
         }
         let taken = plan::secret_taken(&existing, bucket);
         pending(bucket, taken.reason, taken.message.clone(), ctx).await?;
@@ -374,6 +385,46 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Is
     secrets.create(&PostParams::default(), &plan::credentials_secret(bucket, connection, grant.as_ref())).await?;
     ctx.event(bucket, EventType::Normal, "CredentialsIssued", "Credentials", format!("wrote Secret {name}")).await;
     Ok(Issued::Written(Key::of(grant.as_ref())))
+}
+
+/// Rotates the key in `bucket`'s Secret, or retires the key a rotation replaced, where the
+/// content's class rotates keys and a turn is due ([`plan::key_turn`]); returns when the
+/// next turn is due. The Secret is patched as it was read: one changed meanwhile is read
+/// again at the retry, and a key made for a patch that failed goes at the next rotation.
+async fn turn_key(bucket: &Bucket, bound: &Bound, secret: &Secret, ctx: &Context) -> Result<Option<Duration>, Error> {
+    let content = &bound.content;
+    // Judged at admission: a content whose parameters do not parse rotates nothing.
+    let Ok(Some(rotation)) = KeyRotation::from_parameters(&content.spec.parameters) else { return Ok(None) };
+    let now = jiff::Timestamp::now();
+    let turn = match plan::key_turn(secret, rotation, now) {
+        None => return Ok(None),
+        Some(KeyTurn::Later(wait)) => return Ok(Some(wait)),
+        Some(turn) => turn,
+    };
+    let driver = match &bound.driver {
+        Some(driver) => driver.clone(),
+        None => ctx.key_driver(content, &owner_of(bucket), KeyWork::Grant).await?,
+    };
+    let (holder, name) = (bucket.uid().unwrap_or_default(), secret.name_any());
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
+    match turn {
+        KeyTurn::Rotate { keeping } => {
+            let new = driver.rotate(&holder, &keeping).await.map_err(Error::Driver)?;
+            let patch = plan::key_rotated(secret, &new, &keeping, rotation, now);
+            secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            let note = plan::rotated_message(&name, rotation, now);
+            ctx.event(bucket, EventType::Normal, "KeyRotated", "Credentials", note).await;
+            Ok(Some(rotation.grace))
+        }
+        KeyTurn::Retire { keeping, .. } => {
+            driver.retire(&holder, &keeping).await.map_err(Error::Driver)?;
+            secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&plan::key_retired(secret))).await?;
+            let note = format!("the key Secret {name} held before its last rotation no longer works");
+            ctx.event(bucket, EventType::Normal, "KeyRetired", "Credentials", note).await;
+            Ok(None)
+        }
+        KeyTurn::Later(wait) => Ok(Some(wait)),
+    }
 }
 
 /// Records `bucket` among `content`'s key holders where it holds a key made for it alone on

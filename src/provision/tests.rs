@@ -578,6 +578,63 @@ async fn a_deleted_secret_is_written_again_with_a_new_key() {
     assert_eq!(*driver.calls.lock().unwrap(), [format!("grant {backend} {UID} ReadWrite")]);
 }
 
+/// A class that rotates keys: a Bound Bucket's key older than its age gets a new one beside
+/// it, written into its Secret as it was read and said in an Event; the old key goes once
+/// its grace is over (none here: at the next look, which comes at once). A key still young
+/// is looked at again when due, if that is before the next timed look.
+#[tokio::test]
+async fn a_key_past_its_age_is_rotated_then_the_old_one_retired() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let (shown, mut content, mut secret) = bound_greenfield();
+    content["spec"]["parameters"]["keyMaxAgeDays"] = json!("1");
+    content["spec"]["parameters"]["keyRotationGraceHours"] = json!("0");
+    let two_days_ago = jiff::Timestamp::now().checked_sub(Duration::from_secs(2 * 86_400)).unwrap();
+    secret["metadata"]["creationTimestamp"] = json!(two_days_ago.to_string());
+    secret["metadata"]["resourceVersion"] = json!("41");
+    let bound: Bucket = serde_json::from_value(shown).unwrap();
+    let (content_path, secret_path) =
+        (format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), "/api/v1/namespaces/team-a/secrets/photos");
+
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(bound.clone()), ctx.clone()));
+    api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+    api.expect("GET", secret_path, Reply::Json(secret.clone())).await;
+    expect_provisioner_secret(&mut api).await;
+    let patch = api.expect("PATCH", secret_path, Reply::MergeInto(secret.clone())).await;
+    assert_eq!(patch["metadata"]["resourceVersion"], "41");
+    assert_eq!(patch["metadata"]["annotations"]["cosi.io/retiring-key"], "AK");
+    assert_eq!(patch["data"]["AWS_ACCESS_KEY_ID"], "QUsy", "AK2");
+    let (reason, note) = expect_event(&mut api).await;
+    assert_eq!(reason, "KeyRotated");
+    assert!(note.contains("rotating keys every 1 days"), "{note}");
+    assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(Duration::ZERO), "no grace: retired at once");
+    assert_eq!(*driver.calls.lock().unwrap(), [format!("rotate {UID} keeping AK")]);
+
+    json_patch::merge(&mut secret, &patch);
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(bound.clone()), ctx.clone()));
+    api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+    api.expect("GET", secret_path, Reply::Json(secret.clone())).await;
+    expect_provisioner_secret(&mut api).await;
+    let retired = api.expect("PATCH", secret_path, Reply::MergeInto(secret.clone())).await;
+    assert_eq!(retired["metadata"]["annotations"], json!({"cosi.io/retiring-key": null, "cosi.io/retire-after": null}));
+    assert_eq!(expect_event(&mut api).await.0, "KeyRetired");
+    assert_eq!(finish(reconciling).await.unwrap(), next_look());
+    assert_eq!(driver.calls.lock().unwrap()[1], format!("retire {UID} keeping AK2"));
+
+    // Young: nothing asked of the store; looked at again when due, within the hour.
+    json_patch::merge(&mut secret, &retired);
+    let almost = jiff::Timestamp::now().checked_sub(Duration::from_secs(86_400 - 600)).unwrap();
+    secret["metadata"]["annotations"]["cosi.io/key-issued"] = json!(almost.to_string());
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(bound), ctx));
+    api.expect("GET", &content_path, Reply::Json(content)).await;
+    api.expect("GET", secret_path, Reply::Json(secret)).await;
+    // Action keeps its delay to itself; its Debug output says it.
+    let action = format!("{:?}", finish(reconciling).await.unwrap());
+    let after: f64 = action.split("Some(").nth(1).and_then(|s| s.split('s').next()).unwrap().parse().unwrap();
+    assert!((590.0..=600.0).contains(&after), "{action}");
+    assert_eq!(driver.calls.lock().unwrap().len(), 2);
+}
+
 /// A context whose loop asks the store about a bound Bucket's bucket at every look after
 /// the first, as it does at the timed ones (about hourly).
 fn context_asking_the_store(driver: Arc<FakeDriver>) -> (Arc<Context>, ApiServer) {
