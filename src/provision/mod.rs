@@ -100,7 +100,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn is_permanent(&self) -> bool {
+    pub(super) fn is_permanent(&self) -> bool {
         matches!(self, Error::Permanent(_) | Error::AccessRevoked(_) | Error::Driver(DriverError::Permanent(_)))
     }
 }

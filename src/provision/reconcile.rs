@@ -360,7 +360,7 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Is
             let recorded = Key::recorded(&existing);
             let key = recorded.unwrap_or_else(|| Key::assumed(bucket, content));
             note_key_holder(bucket, content, key, ctx).await?;
-            let turn = if key == Key::BucketUser { turn_key(bucket, bound, &existing, ctx).await? } else { None };
+            let turn = if key == Key::BucketUser { key_turned(bucket, bound, &existing, ctx).await } else { None };
             return Ok(Issued::Found(recorded, turn));
         }
         let taken = plan::secret_taken(&existing, bucket);
@@ -386,6 +386,26 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Is
     ctx.event(bucket, EventType::Normal, "CredentialsIssued", "Credentials", format!("wrote Secret {name}")).await;
     Ok(Issued::Written(Key::of(grant.as_ref())))
 }
+
+/// [`turn_key`], whose failure leaves the Bucket as it is: the key its Secret holds works
+/// (a Bucket turned not Ready would hold back rollouts for nothing). Said in a Warning,
+/// and tried again within minutes, or at the next look where retrying cannot help.
+async fn key_turned(bucket: &Bucket, bound: &Bound, secret: &Secret, ctx: &Context) -> Option<Duration> {
+    match turn_key(bucket, bound, secret, ctx).await {
+        Ok(next) => next,
+        Err(error) => {
+            let note = format!(
+                "the key in Secret {} was not rotated, or the key it replaced not retired: {error}",
+                secret.name_any()
+            );
+            ctx.event(bucket, EventType::Warning, "KeyRotationFailed", "Credentials", note).await;
+            (!error.is_permanent()).then_some(KEY_TURN_RETRY)
+        }
+    }
+}
+
+/// When a rotation that failed for a reason that may pass is tried again.
+const KEY_TURN_RETRY: Duration = Duration::from_secs(300);
 
 /// Rotates the key in `bucket`'s Secret, or retires the key a rotation replaced, where the
 /// content's class rotates keys and a turn is due ([`plan::key_turn`]); returns when the

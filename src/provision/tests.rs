@@ -31,6 +31,7 @@ struct FakeDriver {
     restored: Vec<&'static str>,
     /// What the store says to tags.
     tag_error: Option<DriverError>,
+    rotate_error: Option<DriverError>,
 }
 
 #[async_trait]
@@ -74,6 +75,9 @@ impl Driver for FakeDriver {
     }
     async fn rotate(&self, holder: &str, keeping: &str) -> Result<Credentials, DriverError> {
         self.calls.lock().unwrap().push(format!("rotate {holder} keeping {keeping}"));
+        if let Some(error) = &self.rotate_error {
+            return Err(error.clone());
+        }
         Ok(Credentials { access_key_id: "AK2".into(), secret_access_key: "SK2".into() })
     }
     async fn retire(&self, holder: &str, keeping: &str) -> Result<(), DriverError> {
@@ -633,6 +637,28 @@ async fn a_key_past_its_age_is_rotated_then_the_old_one_retired() {
     let after: f64 = action.split("Some(").nth(1).and_then(|s| s.split('s').next()).unwrap().parse().unwrap();
     assert!((590.0..=600.0).contains(&after), "{action}");
     assert_eq!(driver.calls.lock().unwrap().len(), 2);
+}
+
+/// A rotation the store fails leaves the Bucket Bound and Ready (the key in use works): a
+/// Warning says why, and it is tried again within minutes.
+#[tokio::test]
+async fn a_rotation_that_fails_leaves_the_bucket_as_it_was() {
+    let unreachable = Some(DriverError::Transient("the store does not answer".into()));
+    let driver = Arc::new(FakeDriver { rotate_error: unreachable, ..Default::default() });
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let (shown, mut content, mut secret) = bound_greenfield();
+    content["spec"]["parameters"]["keyMaxAgeDays"] = json!("30");
+    secret["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(serde_json::from_value(shown).unwrap()), ctx));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    api.expect("GET", "/api/v1/namespaces/team-a/secrets/photos", Reply::Json(secret)).await;
+    expect_provisioner_secret(&mut api).await;
+    let (reason, note) = expect_event(&mut api).await;
+    assert_eq!(reason, "KeyRotationFailed");
+    assert!(note.ends_with("not retired: backend: the store does not answer"), "{note}");
+    // No status written: the next request would be it, and there is none.
+    assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(Duration::from_secs(300)));
+    assert_eq!(driver.calls.lock().unwrap().len(), 1);
 }
 
 /// A context whose loop asks the store about a bound Bucket's bucket at every look after
