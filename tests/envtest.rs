@@ -412,6 +412,18 @@ fn class(provisioner: &str) -> BucketClass {
     .unwrap()
 }
 
+/// The default class of SeaweedFS with `parameters`, and the Bucket `name` of it in team-a,
+/// once Bound: its bucket at the store, and the key its Secret holds.
+async fn bound_of_class(client: &Client, parameters: &[(&str, &str)], name: &str) -> (String, Credentials) {
+    let mut asking = class("seaweedfs");
+    asking.spec.parameters.extend(parameters.iter().map(|(key, value)| (key.to_string(), value.to_string())));
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &asking).await.unwrap();
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    create_once_class_seen(&buckets, &new_bucket(name, &format!("{name}-"))).await;
+    wait_phase(&buckets, name, BucketPhase::Bound, Duration::from_secs(30)).await;
+    secret_key(client, "team-a", name).await
+}
+
 fn new_bucket(name: &str, prefix: &str) -> Bucket {
     serde_json::from_value(
         json!({"apiVersion": "cosi.io/v1alpha1", "kind": "Bucket", "metadata": {"name": name, "namespace": "team-a"},
@@ -1158,14 +1170,8 @@ async fn a_key_past_its_age_is_rotated_and_the_old_one_stops_after_the_grace() {
     let Some(config) = seaweedfs_config(true) else { return };
     let (plane, _server, _certs, _) = setup_with(&config, &["--recheck-interval", "2s"]).await.unwrap();
     let client = plane.client.clone();
-    let mut rotating = class("seaweedfs");
-    rotating.spec.parameters.insert("keyMaxAgeDays".into(), "1".into());
-    rotating.spec.parameters.insert("keyRotationGraceHours".into(), "1".into());
-    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &rotating).await.unwrap();
-    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
-    create_once_class_seen(&buckets, &new_bucket("rotated", "rotated-")).await;
-    wait_phase(&buckets, "rotated", BucketPhase::Bound, Duration::from_secs(30)).await;
-    let (bucket, first) = secret_key(&client, "team-a", "rotated").await;
+    let rotating = [("keyMaxAgeDays", "1"), ("keyRotationGraceHours", "1")];
+    let (bucket, first) = bound_of_class(&client, &rotating, "rotated").await;
     until_key_reads(&first, &bucket, true, "the first key never worked").await;
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "team-a");
@@ -1357,13 +1363,8 @@ async fn a_bucket_is_tagged_and_changed_or_deleted_at_its_store_is_set_again_or_
     let Some(config) = seaweedfs_config(false) else { return };
     let (plane, _server, _certs, https) = setup_with(&config, &["--recheck-interval", "2s"]).await.unwrap();
     let client = plane.client.clone();
-    let mut versioned = class("seaweedfs");
-    versioned.spec.parameters.insert("versioning".into(), "Enabled".into());
-    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &versioned).await.unwrap();
+    let (backend, _) = bound_of_class(&client, &[("versioning", "Enabled")], "kept").await;
     let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
-    create_once_class_seen(&buckets, &new_bucket("kept", "kept-")).await;
-    wait_phase(&buckets, "kept", BucketPhase::Bound, Duration::from_secs(30)).await;
-    let (backend, _) = secret_key(&client, "team-a", "kept").await;
     // The leader counts its Buckets where they stand, at each scrape.
     let counted_ready = r#"bucketgate_buckets{provisioner="seaweedfs",state="ready",reason="Bound"}"#;
     let counted_stalled = r#"bucketgate_buckets{provisioner="seaweedfs",state="stalled",reason="BucketMissing"}"#;
