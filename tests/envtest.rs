@@ -1189,7 +1189,7 @@ async fn a_key_past_its_age_is_rotated_and_the_old_one_stops_after_the_grace() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let note = said(&client, "rotated", "KeyRotated").await.first().and_then(|e| e.note.clone()).unwrap_or_default();
-    assert!(note.contains("its class rotating keys every 1 days"), "{note}");
+    assert!(note.contains("its class rotating keys every day;"), "{note}");
     until_key_reads(&second, &bucket, true, "the new key does not read the bucket").await;
     objects(&first, &bucket).await.expect("the old key works through the grace");
     let annotations = secrets.get("rotated").await.unwrap().metadata.annotations.unwrap_or_default();

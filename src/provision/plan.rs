@@ -513,11 +513,14 @@ pub fn key_retired(secret: &Secret) -> serde_json::Value {
 
 /// What a rotation at `now` tells the Bucket's owner.
 pub fn rotated_message(secret: &str, rotation: KeyRotation, now: jiff::Timestamp) -> String {
-    let days = rotation.max_age.as_secs() / 86_400;
+    let every = match rotation.max_age.as_secs() / 86_400 {
+        1 => "day".to_string(),
+        days => format!("{days} days"),
+    };
     let until = now.checked_add(rotation.grace).unwrap_or(now);
     let until = jiff::Timestamp::from_second(until.as_second()).unwrap_or(until);
     format!(
-        "Secret {secret} holds a new key, its class rotating keys every {days} days; the key it replaces works until \
+        "Secret {secret} holds a new key, its class rotating keys every {every}; the key it replaces works until \
          {until}: pods that read the key into their environment take the new one when they restart (a mounted Secret \
          is updated in place)"
     )

@@ -610,7 +610,7 @@ async fn a_key_past_its_age_is_rotated_then_the_old_one_retired() {
     assert_eq!(patch["data"]["AWS_ACCESS_KEY_ID"], "QUsy", "AK2");
     let (reason, note) = expect_event(&mut api).await;
     assert_eq!(reason, "KeyRotated");
-    assert!(note.contains("rotating keys every 1 days"), "{note}");
+    assert!(note.contains("rotating keys every day;"), "{note}");
     assert_eq!(finish(reconciling).await.unwrap(), Action::requeue(Duration::ZERO), "no grace: retired at once");
     assert_eq!(*driver.calls.lock().unwrap(), [format!("rotate {UID} keeping AK")]);
 
