@@ -293,12 +293,11 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
     futures::future::join3(buckets, contents, orphans).await;
 }
 
-/// At the start, and then every recheck interval, the greenfield contents still Bound to a
-/// Bucket that went without being released ([`plan::orphaned`], [`reconcile::release_orphan`]),
-/// and the keys recorded on any content for such a Bucket ([`plan::keys_left`],
-/// [`reconcile::revoke_left_key`]): no watch shows such a going (a Bucket without a
-/// finalizer is gone at once, and one gone while no replica led is never seen to go), and
-/// its key would go on working.
+/// At the start, and then every recheck interval, the Buckets that went without being
+/// released while holding a key on a content ([`plan::gone_unreleased`],
+/// [`reconcile::release_gone`]): no watch shows such a going (a Bucket without a finalizer
+/// is gone at once, and one gone while no replica led is never seen to go), and its key
+/// would go on working.
 async fn sweep_orphans(ctx: Arc<Context>, catalog: Catalog, buckets: reflector::Store<Bucket>) {
     // Both lists first: swept on half of either, a content would be missed until the next
     // sweep, an interval later.
@@ -331,36 +330,20 @@ async fn sweep(
     buckets: &HashSet<String>,
 ) -> BTreeMap<String, i64> {
     let mut unrevoked = BTreeMap::<String, i64>::new();
-    let mut failed =
-        |content: &BucketContent| *unrevoked.entry(content.spec.provisioner().to_string()).or_default() += 1;
-    for content in plan::orphaned(contents.state().iter(), buckets) {
-        match reconcile::release_orphan(&content, ctx).await {
-            Ok(true) => {
-                tracing::warn!(content = %content.name_any(), "released a BucketContent whose Bucket went unreleased")
-            }
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(
-                    content = %content.name_any(), %error,
-                    "cannot release a BucketContent whose Bucket went unreleased; trying again at the next sweep"
-                );
-                failed(&content);
-            }
-        }
-    }
-    for (content, holder) in plan::keys_left(contents.state().iter(), buckets) {
+    for (content, holder, held) in plan::gone_unreleased(contents.state().iter(), buckets) {
         let bucket = format!("{}/{}", holder.namespace, holder.name);
-        match reconcile::revoke_left_key(&content, &holder, ctx).await {
-            Ok(true) => {
-                tracing::warn!(content = %content.name_any(), %bucket, "revoked the key of a Bucket that went unreleased")
-            }
+        match reconcile::release_gone(&content, &holder, held, ctx).await {
+            Ok(true) => tracing::warn!(
+                content = %content.name_any(), %bucket, released = held == plan::Held::Owner,
+                "revoked the key of a Bucket that went unreleased"
+            ),
             Ok(false) => {}
             Err(error) => {
                 tracing::warn!(
                     content = %content.name_any(), %bucket, %error,
                     "cannot revoke the key of a Bucket that went unreleased; trying again at the next sweep"
                 );
-                failed(&content);
+                *unrevoked.entry(content.spec.provisioner().to_string()).or_default() += 1;
             }
         }
     }

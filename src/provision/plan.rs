@@ -147,31 +147,9 @@ pub fn force_release_marked() -> serde_json::Value {
     serde_json::json!({"metadata": {"annotations": {FORCE_RELEASE_ANNOTATION: "true"}}})
 }
 
-/// The Bucket a greenfield `content` was made for and is Bound to, as its labels name it
-/// (namespace, name, uid): `None` for contents made by hand (no such labels), shared
-/// ones, and those being deleted or no longer Bound. For [`orphaned`].
-pub fn bound_owner(content: &BucketContent) -> Option<(String, String, String)> {
-    if content.metadata.deletion_timestamp.is_some() || content.phase() != Some(BucketContentPhase::Bound) {
-        return None;
-    }
-    let label = |key: &str| content.labels().get(key).filter(|v| !v.is_empty()).cloned();
-    Some((label(BUCKET_NAMESPACE_LABEL)?, label(BUCKET_NAME_LABEL)?, label(BUCKET_UID_LABEL)?))
-}
-
-/// Of `contents`, the greenfield ones still Bound to a Bucket that is not among `buckets`
-/// (uids): the Bucket went without being released, its finalizer taken off by someone
-/// allowed to, or while no webhook ran. Its key still works at the store. A watch cache may
-/// be behind: the loop asks the API server before it acts on one.
-pub fn orphaned<'a>(
-    contents: impl IntoIterator<Item = &'a Arc<BucketContent>>,
-    buckets: &HashSet<String>,
-) -> Vec<Arc<BucketContent>> {
-    let gone = |content: &&Arc<BucketContent>| bound_owner(content).is_some_and(|(.., uid)| !buckets.contains(&uid));
-    contents.into_iter().filter(gone).cloned().collect()
-}
-
-/// A Bucket that holds a key made for it alone on a content not made for it, as the
-/// content's status records it ([`crate::api::BucketContentStatus::key_holders`]).
+/// A Bucket that holds a key made for it alone on a content: the one a greenfield content
+/// was made for (its labels name it), or another, recorded in the content's status
+/// ([`crate::api::BucketContentStatus::key_holders`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyHolder {
     pub uid: String,
@@ -180,19 +158,72 @@ pub struct KeyHolder {
 }
 
 impl KeyHolder {
-    /// The record `uid: namespace/name`; `None` for one that names no Bucket (status can be
-    /// edited by hand, and a name no Bucket can have is nothing to ask the API server for).
-    fn parse(uid: &str, holder: &str) -> Option<KeyHolder> {
-        let (namespace, name) = holder.split_once('/')?;
+    /// `None` for names no Bucket can have: labels and status can be edited by hand, and
+    /// such a name is nothing to ask the API server for.
+    fn new(uid: &str, namespace: &str, name: &str) -> Option<KeyHolder> {
         check_dns1123_label(namespace).ok()?;
         check_dns1123_subdomain(name).ok()?;
         Some(KeyHolder { uid: uid.to_string(), namespace: namespace.to_string(), name: name.to_string() })
     }
 
-    /// Every holder `content` records.
+    /// Every holder `content` records in its status (`uid: namespace/name`).
     pub fn all(content: &BucketContent) -> Vec<KeyHolder> {
-        content.key_holders().filter_map(|(uid, holder)| KeyHolder::parse(uid, holder)).collect()
+        let parse = |(uid, holder): (&str, &str)| {
+            let (namespace, name) = holder.split_once('/')?;
+            KeyHolder::new(uid, namespace, name)
+        };
+        content.key_holders().filter_map(parse).collect()
     }
+}
+
+/// The Bucket a greenfield `content` was made for and is Bound to, as its labels name it:
+/// `None` for contents made by hand (no such labels), and those being deleted or no longer
+/// Bound.
+pub fn bound_owner(content: &BucketContent) -> Option<KeyHolder> {
+    if content.metadata.deletion_timestamp.is_some() || content.phase() != Some(BucketContentPhase::Bound) {
+        return None;
+    }
+    let label = |key: &str| content.labels().get(key).filter(|v| !v.is_empty());
+    KeyHolder::new(label(BUCKET_UID_LABEL)?, label(BUCKET_NAMESPACE_LABEL)?, label(BUCKET_NAME_LABEL)?)
+}
+
+/// How a content says a Bucket holds a key on it ([`KeyHolder`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The Bucket a greenfield content was made for and is Bound to ([`bound_owner`]).
+    Owner,
+    /// Another, recorded in its status ([`KeyHolder::all`]); not on a content an admin asked
+    /// to be released without its store.
+    Recorded,
+}
+
+/// Whether `content` (as the API server has it now) still says `holder` holds a key on it.
+pub fn still_held(content: &BucketContent, holder: &KeyHolder, held: Held) -> bool {
+    match held {
+        Held::Owner => bound_owner(content).as_ref() == Some(holder),
+        Held::Recorded => !crate::api::force_release_asked(content) && KeyHolder::all(content).contains(holder),
+    }
+}
+
+/// Of `contents`, the Buckets holding a key on one that are not among `buckets` (uids): they
+/// went without being released, their finalizer taken off by someone allowed to, or while
+/// no webhook ran, and their keys still work at the store. A watch cache may be behind: the
+/// loop asks the API server before it acts on one.
+pub fn gone_unreleased<'a>(
+    contents: impl IntoIterator<Item = &'a Arc<BucketContent>>,
+    buckets: &HashSet<String>,
+) -> Vec<(Arc<BucketContent>, KeyHolder, Held)> {
+    let mut gone = Vec::new();
+    for content in contents {
+        let owner = bound_owner(content).map(|holder| (holder, Held::Owner));
+        let recorded = KeyHolder::all(content).into_iter().map(|holder| (holder, Held::Recorded));
+        for (holder, held) in owner.into_iter().chain(recorded) {
+            if !buckets.contains(&holder.uid) && still_held(content, &holder, held) {
+                gone.push((content.clone(), holder, held));
+            }
+        }
+    }
+    gone
 }
 
 /// The status patch that records `bucket` among `content`'s key holders, where it holds a
@@ -215,22 +246,6 @@ pub fn key_holder_removed(content: &BucketContent, uid: &str) -> Option<serde_js
         .key_holders()
         .any(|(held, _)| held == uid)
         .then(|| serde_json::json!({"status": {"keyHolders": {uid: null}}}))
-}
-
-/// Of `contents`, the key holders whose Bucket is not among `buckets` (uids): it went
-/// without being released, and its key still works at the store. Contents asked to be
-/// released without their store are passed over. As for [`orphaned`], a watch cache may be
-/// behind: the loop asks the API server before it acts on one.
-pub fn keys_left<'a>(
-    contents: impl IntoIterator<Item = &'a Arc<BucketContent>>,
-    buckets: &HashSet<String>,
-) -> Vec<(Arc<BucketContent>, KeyHolder)> {
-    let asking = |content: &&Arc<BucketContent>| !crate::api::force_release_asked(&***content);
-    let left = |content: &Arc<BucketContent>| {
-        let holders = KeyHolder::all(content).into_iter().filter(|holder| !buckets.contains(&holder.uid));
-        holders.map(|holder| (content.clone(), holder)).collect::<Vec<_>>()
-    };
-    contents.into_iter().filter(asking).flat_map(left).collect()
 }
 
 /// What the Event on a content says of a key revoked for `holder`, gone unreleased.
@@ -1159,7 +1174,8 @@ mod tests {
             content
         };
         let uid = b.uid().unwrap();
-        assert_eq!(bound_owner(&bound(made.clone())), Some(("team-a".into(), b.name_any(), uid.clone())));
+        let owner = KeyHolder { uid: uid.clone(), namespace: "team-a".into(), name: b.name_any() };
+        assert_eq!(bound_owner(&bound(made.clone())), Some(owner.clone()));
         assert_eq!(bound_owner(&made), None, "not Bound yet: the loop is still at it");
         let mut deleting = bound(made.clone());
         deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
@@ -1170,10 +1186,11 @@ mod tests {
 
         let contents = [bound(made.clone()), made, deleting, by_hand].map(Arc::new);
         let here = HashSet::from([uid]);
-        assert!(orphaned(&contents, &here).is_empty(), "its Bucket is there");
-        let gone = orphaned(&contents, &HashSet::new());
+        assert!(gone_unreleased(&contents, &here).is_empty(), "its Bucket is there");
+        let gone = gone_unreleased(&contents, &HashSet::new());
         assert_eq!(gone.len(), 1);
-        assert!(Arc::ptr_eq(&gone[0], &contents[0]));
+        assert!(Arc::ptr_eq(&gone[0].0, &contents[0]));
+        assert_eq!((&gone[0].1, gone[0].2), (&owner, Held::Owner));
         let message = orphan_message("team-a", "photos");
         assert!(message.starts_with("Bucket team-a/photos went without being released"), "{message}");
         assert!(message.contains("Delete this BucketContent to have them released"), "{message}");

@@ -17,7 +17,7 @@ use super::{Context, Error, write_status};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, ReleasePolicy};
 use crate::driver::options::KeyRotation;
 use crate::driver::{Connection, Deletion, Driver, DriverError, Grant, Metered};
-use crate::naming::{check_dns1123_label, check_dns1123_subdomain};
+use crate::naming::check_dns1123_subdomain;
 
 pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
     if bucket.meta().deletion_timestamp.is_some() {
@@ -449,7 +449,7 @@ async fn turn_key(bucket: &Bucket, bound: &Bound, secret: &Secret, ctx: &Context
 
 /// Records `bucket` among `content`'s key holders where it holds a key made for it alone on
 /// a content not made for it ([`plan::key_holder_unrecorded`]), so that its key is found
-/// if the Bucket goes without being released ([`revoke_left_key`]).
+/// if the Bucket goes without being released ([`release_gone`]).
 async fn note_key_holder(bucket: &Bucket, content: &BucketContent, key: Key, ctx: &Context) -> Result<(), Error> {
     if let Some(record) = plan::key_holder_unrecorded(bucket, content, key) {
         let contents: Api<BucketContent> = Api::all(ctx.client.clone());
@@ -586,45 +586,20 @@ pub async fn content(content: Arc<BucketContent>, ctx: Arc<Context>) -> Result<A
     Ok(Action::await_change())
 }
 
-/// A greenfield content whose Bucket went without being released ([`plan::orphaned`], from
-/// watch caches): asked again of the API server, whose answer is current, and where the
-/// Bucket is indeed gone and the content still Bound, the key made for the Bucket is
-/// revoked and the content marked Released, its bucket and data kept whatever its release
-/// policy (deleting data on the word of a sweep is not bucketgate's to do; deleting the
-/// content is the admin's way). `Ok(true)` when it was released here.
-pub async fn release_orphan(content: &BucketContent, ctx: &Context) -> Result<bool, Error> {
-    let Some((namespace, name, uid)) = plan::bound_owner(content) else { return Ok(false) };
-    // Labels can be edited by hand; a name no Bucket can have names no Bucket to ask for.
-    if check_dns1123_label(&namespace).is_err() || check_dns1123_subdomain(&name).is_err() {
-        return Ok(false);
-    }
-    if content.spec.provisioner().is_empty() || !ctx.drives(content.spec.provisioner()) {
-        return Ok(false);
-    }
-    let bucket = Api::<Bucket>::namespaced(ctx.client.clone(), &namespace).get_opt(&name).await?;
-    if bucket.is_some_and(|bucket| bucket.uid().as_deref() == Some(uid.as_str())) {
-        return Ok(false);
-    }
-    let contents: Api<BucketContent> = Api::all(ctx.client.clone());
-    let Some(current) = contents.get_opt(&content.name_any()).await? else { return Ok(false) };
-    if plan::bound_owner(&current).is_none_or(|(.., now)| now != uid) {
-        return Ok(false);
-    }
-    let owner = (namespace.clone(), name.clone());
-    let driver = ctx.key_driver(&current, &owner, KeyWork::Release).await?;
-    driver.revoke(&uid).await.map_err(Error::Driver)?;
-    let message = plan::orphan_message(&namespace, &name);
-    mark_released(&contents, &current, message.clone()).await?;
-    ctx.event(&current, EventType::Warning, "BucketGone", "Release", message).await;
-    Ok(true)
-}
-
-/// A key recorded on `content` for `holder` ([`plan::keys_left`], from watch caches), asked
-/// again of the API server, whose answer is current: where the Bucket is indeed gone (or
-/// made again, another uid) and the content still records the key, it is revoked and its
-/// record taken off, said in a Warning on the content. The content stays as it is: it was
-/// not made for that Bucket. `Ok(true)` when it was revoked here.
-pub async fn revoke_left_key(content: &BucketContent, holder: &plan::KeyHolder, ctx: &Context) -> Result<bool, Error> {
+/// A Bucket that held a key on `content` and went without being released
+/// ([`plan::gone_unreleased`], from watch caches), asked again of the API server, whose
+/// answer is current: where the Bucket is indeed gone (or made again, another uid) and the
+/// content still says it held a key, the key is revoked. A greenfield content made for it
+/// is then marked Released, its bucket and data kept whatever its release policy (deleting
+/// data on the word of a sweep is not bucketgate's to do; deleting the content is the
+/// admin's way); another content has the record taken off and stays as it is. Either is
+/// said in a Warning on the content. `Ok(true)` when the key was revoked here.
+pub async fn release_gone(
+    content: &BucketContent,
+    holder: &plan::KeyHolder,
+    held: plan::Held,
+    ctx: &Context,
+) -> Result<bool, Error> {
     if content.spec.provisioner().is_empty() || !ctx.drives(content.spec.provisioner()) {
         return Ok(false);
     }
@@ -634,14 +609,24 @@ pub async fn revoke_left_key(content: &BucketContent, holder: &plan::KeyHolder, 
     }
     let contents: Api<BucketContent> = Api::all(ctx.client.clone());
     let Some(current) = contents.get_opt(&content.name_any()).await? else { return Ok(false) };
-    if crate::api::force_release_asked(&current) || !plan::KeyHolder::all(&current).contains(holder) {
+    if !plan::still_held(&current, holder, held) {
         return Ok(false);
     }
     let owner = (holder.namespace.clone(), holder.name.clone());
     let driver = ctx.key_driver(&current, &owner, KeyWork::Release).await?;
     driver.revoke(&holder.uid).await.map_err(Error::Driver)?;
-    forget_key_holder(&current, &holder.uid, ctx).await?;
-    ctx.event(&current, EventType::Warning, "KeyRevoked", "Release", plan::key_left_message(holder)).await;
+    let (reason, message) = match held {
+        plan::Held::Owner => {
+            let message = plan::orphan_message(&holder.namespace, &holder.name);
+            mark_released(&contents, &current, message.clone()).await?;
+            ("BucketGone", message)
+        }
+        plan::Held::Recorded => {
+            forget_key_holder(&current, &holder.uid, ctx).await?;
+            ("KeyRevoked", plan::key_left_message(holder))
+        }
+    };
+    ctx.event(&current, EventType::Warning, reason, "Release", message).await;
     Ok(true)
 }
 

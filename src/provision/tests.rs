@@ -1304,14 +1304,17 @@ async fn a_key_left_by_a_bucket_gone_unreleased_is_revoked_only_on_the_api_serve
     content["status"]["keyHolders"] = json!({"gone-uid": "team-a/old", "bad": "not a bucket"});
     let cached: Arc<BucketContent> = Arc::new(serde_json::from_value(content.clone()).unwrap());
     let here = HashSet::from([UID.to_string()]);
-    let left = plan::keys_left([&cached], &here);
+    let left = plan::gone_unreleased([&cached], &here);
     let holder = plan::KeyHolder { uid: "gone-uid".into(), namespace: "team-a".into(), name: "old".into() };
-    assert_eq!(left.iter().map(|(_, holder)| holder).collect::<Vec<_>>(), [&holder], "the bad record is passed over");
+    let found: Vec<_> = left.iter().map(|(_, holder, held)| (holder, *held)).collect();
+    assert_eq!(found, [(&holder, plan::Held::Recorded)], "the bad record is passed over");
     let bucket_path = "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/old";
     let content_path = "/apis/cosi.io/v1alpha1/bucketcontents/legacy";
     let revoke = |ctx: Arc<Context>| {
         let (cached, holder) = (cached.clone(), holder.clone());
-        tokio::spawn(async move { reconcile::revoke_left_key(&cached, &holder, &ctx).await.unwrap() })
+        tokio::spawn(
+            async move { reconcile::release_gone(&cached, &holder, plan::Held::Recorded, &ctx).await.unwrap() },
+        )
     };
     let mut old =
         serde_json::to_value(bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}))).unwrap();
@@ -1502,9 +1505,10 @@ async fn a_content_whose_bucket_went_unreleased_is_released_only_on_the_api_serv
     let cached: BucketContent = serde_json::from_value(content.clone()).unwrap();
     let bucket_path = "/apis/cosi.io/v1alpha1/namespaces/team-a/buckets/photos";
     let content_path = format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}");
+    let holder = plan::bound_owner(&cached).unwrap();
     let release = |ctx: Arc<Context>| {
-        let cached = cached.clone();
-        tokio::spawn(async move { reconcile::release_orphan(&cached, &ctx).await.unwrap() })
+        let (cached, holder) = (cached.clone(), holder.clone());
+        tokio::spawn(async move { reconcile::release_gone(&cached, &holder, plan::Held::Owner, &ctx).await.unwrap() })
     };
     let mut released_meanwhile = content.clone();
     released_meanwhile["status"]["phase"] = json!("Released");
