@@ -203,9 +203,12 @@ impl KeyRotation {
         let problems: Vec<String> = [&days, &hours].into_iter().filter_map(|r| r.as_ref().err().cloned()).collect();
         let (Ok(days), Ok(hours)) = (days, hours) else { return Err(problems) };
         if hours >= days * 24 {
+            // keyMaxAgeDays: "1" alone meets the default grace: say where the 24 comes from.
+            let given = if parameters.contains_key(KEY_ROTATION_GRACE_HOURS) { "" } else { " (its default)" };
             return Err(vec![format!(
-                "parameters {KEY_ROTATION_GRACE_HOURS} is {hours}, {KEY_MAX_AGE_DAYS} {days}: the key replaced must stop \
-                 working before the next is due, or two keys work all the time; make the grace shorter than the age"
+                "parameters {KEY_ROTATION_GRACE_HOURS} is {hours}{given}, {KEY_MAX_AGE_DAYS} {days}: the key replaced \
+                 must stop working before the next is due, or two keys work all the time; make the grace shorter than \
+                 the age"
             )]);
         }
         let span = |hours: u32| Duration::from_secs(u64::from(hours) * 3600);
@@ -232,7 +235,8 @@ mod tests {
             (&[(KEY_MAX_AGE_DAYS, "30d")], "write a whole number of days"),
             (&[(KEY_MAX_AGE_DAYS, "30"), (KEY_ROTATION_GRACE_HOURS, "721")], "hours from 0 to 720"),
             (&[(KEY_ROTATION_GRACE_HOURS, "2")], "without keyMaxAgeDays rotates no key"),
-            (&[(KEY_MAX_AGE_DAYS, "1")], "make the grace shorter than the age"),
+            (&[(KEY_MAX_AGE_DAYS, "1")], "keyRotationGraceHours is 24 (its default), keyMaxAgeDays 1"),
+            (&[(KEY_MAX_AGE_DAYS, "1"), (KEY_ROTATION_GRACE_HOURS, "30")], "make the grace shorter than the age"),
         ] {
             let problems = rotation(pairs).unwrap_err();
             assert!(problems.iter().any(|p| p.contains(says)), "{pairs:?}: {problems:?}");

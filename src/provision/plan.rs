@@ -463,8 +463,8 @@ pub enum KeyTurn {
     Later(Duration),
     /// The key is older than the class allows: a new one is made beside it.
     Rotate { keeping: String },
-    /// The grace of the key a rotation replaced is over: it goes.
-    Retire { keeping: String, retiring: String },
+    /// The grace of the key a rotation replaced is over: every key but `keeping` goes.
+    Retire { keeping: String },
 }
 
 /// [`KeyTurn`] of the key `secret` holds, at `now`; `None` for a Secret that holds no key.
@@ -476,11 +476,11 @@ pub fn key_turn(secret: &Secret, rotation: KeyRotation, now: jiff::Timestamp) ->
         ahead if ahead.is_positive() => Some(ahead.unsigned_abs()),
         _ => None,
     };
-    if let Some(retiring) = annotation(RETIRING_KEY_ANNOTATION) {
+    if annotation(RETIRING_KEY_ANNOTATION).is_some() {
         let until = annotation(RETIRE_AFTER_ANNOTATION).and_then(|at| at.parse().ok()).and_then(after);
         return Some(match until {
             Some(wait) => KeyTurn::Later(wait),
-            None => KeyTurn::Retire { keeping, retiring: retiring.to_string() },
+            None => KeyTurn::Retire { keeping },
         });
     }
     let issued = match annotation(KEY_ISSUED_ANNOTATION) {
@@ -504,14 +504,12 @@ pub fn key_rotated(
     rotation: KeyRotation,
     now: jiff::Timestamp,
 ) -> serde_json::Value {
-    let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
-    let retire_after = now.checked_add(rotation.grace).unwrap_or(now);
     let encoded = |value: &str| serde_json::to_value(ByteString(value.as_bytes().to_vec())).unwrap_or_default();
     serde_json::json!({
         "metadata": {"resourceVersion": secret.metadata.resource_version, "annotations": {
-            KEY_ISSUED_ANNOTATION: now.to_string(),
+            KEY_ISSUED_ANNOTATION: whole_seconds(now).to_string(),
             RETIRING_KEY_ANNOTATION: retiring,
-            RETIRE_AFTER_ANNOTATION: retire_after.to_string(),
+            RETIRE_AFTER_ANNOTATION: retired_at(rotation, now).to_string(),
         }},
         "data": {
             "AWS_ACCESS_KEY_ID": encoded(&new.access_key_id),
@@ -532,13 +530,23 @@ pub fn rotated_message(secret: &str, rotation: KeyRotation, now: jiff::Timestamp
         1 => "day".to_string(),
         days => format!("{days} days"),
     };
-    let until = now.checked_add(rotation.grace).unwrap_or(now);
-    let until = jiff::Timestamp::from_second(until.as_second()).unwrap_or(until);
+    let until = retired_at(rotation, now);
     format!(
         "Secret {secret} holds a new key, its class rotating keys every {every}; the key it replaces works until \
          {until}: pods that read the key into their environment take the new one when they restart (a mounted Secret \
          is updated in place)"
     )
+}
+
+/// When the key a rotation at `now` replaces stops working.
+fn retired_at(rotation: KeyRotation, now: jiff::Timestamp) -> jiff::Timestamp {
+    let now = whole_seconds(now);
+    now.checked_add(rotation.grace).unwrap_or(now)
+}
+
+/// `at` to the second, as annotations say times.
+fn whole_seconds(at: jiff::Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(at.as_second()).unwrap_or(at)
 }
 
 fn secret_value(secret: &Secret, key: &str) -> Option<String> {
@@ -1231,7 +1239,7 @@ mod tests {
         assert!(message.contains("every 30 days; the key it replaces works until 2026-12-02T00:30:00Z"), "{message}");
 
         assert_eq!(key_turn(&rotated, rotation, at("2026-12-01T12:30:00Z")), Some(KeyTurn::Later(hour * 12)));
-        let retire = KeyTurn::Retire { keeping: "AK2".into(), retiring: "AK1".into() };
+        let retire = KeyTurn::Retire { keeping: "AK2".into() };
         assert_eq!(key_turn(&rotated, rotation, at("2026-12-02T00:30:00Z")), Some(retire.clone()));
         let mut retired = serde_json::to_value(&rotated).unwrap();
         json_patch::merge(&mut retired, &key_retired(&rotated));

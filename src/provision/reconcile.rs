@@ -338,6 +338,16 @@ struct Bound {
     driver: Option<Arc<dyn Driver>>,
 }
 
+impl Bound {
+    /// The driver to make `bucket`'s key with: the one made in this reconcile, if any.
+    async fn key_driver(&self, bucket: &Bucket, ctx: &Context) -> Result<Arc<dyn Driver>, Error> {
+        match &self.driver {
+            Some(driver) => Ok(driver.clone()),
+            None => ctx.key_driver(&self.content, &owner_of(bucket), KeyWork::Grant).await,
+        }
+    }
+}
+
 /// What [`credentials`] found or did about a Bucket's Secret.
 enum Issued {
     /// Written now, holding this key.
@@ -375,10 +385,7 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Is
         // A brownfield bucket that no driver manages: connection data only.
         None
     } else {
-        let driver = match &bound.driver {
-            Some(driver) => driver.clone(),
-            None => ctx.key_driver(content, &owner_of(bucket), KeyWork::Grant).await?,
-        };
+        let driver = bound.key_driver(bucket, ctx).await?;
         Some(driver.grant(&connection.bucket_name, &holder, mode).await.map_err(Error::Driver)?)
     };
     note_key_holder(bucket, content, Key::of(grant.as_ref()), ctx).await?;
@@ -416,19 +423,13 @@ async fn turn_key(bucket: &Bucket, bound: &Bound, secret: &Secret, ctx: &Context
     // Judged at admission: a content whose parameters do not parse rotates nothing.
     let Ok(Some(rotation)) = KeyRotation::from_parameters(&content.spec.parameters) else { return Ok(None) };
     let now = jiff::Timestamp::now();
-    let turn = match plan::key_turn(secret, rotation, now) {
-        None => return Ok(None),
-        Some(KeyTurn::Later(wait)) => return Ok(Some(wait)),
-        Some(turn) => turn,
-    };
-    let driver = match &bound.driver {
-        Some(driver) => driver.clone(),
-        None => ctx.key_driver(content, &owner_of(bucket), KeyWork::Grant).await?,
-    };
     let (holder, name) = (bucket.uid().unwrap_or_default(), secret.name_any());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
-    match turn {
-        KeyTurn::Rotate { keeping } => {
+    match plan::key_turn(secret, rotation, now) {
+        None => Ok(None),
+        Some(KeyTurn::Later(wait)) => Ok(Some(wait)),
+        Some(KeyTurn::Rotate { keeping }) => {
+            let driver = bound.key_driver(bucket, ctx).await?;
             let new = driver.rotate(&holder, &keeping).await.map_err(Error::Driver)?;
             let patch = plan::key_rotated(secret, &new, &keeping, rotation, now);
             secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
@@ -436,14 +437,13 @@ async fn turn_key(bucket: &Bucket, bound: &Bound, secret: &Secret, ctx: &Context
             ctx.event(bucket, EventType::Normal, "KeyRotated", "Credentials", note).await;
             Ok(Some(rotation.grace))
         }
-        KeyTurn::Retire { keeping, .. } => {
-            driver.retire(&holder, &keeping).await.map_err(Error::Driver)?;
+        Some(KeyTurn::Retire { keeping }) => {
+            bound.key_driver(bucket, ctx).await?.retire(&holder, &keeping).await.map_err(Error::Driver)?;
             secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&plan::key_retired(secret))).await?;
             let note = format!("the key Secret {name} held before its last rotation no longer works");
             ctx.event(bucket, EventType::Normal, "KeyRetired", "Credentials", note).await;
             Ok(None)
         }
-        KeyTurn::Later(wait) => Ok(Some(wait)),
     }
 }
 
