@@ -1207,6 +1207,52 @@ async fn a_key_past_its_age_is_rotated_and_the_old_one_stops_after_the_grace() {
     assert_eq!(said(&client, "rotated", "KeyRetired").await.len(), 1);
 }
 
+/// The seed report's setup: the store's key in a Secret that External Secrets writes (from
+/// 1Password), applied by Flux beside the class and the Buckets. A Bucket made before its
+/// provisioner Secret (the class's, named for the Bucket's namespace) is Pending, says
+/// which Secret it waits on, is read by kstatus as in progress rather than stalled, and is
+/// bound once the Secret comes: not Failed until a retry five minutes away.
+#[tokio::test]
+async fn a_bucket_made_before_its_provisioner_secret_waits_for_it_and_goes_on() {
+    let _ = require_assets!();
+    let Some(config) = seaweedfs_config(true) else { return };
+    let (plane, _server, _certs) = setup(&config).await.unwrap();
+    let client = plane.client.clone();
+    let mut keyed = class("seaweedfs");
+    keyed.spec.parameters.insert("cosi.io/provisioner-secret-name".into(), "${bucket.namespace}-store".into());
+    keyed.spec.parameters.insert("cosi.io/provisioner-secret-namespace".into(), NAMESPACE.into());
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &keyed).await.unwrap();
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    create_once_class_seen(&buckets, &new_bucket("early", "early-")).await;
+    let started = Instant::now();
+    let waiting = loop {
+        let bucket = buckets.get("early").await.unwrap();
+        if bucket.condition("Ready").is_some_and(|ready| ready.reason == "ProvisionerSecretMissing") {
+            break bucket;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not said to wait for its Secret: {:?}", bucket.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(waiting.phase(), Some(BucketPhase::Pending));
+    let message = &waiting.condition("Ready").unwrap().message;
+    assert!(message.contains("the provisioner Secret bucketgate-system/team-a-store does not exist"), "{message}");
+    assert_eq!(waiting.condition("Reconciling").map(|c| c.status.as_str()), Some("True"));
+    assert!(waiting.condition("Stalled").is_none(), "{:?}", waiting.status);
+    assert!(!said(&client, "early", "ProvisionerSecretMissing").await.is_empty());
+
+    let admin = admin_key();
+    let secret = json!({"metadata": {"name": "team-a-store", "namespace": NAMESPACE},
+        "stringData": {"AWS_ACCESS_KEY_ID": admin.access_key_id, "AWS_SECRET_ACCESS_KEY": admin.secret_access_key}});
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    secrets.create(&PostParams::default(), &serde_json::from_value(secret).unwrap()).await.unwrap();
+    let came = Instant::now();
+    // Well within the five minutes a failure that waits on someone is retried after.
+    wait_phase(&buckets, "early", BucketPhase::Bound, Duration::from_secs(60)).await;
+    eprintln!("provisioner Secret to Bound: {:?}", came.elapsed());
+    let (bucket, key) = secret_key(&client, "team-a", "early").await;
+    until_key_reads(&key, &bucket, true, "the Bucket's key does not read its bucket").await;
+}
+
 /// `releasePolicy: Retain` (the KEP: the bucket and its data outlive the Bucket): deleting
 /// the Bucket keeps the bucket and what it holds, marks its BucketContent Released, and the
 /// content is not bound again.

@@ -31,10 +31,12 @@ pub async fn resolve(
         (parameters.get(SECRET_NAME_PARAMETER), parameters.get(SECRET_NAMESPACE_PARAMETER))
     {
         let (name, namespace) = (template(name, owner), template(namespace, owner));
-        let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
-            .get_opt(&name)
-            .await?
-            .ok_or_else(|| Error::Permanent(format!("the provisioner Secret {namespace}/{name} does not exist")))?;
+        let secret = Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&name).await?.ok_or_else(|| {
+            Error::ProvisionerSecretMissing(format!(
+                "the provisioner Secret {namespace}/{name} does not exist; looked for again, at growing \
+                     intervals up to 5 minutes, until it does"
+            ))
+        })?;
         let data = secret.data.unwrap_or_default();
         let read = |keys: &[&str]| keys.iter().find_map(|k| data.get(*k)).map(|v| v.0.as_slice());
         return key_pair(read(&ACCESS_KEYS), read(&SECRET_KEYS)).ok_or_else(|| {

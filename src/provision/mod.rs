@@ -93,6 +93,14 @@ pub enum Error {
     /// Retrying cannot help until something changes (a missing class, no driver).
     #[error("{0}")]
     Permanent(String),
+    /// The provisioner Secret a class names is not there, most often not yet: GitOps applies
+    /// it beside the class and the Buckets, or External Secrets writes it after its own
+    /// sync. Retried as a failure that may pass (1 s, 2 s, 4 s ..., as CSI's
+    /// external-provisioner retries a missing Secret of a StorageClass), the Bucket Pending
+    /// with reason [`plan::PROVISIONER_SECRET_MISSING`]: bound seconds after the Secret
+    /// comes, rather than Failed until a retry five minutes later.
+    #[error("{0}")]
+    ProvisionerSecretMissing(String),
     /// A Bucket's access to a shared BucketContent was withdrawn: it stays Failed, with
     /// [`plan::ACCESS_REVOKED`] as its reason, until it is deleted.
     #[error("{0}")]
@@ -198,6 +206,10 @@ async fn release_failed<K: Resource<DynamicType = ()>>(object: &K, error: &Error
 async fn record_failure(bucket: &Bucket, error: &Error, ctx: &Context) {
     let (status, reason) = match error {
         Error::AccessRevoked(message) => (plan::revoked(bucket, message.clone()), plan::ACCESS_REVOKED),
+        Error::ProvisionerSecretMissing(message) => {
+            let reason = plan::PROVISIONER_SECRET_MISSING;
+            (plan::not_ready(bucket, BucketPhase::Pending, reason, message.clone()), reason)
+        }
         _ if error.is_permanent() => {
             (plan::not_ready(bucket, BucketPhase::Failed, "Failed", error.to_string()), "Failed")
         }

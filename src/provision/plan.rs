@@ -702,6 +702,11 @@ pub fn standing(bucket: &Bucket) -> (&'static str, String) {
 /// bucketgate never overwrites it, and `spec.secretName` cannot change.
 pub const SECRET_CONFLICT: &str = "SecretConflict";
 
+/// The reason a Bucket stays Pending while the provisioner Secret its class names is not
+/// there: kstatus's Reconciling, not Stalled, since that Secret most often comes by itself
+/// moments later (see [`super::Error::ProvisionerSecretMissing`]).
+pub const PROVISIONER_SECRET_MISSING: &str = "ProvisionerSecretMissing";
+
 /// The reason a Bucket waits while the Secret of its name is an earlier Bucket's
 /// ([`left_by_earlier`]): the garbage collector deletes it in a moment, and the loop then
 /// writes the Bucket's own. Nobody need do anything, so not a [`STALLED`] one.

@@ -987,6 +987,57 @@ async fn backend_failures_mark_the_content_retrying() {
     finish(reconciling).await.unwrap_err();
 }
 
+#[tokio::test]
+async fn a_provisioner_secret_not_there_yet_is_waited_for_and_the_bucket_goes_on_once_it_comes() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let target = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!({}));
+    let content = serde_json::to_value(content_for(&target)).unwrap();
+    let shown = serde_json::to_value(&target).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target.clone()), ctx.clone()));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content.clone())).await;
+    let secret = "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin";
+    api.expect("GET", secret, Reply::NotFound).await;
+    let status = expect_bucket_status(&mut api, shown.clone()).await;
+    assert_eq!(status["status"]["phase"], "Pending", "not Failed: nothing is wrong but the wait");
+    // kstatus (Flux's health checks) reads it as in progress, not as stalled.
+    assert_eq!(condition_types(&status), ["Ready", "Reconciling"], "{status}");
+    let message = "the provisioner Secret bucketgate-system/team-a-admin does not exist; looked for again, at \
+                   growing intervals up to 5 minutes, until it does";
+    for condition in status["status"]["conditions"].as_array().unwrap() {
+        assert_eq!(
+            (&condition["reason"], &condition["message"]),
+            (&json!("ProvisionerSecretMissing"), &json!(message))
+        );
+    }
+    assert_eq!(expect_event(&mut api).await, ("ProvisionerSecretMissing".into(), message.into()));
+    let error = finish(reconciling).await.unwrap_err();
+    assert!(matches!(error, Error::ProvisionerSecretMissing(_)) && !error.is_permanent(), "{error:?}");
+    assert_eq!(ctx.metrics.reconcile_count("Bucket", "retry"), 1);
+    // Looked for again in a second, then two, four ...: not the five minutes of a failure
+    // that waits on someone.
+    let waited = Arc::new(target.clone());
+    assert_eq!(
+        super::bucket_error_policy(waited.clone(), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(1))
+    );
+    assert_eq!(super::bucket_error_policy(waited, &error, ctx.clone()), Action::requeue(Duration::from_secs(2)));
+    assert!(driver.calls.lock().unwrap().is_empty(), "the store is not asked without the key");
+
+    // The Secret comes: the next look makes the bucket.
+    let mut waiting = shown;
+    json_patch::merge(&mut waiting, &status);
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(serde_json::from_value(waiting).unwrap()), ctx.clone()));
+    api.expect("GET", &format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), Reply::Json(content)).await;
+    expect_provisioner_secret(&mut api).await;
+    // What follows the bucket's creation is the greenfield scenario above; the API server
+    // goes away here.
+    drop(api);
+    finish(reconciling).await.unwrap_err();
+    let made = format!("create {}", plan::backend_name(&content_for(&target)));
+    assert_eq!(driver.calls.lock().unwrap().first(), Some(&made));
+}
+
 /// A greenfield content made from a class with `parameters` (the test class's, and these).
 fn content_asking(target: &Bucket, parameters: Value) -> Value {
     let mut asking = class();
