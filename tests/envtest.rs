@@ -28,10 +28,10 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
-use bucketgate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, ReleasePolicy};
-use bucketgate::config::{EnvCredentials, S3Settings};
-use bucketgate::driver::Credentials;
+use bucketgate::api::{AccessMode, Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, ReleasePolicy};
+use bucketgate::config::{EnvCredentials, IamSettings, S3Settings};
 use bucketgate::driver::s3::S3Driver;
+use bucketgate::driver::{Credentials, Driver};
 use bucketgate::provision::LEASE;
 
 fn assets() -> Option<PathBuf> {
@@ -1218,10 +1218,7 @@ async fn a_bucket_made_before_its_provisioner_secret_waits_for_it_and_goes_on() 
     let Some(config) = seaweedfs_config(true) else { return };
     let (plane, _server, _certs) = setup(&config).await.unwrap();
     let client = plane.client.clone();
-    let mut keyed = class("seaweedfs");
-    keyed.spec.parameters.insert("cosi.io/provisioner-secret-name".into(), "${bucket.namespace}-store".into());
-    keyed.spec.parameters.insert("cosi.io/provisioner-secret-namespace".into(), NAMESPACE.into());
-    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &keyed).await.unwrap();
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &class_keyed_by_secret()).await.unwrap();
     let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
     create_once_class_seen(&buckets, &new_bucket("early", "early-")).await;
     let started = Instant::now();
@@ -1240,17 +1237,67 @@ async fn a_bucket_made_before_its_provisioner_secret_waits_for_it_and_goes_on() 
     assert!(waiting.condition("Stalled").is_none(), "{:?}", waiting.status);
     assert!(!said(&client, "early", "ProvisionerSecretMissing").await.is_empty());
 
-    let admin = admin_key();
-    let secret = json!({"metadata": {"name": "team-a-store", "namespace": NAMESPACE},
-        "stringData": {"AWS_ACCESS_KEY_ID": admin.access_key_id, "AWS_SECRET_ACCESS_KEY": admin.secret_access_key}});
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    secrets.create(&PostParams::default(), &serde_json::from_value(secret).unwrap()).await.unwrap();
+    secrets.create(&PostParams::default(), &provisioner_secret(&admin_key())).await.unwrap();
     let came = Instant::now();
     // Well within the five minutes a failure that waits on someone is retried after.
     wait_phase(&buckets, "early", BucketPhase::Bound, Duration::from_secs(60)).await;
     eprintln!("provisioner Secret to Bound: {:?}", came.elapsed());
     let (bucket, key) = secret_key(&client, "team-a", "early").await;
     until_key_reads(&key, &bucket, true, "the Bucket's key does not read its bucket").await;
+}
+
+/// The default class of SeaweedFS, its provisioner's key in a Secret of bucketgate's
+/// namespace named for the Bucket's namespace ([`provisioner_secret`] for team-a).
+fn class_keyed_by_secret() -> BucketClass {
+    let mut keyed = class("seaweedfs");
+    keyed.spec.parameters.insert("cosi.io/provisioner-secret-name".into(), "${bucket.namespace}-store".into());
+    keyed.spec.parameters.insert("cosi.io/provisioner-secret-namespace".into(), NAMESPACE.into());
+    keyed
+}
+
+/// The provisioner Secret of [`class_keyed_by_secret`] for team-a, holding `key`.
+fn provisioner_secret(key: &Credentials) -> Secret {
+    serde_json::from_value(json!({"metadata": {"name": "team-a-store", "namespace": NAMESPACE},
+        "stringData": {"AWS_ACCESS_KEY_ID": key.access_key_id, "AWS_SECRET_ACCESS_KEY": key.secret_access_key}}))
+    .unwrap()
+}
+
+/// A store without IAM: each Bucket's Secret holds the provisioner's key, here from the
+/// Secret its class names. The key changed there (made anew at the store and synced into
+/// that Secret, as External Secrets does from a vault) is written into the Bucket's Secret
+/// at the Bucket's next look, which its workloads read: nothing synced by hand.
+#[tokio::test]
+async fn a_secret_holding_the_provisioners_key_follows_it_when_it_changes() {
+    let _ = require_assets!();
+    let Some(config) = seaweedfs_config(false) else { return };
+    let (plane, _server, _certs, _) = setup_with(&config, &["--recheck-interval", "2s"]).await.unwrap();
+    let client = plane.client.clone();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    secrets.create(&PostParams::default(), &provisioner_secret(&admin_key())).await.unwrap();
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &class_keyed_by_secret()).await.unwrap();
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
+    create_once_class_seen(&buckets, &new_bucket("keyed", "keyed-")).await;
+    wait_phase(&buckets, "keyed", BucketPhase::Bound, Duration::from_secs(30)).await;
+    let (bucket, held) = secret_key(&client, "team-a", "keyed").await;
+    assert_eq!(held, admin_key(), "the provisioner's key");
+
+    // Another key that reaches the bucket, made through the store's IAM API.
+    let iam = S3Driver::new(&S3Settings { iam: Some(IamSettings::default()), ..store_settings() }, admin_key());
+    let new = iam.grant(&bucket, "new-provisioner-key", AccessMode::ReadWrite).await.unwrap().credentials;
+    until_key_reads(&new, &bucket, true, "the new key does not read the bucket").await;
+    let changed = Patch::Merge(json!({"stringData": {"AWS_ACCESS_KEY_ID": new.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": new.secret_access_key}}));
+    secrets.patch("team-a-store", &PatchParams::default(), &changed).await.unwrap();
+    let started = Instant::now();
+    while secret_key(&client, "team-a", "keyed").await.1 != new {
+        assert!(started.elapsed() < Duration::from_secs(30), "the Bucket's Secret kept the old key");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let note = said(&client, "keyed", "KeyUpdated").await.first().and_then(|e| e.note.clone()).unwrap_or_default();
+    assert!(note.starts_with("Secret keyed now holds the provisioner's current key"), "{note}");
+    assert_eq!(buckets.get("keyed").await.unwrap().phase(), Some(BucketPhase::Bound));
+    iam.revoke("new-provisioner-key").await.unwrap();
 }
 
 /// `releasePolicy: Retain` (the KEP: the bucket and its data outlive the Bucket): deleting
@@ -1710,14 +1757,18 @@ async fn the_other_replica_takes_over_when_the_leader_stops() {
 
 /// The suite's SeaweedFS, reached with `key`.
 fn store(key: &Credentials) -> S3Driver {
-    let settings = S3Settings {
+    S3Driver::new(&store_settings(), key.clone())
+}
+
+/// The test script's SeaweedFS, without IAM.
+fn store_settings() -> S3Settings {
+    S3Settings {
         endpoint: std::env::var("BUCKETGATE_S3_ENDPOINT").unwrap(),
         region: "us-east-1".into(),
         path_style: true,
         iam: None,
         credentials_from_env: EnvCredentials::default(),
-    };
-    S3Driver::new(&settings, key.clone())
+    }
 }
 
 /// The store's admin key, which the test script's SeaweedFS was started with.

@@ -504,17 +504,34 @@ pub fn key_rotated(
     rotation: KeyRotation,
     now: jiff::Timestamp,
 ) -> serde_json::Value {
-    let encoded = |value: &str| serde_json::to_value(ByteString(value.as_bytes().to_vec())).unwrap_or_default();
     serde_json::json!({
         "metadata": {"resourceVersion": secret.metadata.resource_version, "annotations": {
             KEY_ISSUED_ANNOTATION: whole_seconds(now).to_string(),
             RETIRING_KEY_ANNOTATION: retiring,
             RETIRE_AFTER_ANNOTATION: retired_at(rotation, now).to_string(),
         }},
-        "data": {
-            "AWS_ACCESS_KEY_ID": encoded(&new.access_key_id),
-            "AWS_SECRET_ACCESS_KEY": encoded(&new.secret_access_key),
-        },
+        "data": key_data(new),
+    })
+}
+
+/// A key as a Secret's `data` holds it.
+fn key_data(key: &crate::driver::Credentials) -> serde_json::Value {
+    let encoded = |value: &str| serde_json::to_value(ByteString(value.as_bytes().to_vec())).unwrap_or_default();
+    serde_json::json!({
+        "AWS_ACCESS_KEY_ID": encoded(&key.access_key_id),
+        "AWS_SECRET_ACCESS_KEY": encoded(&key.secret_access_key),
+    })
+}
+
+/// The patch that gives `secret`, which holds the provisioner's own key ([`Key::Provisioner`]),
+/// the key the provisioner has now, `current`; `None` where it holds that one. On the
+/// Secret as it was read: one changed since is not written over.
+pub fn provisioner_key_changed(secret: &Secret, current: &crate::driver::Credentials) -> Option<serde_json::Value> {
+    let held = |key: &str| secret.data.as_ref()?.get(key).map(|value| value.0.as_slice());
+    let same = held("AWS_ACCESS_KEY_ID") == Some(current.access_key_id.as_bytes())
+        && held("AWS_SECRET_ACCESS_KEY") == Some(current.secret_access_key.as_bytes());
+    (!same).then(|| {
+        serde_json::json!({"metadata": {"resourceVersion": secret.metadata.resource_version}, "data": key_data(current)})
     })
 }
 
@@ -1207,6 +1224,29 @@ mod tests {
         let message = orphan_message("team-a", "photos");
         assert!(message.starts_with("Bucket team-a/photos went without being released"), "{message}");
         assert!(message.contains("Delete this BucketContent to have them released"), "{message}");
+    }
+
+    #[test]
+    fn a_secret_holding_the_provisioners_key_is_given_its_key_once_changed() {
+        let b = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+        let key = |id: &str, secret: &str| crate::driver::Credentials {
+            access_key_id: id.into(),
+            secret_access_key: secret.into(),
+        };
+        let grant = Grant { credentials: key("AK1", "SK1"), scoped: false };
+        let mut secret = credentials_secret(&b, &connection(), Some(&grant));
+        secret.metadata.resource_version = Some("7".into());
+        assert_eq!(provisioner_key_changed(&secret, &key("AK1", "SK1")), None, "the same key: nothing to write");
+        let patch = provisioner_key_changed(&secret, &key("AK2", "SK2")).unwrap();
+        assert_eq!(
+            patch,
+            json!({"metadata": {"resourceVersion": "7"},
+            "data": {"AWS_ACCESS_KEY_ID": "QUsy", "AWS_SECRET_ACCESS_KEY": "U0sy"}})
+        );
+        // A new secret for the same key id (an access key's secret reset at the store).
+        assert!(provisioner_key_changed(&secret, &key("AK1", "SK2")).is_some());
+        secret.data = None;
+        assert!(provisioner_key_changed(&secret, &key("AK1", "SK1")).is_some(), "emptied by hand: written again");
     }
 
     #[test]

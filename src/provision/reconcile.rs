@@ -15,8 +15,9 @@ use super::looks;
 use super::plan::{self, Key, KeyTurn, KeyWork};
 use super::{Context, Error, write_status};
 use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketPhase, ReleasePolicy};
+use crate::config::S3Settings;
 use crate::driver::options::KeyRotation;
-use crate::driver::{Connection, Deletion, Driver, DriverError, Grant, Metered};
+use crate::driver::{Connection, Credentials, Deletion, Driver, DriverError, Grant, Metered};
 use crate::naming::check_dns1123_subdomain;
 
 pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -370,7 +371,14 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Is
             let recorded = Key::recorded(&existing);
             let key = recorded.unwrap_or_else(|| Key::assumed(bucket, content));
             note_key_holder(bucket, content, key, ctx).await?;
-            let turn = if key == Key::BucketUser { key_turned(bucket, bound, &existing, ctx).await } else { None };
+            let turn = match key {
+                Key::BucketUser => key_turned(bucket, bound, &existing, ctx).await,
+                Key::Provisioner => {
+                    follow_provisioner_key(bucket, content, &existing, ctx).await;
+                    None
+                }
+                Key::None => None,
+            };
             return Ok(Issued::Found(recorded, turn));
         }
         let taken = plan::secret_taken(&existing, bucket);
@@ -408,6 +416,39 @@ async fn key_turned(bucket: &Bucket, bound: &Bound, secret: &Secret, ctx: &Conte
             ctx.event(bucket, EventType::Warning, "KeyRotationFailed", "Credentials", note).await;
             (!error.is_permanent()).then_some(KEY_TURN_RETRY)
         }
+    }
+}
+
+/// Gives a Secret that holds the provisioner's own key (a store without IAM) the key the
+/// provisioner has now, where that changed at its source since the Secret was written: the
+/// provisioner Secret a class names, or bucketgate's environment at its restart. What the
+/// seed report's users synced by hand into every workload's Secret. Not where the content
+/// records its bucket at another store than the provisioner's now, which that key may not
+/// reach. A failure leaves the Secret as it is, logged: the key it holds may work still,
+/// and the next look tries again.
+async fn follow_provisioner_key(bucket: &Bucket, content: &BucketContent, secret: &Secret, ctx: &Context) {
+    let configured = ctx.endpoint_of(content.spec.provisioner());
+    if configured.and_then(|endpoint| plan::key_elsewhere(content, endpoint, KeyWork::Grant)).is_some() {
+        return;
+    }
+    let name = secret.name_any();
+    let followed = async {
+        let current = ctx.provisioner_key(content, &owner_of(bucket)).await?;
+        let Some(patch) = plan::provisioner_key_changed(secret, &current) else { return Ok(false) };
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &bucket.namespace().unwrap_or_default());
+        secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok::<_, Error>(true)
+    };
+    match followed.await {
+        Ok(false) => {}
+        Ok(true) => {
+            let note = format!("Secret {name} now holds the provisioner's current key, changed at its source since");
+            ctx.event(bucket, EventType::Normal, "KeyUpdated", "Credentials", note).await;
+        }
+        Err(error) => tracing::warn!(
+            bucket = %super::key(bucket), %error,
+            "cannot give the Bucket's Secret the provisioner's current key; it keeps the key it holds"
+        ),
     }
 }
 
@@ -753,6 +794,24 @@ impl Context {
         content: &BucketContent,
         owner: &(String, String),
     ) -> Result<Arc<dyn Driver>, Error> {
+        let (settings, credentials) = self.provisioner_settings(content, owner).await?;
+        let driver = (self.drivers)(&settings, credentials);
+        Ok(Arc::new(Metered::new(driver, content.spec.provisioner(), self.metrics.clone())))
+    }
+
+    /// The key of a BucketContent's provisioner, as [`Context::driver_for`] would make its
+    /// driver with.
+    async fn provisioner_key(&self, content: &BucketContent, owner: &(String, String)) -> Result<Credentials, Error> {
+        Ok(self.provisioner_settings(content, owner).await?.1)
+    }
+
+    /// A BucketContent's provisioner's settings, and its credentials (templated for the
+    /// Bucket `owner`).
+    async fn provisioner_settings(
+        &self,
+        content: &BucketContent,
+        owner: &(String, String),
+    ) -> Result<(S3Settings, Credentials), Error> {
         let provisioner = content.spec.provisioner();
         let settings = self
             .config
@@ -760,6 +819,6 @@ impl Context {
             .and_then(|p| p.s3.clone())
             .ok_or_else(|| Error::Permanent(format!("no driver is configured for provisioner {provisioner:?}")))?;
         let credentials = super::credentials::resolve(&self.client, &settings, &content.spec.parameters, owner).await?;
-        Ok(Arc::new(Metered::new((self.drivers)(&settings, credentials), provisioner, self.metrics.clone())))
+        Ok((settings, credentials))
     }
 }

@@ -689,6 +689,61 @@ fn bound_greenfield() -> (Value, Value, Value) {
     (shown, content, secret)
 }
 
+/// A store without IAM: the Bucket's Secret holds the provisioner's own key. Changed at its
+/// source (the provisioner Secret the class names), it is written into the Bucket's Secret
+/// at the Bucket's next look, as it was read, and said; a look that finds it the same
+/// writes nothing. A provisioner Secret gone since leaves the Secret as it is, and the
+/// Bucket Bound.
+#[tokio::test]
+async fn a_secret_holding_the_provisioners_key_follows_it_when_it_changes() {
+    let (mut shown, content, _) = bound_greenfield();
+    let pending = bucket(json!({"protocol": "s3", "bucketClassName": "ceph"}), json!(null));
+    let old = Credentials { access_key_id: "old".into(), secret_access_key: "old-secret".into() };
+    let grant = Grant { credentials: old, scoped: false };
+    let mut secret = serde_json::to_value(plan::credentials_secret(&pending, &connection("b"), Some(&grant))).unwrap();
+    secret["metadata"]["namespace"] = json!("team-a");
+    secret["metadata"]["resourceVersion"] = json!("41");
+    json_patch::merge(&mut shown, &plan::bound_status(&pending, CONTENT, plan::Key::Provisioner).unwrap());
+    let bound: Bucket = serde_json::from_value(shown).unwrap();
+    let (content_path, secret_path) =
+        (format!("/apis/cosi.io/v1alpha1/bucketcontents/{CONTENT}"), "/api/v1/namespaces/team-a/secrets/photos");
+
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(bound.clone()), ctx.clone()));
+    api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+    api.expect("GET", secret_path, Reply::Json(secret.clone())).await;
+    expect_provisioner_secret(&mut api).await;
+    let patch = api.expect("PATCH", secret_path, Reply::MergeInto(secret.clone())).await;
+    // The provisioner Secret's key, admin / secret.
+    assert_eq!(
+        patch,
+        json!({"metadata": {"resourceVersion": "41"},
+        "data": {"AWS_ACCESS_KEY_ID": "YWRtaW4=", "AWS_SECRET_ACCESS_KEY": "c2VjcmV0"}})
+    );
+    let (reason, note) = expect_event(&mut api).await;
+    assert_eq!(reason, "KeyUpdated");
+    assert!(note.starts_with("Secret photos now holds the provisioner's current key"), "{note}");
+    assert!(!note.contains("admin") && !note.contains("secret,"), "no key in the Event: {note}");
+    assert_eq!(finish(reconciling).await.unwrap(), next_look(), "no status written: still Bound");
+
+    json_patch::merge(&mut secret, &patch);
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(bound.clone()), ctx.clone()));
+    api.expect("GET", &content_path, Reply::Json(content.clone())).await;
+    api.expect("GET", secret_path, Reply::Json(secret.clone())).await;
+    expect_provisioner_secret(&mut api).await;
+    assert_eq!(finish(reconciling).await.unwrap(), next_look(), "the same key: nothing written, nothing said");
+
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let reconciling = tokio::spawn(reconcile::bucket(Arc::new(bound), ctx.clone()));
+    api.expect("GET", &content_path, Reply::Json(content)).await;
+    api.expect("GET", secret_path, Reply::Json(secret)).await;
+    api.expect("GET", "/api/v1/namespaces/bucketgate-system/secrets/team-a-admin", Reply::NotFound).await;
+    assert_eq!(finish(reconciling).await.unwrap(), next_look(), "the Bucket stays as it is");
+    assert!(driver.calls.lock().unwrap().is_empty(), "nothing asked of the store");
+}
+
 /// A bucket deleted at the store, outside Kubernetes: the Bucket's next timed look asks
 /// the store, and the Bucket says the bucket is missing and what to do, once, without making
 /// an empty one in its place. Put back, it is found at the next look (minutes later), and
