@@ -122,6 +122,13 @@ pub fn template(value: &str, (namespace, name): &(String, String)) -> String {
     value.replace(TEMPLATE_TOKENS[0], name).replace(TEMPLATE_TOKENS[1], namespace)
 }
 
+/// The provisioner Secret, (namespace, name), that class or content `parameters` name for
+/// the Bucket `owner` (namespace, name); `None` where they name none.
+pub fn provisioner_secret(parameters: &BTreeMap<String, String>, owner: &(String, String)) -> Option<(String, String)> {
+    let (name, namespace) = (parameters.get(SECRET_NAME_PARAMETER)?, parameters.get(SECRET_NAMESPACE_PARAMETER)?);
+    Some((template(namespace, owner), template(name, owner)))
+}
+
 /// What is wrong with the provisioner-Secret parameters of a class or content, each said
 /// with its fix. Any of these would fail every Bucket provisioned from them, later and out
 /// of the admin's sight: a name without a namespace, a token that is not replaced (CSI's

@@ -1238,7 +1238,8 @@ async fn a_bucket_made_before_its_provisioner_secret_waits_for_it_and_goes_on() 
     assert!(!said(&client, "early", "ProvisionerSecretMissing").await.is_empty());
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    secrets.create(&PostParams::default(), &provisioner_secret(&admin_key())).await.unwrap();
+    // Not labelled: found by looking again, at growing intervals.
+    secrets.create(&PostParams::default(), &provisioner_secret(&admin_key(), false)).await.unwrap();
     let came = Instant::now();
     // Well within the five minutes a failure that waits on someone is retried after.
     wait_phase(&buckets, "early", BucketPhase::Bound, Duration::from_secs(60)).await;
@@ -1256,25 +1257,28 @@ fn class_keyed_by_secret() -> BucketClass {
     keyed
 }
 
-/// The provisioner Secret of [`class_keyed_by_secret`] for team-a, holding `key`.
-fn provisioner_secret(key: &Credentials) -> Secret {
-    serde_json::from_value(json!({"metadata": {"name": "team-a-store", "namespace": NAMESPACE},
+/// The provisioner Secret of [`class_keyed_by_secret`] for team-a, holding `key`; `watched`,
+/// labelled for bucketgate to watch.
+fn provisioner_secret(key: &Credentials, watched: bool) -> Secret {
+    let labels = if watched { json!({"cosi.io/provisioner-secret": "true"}) } else { json!({}) };
+    serde_json::from_value(json!({"metadata": {"name": "team-a-store", "namespace": NAMESPACE, "labels": labels},
         "stringData": {"AWS_ACCESS_KEY_ID": key.access_key_id, "AWS_SECRET_ACCESS_KEY": key.secret_access_key}}))
     .unwrap()
 }
 
 /// A store without IAM: each Bucket's Secret holds the provisioner's key, here from the
 /// Secret its class names. The key changed there (made anew at the store and synced into
-/// that Secret, as External Secrets does from a vault) is written into the Bucket's Secret
-/// at the Bucket's next look, which its workloads read: nothing synced by hand.
+/// that Secret, as External Secrets does from a vault) is written into the Bucket's Secret,
+/// which its workloads read: nothing synced by hand. The provisioner Secret is labelled for
+/// bucketgate to watch, so at once, an hour before the Bucket's next timed look.
 #[tokio::test]
 async fn a_secret_holding_the_provisioners_key_follows_it_when_it_changes() {
     let _ = require_assets!();
     let Some(config) = seaweedfs_config(false) else { return };
-    let (plane, _server, _certs, _) = setup_with(&config, &["--recheck-interval", "2s"]).await.unwrap();
+    let (plane, _server, _certs) = setup(&config).await.unwrap();
     let client = plane.client.clone();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    secrets.create(&PostParams::default(), &provisioner_secret(&admin_key())).await.unwrap();
+    secrets.create(&PostParams::default(), &provisioner_secret(&admin_key(), true)).await.unwrap();
     Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &class_keyed_by_secret()).await.unwrap();
     let buckets: Api<Bucket> = Api::namespaced(client.clone(), "team-a");
     create_once_class_seen(&buckets, &new_bucket("keyed", "keyed-")).await;

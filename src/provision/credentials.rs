@@ -10,7 +10,7 @@ use kube::{Api, Client};
 use super::Error;
 use crate::config::S3Settings;
 use crate::driver::Credentials;
-use crate::naming::{SECRET_NAME_PARAMETER, SECRET_NAMESPACE_PARAMETER, check_secret_parameters, template};
+use crate::naming::{SECRET_NAME_PARAMETER, check_secret_parameters, provisioner_secret};
 
 /// Keys read from a provisioner Secret, in order of preference.
 const ACCESS_KEYS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "accessKeyID"];
@@ -27,10 +27,7 @@ pub async fn resolve(
     if let Some(problem) = check_secret_parameters(parameters).into_iter().next() {
         return Err(Error::Permanent(problem));
     }
-    if let (Some(name), Some(namespace)) =
-        (parameters.get(SECRET_NAME_PARAMETER), parameters.get(SECRET_NAMESPACE_PARAMETER))
-    {
-        let (name, namespace) = (template(name, owner), template(namespace, owner));
+    if let Some((namespace, name)) = provisioner_secret(parameters, owner) {
         let secret = Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&name).await?.ok_or_else(|| {
             Error::ProvisionerSecretMissing(format!(
                 "the provisioner Secret {namespace}/{name} does not exist; looked for again, at growing \

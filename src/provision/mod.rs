@@ -21,6 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
@@ -264,6 +265,13 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
     // appears or changes, rather than at its next retry.
     let waiting = waiting::Waiting::default();
     let (for_classes, for_contents) = (waiting.clone(), waiting.clone());
+    let (keyed_buckets, keyed_catalog) = (buckets_store.clone(), catalog.clone());
+    let provisioner_secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default().labels(plan::PROVISIONER_SECRET_LABEL),
+    )
+    .default_backoff()
+    .touched_objects();
     let buckets_watch = trimmed(Api::<Bucket>::all(client.clone()))
         .inspect_ok(move |event| waiting.apply(event))
         .reflect(buckets_writer)
@@ -277,6 +285,13 @@ pub async fn run_controllers(ctx: Arc<Context>, catalog: Catalog, max_concurrent
         })
         .watches_shared_stream(catalog.content_updates(), move |content: Arc<BucketContent>| {
             for_contents.on_content(&content.name_any())
+        })
+        // A provisioner Secret an admin labelled wakes the Buckets it keys as it comes or
+        // changes: one waiting for it binds at once, and Secrets holding its key take the
+        // new one now rather than at their next look. By metadata: no key is held here.
+        .watches_stream(provisioner_secrets, move |secret: PartialObjectMeta<Secret>| {
+            let secret = (secret.namespace().unwrap_or_default(), secret.name_any());
+            waiting::keyed_by(&secret, &keyed_buckets.state(), &keyed_catalog)
         })
         .run(
             move |bucket, ctx| {

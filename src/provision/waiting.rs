@@ -9,11 +9,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
 use super::plan;
 use crate::api::Bucket;
+use crate::catalog::Catalog;
+use crate::naming::{content_name_for, provisioner_secret};
 
 /// What a Bucket waits on or binds, as of its last watch event.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -80,6 +83,30 @@ impl Waiting {
         let index = self.0.lock().unwrap_or_else(|e| e.into_inner());
         index.by_content.get(content).map(|buckets| buckets.iter().cloned().collect()).unwrap_or_default()
     }
+}
+
+/// The Buckets among `buckets` whose provisioner Secret is `secret` (namespace, name), as
+/// their BucketContent's parameters name it for them, or their class's where the catalog
+/// has no content of theirs yet: a labelled provisioner Secret that comes or changes wakes
+/// them. A look at every Bucket, unlike the index above: such Secrets change seldom.
+pub fn keyed_by(secret: &(String, String), buckets: &[Arc<Bucket>], catalog: &Catalog) -> Vec<ObjectRef<Bucket>> {
+    let keyed = |bucket: &Bucket| {
+        let owner = (bucket.namespace().unwrap_or_default(), bucket.name_any());
+        let content = [bucket.status_content().map(str::to_string), bucket.spec.bucket_content_name.clone()]
+            .into_iter()
+            .chain([bucket.uid().map(|uid| content_name_for(&uid))])
+            .flatten()
+            .find_map(|name| catalog.content(&name));
+        let parameters = match content {
+            Some(content) => content.spec.parameters.clone(),
+            None => {
+                let class = bucket.spec.bucket_class_name.as_deref().and_then(|name| catalog.class(name));
+                class.map(|class| class.spec.parameters.clone()).unwrap_or_default()
+            }
+        };
+        provisioner_secret(&parameters, &owner).as_ref() == Some(secret)
+    };
+    buckets.iter().filter(|bucket| keyed(bucket)).map(|bucket| ObjectRef::from_obj(&**bucket)).collect()
 }
 
 impl Index {
@@ -154,6 +181,45 @@ mod tests {
         assert!(waiting.on_class("minio").is_empty());
         let index = waiting.0.lock().unwrap();
         assert_eq!((index.of.len(), index.by_class.len(), index.by_content.len()), (1, 0, 1), "nothing left behind");
+    }
+
+    #[test]
+    fn a_provisioner_secret_wakes_the_buckets_whose_content_or_class_names_it() {
+        use crate::api::{BucketClass, BucketContent};
+        let keyed = |name: &str| -> std::collections::BTreeMap<String, String> {
+            [("cosi.io/provisioner-secret-name", name), ("cosi.io/provisioner-secret-namespace", "bucketgate-system")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let mut class: BucketClass = serde_json::from_value(serde_json::json!(
+            {"metadata": {"name": "ceph"}, "provisioner": "rgw", "supportedProtocols": ["s3"]}))
+        .unwrap();
+        class.spec.parameters = keyed("${bucket.namespace}-store");
+        let content = |name: &str, secret: &str| {
+            let mut content: BucketContent =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": {}})).unwrap();
+            content.spec.parameters = keyed(secret);
+            content
+        };
+        // A greenfield content keeps the parameters its class had: they hold, not the class's.
+        let made = content(&content_name_for("uid-made"), "old-store");
+        let catalog = Catalog::from_objects([class], [content("legacy", "shared-store"), made], []);
+        let mut waiting = bucket("waiting", Some("ceph"), None, None);
+        waiting.metadata.uid = Some("uid-waiting".into());
+        let mut other = bucket("other", Some("ceph"), None, None);
+        other.metadata.namespace = Some("team-b".into());
+        let mut made = bucket("made", Some("ceph"), None, None);
+        made.metadata.uid = Some("uid-made".into());
+        let sharing = bucket("sharing", None, Some("legacy"), Some("Bound"));
+        let unknown = bucket("unknown", Some("minio"), None, None);
+        let buckets: Vec<Arc<Bucket>> = [waiting, other, made, sharing, unknown].into_iter().map(Arc::new).collect();
+        let woken = |name: &str| names(keyed_by(&("bucketgate-system".into(), name.into()), &buckets, &catalog));
+        assert_eq!(woken("team-a-store"), ["waiting"]);
+        assert_eq!(woken("team-b-store"), ["other"]);
+        assert_eq!(woken("shared-store"), ["sharing"]);
+        assert_eq!(woken("old-store"), ["made"]);
+        assert!(keyed_by(&("elsewhere".into(), "team-a-store".into()), &buckets, &catalog).is_empty());
     }
 
     #[test]
