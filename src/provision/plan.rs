@@ -24,11 +24,11 @@ use crate::naming::{
 /// Labels that tie a greenfield BucketContent to the Bucket it was made for.
 pub const BUCKET_NAMESPACE_LABEL: &str = "cosi.io/bucket-namespace";
 pub const BUCKET_NAME_LABEL: &str = "cosi.io/bucket-name";
+pub const BUCKET_UID_LABEL: &str = "cosi.io/bucket-uid";
 
 /// The label (any value) an admin puts on a provisioner Secret to have the loop watch it,
 /// by its metadata: the Buckets it keys are looked at as it comes or changes.
 pub const PROVISIONER_SECRET_LABEL: &str = "cosi.io/provisioner-secret";
-pub const BUCKET_UID_LABEL: &str = "cosi.io/bucket-uid";
 
 /// The backend bucket name: the Bucket's prefix and a suffix from its uid, so that the same
 /// Bucket always gets the same name and two Buckets never share one.

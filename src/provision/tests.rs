@@ -724,7 +724,7 @@ async fn a_secret_holding_the_provisioners_key_follows_it_when_it_changes() {
     let (reason, note) = expect_event(&mut api).await;
     assert_eq!(reason, "KeyUpdated");
     assert!(note.starts_with("Secret photos now holds the provisioner's current key"), "{note}");
-    assert!(!note.contains("admin") && !note.contains("secret,"), "no key in the Event: {note}");
+    assert!(!note.contains("admin") && !note.contains("secret"), "no key in the Event: {note}");
     assert_eq!(finish(reconciling).await.unwrap(), next_look(), "no status written: still Bound");
 
     json_patch::merge(&mut secret, &patch);
@@ -1042,6 +1042,10 @@ async fn backend_failures_mark_the_content_retrying() {
     finish(reconciling).await.unwrap_err();
 }
 
+/// The class's provisioner Secret is not there yet (GitOps or External Secrets writes it a
+/// moment after the Bucket): the Bucket is Pending, in progress for kstatus, says which
+/// Secret it waits for, and is looked at again within seconds, not in five minutes; the
+/// Secret there, the bucket is made.
 #[tokio::test]
 async fn a_provisioner_secret_not_there_yet_is_waited_for_and_the_bucket_goes_on_once_it_comes() {
     let driver = Arc::new(FakeDriver::default());
