@@ -414,6 +414,62 @@ fn provisioner_secret_parameters_are_judged_at_creation() {
     assert!(verdict.errors.iter().all(|e| !e.contains("not replaced")), "{verdict:?}");
 }
 
+/// The KEP's per-Bucket provisioner Secret (`${bucket.name}` in `${bucket.namespace}`) is
+/// the Secret a Bucket's credentials go into by default: a Bucket of such a class (or
+/// content) must name another in spec.secretName, or it would wait for ever on a Secret
+/// bucketgate never writes over. The class is warned about when it is made.
+#[test]
+fn a_buckets_credentials_are_not_written_into_its_provisioner_secret() {
+    let driving: Config =
+        serde_saphyr::from_str(&format!("provisioners: [{{name: {SERVED}, s3: {{endpoint: 'http://rgw.example'}}}}]"))
+            .unwrap();
+    let per_bucket = json!({"cosi.io/provisioner-secret-name": "${bucket.name}",
+        "cosi.io/provisioner-secret-namespace": "${bucket.namespace}"});
+    let mut class_value = serde_json::to_value(class("per-bucket", SERVED, false, &["s3"])).unwrap();
+    class_value["parameters"] = per_bucket.clone();
+    let made = validate::validate(
+        Kind::BucketClass,
+        &request("BucketClass", "CREATE", None, class_value.clone(), Value::Null),
+        &standard(),
+        &driving,
+    );
+    assert!(made.errors.is_empty(), "{made:?}");
+    assert!(made.warnings.iter().any(|w| w.contains("must set spec.secretName")), "{made:?}");
+
+    let mut shared = legacy();
+    shared.metadata.name = Some("shared".into());
+    shared.spec.provisioner = Some(SERVED.into());
+    shared.spec.parameters = serde_json::from_value(per_bucket).unwrap();
+    let catalog = Catalog::from_objects(
+        [crate::api::from_value(class_value).unwrap(), class("ceph", SERVED, true, &["s3"])],
+        [shared],
+        [namespace("team-a", TEAM_A_UID)],
+    );
+    let judge = |spec: Value| validate::validate(Kind::Bucket, &create_bucket("team-a", spec), &catalog, &driving);
+    let refused = judge(json!({"protocol": "s3", "bucketClassName": "per-bucket"}));
+    assert_eq!(refused.errors.len(), 1, "{refused:?}");
+    assert!(
+        refused.errors[0].starts_with(
+            "the Bucket's credentials would be written into Secret \"b\", the provisioner Secret that BucketClass \
+             \"per-bucket\" names for it (cosi.io/provisioner-secret-name)"
+        ) && refused.errors[0].ends_with("set spec.secretName to another name, such as \"b-credentials\""),
+        "{refused:?}"
+    );
+    let named = judge(json!({"protocol": "s3", "bucketClassName": "per-bucket", "secretName": "b"}));
+    assert_eq!(named.errors.len(), 1, "its own name, written out: {named:?}");
+    let elsewhere = judge(json!({"protocol": "s3", "bucketClassName": "per-bucket", "secretName": "b-credentials"}));
+    assert!(elsewhere.errors.is_empty(), "{elsewhere:?}");
+    let binding = judge(json!({"protocol": "s3", "bucketContentName": "shared"}));
+    assert!(binding.errors.iter().any(|e| e.contains("that BucketContent \"shared\" names")), "{binding:?}");
+    // A class that names one Secret for all its Buckets is none of theirs.
+    let fixed = judge(json!({"protocol": "s3", "bucketClassName": "ceph"}));
+    assert!(fixed.errors.is_empty(), "{fixed:?}");
+    // Another controller's Buckets (a provisioner served here for admission only) are its own.
+    let spec = json!({"protocol": "s3", "bucketClassName": "per-bucket"});
+    let theirs = validate::validate(Kind::Bucket, &create_bucket("team-a", spec), &catalog, &config());
+    assert!(theirs.errors.is_empty(), "{theirs:?}");
+}
+
 /// What a class asks of each bucket is judged when it is made, where this deployment drives
 /// its provisioner: every Bucket of a class asking what no store can do would fail later.
 #[test]

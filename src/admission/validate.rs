@@ -19,8 +19,8 @@ use crate::config::Config;
 use crate::driver::BucketOptions;
 use crate::driver::options::{BUCKET_PARAMETERS, KEY_MAX_AGE_DAYS, KEY_PARAMETERS, KeyRotation};
 use crate::naming::{
-    DRIVER_PARAMETERS, check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters,
-    closest,
+    DRIVER_PARAMETERS, SECRET_NAME_PARAMETER, check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain,
+    check_secret_parameters, closest, provisioner_secret,
 };
 
 pub fn validate(kind: Kind, req: &Request, catalog: &Catalog, config: &Config) -> Verdict {
@@ -90,6 +90,42 @@ impl Context<'_> {
         match &spec.bucket_content_name {
             Some(content) => self.bucket_binding(spec, protocol, content, verdict),
             None => self.bucket_greenfield(spec, protocol, verdict),
+        }
+        self.secret_not_provisioners(spec, verdict);
+    }
+
+    /// Refuses a Bucket whose credentials Secret would be the provisioner Secret its class
+    /// (or the content it binds) names for it: the KEP's per-Bucket provisioner Secret,
+    /// `${bucket.name}` in `${bucket.namespace}`, with no `spec.secretName`. This
+    /// deployment's loop never writes over a Secret it did not make, so the Bucket would wait
+    /// for ever; another controller's Buckets are its own business.
+    fn secret_not_provisioners(&self, spec: &BucketSpec, verdict: &mut Verdict) {
+        let content = spec.bucket_content_name.as_deref().and_then(|name| self.catalog.content(name));
+        let class = spec.bucket_class_name.as_deref().and_then(|name| self.catalog.class(name));
+        let (provisioner, parameters) = match (&content, &class) {
+            (Some(content), _) => (content.spec.provisioner(), &content.spec.parameters),
+            (None, Some(class)) if spec.bucket_content_name.is_none() => {
+                (class.spec.provisioner(), &class.spec.parameters)
+            }
+            _ => return,
+        };
+        if !self.config.has_driver(provisioner) {
+            return;
+        }
+        let owner = (self.req.namespace.clone().unwrap_or_default(), self.req.name.clone());
+        let Some(provisioners) = provisioner_secret(parameters, &owner) else { return };
+        let own = spec.secret_name.as_deref().unwrap_or(&owner.1);
+        if provisioners == (owner.0.clone(), own.to_string()) {
+            verdict.deny(format!(
+                "the Bucket's credentials would be written into Secret {own:?}, the provisioner Secret that {} \
+                 names for it ({SECRET_NAME_PARAMETER}), which bucketgate never writes over: set spec.secretName to \
+                 another name, such as \"{}\"",
+                match &spec.bucket_content_name {
+                    Some(content) => format!("BucketContent {content:?}"),
+                    None => format!("BucketClass {:?}", spec.bucket_class_name.as_deref().unwrap_or_default()),
+                },
+                suggest_name(&format!("{own}-credentials"))
+            ));
         }
     }
 
@@ -487,6 +523,16 @@ impl Context<'_> {
         let driven = self.config.has_driver(provisioner);
         for problem in check_secret_parameters(parameters) {
             if driven { verdict.deny(problem) } else { verdict.warn(problem) }
+        }
+        // The KEP's per-Bucket provisioner Secret is the Secret a Bucket's credentials go
+        // into by default: each Bucket must name another ([`Self::secret_not_provisioners`]).
+        let probe = ("a-namespace".to_string(), "a-bucket".to_string());
+        if driven && provisioner_secret(parameters, &probe).as_ref() == Some(&probe) {
+            verdict.warn(
+                "the provisioner Secret is named after each Bucket, in its namespace, where the Bucket's own \
+                 credentials go unless its spec.secretName names another Secret: Buckets that use these parameters \
+                 must set spec.secretName, and are refused without it",
+            );
         }
     }
 
