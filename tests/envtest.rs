@@ -1246,6 +1246,19 @@ async fn a_bucket_made_before_its_provisioner_secret_waits_for_it_and_goes_on() 
     eprintln!("provisioner Secret to Bound: {:?}", came.elapsed());
     let (bucket, key) = secret_key(&client, "team-a", "early").await;
     until_key_reads(&key, &bucket, true, "the Bucket's key does not read its bucket").await;
+
+    // The KEP's per-Bucket provisioner Secret, named after the Bucket in its namespace, is
+    // where the Bucket's own credentials go unless it names another Secret: refused at once,
+    // rather than a Bucket waiting for ever on a Secret bucketgate does not write over.
+    let mut per_bucket = class_keyed_by_secret();
+    per_bucket.metadata.name = Some("per-bucket".into());
+    per_bucket.spec.is_default_bucket_class = false;
+    per_bucket.spec.parameters.insert("cosi.io/provisioner-secret-name".into(), "${bucket.name}".into());
+    per_bucket.spec.parameters.insert("cosi.io/provisioner-secret-namespace".into(), "${bucket.namespace}".into());
+    Api::<BucketClass>::all(client.clone()).create(&PostParams::default(), &per_bucket).await.unwrap();
+    let mut own = new_bucket("own-key", "own-key-");
+    own.spec.bucket_class_name = Some("per-bucket".into());
+    refused_saying(&buckets, &own, "set spec.secretName to another name, such as \"own-key-credentials\"").await;
 }
 
 /// The default class of SeaweedFS, its provisioner's key in a Secret of bucketgate's
