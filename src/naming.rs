@@ -164,6 +164,25 @@ pub fn check_secret_parameters(parameters: &BTreeMap<String, String>) -> Vec<Str
     problems
 }
 
+/// Where the provisioner Secret's name takes the Bucket's name while its namespace is not
+/// the Bucket's own: whoever names a Bucket would then choose which Secret of that
+/// namespace bucketgate reads as the provisioner's credentials, another class's included
+/// (whose key, on a store without IAM, would be copied into the Bucket's Secret). Said with
+/// its fix. For admission only: a class made before keeps working, and its Buckets are
+/// released as ever.
+pub fn secret_chosen_by_bucket(parameters: &BTreeMap<String, String>) -> Option<String> {
+    let (name, namespace) = (parameters.get(SECRET_NAME_PARAMETER)?, parameters.get(SECRET_NAMESPACE_PARAMETER)?);
+    let (bucket_name, bucket_namespace) = (TEMPLATE_TOKENS[0], TEMPLATE_TOKENS[1]);
+    (name.contains(bucket_name) && !namespace.contains(bucket_namespace)).then(|| {
+        format!(
+            "parameters {SECRET_NAME_PARAMETER} is {name:?} in namespace {namespace:?}, not the Bucket's own: \
+             whoever names a Bucket would choose which Secret of {namespace:?} bucketgate reads as the \
+             provisioner's credentials, another class's included. Set {SECRET_NAMESPACE_PARAMETER} to \
+             \"{bucket_namespace}\" (each namespace brings its own Secret), or name the Secret without {bucket_name}"
+        )
+    })
+}
+
 /// The first `${...}` in `value` that [`template`] leaves as it is.
 fn unknown_token(value: &str) -> Option<&str> {
     let mut rest = value;
@@ -390,6 +409,26 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("makes no valid Secret name: it contains 'S'"), "{problems:?}");
         assert!(problems[1].contains("makes no valid namespace name: it must not contain '.'"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_buckets_name_may_choose_only_among_its_own_namespaces_secrets() {
+        let chosen = |name: &str, namespace: &str| {
+            let parameters = [(SECRET_NAME_PARAMETER, name), (SECRET_NAMESPACE_PARAMETER, namespace)];
+            secret_chosen_by_bucket(&parameters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        };
+        // The KEP's examples: one Secret for all, each namespace's own, each Bucket's own
+        // in its namespace.
+        assert_eq!(chosen("foo", "bar"), None);
+        assert_eq!(chosen("${bucket.namespace}-s3-admin", "bucketgate-system"), None);
+        assert_eq!(chosen("${bucket.name}", "${bucket.namespace}"), None);
+        assert_eq!(chosen("${bucket.name}-key", "${bucket.namespace}-keys"), None, "a namespace of its own still");
+        // A Bucket named minio-admin would read the Secret of the minio class.
+        let problem = chosen("${bucket.name}", "bucketgate-system").unwrap();
+        assert!(problem.starts_with(r#"parameters cosi.io/provisioner-secret-name is "${bucket.name}" in namespace "bucketgate-system", not the Bucket's own"#), "{problem}");
+        assert!(problem.ends_with(r#"Set cosi.io/provisioner-secret-namespace to "${bucket.namespace}" (each namespace brings its own Secret), or name the Secret without ${bucket.name}"#), "{problem}");
+        // Namespace and name run together: team / a-x and team-a / x would read one Secret.
+        assert!(chosen("${bucket.namespace}-${bucket.name}", "bucketgate-system").is_some());
     }
 
     #[test]

@@ -398,6 +398,15 @@ fn provisioner_secret_parameters_are_judged_at_creation() {
     assert!(verdict.errors.is_empty(), "{verdict:?}");
     assert!(verdict.warnings.iter().any(|w| w.contains("is not replaced")), "{verdict:?}");
 
+    // A Bucket's name would choose among the Secrets of an admin's namespace.
+    let chosen = json!({"cosi.io/provisioner-secret-name": "${bucket.name}",
+        "cosi.io/provisioner-secret-namespace": "bucketgate-system"});
+    ours["parameters"] = chosen.clone();
+    let verdict = judge("BucketClass", ours.clone(), Value::Null);
+    assert_eq!(verdict.errors.len(), 1, "{verdict:?}");
+    assert!(verdict.errors[0].contains("whoever names a Bucket would choose which Secret"), "{verdict:?}");
+    ours["parameters"] = typo.clone();
+
     let shared = content(
         "shared",
         json!({"provisioner": SERVED, "protocol": {"type": "s3", "s3": {"bucketName": "b"}},

@@ -20,7 +20,7 @@ use crate::driver::BucketOptions;
 use crate::driver::options::{BUCKET_PARAMETERS, KEY_MAX_AGE_DAYS, KEY_PARAMETERS, KeyRotation};
 use crate::naming::{
     DRIVER_PARAMETERS, SECRET_NAME_PARAMETER, check_bucket_prefix, check_dns1123_label, check_dns1123_subdomain,
-    check_secret_parameters, closest, provisioner_secret,
+    check_secret_parameters, closest, provisioner_secret, secret_chosen_by_bucket,
 };
 
 pub fn validate(kind: Kind, req: &Request, catalog: &Catalog, config: &Config) -> Verdict {
@@ -521,7 +521,7 @@ impl Context<'_> {
     /// controller drives, which may template more, a warning.
     fn secret_parameters(&self, provisioner: &str, parameters: &BTreeMap<String, String>, verdict: &mut Verdict) {
         let driven = self.config.has_driver(provisioner);
-        for problem in check_secret_parameters(parameters) {
+        for problem in check_secret_parameters(parameters).into_iter().chain(secret_chosen_by_bucket(parameters)) {
             if driven { verdict.deny(problem) } else { verdict.warn(problem) }
         }
         // The KEP's per-Bucket provisioner Secret is the Secret a Bucket's credentials go
