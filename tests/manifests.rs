@@ -497,7 +497,16 @@ fn alerts_query_metrics_that_bucketgate_exports() {
         }
         alerts += 1;
     }
-    assert_eq!(alerts, 17);
+    assert_eq!(alerts, 18);
+    // The reasons alerts select by are those the loop writes.
+    let text = std::fs::read_to_string(root().join("monitoring/prometheusrule.yaml")).unwrap();
+    for reason in [bucketgate::provision::plan::PROVISIONER_SECRET_MISSING, bucketgate::provision::plan::BUCKET_MISSING]
+    {
+        assert!(
+            text.contains(&format!("reason=\"{reason}\"")) || text.contains(&format!("reason!=\"{reason}\"")),
+            "{reason}"
+        );
+    }
 }
 
 /// Argo CD's health of a Bucket (manifests/argocd/): the script run in Lua 5.1, as Argo CD's
