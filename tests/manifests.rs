@@ -563,6 +563,15 @@ fn argo_cd_reads_the_health_of_a_bucket_from_the_status_the_loop_writes() {
         &plan::not_ready(&created, BucketPhase::Pending, "ContentNotFound", "BucketContent x does not exist".into()),
     );
     assert_eq!(health(&show(&early)).0, "Progressing", "its content may come with the same sync");
+    let keyless = with(
+        &created,
+        &plan::not_ready(&created, BucketPhase::Pending, plan::PROVISIONER_SECRET_MISSING, "no Secret s".into()),
+    );
+    assert_eq!(
+        health(&show(&keyless)),
+        ("Progressing".into(), "ProvisionerSecretMissing: no Secret s".into()),
+        "External Secrets may write it in a moment"
+    );
 
     let failed = with(
         &retrying,
