@@ -473,6 +473,20 @@ fn a_buckets_credentials_are_not_written_into_its_provisioner_secret() {
     // A class that names one Secret for all its Buckets is none of theirs.
     let fixed = judge(json!({"protocol": "s3", "bucketClassName": "ceph"}));
     assert!(fixed.errors.is_empty(), "{fixed:?}");
+    // A class made before the rule that a Bucket's name may not choose an admin's Secret:
+    // no new Bucket of it does.
+    let mut old = class("chosen", SERVED, false, &["s3"]);
+    old.spec.parameters = serde_json::from_value(json!({"cosi.io/provisioner-secret-name": "${bucket.name}",
+        "cosi.io/provisioner-secret-namespace": "bucketgate-system"}))
+    .unwrap();
+    let before = Catalog::from_objects([old], [], [namespace("team-a", TEAM_A_UID)]);
+    let spec = json!({"protocol": "s3", "bucketClassName": "chosen", "secretName": "b-credentials"});
+    let refused = validate::validate(Kind::Bucket, &create_bucket("team-a", spec), &before, &driving);
+    assert_eq!(refused.errors.len(), 1, "{refused:?}");
+    assert!(
+        refused.errors[0].starts_with("BucketClass \"chosen\": parameters cosi.io/provisioner-secret-name"),
+        "{refused:?}"
+    );
     // Another controller's Buckets (a provisioner served here for admission only) are its own.
     let spec = json!({"protocol": "s3", "bucketClassName": "per-bucket"});
     let theirs = validate::validate(Kind::Bucket, &create_bucket("team-a", spec), &catalog, &config());

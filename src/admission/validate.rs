@@ -98,7 +98,9 @@ impl Context<'_> {
     /// (or the content it binds) names for it: the KEP's per-Bucket provisioner Secret,
     /// `${bucket.name}` in `${bucket.namespace}`, with no `spec.secretName`. This
     /// deployment's loop never writes over a Secret it did not make, so the Bucket would wait
-    /// for ever; another controller's Buckets are its own business.
+    /// for ever; another controller's Buckets are its own business. And one whose name would
+    /// choose among the Secrets of a namespace not its own ([`secret_chosen_by_bucket`]),
+    /// by a class or content made before that was refused.
     fn secret_not_provisioners(&self, spec: &BucketSpec, verdict: &mut Verdict) {
         let content = spec.bucket_content_name.as_deref().and_then(|name| self.catalog.content(name));
         let class = spec.bucket_class_name.as_deref().and_then(|name| self.catalog.class(name));
@@ -112,18 +114,23 @@ impl Context<'_> {
         if !self.config.has_driver(provisioner) {
             return;
         }
+        let named_by = match &spec.bucket_content_name {
+            Some(content) => format!("BucketContent {content:?}"),
+            None => format!("BucketClass {:?}", spec.bucket_class_name.as_deref().unwrap_or_default()),
+        };
+        // A class or content made before that rule: no new Bucket chooses by its name.
+        if let Some(problem) = secret_chosen_by_bucket(parameters) {
+            verdict.deny(format!("{named_by}: {problem}"));
+            return;
+        }
         let owner = (self.req.namespace.clone().unwrap_or_default(), self.req.name.clone());
         let Some(provisioners) = provisioner_secret(parameters, &owner) else { return };
         let own = spec.secret_name.as_deref().unwrap_or(&owner.1);
         if provisioners == (owner.0.clone(), own.to_string()) {
             verdict.deny(format!(
-                "the Bucket's credentials would be written into Secret {own:?}, the provisioner Secret that {} \
-                 names for it ({SECRET_NAME_PARAMETER}), which bucketgate never writes over: set spec.secretName to \
-                 another name, such as \"{}\"",
-                match &spec.bucket_content_name {
-                    Some(content) => format!("BucketContent {content:?}"),
-                    None => format!("BucketClass {:?}", spec.bucket_class_name.as_deref().unwrap_or_default()),
-                },
+                "the Bucket's credentials would be written into Secret {own:?}, the provisioner Secret that \
+                 {named_by} names for it ({SECRET_NAME_PARAMETER}), which bucketgate never writes over: set \
+                 spec.secretName to another name, such as \"{}\"",
                 suggest_name(&format!("{own}-credentials"))
             ));
         }

@@ -18,7 +18,7 @@ use crate::driver::options::KeyRotation;
 use crate::driver::{BucketOptions, Connection, DriverError, Grant};
 use crate::naming::{
     BUCKET_NAME_SUFFIX_LEN, check_dns1123_label, check_dns1123_subdomain, check_secret_parameters, content_name_for,
-    label_value, short_hash,
+    label_value, secret_chosen_by_bucket, short_hash,
 };
 
 /// Labels that tie a greenfield BucketContent to the Bucket it was made for.
@@ -70,6 +70,11 @@ pub fn greenfield_content(bucket: &Bucket, class: &BucketClass, namespace_uid: &
     let protocol = bucket.spec.protocol.ok_or("spec.protocol is not set")?;
     if protocol != Protocol::S3 {
         return Err(format!("protocol {protocol} has no driver here; bucketgate provisions s3 buckets"));
+    }
+    // Admission refuses this for new classes and their Buckets; judged again here for a
+    // class made before, or a Bucket made while the webhook was away.
+    if let Some(problem) = secret_chosen_by_bucket(&class.spec.parameters) {
+        return Err(format!("BucketClass {:?}: {problem}", class.name_any()));
     }
     let namespace = bucket.namespace().unwrap_or_default();
     let mut labels = BTreeMap::from([
@@ -1351,6 +1356,12 @@ mod tests {
         assert!(made_for(&content, &b));
         let gcs = bucket(json!({"protocol": "gcs", "bucketClassName": "ceph"}));
         assert!(greenfield_content(&gcs, &class(), "u").unwrap_err().contains("gcs"));
+        // A class made before admission refused it: the Bucket's name would choose the Secret.
+        let mut chosen = class();
+        chosen.spec.parameters.insert("cosi.io/provisioner-secret-name".into(), "${bucket.name}".into());
+        chosen.spec.parameters.insert("cosi.io/provisioner-secret-namespace".into(), "bucketgate-system".into());
+        let refused = greenfield_content(&b, &chosen, "ns-uid").unwrap_err();
+        assert!(refused.starts_with("BucketClass \"ceph\": parameters cosi.io/provisioner-secret-name"), "{refused}");
     }
 
     /// What a revoked Bucket is told of its Secret's key follows what the key is: only a key
