@@ -91,17 +91,18 @@ impl Context<'_> {
             Some(content) => self.bucket_binding(spec, protocol, content, verdict),
             None => self.bucket_greenfield(spec, protocol, verdict),
         }
-        self.secret_not_provisioners(spec, verdict);
+        self.bucket_provisioner_secret(spec, verdict);
     }
 
-    /// Refuses a Bucket whose credentials Secret would be the provisioner Secret its class
-    /// (or the content it binds) names for it: the KEP's per-Bucket provisioner Secret,
-    /// `${bucket.name}` in `${bucket.namespace}`, with no `spec.secretName`. This
-    /// deployment's loop never writes over a Secret it did not make, so the Bucket would wait
-    /// for ever; another controller's Buckets are its own business. And one whose name would
-    /// choose among the Secrets of a namespace not its own ([`secret_chosen_by_bucket`]),
-    /// by a class or content made before that was refused.
-    fn secret_not_provisioners(&self, spec: &BucketSpec, verdict: &mut Verdict) {
+    /// The provisioner Secret a Bucket's class (or the content it binds) names for it, where
+    /// this deployment's loop would read it (another controller's Buckets are its own
+    /// business). Refused: one the Bucket's name would choose among the Secrets of a
+    /// namespace not its own ([`secret_chosen_by_bucket`]; a class or content made before
+    /// that was refused); and one that is the Secret the Bucket's own credentials would go
+    /// into (the KEP's per-Bucket provisioner Secret, `${bucket.name}` in
+    /// `${bucket.namespace}`, with no `spec.secretName`), which the loop never writes over:
+    /// the Bucket would wait for ever.
+    fn bucket_provisioner_secret(&self, spec: &BucketSpec, verdict: &mut Verdict) {
         let content = spec.bucket_content_name.as_deref().and_then(|name| self.catalog.content(name));
         let class = spec.bucket_class_name.as_deref().and_then(|name| self.catalog.class(name));
         let (provisioner, parameters) = match (&content, &class) {
@@ -532,7 +533,7 @@ impl Context<'_> {
             if driven { verdict.deny(problem) } else { verdict.warn(problem) }
         }
         // The KEP's per-Bucket provisioner Secret is the Secret a Bucket's credentials go
-        // into by default: each Bucket must name another ([`Self::secret_not_provisioners`]).
+        // into by default: each Bucket must name another ([`Self::bucket_provisioner_secret`]).
         let probe = ("a-namespace".to_string(), "a-bucket".to_string());
         if driven && provisioner_secret(parameters, &probe).as_ref() == Some(&probe) {
             verdict.warn(
