@@ -9,7 +9,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::looks;
 use super::plan::{self, Key, KeyTurn, KeyWork};
@@ -50,20 +50,18 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         return missing(&bucket, &bound.content, &buckets, &ctx).await;
     }
     let content = bound.content.name_any();
-    let mut next_turn = None;
     // The next look: at the recheck interval, or sooner where the key's next turn is.
     let next_look = |bucket: &Bucket, turn: Option<Duration>| {
         let recheck = plan::recheck_after(bucket, ctx.recheck_interval);
         Action::requeue(turn.map_or(recheck, |turn| turn.min(recheck)))
     };
-    let (bucket, key) = match credentials(&bucket, &bound, &ctx).await? {
+    let (bucket, key, turn) = match credentials(&bucket, &bound, &ctx).await? {
         Issued::Taken(retry) => return Ok(Action::requeue(retry)),
-        Issued::Written(key) => (bucket, key),
+        Issued::Written(key) => (bucket, key, None),
         Issued::Found(recorded, turn) => {
-            next_turn = turn;
             let key = recorded.unwrap_or_else(|| Key::assumed(&bucket, &bound.content));
             if plan::bound_status(&bucket, &content, key).is_none() {
-                return Ok(next_look(&bucket, next_turn));
+                return Ok(next_look(&bucket, turn));
             }
             // The Secret was written, but the Bucket in the watch cache is not Bound: most
             // often the Secret's own watch event woke this reconcile before the Bucket's
@@ -71,11 +69,11 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
             // whether to write, so that each Bucket is written Bound, and told so, once.
             let Some(current) = buckets.get_opt(&bucket.name_any()).await? else { return Ok(Action::await_change()) };
             let key = recorded.unwrap_or_else(|| Key::assumed(&current, &bound.content));
-            (Arc::new(current), key)
+            (Arc::new(current), key, turn)
         }
     };
     let Some(status) = plan::bound_status(&bucket, &content, key) else {
-        return Ok(next_look(&bucket, next_turn));
+        return Ok(next_look(&bucket, turn));
     };
     let was_bound = bucket.phase() == Some(BucketPhase::Bound);
     let was_missing = plan::reports_missing(&bucket);
@@ -94,7 +92,7 @@ pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Er
         let note = format!("bound to BucketContent {content}{after}");
         ctx.event(&*bucket, EventType::Normal, "Bound", "Provision", note).await;
     }
-    Ok(next_look(&bucket, next_turn))
+    Ok(next_look(&bucket, turn))
 }
 
 /// Greenfield: the BucketContent first (with the backend name in it), then the bucket.
@@ -233,7 +231,7 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
             let driver = ctx.key_driver(&content, &owner_of(bucket), KeyWork::Revoke).await?;
             let uid = bucket.uid().unwrap_or_default();
             driver.revoke(&uid).await.map_err(Error::Driver)?;
-            forget_key_holder(&content, &uid, ctx).await?;
+            key_holders_changed(&content, plan::key_holder_removed(&content, &uid), ctx).await?;
         }
         return Err(Error::AccessRevoked(plan::revoked_message(bucket, &content, &namespace, false)));
     }
@@ -370,7 +368,7 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Is
         if plan::owned_by(&existing, bucket) {
             let recorded = Key::recorded(&existing);
             let key = recorded.unwrap_or_else(|| Key::assumed(bucket, content));
-            note_key_holder(bucket, content, key, ctx).await?;
+            key_holders_changed(content, plan::key_holder_unrecorded(bucket, content, key), ctx).await?;
             let turn = match key {
                 Key::BucketUser => key_turned(bucket, bound, &existing, ctx).await,
                 Key::Provisioner => {
@@ -396,7 +394,7 @@ async fn credentials(bucket: &Bucket, bound: &Bound, ctx: &Context) -> Result<Is
         let driver = bound.key_driver(bucket, ctx).await?;
         Some(driver.grant(&connection.bucket_name, &holder, mode).await.map_err(Error::Driver)?)
     };
-    note_key_holder(bucket, content, Key::of(grant.as_ref()), ctx).await?;
+    key_holders_changed(content, plan::key_holder_unrecorded(bucket, content, Key::of(grant.as_ref())), ctx).await?;
     secrets.create(&PostParams::default(), &plan::credentials_secret(bucket, connection, grant.as_ref())).await?;
     ctx.event(bucket, EventType::Normal, "CredentialsIssued", "Credentials", format!("wrote Secret {name}")).await;
     Ok(Issued::Written(Key::of(grant.as_ref())))
@@ -488,22 +486,15 @@ async fn turn_key(bucket: &Bucket, bound: &Bound, secret: &Secret, ctx: &Context
     }
 }
 
-/// Records `bucket` among `content`'s key holders where it holds a key made for it alone on
-/// a content not made for it ([`plan::key_holder_unrecorded`]), so that its key is found
-/// if the Bucket goes without being released ([`release_gone`]).
-async fn note_key_holder(bucket: &Bucket, content: &BucketContent, key: Key, ctx: &Context) -> Result<(), Error> {
-    if let Some(record) = plan::key_holder_unrecorded(bucket, content, key) {
+/// Writes `change` to `content`'s key holders, where there is one: a Bucket recorded once
+/// it holds a key made for it alone on a content not made for it
+/// ([`plan::key_holder_unrecorded`]), so that its key is found if the Bucket goes without
+/// being released ([`release_gone`]); taken off once its key is revoked
+/// ([`plan::key_holder_removed`]).
+async fn key_holders_changed(content: &BucketContent, change: Option<Value>, ctx: &Context) -> Result<(), Error> {
+    if let Some(change) = change {
         let contents: Api<BucketContent> = Api::all(ctx.client.clone());
-        contents.patch_status(&content.name_any(), &PatchParams::default(), &Patch::Merge(&record)).await?;
-    }
-    Ok(())
-}
-
-/// Takes `uid` off `content`'s key holders once its key is revoked.
-async fn forget_key_holder(content: &BucketContent, uid: &str, ctx: &Context) -> Result<(), Error> {
-    if let Some(removed) = plan::key_holder_removed(content, uid) {
-        let contents: Api<BucketContent> = Api::all(ctx.client.clone());
-        contents.patch_status(&content.name_any(), &PatchParams::default(), &Patch::Merge(&removed)).await?;
+        contents.patch_status(&content.name_any(), &PatchParams::default(), &Patch::Merge(&change)).await?;
     }
     Ok(())
 }
@@ -535,7 +526,7 @@ async fn release(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
             let driver = ctx.key_driver(&content, &owner_of(bucket), KeyWork::Release).await?;
             let uid = bucket.uid().unwrap_or_default();
             driver.revoke(&uid).await.map_err(Error::Driver)?;
-            forget_key_holder(&content, &uid, ctx).await?;
+            key_holders_changed(&content, plan::key_holder_removed(&content, &uid), ctx).await?;
         }
         if plan::made_for(&content, bucket) {
             match content.spec.release_policy.unwrap_or_default() {
@@ -663,7 +654,7 @@ pub async fn release_gone(
             ("BucketGone", message)
         }
         plan::Held::Recorded => {
-            forget_key_holder(&current, &holder.uid, ctx).await?;
+            key_holders_changed(&current, plan::key_holder_removed(&current, &holder.uid), ctx).await?;
             ("KeyRevoked", plan::key_left_message(holder))
         }
     };
