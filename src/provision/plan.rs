@@ -296,8 +296,8 @@ pub fn credentials_secret(bucket: &Bucket, connection: &Connection, grant: Optio
         ("AWS_ENDPOINT_URL".to_string(), connection.endpoint.clone()),
     ]);
     if let Some(grant) = grant {
-        data.insert("AWS_ACCESS_KEY_ID".into(), grant.credentials.access_key_id.clone());
-        data.insert("AWS_SECRET_ACCESS_KEY".into(), grant.credentials.secret_access_key.clone());
+        data.insert(ACCESS_KEY_ID.into(), grant.credentials.access_key_id.clone());
+        data.insert(SECRET_ACCESS_KEY.into(), grant.credentials.secret_access_key.clone());
     }
     Secret {
         metadata: ObjectMeta {
@@ -316,6 +316,10 @@ pub fn credentials_secret(bucket: &Bucket, connection: &Connection, grant: Optio
 
 /// On a Bucket's Secret: which [`Key`] it holds.
 pub const KEY_ANNOTATION: &str = "cosi.io/key";
+
+/// Where a Bucket's Secret holds its key, as AWS SDKs read them from the environment.
+const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 
 /// The key a Bucket's Secret holds, which its `CredentialsScoped` condition reports. Kept
 /// on the Secret, which is read from the API server, rather than worked out again from the
@@ -479,7 +483,7 @@ pub enum KeyTurn {
 /// [`KeyTurn`] of the key `secret` holds, at `now`; `None` for a Secret that holds no key.
 /// A time edited by hand that does not parse is taken as due: the safe side of a key's age.
 pub fn key_turn(secret: &Secret, rotation: KeyRotation, now: jiff::Timestamp) -> Option<KeyTurn> {
-    let keeping = secret_value(secret, "AWS_ACCESS_KEY_ID")?;
+    let keeping = secret_value(secret, ACCESS_KEY_ID)?;
     let annotation = |key: &str| secret.annotations().get(key).map(String::as_str);
     let after = |at: jiff::Timestamp| match at.duration_since(now) {
         ahead if ahead.is_positive() => Some(ahead.unsigned_abs()),
@@ -526,19 +530,16 @@ pub fn key_rotated(
 /// A key as a Secret's `data` holds it.
 fn key_data(key: &crate::driver::Credentials) -> serde_json::Value {
     let encoded = |value: &str| serde_json::to_value(ByteString(value.as_bytes().to_vec())).unwrap_or_default();
-    serde_json::json!({
-        "AWS_ACCESS_KEY_ID": encoded(&key.access_key_id),
-        "AWS_SECRET_ACCESS_KEY": encoded(&key.secret_access_key),
-    })
+    serde_json::json!({ACCESS_KEY_ID: encoded(&key.access_key_id), SECRET_ACCESS_KEY: encoded(&key.secret_access_key)})
 }
 
 /// The patch that gives `secret`, which holds the provisioner's own key ([`Key::Provisioner`]),
 /// the key the provisioner has now, `current`; `None` where it holds that one. On the
 /// Secret as it was read: one changed since is not written over.
 pub fn provisioner_key_changed(secret: &Secret, current: &crate::driver::Credentials) -> Option<serde_json::Value> {
-    let held = |key: &str| secret.data.as_ref()?.get(key).map(|value| value.0.as_slice());
-    let same = held("AWS_ACCESS_KEY_ID") == Some(current.access_key_id.as_bytes())
-        && held("AWS_SECRET_ACCESS_KEY") == Some(current.secret_access_key.as_bytes());
+    let held = |key| secret_value(secret, key);
+    let same = held(ACCESS_KEY_ID).as_ref() == Some(&current.access_key_id)
+        && held(SECRET_ACCESS_KEY).as_ref() == Some(&current.secret_access_key);
     (!same).then(|| {
         serde_json::json!({"metadata": {"resourceVersion": secret.metadata.resource_version}, "data": key_data(current)})
     })
