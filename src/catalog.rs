@@ -378,15 +378,25 @@ impl Catalog {
         self.fetched(|f| f.contents.get(name)).or_else(|| self.contents.get(&ObjectRef::new(name)))
     }
 
-    /// The provisioner whose store a Bucket's bucket is at, as the catalog knows it: its
-    /// BucketContent's, else its class's; "" where neither is known (yet).
+    /// The provisioner whose store a Bucket's bucket is at, as the catalog knows it
+    /// ([`Catalog::source_of`]); "" where it knows neither content nor class (yet).
     pub fn provisioner_of(&self, bucket: &Bucket) -> String {
-        let content = bucket.status_content().or(bucket.spec.bucket_content_name.as_deref());
-        if let Some(content) = content.and_then(|name| self.content(name)) {
-            return content.spec.provisioner().to_string();
+        self.source_of(bucket).map(|source| source.provisioner().to_string()).unwrap_or_default()
+    }
+
+    /// What a Bucket's bucket is made or reached from, as the catalog knows it: the
+    /// BucketContent its status or spec names, or the one made for it (before its status
+    /// says so), else its class.
+    pub fn source_of(&self, bucket: &Bucket) -> Option<Source> {
+        let named = [bucket.status_content(), bucket.spec.bucket_content_name.as_deref()];
+        let content = named.into_iter().flatten().find_map(|name| self.content(name)).or_else(|| {
+            let made_for = crate::naming::content_name_for(&bucket.metadata.uid.clone()?);
+            self.content(&made_for)
+        });
+        match content {
+            Some(content) => Some(Source::Content(content)),
+            None => bucket.spec.bucket_class_name.as_deref().and_then(|name| self.class(name)).map(Source::Class),
         }
-        let class = bucket.spec.bucket_class_name.as_deref().and_then(|name| self.class(name));
-        class.map(|class| class.spec.provisioner().to_string()).unwrap_or_default()
     }
 
     /// Whether the request's user may release Buckets by hand, as the API server answered
@@ -612,6 +622,29 @@ fn typed<K: DeserializeOwned + Resource>(path: &Path, kind: &str, doc: serde_jso
     let mut object: K = crate::api::from_value(doc).map_err(refused)?;
     trim(object.meta_mut());
     Ok(object)
+}
+
+/// Where a Bucket's bucket comes from ([`Catalog::source_of`]).
+pub enum Source {
+    Content(Arc<BucketContent>),
+    Class(Arc<BucketClass>),
+}
+
+impl Source {
+    pub fn provisioner(&self) -> &str {
+        match self {
+            Source::Content(content) => content.spec.provisioner(),
+            Source::Class(class) => class.spec.provisioner(),
+        }
+    }
+
+    /// The class parameters: a content's copy of its class's (they hold for it), or the class's.
+    pub fn parameters(&self) -> &BTreeMap<String, String> {
+        match self {
+            Source::Content(content) => &content.spec.parameters,
+            Source::Class(class) => &class.spec.parameters,
+        }
+    }
 }
 
 /// The objects of one kind, listed from the API server a page at a time (`policy audit`,

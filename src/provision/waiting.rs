@@ -16,7 +16,7 @@ use kube::runtime::watcher::Event;
 use super::plan;
 use crate::api::Bucket;
 use crate::catalog::Catalog;
-use crate::naming::{content_name_for, provisioner_secret};
+use crate::naming::provisioner_secret;
 
 /// What a Bucket waits on or binds, as of its last watch event.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -87,24 +87,14 @@ impl Waiting {
 
 /// The Buckets among `buckets` whose provisioner Secret is `secret` (namespace, name), as
 /// their BucketContent's parameters name it for them, or their class's where the catalog
-/// has no content of theirs yet: a labelled provisioner Secret that comes or changes wakes
-/// them. A look at every Bucket, unlike the index above: such Secrets change seldom.
+/// has no content of theirs yet ([`Catalog::source_of`]): a labelled provisioner Secret
+/// that comes or changes wakes them. A look at every Bucket, unlike the index above: such
+/// Secrets change seldom.
 pub fn keyed_by(secret: &(String, String), buckets: &[Arc<Bucket>], catalog: &Catalog) -> Vec<ObjectRef<Bucket>> {
     let keyed = |bucket: &Bucket| {
+        let Some(source) = catalog.source_of(bucket) else { return false };
         let owner = (bucket.namespace().unwrap_or_default(), bucket.name_any());
-        let content = [bucket.status_content().map(str::to_string), bucket.spec.bucket_content_name.clone()]
-            .into_iter()
-            .chain([bucket.uid().map(|uid| content_name_for(&uid))])
-            .flatten()
-            .find_map(|name| catalog.content(&name));
-        let parameters = match content {
-            Some(content) => content.spec.parameters.clone(),
-            None => {
-                let class = bucket.spec.bucket_class_name.as_deref().and_then(|name| catalog.class(name));
-                class.map(|class| class.spec.parameters.clone()).unwrap_or_default()
-            }
-        };
-        provisioner_secret(&parameters, &owner).as_ref() == Some(secret)
+        provisioner_secret(source.parameters(), &owner).as_ref() == Some(secret)
     };
     buckets.iter().filter(|bucket| keyed(bucket)).map(|bucket| ObjectRef::from_obj(&**bucket)).collect()
 }
@@ -203,7 +193,7 @@ mod tests {
             content
         };
         // A greenfield content keeps the parameters its class had: they hold, not the class's.
-        let made = content(&content_name_for("uid-made"), "old-store");
+        let made = content(&crate::naming::content_name_for("uid-made"), "old-store");
         let catalog = Catalog::from_objects([class], [content("legacy", "shared-store"), made], []);
         let mut waiting = bucket("waiting", Some("ceph"), None, None);
         waiting.metadata.uid = Some("uid-waiting".into());
