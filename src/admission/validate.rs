@@ -112,16 +112,18 @@ impl Context<'_> {
             }
             _ => return,
         };
-        if !self.config.has_driver(provisioner) {
+        // Most classes name no Secret (the provisioner's key from its environment): nothing
+        // more to judge, nor to allocate, on every Bucket's admission.
+        if !parameters.contains_key(SECRET_NAME_PARAMETER) || !self.config.has_driver(provisioner) {
             return;
         }
-        let named_by = match &spec.bucket_content_name {
+        let named_by = || match &spec.bucket_content_name {
             Some(content) => format!("BucketContent {content:?}"),
             None => format!("BucketClass {:?}", spec.bucket_class_name.as_deref().unwrap_or_default()),
         };
         // A class or content made before that rule: no new Bucket chooses by its name.
         if let Some(problem) = secret_chosen_by_bucket(parameters) {
-            verdict.deny(format!("{named_by}: {problem}"));
+            verdict.deny(format!("{}: {problem}", named_by()));
             return;
         }
         let owner = (self.req.namespace.clone().unwrap_or_default(), self.req.name.clone());
@@ -130,8 +132,9 @@ impl Context<'_> {
         if provisioners == (owner.0.clone(), own.to_string()) {
             verdict.deny(format!(
                 "the Bucket's credentials would be written into Secret {own:?}, the provisioner Secret that \
-                 {named_by} names for it ({SECRET_NAME_PARAMETER}), which bucketgate never writes over: set \
+                 {} names for it ({SECRET_NAME_PARAMETER}), which bucketgate never writes over: set \
                  spec.secretName to another name, such as \"{}\"",
+                named_by(),
                 suggest_name(&format!("{own}-credentials"))
             ));
         }
