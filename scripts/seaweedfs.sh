@@ -44,6 +44,9 @@ JSON
   # killed outright (SIGKILL, a CI timeout) and never runs its EXIT trap.
   local reaper=()
   if command -v setpriv >/dev/null 2>&1; then reaper=(setpriv --pdeathsig KILL); fi
+  # A key for SSE-S3: without one SeaweedFS takes a bucket's default encryption (AES256)
+  # and then fails every write to it with a 500.
+  WEED_S3_SSE_KEK="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" \
   "${reaper[@]}" "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SEAWEEDFS_DIR/data" \
     -master.port=$base -volume.port=$(( base + 1 )) -filer -filer.port=$(( base + 2 )) \
     -s3 -s3.port=$s3_port -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$SEAWEEDFS_DIR/s3.json" -s3.iam.readOnly=false \

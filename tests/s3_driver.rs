@@ -22,7 +22,7 @@ use aws_sdk_s3::types::{
 };
 use bucketgate::api::AccessMode;
 use bucketgate::config::{EnvCredentials, IamSettings, S3Settings};
-use bucketgate::driver::options::{Retention, RetentionMode};
+use bucketgate::driver::options::{Encryption, Retention, RetentionMode};
 use bucketgate::driver::s3::{S3Driver, S3Drivers, http_client};
 use bucketgate::driver::{BucketOptions, Credentials, Deletion, Driver, DriverError};
 
@@ -46,6 +46,14 @@ fn iam_bounded(bound: usize) -> S3Settings {
     S3Settings { iam: Some(iam), ..settings(true) }
 }
 
+/// The bucket's default encryption at the store: its algorithm and KMS key.
+async fn encryption_at(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(String, Option<String>), String> {
+    let answer = s3.get_bucket_encryption().bucket(bucket).send().await.map_err(code)?;
+    let rules = answer.server_side_encryption_configuration.map(|c| c.rules).unwrap_or_default();
+    let default = rules.first().and_then(|rule| rule.apply_server_side_encryption_by_default()).ok_or("no default")?;
+    Ok((default.sse_algorithm().as_str().to_string(), default.kms_master_key_id().map(str::to_string)))
+}
+
 /// A bucket with an object lock (and so versioned), as `objectLock: Enabled` asks.
 const LOCKED: BucketOptions = BucketOptions {
     versioning: true,
@@ -53,6 +61,7 @@ const LOCKED: BucketOptions = BucketOptions {
     retention: None,
     expiration_days: None,
     abort_uploads_days: None,
+    encryption: None,
 };
 
 fn admin() -> Credentials {
@@ -542,6 +551,39 @@ async fn a_store_without_delete_objects_is_emptied_an_object_at_a_time() {
     assert!(sent.iter().any(|r| r.uri.ends_with("?delete")), "DeleteObjects was tried first: {sent:#?}");
     let one_by_one = sent.iter().filter(|r| r.uri.contains("versionId=") && !r.uri.contains("?delete")).count();
     assert!(one_by_one >= 5, "each version and marker deleted on its own: {sent:#?}");
+}
+
+/// `serverSideEncryption: AES256`: what is written without asking is encrypted with the
+/// store's keys, and read back as written. A default encryption removed at the store, or
+/// changed to another KMS key, is set again at the next look.
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn a_class_asking_for_encryption_at_rest_gets_it_and_keeps_it() {
+    let driver = S3Driver::new(&settings(false), admin());
+    let s3 = driver.client();
+    let name = unique("sealed");
+    let asked = BucketOptions { encryption: Some(Encryption::S3), ..Default::default() };
+    driver.create_bucket(&name, &asked).await.unwrap();
+    assert_eq!(encryption_at(s3, &name).await, Ok(("AES256".into(), None)));
+    put(s3, &name, "payroll").await.unwrap();
+    let head = s3.head_object().bucket(&name).key("payroll").send().await.unwrap();
+    assert_eq!(head.server_side_encryption().map(|e| e.as_str()), Some("AES256"), "encrypted without asking");
+    get(s3, &name, "payroll").await.expect("and read back");
+    assert_eq!(driver.restore_options(&name, &asked).await.unwrap(), Vec::<&str>::new(), "nothing lost yet");
+    s3.delete_bucket_encryption().bucket(&name).send().await.unwrap();
+    assert_eq!(driver.restore_options(&name, &asked).await.unwrap(), ["serverSideEncryption"]);
+    assert_eq!(encryption_at(s3, &name).await, Ok(("AES256".into(), None)));
+
+    // A KMS key: SeaweedFS keeps the configuration (its writes need a KMS it is not given here).
+    let key = "arn:aws:kms:us-east-1:111122223333:key/photos";
+    let kms = BucketOptions { encryption: Some(Encryption::Kms(Some(key.into()))), ..Default::default() };
+    assert_eq!(driver.restore_options(&name, &kms).await.unwrap(), ["serverSideEncryption", "kmsKeyId"]);
+    assert_eq!(encryption_at(s3, &name).await, Ok(("aws:kms".into(), Some(key.into()))));
+    let other = BucketOptions { encryption: Some(Encryption::Kms(Some("alias/other".into()))), ..Default::default() };
+    assert_eq!(driver.restore_options(&name, &other).await.unwrap(), ["serverSideEncryption", "kmsKeyId"]);
+    let any_key = BucketOptions { encryption: Some(Encryption::Kms(None)), ..Default::default() };
+    assert_eq!(driver.restore_options(&name, &any_key).await.unwrap(), Vec::<&str>::new(), "no key named: any");
+    driver.delete_bucket(&name).await.unwrap();
 }
 
 #[tokio::test]

@@ -515,6 +515,11 @@ fn class_parameters_no_store_could_carry_out_are_refused() {
     assert!(said.contains("needs objectLock: Enabled"), "{said}");
     // Another controller's parameters are its own business.
     assert!(judge("other.example.com", "Delete", json!({"versioning": "true"})).errors.is_empty());
+    // Encryption at rest: a KMS key only with the KMS; neither parameter is warned about.
+    let verdict = judge(SERVED, "Delete", json!({"serverSideEncryption": "AES256", "kmsKeyId": "alias/photos"}));
+    assert!(verdict.errors.iter().any(|e| e.contains("remove kmsKeyId, or write aws:kms")), "{verdict:?}");
+    let verdict = judge(SERVED, "Delete", json!({"serverSideEncryption": "aws:kms", "kmsKeyId": "alias/photos"}));
+    assert!(verdict.errors.is_empty() && verdict.warnings.is_empty(), "{verdict:?}");
 
     // A default retention keeps objects a Delete cannot remove: said, not refused.
     let retained =

@@ -1,6 +1,7 @@
 //! What a class's parameters ask of each bucket made from it: versioning, an object lock
-//! with a default retention, objects expiring after a number of days, and unfinished
-//! multipart uploads given up after a number of days. Admission reads
+//! with a default retention, objects expiring after a number of days, unfinished
+//! multipart uploads given up after a number of days, and default encryption at rest.
+//! Admission reads
 //! them the same way as the loop, so that a class whose values no store could carry out is
 //! refused when it is made, not at every Bucket.
 
@@ -13,10 +14,20 @@ pub const RETENTION_MODE: &str = "objectLockRetentionMode";
 pub const RETENTION_DAYS: &str = "objectLockRetentionDays";
 pub const EXPIRATION_DAYS: &str = "expirationDays";
 pub const ABORT_UPLOADS_DAYS: &str = "abortIncompleteMultipartUploadDays";
+pub const ENCRYPTION: &str = "serverSideEncryption";
+pub const KMS_KEY_ID: &str = "kmsKeyId";
 
 /// The parameters read here.
-pub const BUCKET_PARAMETERS: [&str; 6] =
-    [VERSIONING, OBJECT_LOCK, RETENTION_MODE, RETENTION_DAYS, EXPIRATION_DAYS, ABORT_UPLOADS_DAYS];
+pub const BUCKET_PARAMETERS: [&str; 8] = [
+    VERSIONING,
+    OBJECT_LOCK,
+    RETENTION_MODE,
+    RETENTION_DAYS,
+    EXPIRATION_DAYS,
+    ABORT_UPLOADS_DAYS,
+    ENCRYPTION,
+    KMS_KEY_ID,
+];
 
 pub const KEY_MAX_AGE_DAYS: &str = "keyMaxAgeDays";
 pub const KEY_ROTATION_GRACE_HOURS: &str = "keyRotationGraceHours";
@@ -28,7 +39,7 @@ pub const KEY_PARAMETERS: [&str; 2] = [KEY_MAX_AGE_DAYS, KEY_ROTATION_GRACE_HOUR
 /// the same.
 pub const MAX_DAYS: u32 = 36_500;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BucketOptions {
     /// Every write keeps the object's earlier versions.
     pub versioning: bool,
@@ -43,6 +54,34 @@ pub struct BucketOptions {
     /// parts deleted: a client that dies mid-upload leaves parts no listing of objects shows,
     /// stored and paid for until then.
     pub abort_uploads_days: Option<u32>,
+    /// How the store encrypts what is written without asking for encryption of its own.
+    pub encryption: Option<Encryption>,
+}
+
+/// A bucket's default encryption at rest, as S3 spells its algorithms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    /// `AES256`: keys the store holds (SSE-S3).
+    S3,
+    /// `aws:kms`: keys of the store's KMS, this one (an id, ARN or alias) or, without, the
+    /// store's default (on AWS the account's `aws/s3` key).
+    Kms(Option<String>),
+}
+
+impl Encryption {
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            Encryption::S3 => "AES256",
+            Encryption::Kms(_) => "aws:kms",
+        }
+    }
+
+    pub fn kms_key(&self) -> Option<&str> {
+        match self {
+            Encryption::S3 => None,
+            Encryption::Kms(key) => key.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +159,34 @@ impl BucketOptions {
                 None
             }
         };
+        let encryption = match (parameters.get(ENCRYPTION).map(String::as_str), parameters.get(KMS_KEY_ID)) {
+            (None, None) => None,
+            (Some("AES256"), None) => Some(Encryption::S3),
+            (Some("aws:kms"), key) => match key.map(|key| key.trim()) {
+                Some("") => {
+                    problems.push(format!(
+                        "parameters {KMS_KEY_ID} is empty: name the KMS key, or remove it for the store's default"
+                    ));
+                    None
+                }
+                key => Some(Encryption::Kms(key.map(str::to_string))),
+            },
+            (Some("AES256"), Some(_)) => {
+                problems.push(format!(
+                    "parameters {KMS_KEY_ID} is for {ENCRYPTION}: aws:kms; AES256 uses the store's own keys: remove \
+                     {KMS_KEY_ID}, or write aws:kms"
+                ));
+                None
+            }
+            (None, Some(_)) => {
+                problems.push(format!("parameters {KMS_KEY_ID} needs {ENCRYPTION}: aws:kms"));
+                None
+            }
+            (Some(other), _) => {
+                problems.push(format!("parameters {ENCRYPTION} is {other:?}: write AES256 or aws:kms"));
+                None
+            }
+        };
         if (mode.is_some() || days.is_some()) && !object_lock {
             problems
                 .push(format!("a default retention ({RETENTION_MODE}, {RETENTION_DAYS}) needs {OBJECT_LOCK}: Enabled"));
@@ -128,7 +195,7 @@ impl BucketOptions {
             return Err(problems);
         }
         let versioning = versioning.unwrap_or(false) || object_lock;
-        Ok(BucketOptions { versioning, object_lock, retention, expiration_days, abort_uploads_days })
+        Ok(BucketOptions { versioning, object_lock, retention, expiration_days, abort_uploads_days, encryption })
     }
 
     /// What was asked, to follow "created bucket NAME" where users look (`kubectl
@@ -150,6 +217,11 @@ impl BucketOptions {
         }
         if let Some(days) = self.abort_uploads_days {
             asked.push(format!("unfinished uploads aborted after {days} days"));
+        }
+        match &self.encryption {
+            Some(Encryption::Kms(Some(key))) => asked.push(format!("objects encrypted at rest (aws:kms, key {key})")),
+            Some(encryption) => asked.push(format!("objects encrypted at rest ({})", encryption.algorithm())),
+            None => {}
         }
         match asked.split_last() {
             None => String::new(),
@@ -259,7 +331,7 @@ mod tests {
     fn an_object_lock_brings_versioning_and_may_have_a_default_retention() {
         assert_eq!(parsed(&[(VERSIONING, "Enabled")]), Ok(BucketOptions { versioning: true, ..Default::default() }));
         let locked = BucketOptions { versioning: true, object_lock: true, ..Default::default() };
-        assert_eq!(parsed(&[(OBJECT_LOCK, "Enabled")]), Ok(locked));
+        assert_eq!(parsed(&[(OBJECT_LOCK, "Enabled")]), Ok(locked.clone()));
         let retained = parsed(&[(OBJECT_LOCK, "Enabled"), (RETENTION_MODE, "COMPLIANCE"), (RETENTION_DAYS, "30")]);
         let retention = Some(Retention { mode: RetentionMode::Compliance, days: 30 });
         assert_eq!(retained, Ok(BucketOptions { retention, ..locked }));
@@ -267,6 +339,27 @@ mod tests {
         assert_eq!(parsed(&[(EXPIRATION_DAYS, "30")]), Ok(expiring));
         let tidied = BucketOptions { abort_uploads_days: Some(7), ..Default::default() };
         assert_eq!(parsed(&[(ABORT_UPLOADS_DAYS, "7")]), Ok(tidied));
+    }
+
+    #[test]
+    fn a_class_may_ask_for_encryption_at_rest_with_the_stores_keys_or_its_kms() {
+        let encryption = |pairs: &[(&str, &str)]| parsed(pairs).map(|options| options.encryption);
+        assert_eq!(encryption(&[(ENCRYPTION, "AES256")]), Ok(Some(Encryption::S3)));
+        assert_eq!(encryption(&[(ENCRYPTION, "aws:kms")]), Ok(Some(Encryption::Kms(None))));
+        let key = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert_eq!(
+            encryption(&[(ENCRYPTION, "aws:kms"), (KMS_KEY_ID, key)]),
+            Ok(Some(Encryption::Kms(Some(key.into()))))
+        );
+        let problems = |pairs: &[(&str, &str)]| parsed(pairs).unwrap_err().join("\n");
+        assert!(
+            problems(&[(ENCRYPTION, "aes256")])
+                .contains(r#"serverSideEncryption is "aes256": write AES256 or aws:kms"#)
+        );
+        let stores_own = problems(&[(ENCRYPTION, "AES256"), (KMS_KEY_ID, key)]);
+        assert!(stores_own.contains("remove kmsKeyId, or write aws:kms"), "{stores_own}");
+        assert!(problems(&[(KMS_KEY_ID, key)]).contains("kmsKeyId needs serverSideEncryption: aws:kms"));
+        assert!(problems(&[(ENCRYPTION, "aws:kms"), (KMS_KEY_ID, " ")]).contains("kmsKeyId is empty"));
     }
 
     #[test]
@@ -284,6 +377,9 @@ mod tests {
             summary(&all),
             " with an object lock keeping each new object 30 days (COMPLIANCE) and objects expiring after 365 days"
         );
+        assert_eq!(summary(&[(ENCRYPTION, "AES256")]), " with objects encrypted at rest (AES256)");
+        let kms = summary(&[(ENCRYPTION, "aws:kms"), (KMS_KEY_ID, "alias/photos")]);
+        assert_eq!(kms, " with objects encrypted at rest (aws:kms, key alias/photos)");
         let three = [(VERSIONING, "Enabled"), (EXPIRATION_DAYS, "7"), (ABORT_UPLOADS_DAYS, "2")];
         assert_eq!(
             summary(&three),

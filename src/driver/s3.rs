@@ -16,7 +16,8 @@ use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus,
     CreateBucketConfiguration, DefaultRetention, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule,
     LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier, ObjectLockConfiguration, ObjectLockEnabled,
-    ObjectLockRetentionMode, ObjectLockRule, Tag, Tagging, VersioningConfiguration,
+    ObjectLockRetentionMode, ObjectLockRule, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -28,6 +29,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 
+use super::options::Encryption;
 use super::{BucketOptions, Connection, Credentials, Deletion, Driver, DriverError, Grant, options};
 use crate::api::AccessMode;
 use crate::config::S3Settings;
@@ -234,7 +236,44 @@ impl S3Driver {
             let parameters: Vec<&str> = rules.iter().map(|(parameter, _)| *parameter).collect();
             self.put_lifecycle(name, rules.into_iter().map(|(_, rule)| rule).collect(), &parameters).await?;
         }
+        if let Some(encryption) = &options.encryption {
+            self.put_encryption(name, encryption).await?;
+        }
         Ok(())
+    }
+
+    async fn put_encryption(&self, name: &str, encryption: &Encryption) -> Result<(), DriverError> {
+        let default = ServerSideEncryptionByDefault::builder()
+            .sse_algorithm(ServerSideEncryption::from(encryption.algorithm()))
+            .set_kms_master_key_id(encryption.kms_key().map(str::to_string))
+            .build()
+            .map_err(|error| DriverError::Permanent(format!("an encryption configuration: {error}")))?;
+        let rule = ServerSideEncryptionRule::builder().apply_server_side_encryption_by_default(default).build();
+        let configuration = ServerSideEncryptionConfiguration::builder()
+            .rules(rule)
+            .build()
+            .map_err(|error| DriverError::Permanent(format!("an encryption configuration: {error}")))?;
+        let put = self.s3.put_bucket_encryption().bucket(name).server_side_encryption_configuration(configuration);
+        put.send().await.map_err(|error| {
+            self.option_failed("setting the default encryption", &encryption_parameters(encryption), error)
+        })?;
+        Ok(())
+    }
+
+    /// Whether the bucket still encrypts by default as `asked` (where a key is named, with
+    /// that key).
+    async fn encryption_kept(&self, name: &str, asked: &Encryption) -> Result<bool, DriverError> {
+        let configuration = match self.s3.get_bucket_encryption().bucket(name).send().await {
+            Ok(answer) => answer.server_side_encryption_configuration,
+            Err(error) if code(&error) == Some("ServerSideEncryptionConfigurationNotFoundError") => return Ok(false),
+            Err(error) => return Err(self.failed("reading the default encryption", error)),
+        };
+        let rules = configuration.map(|c| c.rules).unwrap_or_default();
+        let default = rules.iter().find_map(|rule| rule.apply_server_side_encryption_by_default());
+        Ok(default.is_some_and(|default| {
+            default.sse_algorithm().as_str() == asked.algorithm()
+                && asked.kms_key().is_none_or(|key| default.kms_master_key_id() == Some(key))
+        }))
     }
 
     async fn put_versioning(&self, name: &str) -> Result<(), DriverError> {
@@ -434,6 +473,14 @@ fn permanent(code: &str) -> bool {
 
 /// bucketgate's lifecycle rules for what `options` ask, each with the class parameter that
 /// asks for it.
+/// The class parameters that ask for `encryption`.
+fn encryption_parameters(encryption: &Encryption) -> Vec<&'static str> {
+    match encryption.kms_key() {
+        Some(_) => vec![options::ENCRYPTION, options::KMS_KEY_ID],
+        None => vec![options::ENCRYPTION],
+    }
+}
+
 fn lifecycle_rules(options: &BucketOptions) -> Result<Vec<(&'static str, LifecycleRule)>, DriverError> {
     let mut rules = Vec::new();
     if let Some(days) = options.expiration_days {
@@ -653,6 +700,12 @@ impl Driver for S3Driver {
         if let Some((rules, lost)) = self.lifecycle_lost(name, options).await? {
             self.put_lifecycle(name, rules, &lost).await?;
             restored.extend(lost);
+        }
+        if let Some(asked) = &options.encryption
+            && !self.encryption_kept(name, asked).await?
+        {
+            self.put_encryption(name, asked).await?;
+            restored.extend(encryption_parameters(asked));
         }
         Ok(restored)
     }

@@ -1131,6 +1131,7 @@ async fn what_the_class_asks_of_each_bucket_is_asked_of_the_store() {
         retention,
         expiration_days: Some(400),
         abort_uploads_days: Some(3),
+        encryption: None,
     };
     assert_eq!(*driver.calls.lock().unwrap(), [format!("create {backend} {options:?}")]);
 }
