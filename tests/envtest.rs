@@ -747,6 +747,7 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
     let error = classes.create(&PostParams::default(), &versioned).await.unwrap_err().to_string();
     assert!(error.contains("versioning is") && error.contains("write Enabled or Disabled"), "{error}");
     versioned.spec.parameters.insert("versioning".into(), "Enabled".into());
+    versioned.spec.parameters.insert("serverSideEncryption".into(), "AES256".into());
     classes.create(&PostParams::default(), &versioned).await.unwrap();
     let buckets: Api<Bucket> = Api::namespaced(plane.client.clone(), "team-a");
     let started = Instant::now();
@@ -760,12 +761,17 @@ async fn buckets_go_from_creation_to_bound_to_deletion() {
     let admin = admin_key();
     let versioning = store(&admin).client().get_bucket_versioning().bucket(&bucket_name).send().await.unwrap();
     assert_eq!(versioning.status().map(|s| s.as_str()), Some("Enabled"), "as its class asks");
+    let encryption = store(&admin).client().get_bucket_encryption().bucket(&bucket_name).send().await.unwrap();
+    let rules = encryption.server_side_encryption_configuration.map(|c| c.rules).unwrap_or_default();
+    let algorithm = rules.first().and_then(|r| r.apply_server_side_encryption_by_default()).map(|d| d.sse_algorithm());
+    assert_eq!(algorithm.map(|a| a.as_str()), Some("AES256"), "encrypted at rest, as its class asks");
     // kstatus (Flux) reads a status of this generation as done: the schema keeps the field.
     let observed = bound.status.as_ref().and_then(|s| s.observed_generation);
     assert_eq!((observed, bound.condition("Reconciling")), (bound.metadata.generation, None));
     let content = bound.status.unwrap().bucket_content_name.unwrap();
     let said = Api::<BucketContent>::all(plane.client.clone()).get(&content).await.unwrap().status.unwrap();
-    assert_eq!(said.message, Some(format!("bucket {bucket_name} created with versioning")));
+    let asked = "versioning and objects encrypted at rest (AES256)";
+    assert_eq!(said.message, Some(format!("bucket {bucket_name} created with {asked}")));
     // What `kubectl wait --for=condition=Ready bucketcontent/...` reads.
     let conditions: Vec<_> = said.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
     assert_eq!(conditions, [("Ready", "True")]);
