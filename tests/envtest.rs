@@ -531,7 +531,7 @@ async fn policy_audit_judges_what_the_api_server_holds() {
              should be a lower-case word of 3 to 20 letters and digits followed by '-', such as \"photos-\"",
             "Bucket team-a/scratch: policy require-team-label refuses its CREATE and UPDATE: Buckets need a team label \
              with a lower-case team name (metadata.labels.team is absent)",
-            "judged 2 Buckets, 1 BucketClass against 7 policies: 1 refused by a policy, 0 by a built-in rule; \
+            "judged 2 Buckets, 1 BucketClass against 8 policies: 1 refused by a policy, 0 by a built-in rule; \
              0 warned of, 0 recorded, 0 not evaluated",
         ],
         "{stderr}"

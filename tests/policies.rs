@@ -276,6 +276,7 @@ async fn example_policies_pass_their_own_tests() {
         "default-cost-center",
         "no-delete-in-production",
         "restricted-data-is-retained",
+        "restricted-data-is-encrypted",
     ] {
         assert!(stdout.contains(&format!("PASS  {policy} / ")), "no passing test for {policy}: {stdout}");
     }
@@ -285,7 +286,7 @@ async fn example_policies_pass_their_own_tests() {
         .await
         .unwrap();
     assert!(lint.status.success());
-    assert_eq!(String::from_utf8_lossy(&lint.stdout), "7 policies OK\n");
+    assert_eq!(String::from_utf8_lossy(&lint.stdout), "8 policies OK\n");
 }
 
 /// A warning is said and does not fail the lint: the policy loads and runs as written.
@@ -347,7 +348,7 @@ async fn the_example_policies_admit_the_example_objects() {
     assert!(ok, "{stdout}{stderr}");
     assert_eq!(
         stdout,
-        "judged 2 Buckets, 3 BucketClasses, 1 BucketContent against 7 policies: 0 refused by a policy, \
+        "judged 2 Buckets, 3 BucketClasses, 1 BucketContent against 8 policies: 0 refused by a policy, \
          0 by a built-in rule; 0 warned of, 0 recorded, 0 not evaluated\n"
     );
 }
