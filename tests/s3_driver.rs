@@ -685,6 +685,32 @@ async fn scoped_credentials_work_for_their_bucket_and_not_another() {
     driver.delete_bucket(&other).await.unwrap();
 }
 
+/// A bucket encrypted with a KMS key of its own: its key may use that key, as AWS asks of
+/// every read and write there; SeaweedFS takes the policy (its writes would need a KMS).
+#[tokio::test]
+#[ignore = "needs an S3 server: bash scripts/test starts SeaweedFS"]
+async fn a_key_to_a_bucket_with_a_kms_key_may_use_that_key() {
+    let _writing = IAM_WRITES.read().await;
+    let recording = Recording::default();
+    let driver = recording.driver(&settings(true));
+    let name = unique("kms");
+    let key = "arn:aws:kms:us-east-1:111122223333:key/photos";
+    let sealed = BucketOptions { encryption: Some(Encryption::Kms(Some(key.into()))), ..Default::default() };
+    driver.create_bucket(&name, &sealed).await.unwrap();
+    let holder = unique("holder");
+    let grant = driver.grant(&name, &holder, AccessMode::ReadOnly).await.unwrap();
+    let policies: Vec<String> =
+        recording.sent().into_iter().filter(|r| r.body.starts_with("Action=PutUserPolicy")).map(|r| r.body).collect();
+    let [policy] = &policies[..] else { panic!("one policy: {policies:?}") };
+    assert!(policy.contains("kms%3ADecrypt") && !policy.contains("kms%3AGenerateDataKey"), "{policy}");
+    assert!(policy.contains("key%2Fphotos"), "that key: {policy}");
+    let workload = S3Driver::new(&settings(false), grant.credentials);
+    let listed = || async { workload.client().list_objects_v2().bucket(&name).send().await.map(|_| ()).map_err(code) };
+    eventually(Ok(()), listed).await;
+    driver.revoke(&holder).await.unwrap();
+    driver.delete_bucket(&name).await.unwrap();
+}
+
 /// A rotation makes a second key beside the one in use, with the same reach; both work until
 /// the old one is retired. A key left by a rotation that never reached its Secret is
 /// removed by the next.

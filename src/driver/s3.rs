@@ -12,6 +12,7 @@ use aws_sdk_s3::config::{
     timeout::TimeoutConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_bucket_encryption::GetBucketEncryptionError;
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus,
     CreateBucketConfiguration, DefaultRetention, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule,
@@ -260,16 +261,39 @@ impl S3Driver {
         Ok(())
     }
 
+    /// The bucket's default encryption (`None`: it has none), or the store's refusal to say.
+    async fn default_encryption(
+        &self,
+        name: &str,
+    ) -> Result<Option<ServerSideEncryptionByDefault>, SdkError<GetBucketEncryptionError, HttpResponse>> {
+        match self.s3.get_bucket_encryption().bucket(name).send().await {
+            Ok(answer) => {
+                let rules = answer.server_side_encryption_configuration.map(|c| c.rules).unwrap_or_default();
+                Ok(rules.into_iter().find_map(|rule| rule.apply_server_side_encryption_by_default))
+            }
+            Err(error) if code(&error) == Some("ServerSideEncryptionConfigurationNotFoundError") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The KMS key the bucket encrypts with by default, where it names one: greenfield from
+    /// its class, or a brownfield bucket's own. A store that does not say (no such request,
+    /// or the provisioner may not ask) is taken to name none, as before the question.
+    async fn kms_key_of(&self, name: &str) -> Result<Option<String>, DriverError> {
+        let default = match self.default_encryption(name).await {
+            Ok(default) => default,
+            Err(error) if matches!(code(&error), Some("NotImplemented" | "AccessDenied")) => return Ok(None),
+            Err(error) => return Err(self.failed("reading the default encryption", error)),
+        };
+        let kms = default.filter(|default| default.sse_algorithm().as_str().starts_with("aws:kms"));
+        Ok(kms.and_then(|default| default.kms_master_key_id).filter(|key| !key.is_empty()))
+    }
+
     /// Whether the bucket still encrypts by default as `asked` (where a key is named, with
     /// that key).
     async fn encryption_kept(&self, name: &str, asked: &Encryption) -> Result<bool, DriverError> {
-        let configuration = match self.s3.get_bucket_encryption().bucket(name).send().await {
-            Ok(answer) => answer.server_side_encryption_configuration,
-            Err(error) if code(&error) == Some("ServerSideEncryptionConfigurationNotFoundError") => return Ok(false),
-            Err(error) => return Err(self.failed("reading the default encryption", error)),
-        };
-        let rules = configuration.map(|c| c.rules).unwrap_or_default();
-        let default = rules.iter().find_map(|rule| rule.apply_server_side_encryption_by_default());
+        let default = self.default_encryption(name).await;
+        let default = default.map_err(|error| self.failed("reading the default encryption", error))?;
         Ok(default.is_some_and(|default| {
             default.sse_algorithm().as_str() == asked.algorithm()
                 && asked.kms_key().is_none_or(|key| default.kms_master_key_id() == Some(key))
@@ -579,7 +603,11 @@ fn status<E>(error: &SdkError<E, HttpResponse>) -> Option<u16> {
 /// put need `s3:PutObjectRetention`). No key may delete a version or bypass a lock: a
 /// workload, or whoever has its key, can hide an object behind a delete marker but not
 /// destroy its history.
-pub fn bucket_policy(bucket: &str, mode: AccessMode) -> String {
+///
+/// A bucket encrypted by default with a KMS key of the account's own (`kms_key`, as the
+/// store names it) is written and read only by whoever may use that key: see
+/// [`kms_statement`].
+pub fn bucket_policy(bucket: &str, mode: AccessMode, kms_key: Option<&str>) -> String {
     let actions: &[&str] = match mode {
         AccessMode::ReadOnly => {
             &["s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketLocation"]
@@ -606,15 +634,41 @@ pub fn bucket_policy(bucket: &str, mode: AccessMode) -> String {
             "s3:PutObjectLegalHold",
         ],
     };
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
+    let objects = serde_json::json!({
+        "Effect": "Allow",
+        "Action": actions,
+        "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
+    });
+    let statements: Vec<serde_json::Value> =
+        std::iter::once(objects).chain(kms_key.map(|key| kms_statement(key, mode))).collect();
+    serde_json::json!({"Version": "2012-10-17", "Statement": statements}).to_string()
+}
+
+/// The use of a bucket's KMS key its objects need: `kms:GenerateDataKey` to write,
+/// `kms:Decrypt` to read (and to write in parts: a multipart upload decrypts its data key).
+/// That key only, however the bucket names it: a key's ARN as it is, a bare key id in any
+/// region and account, an alias (`alias/NAME` or its ARN) through the aliases the key has.
+/// Without a statement, AWS refuses every read and write of such a bucket to the key
+/// (the account's default `aws/s3` key needs none: its policy lets the account use it
+/// through S3).
+fn kms_statement(key: &str, mode: AccessMode) -> serde_json::Value {
+    let actions: &[&str] = match mode {
+        AccessMode::ReadOnly => &["kms:Decrypt"],
+        AccessMode::WriteOnly | AccessMode::ReadWrite => &["kms:GenerateDataKey", "kms:Decrypt"],
+    };
+    let alias = key.find("alias/").map(|at| &key[at..]);
+    match alias {
+        Some(alias) => serde_json::json!({
             "Effect": "Allow",
             "Action": actions,
-            "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
-        }],
-    })
-    .to_string()
+            "Resource": "*",
+            "Condition": {"ForAnyValue:StringEquals": {"kms:ResourceAliases": alias}},
+        }),
+        None if key.starts_with("arn:") => serde_json::json!({"Effect": "Allow", "Action": actions, "Resource": key}),
+        None => {
+            serde_json::json!({"Effect": "Allow", "Action": actions, "Resource": format!("arn:aws:kms:*:*:key/{key}")})
+        }
+    }
 }
 
 #[async_trait]
@@ -658,7 +712,8 @@ impl Driver for S3Driver {
             }
             Err(error) => return Err(self.iam_failed("creating the IAM user", error)),
         }
-        let policy = bucket_policy(bucket, mode);
+        let kms_key = self.kms_key_of(bucket).await?;
+        let policy = bucket_policy(bucket, mode, kms_key.as_deref());
         let put = iam.client.put_user_policy().user_name(&user).policy_name(POLICY_NAME).policy_document(policy);
         iam.send(put.send()).await.map_err(|error| self.iam_failed("limiting the IAM user to its bucket", error))?;
         // Keys from an attempt that crashed before its Secret was written are no one's.
@@ -959,6 +1014,27 @@ impl S3Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_with_a_kms_key_of_its_own_gives_its_keys_the_use_of_that_key_alone() {
+        let statements = |mode, key| {
+            let policy: serde_json::Value = serde_json::from_str(&bucket_policy("photos", mode, key)).unwrap();
+            policy["Statement"].as_array().unwrap().clone()
+        };
+        assert_eq!(statements(AccessMode::ReadWrite, None).len(), 1, "no KMS key named: S3 alone");
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let [_, kms] = &statements(AccessMode::ReadWrite, Some(arn))[..] else { panic!("two statements") };
+        assert_eq!(kms["Action"], serde_json::json!(["kms:GenerateDataKey", "kms:Decrypt"]));
+        assert_eq!(kms["Resource"], arn);
+        let [_, kms] = &statements(AccessMode::ReadOnly, Some("1234abcd-12ab"))[..] else { panic!("two") };
+        assert_eq!(kms["Action"], serde_json::json!(["kms:Decrypt"]), "a reader decrypts only");
+        assert_eq!(kms["Resource"], "arn:aws:kms:*:*:key/1234abcd-12ab");
+        for alias in ["alias/photos", "arn:aws:kms:eu-west-1:111122223333:alias/photos"] {
+            let [_, kms] = &statements(AccessMode::WriteOnly, Some(alias))[..] else { panic!("two") };
+            assert_eq!(kms["Resource"], "*", "{alias}");
+            assert_eq!(kms["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"], "alias/photos", "{alias}");
+        }
+    }
 
     #[test]
     fn a_store_without_the_operation_is_not_asked_again_and_again() {
