@@ -495,8 +495,6 @@ fn permanent(code: &str) -> bool {
     )
 }
 
-/// bucketgate's lifecycle rules for what `options` ask, each with the class parameter that
-/// asks for it.
 /// The class parameters that ask for `encryption`.
 fn encryption_parameters(encryption: &Encryption) -> Vec<&'static str> {
     match encryption.kms_key() {
@@ -505,6 +503,8 @@ fn encryption_parameters(encryption: &Encryption) -> Vec<&'static str> {
     }
 }
 
+/// bucketgate's lifecycle rules for what `options` ask, each with the class parameter that
+/// asks for it.
 fn lifecycle_rules(options: &BucketOptions) -> Result<Vec<(&'static str, LifecycleRule)>, DriverError> {
     let mut rules = Vec::new();
     if let Some(days) = options.expiration_days {
