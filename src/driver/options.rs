@@ -1,9 +1,8 @@
 //! What a class's parameters ask of each bucket made from it: versioning, an object lock
 //! with a default retention, objects expiring after a number of days, unfinished
 //! multipart uploads given up after a number of days, and default encryption at rest.
-//! Admission reads
-//! them the same way as the loop, so that a class whose values no store could carry out is
-//! refused when it is made, not at every Bucket.
+//! Admission reads them the same way as the loop, so that a class whose values no store
+//! could carry out is refused when it is made, not at every Bucket.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
