@@ -278,11 +278,14 @@ impl S3Driver {
 
     /// The KMS key the bucket encrypts with by default, where it names one: greenfield from
     /// its class, or a brownfield bucket's own. A store that does not say (no such request,
-    /// or the provisioner may not ask) is taken to name none, as before the question.
+    /// or the provisioner may not ask), or a bucket not there (yet), is taken to name none:
+    /// the key is made as before the question.
     async fn kms_key_of(&self, name: &str) -> Result<Option<String>, DriverError> {
         let default = match self.default_encryption(name).await {
             Ok(default) => default,
-            Err(error) if matches!(code(&error), Some("NotImplemented" | "AccessDenied")) => return Ok(None),
+            Err(error) if matches!(code(&error), Some("NotImplemented" | "AccessDenied" | "NoSuchBucket")) => {
+                return Ok(None);
+            }
             Err(error) => return Err(self.failed("reading the default encryption", error)),
         };
         let kms = default.filter(|default| default.sse_algorithm().as_str().starts_with("aws:kms"));
