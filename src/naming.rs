@@ -168,8 +168,9 @@ pub fn check_secret_parameters(parameters: &BTreeMap<String, String>) -> Vec<Str
 /// the Bucket's own: whoever names a Bucket would then choose which Secret of that
 /// namespace bucketgate reads as the provisioner's credentials, another class's included
 /// (whose key, on a store without IAM, would be copied into the Bucket's Secret). Said with
-/// its fix. Judged for new classes, contents and Buckets, and before a greenfield content
-/// is made, not when a Secret is read: Buckets bound before go on, and are released.
+/// its fix. Judged for new classes, contents and Buckets, before a greenfield content is
+/// made and before a Bucket first binds an existing one, not when a Secret is read: Buckets
+/// bound before go on, and are released.
 pub fn secret_chosen_by_bucket(parameters: &BTreeMap<String, String>) -> Option<String> {
     let (name, namespace) = (parameters.get(SECRET_NAME_PARAMETER)?, parameters.get(SECRET_NAMESPACE_PARAMETER)?);
     let (bucket_name, bucket_namespace) = (TEMPLATE_TOKENS[0], TEMPLATE_TOKENS[1]);

@@ -18,7 +18,7 @@ use crate::api::{Bucket, BucketClass, BucketContent, BucketContentPhase, BucketP
 use crate::config::S3Settings;
 use crate::driver::options::KeyRotation;
 use crate::driver::{Connection, Credentials, Deletion, Driver, DriverError, Grant, Metered};
-use crate::naming::check_dns1123_subdomain;
+use crate::naming::{check_dns1123_subdomain, secret_chosen_by_bucket};
 
 pub async fn bucket(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Error> {
     if bucket.meta().deletion_timestamp.is_some() {
@@ -207,6 +207,11 @@ async fn bind(bucket: &Bucket, name: &str, ctx: &Context) -> Result<Option<Bound
             "BucketContent {name} belongs to provisioner {:?}, which has no driver here",
             content.spec.provisioner()
         )));
+    }
+    // Admission refuses a new Bucket of such a content; one made while the webhook was away
+    // does not bind it here either. Buckets bound before go on.
+    if let Some(problem) = secret_chosen_by_bucket(&content.spec.parameters).filter(|_| !bound_before) {
+        return Err(Error::Permanent(format!("BucketContent {name}: {problem}")));
     }
     let namespace = bucket.namespace().unwrap_or_default();
     let uid = Api::<Namespace>::all(ctx.client.clone()).get(&namespace).await?.uid().unwrap_or_default();

@@ -1187,6 +1187,31 @@ async fn provisioner_secret_parameters_are_judged_again_before_use() {
     assert!(driver.calls.lock().unwrap().is_empty(), "{:?}", driver.calls.lock().unwrap());
 }
 
+/// A content whose provisioner Secret a Bucket's name would choose, made before admission
+/// refused such contents, is not bound by a Bucket made while the webhook was away: it
+/// fails saying the fix, and no Secret is read nor store asked.
+#[tokio::test]
+async fn a_content_whose_secret_a_bucket_would_choose_is_not_bound_anew() {
+    let driver = Arc::new(FakeDriver::default());
+    let (ctx, mut api) = context_with_events(driver.clone());
+    let mut shared = managed_legacy();
+    shared["spec"]["parameters"] = json!({"cosi.io/provisioner-secret-name": "${bucket.name}",
+        "cosi.io/provisioner-secret-namespace": "bucketgate-system"});
+    let target = bucket(json!({"protocol": "s3", "bucketContentName": "legacy"}), json!({}));
+    let shown = serde_json::to_value(&target).unwrap();
+    let reconciling = tokio::spawn(super::reconcile_bucket(Arc::new(target), ctx.clone()));
+    api.expect("GET", "/apis/cosi.io/v1alpha1/bucketcontents/legacy", Reply::Json(shared)).await;
+    let status = expect_bucket_status(&mut api, shown).await;
+    assert_eq!(status["status"]["phase"], "Failed", "{status}");
+    let (reason, note) = expect_event(&mut api).await;
+    assert_eq!(reason, "Failed");
+    assert!(note.contains("BucketContent legacy: parameters cosi.io/provisioner-secret-name"), "{note}");
+    assert!(note.contains("whoever names a Bucket would choose which Secret"), "{note}");
+    let error = finish(reconciling).await.unwrap_err();
+    assert!(error.is_permanent(), "{error}");
+    assert!(driver.calls.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn binding_from_a_recreated_namespace_is_refused_again_here() {
     let driver = Arc::new(FakeDriver::default());
